@@ -1,0 +1,82 @@
+"""The data-plane contract between facade and workers.
+
+The facade only calls ``request()``; workers declare their model versions' queues and consume
+them. ``InMemoryBroker`` (embedded mode) and the AMQP broker (distributed mode) implement the same
+semantics, checked by one contract test suite:
+
+- one bounded queue per model version; a full queue refuses new requests at once (``Overloaded``);
+- no queue for a version: ``ModelNotLoaded``;
+- a request carries its deadline: the caller stops waiting then (``DeadlineExceeded``) and the
+  broker drops it if it is still queued;
+- deliveries are acknowledged after their reply; a rejected delivery is requeued or dropped;
+  a consumer holds at most ``prefetch`` unacknowledged deliveries.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from common.wire import PredictReply, PredictRequest
+
+__all__ = ["Broker", "Delivery", "DeliveryHandler", "Subscription"]
+
+
+class Delivery(ABC):
+    """One request handed to a worker, to be answered and then settled exactly once."""
+
+    request: PredictRequest
+    redelivered: bool
+
+    @abstractmethod
+    async def reply(self, reply: PredictReply) -> None:
+        """Send the answer to whoever waits for it (nothing if nobody does)."""
+
+    @abstractmethod
+    async def ack(self) -> None:
+        """Done: the broker forgets the request."""
+
+    @abstractmethod
+    async def reject(self, requeue: bool) -> None:
+        """Give the request back to the queue, or drop it (poison, expired)."""
+
+
+DeliveryHandler = Callable[[Delivery], None]
+"""Called for each delivery, on the event loop; it must not block (hand the work to a task)."""
+
+
+class Subscription(ABC):
+    """A running consumer of one queue."""
+
+    @abstractmethod
+    async def cancel(self) -> None:
+        """Stop new deliveries; deliveries already handed out stay valid to reply and settle."""
+
+
+class Broker(ABC):
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
+
+    @abstractmethod
+    async def request(self, request: PredictRequest) -> PredictReply:
+        """Publish to the request's model version and wait for the reply until its deadline."""
+
+    @abstractmethod
+    async def declare_queue(self, model: str, version: int, max_length: int) -> None:
+        """Create the version's queue if it does not exist (idempotent)."""
+
+    @abstractmethod
+    async def delete_queue(self, model: str, version: int) -> None:
+        """Remove the version's queue; requests still in it are dropped."""
+
+    @abstractmethod
+    async def queue_depth(self, model: str, version: int) -> int:
+        """Requests waiting in the queue, not yet handed to a consumer."""
+
+    @abstractmethod
+    async def consume(
+        self, model: str, version: int, handler: DeliveryHandler, prefetch: int
+    ) -> Subscription: ...

@@ -1,0 +1,93 @@
+"""Settings from the environment (prefix ``INFERNO_``), one class per role.
+
+``INFERNO_BROKER_URL`` unset means embedded mode (in-process broker); ``INFERNO_REDIS_URL`` unset
+means an in-memory state store. Unknown variables are ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from common.model_config import Device
+
+__all__ = ["CommonSettings", "FacadeSettings", "WorkerSettings"]
+
+DEFAULT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    return value
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INFERNO_", extra="ignore")
+
+    repo_root: Path = Path("models")
+    """The model repository: ``<repo_root>/<name>/<version>/model.yaml``."""
+    broker_url: str | None = None
+    """AMQP URL of RabbitMQ; unset runs the embedded in-process broker."""
+    redis_url: str | None = None
+    """Redis URL of the shared state; unset keeps state in memory (one process)."""
+    redis_prefix: str = "inferno"
+    """Prefix of every Redis key and channel (isolates clusters sharing one Redis)."""
+    log_level: str = "INFO"
+    log_json: bool = True
+    """JSON log lines (``ts``, ``level``, ``logger``, ``msg``, ...); false for plain text."""
+    heartbeat_interval_s: Annotated[float, Field(gt=0)] = 2.0
+    """How often a worker reports itself alive; it is dead after 3 missed intervals."""
+
+
+class FacadeSettings(CommonSettings):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    """Larger request bodies are refused with 413 before they are read whole."""
+    request_timeout_ms: Annotated[int, Field(ge=1)] = 30_000
+    """Default deadline of a predict request (a request or model.yaml may set its own)."""
+    max_request_timeout_ms: Annotated[int, Field(ge=1)] = 300_000
+    """Upper bound on any deadline a request asks for."""
+    admin_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    """How long load/unload/activate wait for workers to report the change (then 504)."""
+    access_log: bool = True
+    metrics_buckets: Annotated[tuple[float, ...], NoDecode] = DEFAULT_BUCKETS
+    """Latency histogram buckets in seconds, comma-separated."""
+
+    _split_buckets = field_validator("metrics_buckets", mode="before")(_split)
+
+    @model_validator(mode="after")
+    def _timeouts_ordered(self) -> FacadeSettings:
+        if self.request_timeout_ms > self.max_request_timeout_ms:
+            raise ValueError("request_timeout_ms must not exceed max_request_timeout_ms")
+        if list(self.metrics_buckets) != sorted(self.metrics_buckets):
+            raise ValueError("metrics_buckets must be increasing")
+        return self
+
+
+class WorkerSettings(CommonSettings):
+    device: Device = Device.AUTO
+    """Where models run unless model.yaml says otherwise; ``auto`` picks cuda when present."""
+    preload: Annotated[list[str], NoDecode] = ["*"]
+    """Models whose newest version is loaded at start: names, ``*`` for all, empty for none."""
+    models: Annotated[list[str], NoDecode] = ["*"]
+    """Models this worker may serve (``inferno worker --models a,b``); ``*`` for all."""
+    state_reconcile_enabled: bool = True
+    state_reconcile_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    """Fallback period of the reconciler; change events trigger it at once."""
+    drain_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """On shutdown or unload, how long in-flight batches may take to finish."""
+    torch_threads: Annotated[int, Field(ge=0)] = 0
+    """torch intra-op threads; 0 keeps torch's default."""
+
+    _split_lists = field_validator("preload", "models", mode="before")(_split)
+
+    def serves(self, name: str) -> bool:
+        return "*" in self.models or name in self.models
+
+    def preloads(self, name: str) -> bool:
+        return self.serves(name) and ("*" in self.preload or name in self.preload)

@@ -1,0 +1,96 @@
+"""Admin operations: write the desired state, then wait until live workers report it.
+
+``activate`` loads first and switches the active version only once a worker serves it, so requests
+in flight keep going to the old version and new ones find the new version ready: a hot swap.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from common.errors import AdminTimeout, InvalidInput, ModelFailed
+from common.state import StateStore
+from facade.cluster_view import ClusterView
+
+__all__ = ["AdminService"]
+
+log = logging.getLogger(__name__)
+
+
+class AdminService:
+    def __init__(self, store: StateStore, view: ClusterView, timeout_s: float) -> None:
+        self._store = store
+        self._view = view
+        self._timeout = timeout_s
+
+    async def load(self, name: str, version: int | None) -> dict[str, Any]:
+        """Load a version (default: the newest); the first loaded version becomes active."""
+        version = self._view.repository.get(name, version).config.version
+        await self._store.set_desired(name, version, loaded=True)
+        await self._await_loaded(name, version)
+        state = self._view.models.get(name)
+        if state is None or state.active is None:
+            await self._store.set_active(name, version)
+        return await self.describe(name)
+
+    async def unload(self, name: str, version: int | None) -> dict[str, Any]:
+        """Unload one version, or every loaded version when none is named."""
+        self._view.repository.versions(name)
+        state = self._view.models.get(name)
+        loaded = sorted(state.desired) if state else []
+        versions = loaded if version is None else [version]
+        if version is not None and version not in loaded:
+            raise InvalidInput(f"Model '{name}' version {version} is not loaded "
+                               f"(loaded: {', '.join(map(str, loaded)) or 'none'})")
+        for v in versions:
+            await self._store.set_desired(name, v, loaded=False)
+        gone = await self._view.wait_for(
+            lambda: True if not any(self._view.serving(name, v) for v in versions) else None,
+            self._timeout)
+        if gone is None:
+            raise AdminTimeout(f"Workers still serve model '{name}' version(s) "
+                               f"{versions} after {self._timeout:.0f}s")
+        return await self.describe(name)
+
+    async def activate(self, name: str, version: int) -> dict[str, Any]:
+        """Load ``version`` if needed, then route unpinned requests to it."""
+        self._view.repository.get(name, version)
+        await self._store.set_desired(name, version, loaded=True)
+        await self._await_loaded(name, version)
+        await self._store.set_active(name, version)
+        await self._view.wait_for(
+            lambda: True if self._active(name) == version else None, self._timeout)
+        return await self.describe(name)
+
+    async def describe(self, name: str) -> dict[str, Any]:
+        await self._view.refresh()
+        state = self._view.models.get(name)
+        return {"name": name, "active": state.active if state else None,
+                "loaded": sorted(state.desired) if state else []}
+
+    def _active(self, name: str) -> int | None:
+        state = self._view.models.get(name)
+        return state.active if state else None
+
+    async def _await_loaded(self, name: str, version: int) -> None:
+        key = f"{name}:{version}"
+        since = time.time()
+
+        def outcome() -> str | None:
+            if self._view.serving(name, version):
+                return ""
+            for worker in self._view.workers:
+                attempt = worker.failed.get(key)
+                if attempt is not None and attempt[0] >= since:
+                    return attempt[1]
+            return None
+
+        result = await self._view.wait_for(outcome, self._timeout)
+        if result is None:
+            raise AdminTimeout(f"No live worker reported model '{name}' version {version} "
+                               f"loaded within {self._timeout:.0f}s")
+        if result:
+            await self._store.set_desired(name, version, loaded=False)
+            raise ModelFailed(f"Model '{name}' version {version} failed to load: {result}")

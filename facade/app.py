@@ -1,0 +1,51 @@
+"""The facade: a stateless HTTP front that validates requests and queues them for workers.
+
+``Facade.create`` wires the services to a ``Broker`` and a ``StateStore`` (whichever
+implementations the launcher chose) and starts the cluster view; ``facade.app`` is the ASGI app.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from common.broker import Broker
+from common.config import FacadeSettings
+from common.metrics import FacadeMetrics
+from common.repository import ModelRepository
+from common.state import StateStore
+from facade.admin_service import AdminService
+from facade.cluster_view import ClusterView
+from facade.errors import install_error_handlers
+from facade.health import health_router
+from facade.middleware import RequestContext
+from facade.predict_service import PredictService
+from facade.routes_v1 import v1_router
+
+__all__ = ["Facade"]
+
+
+class Facade:
+    def __init__(self, app: FastAPI, view: ClusterView) -> None:
+        self.app = app
+        self.view = view
+
+    @classmethod
+    async def create(cls, settings: FacadeSettings, broker: Broker, store: StateStore,
+                     repository: ModelRepository, registry: CollectorRegistry) -> Facade:
+        metrics = FacadeMetrics(registry, settings.metrics_buckets)
+        view = ClusterView(store, repository, metrics, settings.heartbeat_interval_s)
+        await view.start()
+        service = PredictService(settings, broker, view, metrics)
+        admin = AdminService(store, view, settings.admin_timeout_s)
+        app = FastAPI(title="Inferno", version="0.1.0",
+                      description="Inference server for PyTorch models")
+        install_error_handlers(app)
+        app.include_router(v1_router(service, admin, view))
+        app.include_router(health_router(view, registry))
+        app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes,
+                           access_log=settings.access_log)
+        return cls(app, view)
+
+    async def aclose(self) -> None:
+        await self.view.aclose()

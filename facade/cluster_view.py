@@ -1,0 +1,120 @@
+"""The facade's cached view of the cluster state, refreshed on change events and periodically.
+
+The predict path reads only this cache: it never waits on the state store (a slow or absent store
+must not slow serving). Admin calls wait here for workers to report a change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
+
+from common.errors import ModelNotLoaded, Unavailable
+from common.metrics import FacadeMetrics
+from common.repository import ModelEntry, ModelRepository
+from common.state import ModelState, StateEvent, StateStore, WorkerInfo
+
+__all__ = ["ClusterView"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ClusterView:
+    def __init__(self, store: StateStore, repository: ModelRepository, metrics: FacadeMetrics,
+                 refresh_interval_s: float) -> None:
+        self.repository = repository
+        self.models: dict[str, ModelState] = {}
+        self.workers: list[WorkerInfo] = []
+        self._serving: dict[tuple[str, int], int] = {}
+        self._store = store
+        self._metrics = metrics
+        self._interval = refresh_interval_s
+        self._changed = asyncio.Event()
+        self._stale = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        events = self._store.events()
+        await self.refresh()
+        self._tasks = [asyncio.create_task(self._watch(events), name="view events"),
+                       asyncio.create_task(self._refresh_forever(), name="view refresh")]
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def refresh(self) -> None:
+        self.models = await self._store.models()
+        self.workers = await self._store.workers()
+        serving: dict[tuple[str, int], int] = {}
+        for worker in self.workers:
+            for name, versions in worker.loaded.items():
+                for version in versions:
+                    serving[name, version] = serving.get((name, version), 0) + 1
+        self._serving = serving
+        for name in self.repository.names():
+            self._metrics.live_workers.labels(name).set(
+                sum(1 for w in self.workers if name in w.loaded))
+        # Wake every waiter, then arm a fresh event for the next change.
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def serving(self, name: str, version: int) -> int:
+        """Live workers that report the version loaded."""
+        return self._serving.get((name, version), 0)
+
+    def route(self, name: str, version: int | None) -> ModelEntry:
+        """The model version a predict call goes to, or the error that says why none."""
+        state = self.models.get(name)
+        if state is None or not state.desired:
+            self.repository.versions(name)  # ModelNotFound for a name nobody knows
+            raise ModelNotLoaded(
+                f"Model '{name}' is not loaded; load it with POST /v1/models:load")
+        if version is None:
+            version = state.active
+            if version is None:
+                raise ModelNotLoaded(f"Model '{name}' has no active version; "
+                                     f"pin one of {sorted(state.desired)} or activate one")
+        if version not in state.desired:
+            self.repository.get(name, version)  # ModelNotFound for a version that never existed
+            raise ModelNotLoaded(f"Model '{name}' version {version} is not loaded "
+                                 f"(loaded: {', '.join(map(str, sorted(state.desired)))})")
+        if not self.serving(name, version):
+            raise Unavailable(f"No live worker serves model '{name}' version {version} yet")
+        return self.repository.get(name, version)
+
+    def ready(self) -> tuple[bool, list[str]]:
+        """Ready when every active model version has a live worker; else what is missing."""
+        missing = [f"{s.name}:{s.active}" for s in self.models.values()
+                   if s.active is not None and not self.serving(s.name, s.active)]
+        return not missing, missing
+
+    async def wait_for(self, check: Callable[[], T | None], timeout: float) -> T | None:
+        """Wait until ``check()`` returns something other than None (re-checked on each change)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while (result := check()) is None:
+                    await self._changed.wait()
+                return result
+        return check()
+
+    async def _watch(self, events: AsyncIterator[StateEvent]) -> None:
+        async for _ in events:
+            self._stale.set()
+
+    async def _refresh_forever(self) -> None:
+        # Events mark the view stale; the timer catches what events cannot say (expired workers).
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._stale.wait()
+            self._stale.clear()
+            try:
+                await self.refresh()
+            except Exception as exc:
+                log.warning("state refresh failed, serving on the last known state: %s", exc)

@@ -1,0 +1,53 @@
+"""Embedded mode: facade and one worker in one process over the in-memory broker and store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from common.config import FacadeSettings, WorkerSettings
+from common.memory_broker import InMemoryBroker
+from common.memory_state import InMemoryStateStore
+from common.metrics import WorkerMetrics
+from common.repository import ModelRepository
+from facade.app import Facade
+from worker.worker import Worker
+
+__all__ = ["Embedded"]
+
+
+@dataclass
+class Embedded:
+    facade: Facade
+    worker: Worker
+    broker: InMemoryBroker
+    store: InMemoryStateStore
+    registry: CollectorRegistry
+
+    @classmethod
+    async def start(cls, facade_settings: FacadeSettings,
+                    worker_settings: WorkerSettings) -> Embedded:
+        """Start the worker (models load in the background) and the facade."""
+        registry = CollectorRegistry()
+        repository = ModelRepository(facade_settings.repo_root)
+        repository.scan()
+        broker, store = InMemoryBroker(), InMemoryStateStore()
+        await broker.start()
+        await store.start()
+        worker = Worker(worker_settings, broker, store, repository,
+                        WorkerMetrics(registry, facade_settings.metrics_buckets))
+        await worker.start()
+        facade = await Facade.create(facade_settings, broker, store, repository, registry)
+        return cls(facade, worker, broker, store, registry)
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """True once every active model version has its runner up."""
+        view = self.facade.view
+        return await view.wait_for(lambda: True if view.ready()[0] else None, timeout) is True
+
+    async def aclose(self) -> None:
+        await self.facade.aclose()
+        await self.worker.stop()
+        await self.store.aclose()
+        await self.broker.aclose()

@@ -1,0 +1,45 @@
+"""Build the sample TorchScript artifacts: ``python models/build.py`` (deterministic, seeded).
+
+``mlp`` is the benchmark MLP of DESIGN.md (256 → 1024 → 1024 → 10). Version 1 returns
+``(probs, label)``; version 2 has other weights and also returns ``logits``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+
+
+class MLP(nn.Module):
+    def __init__(self, with_logits: bool) -> None:
+        super().__init__()
+        self.with_logits = with_logits
+        self.layers = nn.Sequential(
+            nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
+            nn.Linear(1024, 10))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits = self.layers(x)
+        probs = torch.softmax(logits, dim=-1)
+        label = torch.argmax(logits, dim=-1)
+        if self.with_logits:
+            return probs, label, logits
+        return probs, label
+
+
+def build() -> None:
+    for version in (1, 2):
+        torch.manual_seed(version)
+        # Traced, so the version switch is fixed at build time and no annotations are needed.
+        module = torch.jit.trace(MLP(with_logits=version == 2).eval(), torch.zeros(2, 256))
+        path = HERE / "mlp" / str(version) / "model.pt"
+        module.save(str(path))
+        print(f"wrote {path.relative_to(HERE.parent)} ({path.stat().st_size // 1024} KiB)")
+
+
+if __name__ == "__main__":
+    build()

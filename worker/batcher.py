@@ -1,0 +1,270 @@
+"""Dynamic batching of one model version's requests.
+
+Deliveries are submitted from the broker's consumer callback (non-blocking). One loop task forms
+batches and starts them, at most ``max_concurrency`` at once, each on the runtime's executor thread:
+
+- ``greedy`` (default): when a runner slot is free, the batch runs at once with whatever has
+  arrived; while every slot is busy, requests accumulate into the next batch. Large batches form
+  under load by themselves, and a lone request waits for nothing.
+- ``fill``: after the first request, wait for ``max_batch_size`` rows or until the fixed deadline
+  ``first arrival + max_batch_latency_ms`` (an event fires when the batch is full; no polling).
+
+Requests are concatenated along the batch dimension only when every non-batch dimension matches
+(a different ``seq`` waits for its own batch). Expired requests are dropped before a batch runs
+(never computed). A model exception fails only that batch's requests, with ``ModelFailed``; the
+reply and ack of a batch are shielded from cancellation, and the ack follows the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from common.broker import Delivery
+from common.errors import InfernoError, InvalidInput, ModelFailed, WorkerFailed
+from common.metrics import WorkerMetrics
+from common.model_config import BatchWait, ModelConfig
+from common.wire import PredictReply
+from worker.runtime import Runtime
+
+__all__ = ["Batcher"]
+
+log = logging.getLogger(__name__)
+Array = npt.NDArray[Any]
+
+
+@dataclass(slots=True)
+class _Item:
+    delivery: Delivery
+    rows: int
+    key: Hashable
+    """Non-batch shape of every input: only equal keys may share a batch."""
+
+
+class Batcher:
+    def __init__(self, config: ModelConfig, runtime: Runtime, executor: ThreadPoolExecutor,
+                 metrics: WorkerMetrics) -> None:
+        self._config = config
+        self._label = f"{config.name}:{config.version}"
+        self._runtime = runtime
+        self._executor = executor
+        self._metrics = metrics
+        self._max_rows = config.batching.max_batch_size
+        self._max_delay = config.batching.max_batch_latency_ms / 1000
+        self._fill = config.batching.wait is BatchWait.FILL
+        self._pending: deque[_Item] = deque()
+        self._pending_rows = 0
+        self._wakeup = asyncio.Event()
+        self._full = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._slots = asyncio.Semaphore(config.concurrency.max_concurrency)
+        self._running: set[asyncio.Task[None]] = set()
+        self._settling: set[asyncio.Future[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._form_batches(), name=f"batcher {self._label}")
+        self._loop_task.add_done_callback(self._loop_ended)
+
+    def submit(self, delivery: Delivery) -> None:
+        """Queue one delivery for batching (called on the event loop, never blocks)."""
+        request = delivery.request
+        signature = self._config.signature
+        try:
+            signature.check_input_names(request.inputs)
+            request.outputs = signature.check_outputs(request.outputs)
+            rows = signature.check_inputs(request.inputs)
+            if rows > self._max_rows:
+                raise InvalidInput(f"Batch of {rows} rows exceeds max_batch_size "
+                                   f"{self._max_rows} of model '{self._label}'")
+        except InvalidInput as exc:  # producers that bypass the facade are checked here too
+            self._settle([delivery], [PredictReply(error=exc)])
+            return
+        request.rows = rows
+        key = tuple((n, a.shape[1:]) for n, a in sorted(request.inputs.items()))
+        self._pending.append(_Item(delivery, rows, key))
+        self._pending_rows += rows
+        self._idle.clear()
+        self._wakeup.set()
+        if self._pending_rows >= self._max_rows:
+            self._full.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Finish everything submitted (bounded), then stop; what is left goes back to the queue."""
+        self._stopping = True
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("batcher %s: drain timed out after %.1fs", self._label, timeout)
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        for task in list(self._running):
+            task.cancel()
+        leftovers, self._pending = list(self._pending), deque()
+        self._pending_rows = 0
+        await asyncio.gather(*(i.delivery.reject(requeue=True) for i in leftovers),
+                             return_exceptions=True)
+        await asyncio.gather(*self._running, *self._settling, return_exceptions=True)
+
+    async def _form_batches(self) -> None:
+        while True:
+            while not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            await self._slots.acquire()
+            try:
+                if self._fill:
+                    await self._wait_for_fill()
+                batch = self._take()
+            except BaseException:
+                self._slots.release()
+                raise
+            if not batch:
+                self._slots.release()
+                self._update_idle()
+                continue
+            task = asyncio.create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._batch_done)
+
+    async def _wait_for_fill(self) -> None:
+        # A fixed deadline from the first arrival; the wait ends early when the batch is full.
+        deadline = asyncio.get_running_loop().time() + self._max_delay
+        while self._pending_rows < self._max_rows:
+            self._full.clear()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._full.wait()
+            except TimeoutError:
+                return
+
+    def _take(self) -> list[_Item]:
+        now = time.time()
+        batch: list[_Item] = []
+        expired: list[Delivery] = []
+        kept: deque[_Item] = deque()
+        rows = 0
+        key: Hashable = None
+        while self._pending and rows < self._max_rows:
+            item = self._pending.popleft()
+            if item.delivery.request.deadline <= now:
+                expired.append(item.delivery)
+                self._pending_rows -= item.rows
+            elif not batch or (item.key == key and rows + item.rows <= self._max_rows):
+                key = item.key
+                batch.append(item)
+                rows += item.rows
+                self._pending_rows -= item.rows
+            else:
+                kept.append(item)
+        kept.extend(self._pending)
+        self._pending = kept
+        if expired:
+            self._metrics.expired.labels(self._config.name).inc(len(expired))
+            self._settle(expired, None)
+        return batch
+
+    async def _run(self, batch: list[_Item]) -> None:
+        started = time.time()
+        for item in batch:
+            if item.delivery.request.published:
+                self._metrics.queue_wait.labels(self._config.name).observe(
+                    started - item.delivery.request.published)
+        rows = sum(i.rows for i in batch)
+        self._metrics.batch_size.labels(self._config.name).observe(rows)
+        replies: list[PredictReply]
+        try:
+            inputs = _concatenate(batch)
+            t0 = time.perf_counter()
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._runtime.predict, inputs)
+            self._metrics.inference.labels(self._config.name).observe(time.perf_counter() - t0)
+            replies = self._split(batch, outputs, rows)
+        except Exception as exc:
+            self._metrics.model_errors.labels(self._config.name, type(exc).__name__).inc()
+            log.error("model %s failed on a batch of %d rows: %s: %s",
+                      self._label, rows, type(exc).__name__, exc)
+            error: InfernoError = exc if isinstance(exc, InfernoError) else ModelFailed(
+                f"Model '{self._label}' failed: {type(exc).__name__}: {exc}")
+            replies = [PredictReply(error=error)] * len(batch)
+        except asyncio.CancelledError:
+            replies = [PredictReply(error=WorkerFailed("Worker stopped during the batch"))
+                       ] * len(batch)
+            self._settle([i.delivery for i in batch], replies)
+            raise
+        self._settle([i.delivery for i in batch], replies)
+
+    def _split(self, batch: list[_Item], outputs: dict[str, Array], rows: int
+               ) -> list[PredictReply]:
+        for name, array in outputs.items():
+            got = array.shape[0] if array.ndim else 0
+            if got != rows:
+                raise ModelFailed(f"Model '{self._label}' returned {got} rows in output "
+                                  f"'{name}' for a batch of {rows} rows")
+        replies = []
+        start = 0
+        for item in batch:
+            end = start + item.rows
+            wanted = item.delivery.request.outputs or outputs.keys()
+            replies.append(PredictReply({n: outputs[n][start:end] for n in wanted}))
+            start = end
+        return replies
+
+    def _settle(self, deliveries: list[Delivery], replies: list[PredictReply] | None) -> None:
+        """Reply (unless expired) then ack, in a task cancellation cannot interrupt."""
+        task = asyncio.ensure_future(asyncio.shield(_reply_and_ack(deliveries, replies)))
+        self._settling.add(task)
+        task.add_done_callback(self._settled)
+
+    def _settled(self, task: asyncio.Future[None]) -> None:
+        self._settling.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batcher %s: settling failed", self._label, exc_info=task.exception())
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batcher %s: batch task crashed", self._label, exc_info=task.exception())
+        self._update_idle()
+
+    def _update_idle(self) -> None:
+        if not self._pending and not self._running:
+            self._idle.set()
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._stopping:
+            return
+        log.error("batcher %s: batching loop crashed; restarting", self._label,
+                  exc_info=task.exception())
+        self.start()
+
+
+def _concatenate(batch: list[_Item]) -> dict[str, Array]:
+    if len(batch) == 1:
+        return batch[0].delivery.request.inputs
+    names = batch[0].delivery.request.inputs.keys()
+    return {n: np.concatenate([i.delivery.request.inputs[n] for i in batch]) for n in names}
+
+
+async def _reply_and_ack(deliveries: list[Delivery], replies: list[PredictReply] | None) -> None:
+    for index, delivery in enumerate(deliveries):
+        try:
+            if replies is not None:
+                await delivery.reply(replies[index])
+            await delivery.ack()
+        except Exception:
+            # Not acked: the broker redelivers it (at-least-once) once this channel goes away.
+            log.exception("could not reply to request %s", delivery.request.request_id)

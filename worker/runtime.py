@@ -1,0 +1,219 @@
+"""Model runtimes: load a model version, run one batch, unload.
+
+A runtime speaks numpy at its edges (what the batcher concatenates and splits) and torch inside.
+``predict`` is blocking and runs on the batcher's executor thread, under ``torch.inference_mode``.
+
+- ``torchscript``: ``torch.jit.load(artifact)``; ``forward`` takes the inputs positionally in
+  signature order and returns a tensor, a tuple/list (signature output order) or a dict by name.
+- ``python``: ``entrypoint: module:factory``; ``factory(context)`` returns a callable taking a dict
+  of tensors and returning a dict of tensors (or numpy arrays). ``module`` is looked up next to
+  model.yaml first, then on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from common.dtypes import DType
+from common.model_config import Device, ModelConfig, ModelFormat
+from common.signature import BATCH, TensorSpec
+
+__all__ = ["Runtime", "RuntimeContext", "create_runtime", "resolve_device"]
+
+Array = npt.NDArray[Any]
+ModelFn = Callable[[dict[str, torch.Tensor]], Mapping[str, Any]]
+
+# Inputs decoded from base64 are read-only numpy views; the model never writes to them (inference
+# mode), so sharing their memory is safe and the copy torch asks for would be waste.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+_TORCH_DTYPES: dict[DType, torch.dtype] = {
+    DType.BOOL: torch.bool, DType.UINT8: torch.uint8, DType.UINT16: torch.uint16,
+    DType.UINT32: torch.uint32, DType.UINT64: torch.uint64, DType.INT8: torch.int8,
+    DType.INT16: torch.int16, DType.INT32: torch.int32, DType.INT64: torch.int64,
+    DType.FLOAT16: torch.float16, DType.BFLOAT16: torch.bfloat16,
+    DType.FLOAT32: torch.float32, DType.FLOAT64: torch.float64,
+}
+
+
+def resolve_device(requested: Device) -> torch.device:
+    if requested is Device.AUTO:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested is Device.CUDA and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but CUDA is not available")
+    return torch.device(requested.value)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeContext:
+    """What a Python model's factory receives."""
+
+    config: ModelConfig
+    directory: Path
+    device: torch.device
+
+
+class Runtime(ABC):
+    def __init__(self, context: RuntimeContext) -> None:
+        self.context = context
+        self.config = context.config
+        self.device = context.device
+
+    @abstractmethod
+    def load(self) -> None: ...
+
+    @abstractmethod
+    def _call(self, inputs: dict[str, torch.Tensor]) -> Mapping[str, Any]: ...
+
+    def unload(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def predict(self, inputs: Mapping[str, Array]) -> dict[str, Array]:
+        """Run one batch; the outputs are numpy arrays in the signature's dtypes."""
+        specs = self.config.signature.input_specs
+        with torch.inference_mode():
+            tensors = {n: self._to_tensor(a, specs[n].dtype) for n, a in inputs.items()}
+            produced = self._call(tensors)
+            return {s.name: self._to_numpy(s, produced) for s in self.config.signature.outputs}
+
+    def warm_up(self) -> None:
+        """One batch of zeros at batch size 1 (symbolic dims 1), and at the largest batch on GPU."""
+        sizes = [1]
+        if self.device.type == "cuda" and self.config.batching.max_batch_size > 1:
+            sizes.append(self.config.batching.max_batch_size)
+        for rows in sizes:
+            self.predict({s.name: np.zeros(_example_shape(s, rows), s.dtype.numpy)
+                          for s in self.config.signature.inputs})
+
+    def _to_tensor(self, array: Array, dtype: DType) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if dtype is DType.BFLOAT16:
+            tensor = tensor.view(torch.bfloat16)
+        if self.device.type == "cuda":
+            # Pinned host memory makes the copy asynchronous and DMA-driven.
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+    def _to_numpy(self, spec: TensorSpec, produced: Mapping[str, Any]) -> Array:
+        if spec.name not in produced:
+            raise ValueError(f"model returned no output '{spec.name}' "
+                             f"(returned: {', '.join(sorted(produced)) or 'nothing'})")
+        value = produced[spec.name]
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+            if value.device.type != "cpu":
+                value = value.cpu()
+            want = _TORCH_DTYPES[spec.dtype]
+            if value.dtype != want:
+                value = value.to(want)
+            if want == torch.bfloat16:
+                value = value.view(torch.int16)
+            array: Array = value.numpy()
+            return array.view(np.uint16) if want == torch.bfloat16 else array
+        array = np.asarray(value)
+        return array if array.dtype == spec.dtype.numpy else array.astype(spec.dtype.numpy)
+
+
+def _example_shape(spec: TensorSpec, rows: int) -> tuple[int, ...]:
+    return tuple(rows if d == BATCH else (d if isinstance(d, int) else 1) for d in spec.shape)
+
+
+class TorchScriptRuntime(Runtime):
+    _module: torch.jit.ScriptModule | None = None
+
+    def load(self) -> None:
+        assert self.config.artifact is not None  # guaranteed by ModelConfig
+        module = torch.jit.load(str(self.context.directory / self.config.artifact),
+                                map_location=self.device)
+        module.eval()
+        self._module = module
+
+    def _call(self, inputs: dict[str, torch.Tensor]) -> Mapping[str, Any]:
+        assert self._module is not None, "runtime not loaded"
+        # An optional input left out travels as None, which TorchScript takes as Optional[Tensor].
+        args = [inputs.get(s.name) for s in self.config.signature.inputs]
+        result = self._module(*args)
+        names = self.config.signature.output_names
+        if isinstance(result, torch.Tensor):
+            return {names[0]: result}
+        if isinstance(result, (tuple, list)):
+            if len(result) != len(names):
+                raise ValueError(f"model returned {len(result)} outputs, "
+                                 f"the signature declares {len(names)}")
+            return dict(zip(names, result, strict=True))
+        if isinstance(result, Mapping):
+            return result
+        raise TypeError(f"model returned {type(result).__name__}, expected tensors")
+
+    def unload(self) -> None:
+        self._module = None
+        super().unload()
+
+
+class PythonRuntime(Runtime):
+    _fn: ModelFn | None = None
+
+    def load(self) -> None:
+        assert self.config.entrypoint is not None  # guaranteed by ModelConfig
+        module_name, factory_name = self.config.entrypoint.split(":")
+        module = _import_model_module(module_name, self.context.directory, self.config)
+        factory = getattr(module, factory_name, None)
+        if not callable(factory):
+            raise AttributeError(f"entrypoint {self.config.entrypoint}: "
+                                 f"{factory_name} is not a callable in {module.__name__}")
+        self._fn = factory(self.context)
+
+    def _call(self, inputs: dict[str, torch.Tensor]) -> Mapping[str, Any]:
+        assert self._fn is not None, "runtime not loaded"
+        result = self._fn(inputs)
+        if not isinstance(result, Mapping):
+            raise TypeError(f"model returned {type(result).__name__}, expected a dict of tensors")
+        return result
+
+    def unload(self) -> None:
+        self._fn = None
+        super().unload()
+
+
+def _import_model_module(name: str, directory: Path, config: ModelConfig) -> ModuleType:
+    local = directory / (name.replace(".", "/") + ".py")
+    if not local.is_file():
+        return importlib.import_module(name)
+    # A unique module name per model version: two versions' model.py never shadow each other.
+    unique = f"inferno_models.{config.name}.v{config.version}.{name}"
+    spec = importlib.util.spec_from_file_location(unique, local)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[unique] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[unique]
+        raise
+    return module
+
+
+_RUNTIMES: dict[ModelFormat, type[Runtime]] = {
+    ModelFormat.TORCHSCRIPT: TorchScriptRuntime,
+    ModelFormat.PYTHON: PythonRuntime,
+}
+
+
+def create_runtime(config: ModelConfig, directory: Path, default_device: Device) -> Runtime:
+    """A runtime for one model version (not loaded yet: call ``load`` on a worker thread)."""
+    device = resolve_device(config.device or default_device)
+    return _RUNTIMES[config.format](RuntimeContext(config, directory, device))
