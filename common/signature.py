@@ -8,6 +8,7 @@ name must take the same value in every input of one request (every ``seq`` equal
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import cached_property
 from typing import Annotated
 
 import numpy as np
@@ -70,13 +71,18 @@ class Signature(BaseModel):
             raise ValueError("outputs cannot be optional")
         return self
 
-    @property
+    # Cached: these are read on every request, and the model is frozen.
+    @cached_property
     def input_specs(self) -> dict[str, TensorSpec]:
         return {s.name: s for s in self.inputs}
 
-    @property
+    @cached_property
     def output_names(self) -> list[str]:
         return [s.name for s in self.outputs]
+
+    @cached_property
+    def output_dtypes(self) -> dict[str, DType]:
+        return {s.name: s.dtype for s in self.outputs}
 
     def check_input_names(self, names: Iterable[str]) -> None:
         """422 for missing required or unexpected inputs, before any data is decoded."""

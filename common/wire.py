@@ -38,7 +38,8 @@ class PredictRequest:
     """Outputs to return; ``None`` for all of them."""
     request_id: str = ""
     rows: int = 0
-    """Rows along the batch dimension (set by validation)."""
+    """Rows along the batch dimension, set by validation; 0 means not validated yet (never read
+    from the wire: the worker validates what a producer sent)."""
     published: float = 0.0
     """Epoch seconds when the facade published it (queue-wait metric)."""
 

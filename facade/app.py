@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp
 
 from common.broker import Broker
 from common.config import FacadeSettings
@@ -17,17 +18,21 @@ from common.state import StateStore
 from facade.admin_service import AdminService
 from facade.cluster_view import ClusterView
 from facade.errors import install_error_handlers
+from facade.fast_path import PredictFastPath
 from facade.health import health_router
 from facade.middleware import RequestContext
 from facade.predict_service import PredictService
 from facade.routes_v1 import v1_router
+from facade.v1_predict import V1Predict
 
 __all__ = ["Facade"]
 
 
 class Facade:
-    def __init__(self, app: FastAPI, view: ClusterView) -> None:
+    def __init__(self, app: ASGIApp, api: FastAPI, view: ClusterView) -> None:
         self.app = app
+        """The ASGI app to serve: request context → predict fast path → FastAPI."""
+        self.api = api
         self.view = view
 
     @classmethod
@@ -38,14 +43,15 @@ class Facade:
         await view.start()
         service = PredictService(settings, broker, view, metrics)
         admin = AdminService(store, view, settings.admin_timeout_s)
-        app = FastAPI(title="Inferno", version="0.1.0",
+        v1 = V1Predict(service)
+        api = FastAPI(title="Inferno", version="0.1.0",
                       description="Inference server for PyTorch models")
-        install_error_handlers(app)
-        app.include_router(v1_router(service, admin, view))
-        app.include_router(health_router(view, registry))
-        app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes,
-                           access_log=settings.access_log)
-        return cls(app, view)
+        install_error_handlers(api)
+        api.include_router(v1_router(v1, admin, view))
+        api.include_router(health_router(view, registry))
+        app = RequestContext(PredictFastPath(api, v1), max_body_bytes=settings.max_body_bytes,
+                             access_log=settings.access_log)
+        return cls(app, api, view)
 
     async def aclose(self) -> None:
         await self.view.aclose()

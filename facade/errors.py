@@ -12,16 +12,19 @@ from starlette.responses import Response
 
 from common.errors import InfernoError
 
-__all__ = ["error_response", "install_error_handlers"]
+__all__ = ["error_body", "error_response", "install_error_handlers"]
 
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
+def error_body(code: str, message: str) -> bytes:
+    return orjson.dumps({"error": {"code": code, "message": message}})
+
+
 def error_response(status: int, code: str, message: str) -> Response:
-    body = orjson.dumps({"error": {"code": code, "message": message}})
-    return Response(body, status_code=status, media_type="application/json")
+    return Response(error_body(code, message), status_code=status, media_type="application/json")
 
 
 async def _inferno_error(_: Request, exc: Exception) -> Response:

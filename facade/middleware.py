@@ -7,9 +7,10 @@ log line per request when enabled.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,6 +21,11 @@ from facade.errors import error_response
 __all__ = ["RequestContext"]
 
 access_log = logging.getLogger("inferno.access")
+
+# Request ids: a random per-process prefix and a counter. uuid4() reads os.urandom, a syscall
+# that drops the GIL on every request and then waits to get it back from the model thread.
+_ID_PREFIX = os.urandom(6).hex()
+_ids = itertools.count(1)
 
 
 class RequestContext:
@@ -39,7 +45,7 @@ class RequestContext:
                 request_id = value.decode("latin-1")[:128]
             elif key == b"content-length":
                 length = int(value) if value.isdigit() else None
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or f"{_ID_PREFIX}-{next(_ids):x}"
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500

@@ -11,10 +11,10 @@ requests are dropped before a batch runs).
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import numpy.typing as npt
+from prometheus_client import Counter, Histogram
 
 from common.broker import Broker
 from common.config import FacadeSettings
@@ -37,6 +37,7 @@ class PredictService:
         self._broker = broker
         self._view = view
         self._metrics = metrics
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def resolve(self, name: str, version: int | None) -> ModelEntry:
         return self._view.route(name, version)
@@ -63,7 +64,7 @@ class PredictService:
         now = time.time()
         request = PredictRequest(
             model=config.name, version=config.version, inputs=inputs, deadline=now + timeout_s,
-            outputs=selected, request_id=request_id or uuid.uuid4().hex, rows=rows, published=now)
+            outputs=selected, request_id=request_id or "", rows=rows, published=now)
         reply = await self._broker.request(request)
         return reply.result()
 
@@ -71,7 +72,12 @@ class PredictService:
                 error: InfernoError | None = None) -> None:
         """Count one predict call; unknown model names share one label (bounded cardinality)."""
         label = model if model in self._view.models else "_other"
-        self._metrics.requests.labels(label, route).inc()
-        self._metrics.latency.labels(label, route).observe(time.perf_counter() - started)
+        children = self._children.get((label, route))
+        if children is None:  # labels() costs more than the observation: look it up once
+            children = (self._metrics.requests.labels(label, route),
+                        self._metrics.latency.labels(label, route))
+            self._children[label, route] = children
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
         if error is not None:
             self._metrics.exceptions.labels(label, route, error.code).inc()

@@ -1,12 +1,12 @@
-"""The v1 HTTP API: a thin adapter that parses v1 JSON and calls the predict and admin services.
+"""The v1 HTTP API: admin and listing routes, and the documented predict routes.
 
-Predict bodies are parsed with orjson and decoded straight to numpy (no pydantic model of tensor
-data); replies are encoded once by orjson, numpy arrays included.
+Predict requests normally never reach these routes: ``PredictFastPath`` answers them in pure ASGI
+with the same ``V1Predict`` adapter. They stay here so the OpenAPI schema documents them and any
+mount without the fast path still serves them.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 import orjson
@@ -14,17 +14,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.codecs import Codec, decode_tensor, encode_tensor
-from common.errors import InfernoError, InvalidInput, ModelNotLoaded
-from common.logging import request_id_var
+from common.errors import ModelNotLoaded
 from common.model_config import MODEL_NAME
 from facade.admin_service import AdminService
 from facade.cluster_view import ClusterView
-from facade.predict_service import PredictService
+from facade.v1_predict import V1Predict
 
 __all__ = ["v1_router"]
-
-_JSON_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
 class ModelRef(BaseModel):
@@ -37,74 +33,26 @@ class VersionRef(ModelRef):
     version: Annotated[int, Field(ge=1)]
 
 
-def _json(payload: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload, option=_JSON_NUMPY), status_code=status,
-                    media_type="application/json")
+def _json_bytes(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
 
 
-def _body_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"Request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("Request body must be a JSON object")
-    return body
+def _json(payload: Any) -> Response:
+    return _json_bytes(orjson.dumps(payload))
 
 
-def _version_of(body: dict[str, Any]) -> int | None:
-    version = body.get("version")
-    if version is None:
-        return None
-    if isinstance(version, str) and version.isdigit():
-        return int(version)
-    if isinstance(version, int) and not isinstance(version, bool) and version >= 1:
-        return version
-    raise InvalidInput("'version' must be a positive integer")
-
-
-def v1_router(service: PredictService, admin: AdminService, view: ClusterView) -> APIRouter:
+def v1_router(predict: V1Predict, admin: AdminService, view: ClusterView) -> APIRouter:
     router = APIRouter(tags=["v1"])
-
-    async def predict(name: str, version: int | None, request: Request) -> Response:
-        started = time.perf_counter()
-        try:
-            body = _body_object(await request.body())
-            entry = service.resolve(name, version if version is not None else _version_of(body))
-            config = entry.config
-            signature = config.signature
-            inputs = body.get("inputs")
-            if not isinstance(inputs, dict) or not inputs:
-                raise InvalidInput("'inputs' must be an object mapping input names to tensors")
-            signature.check_input_names(inputs)
-            specs = signature.input_specs
-            arrays = {n: decode_tensor(n, p, specs[n].dtype) for n, p in inputs.items()}
-            outputs = body.get("outputs")
-            if outputs is not None and not (
-                    isinstance(outputs, list) and all(isinstance(o, str) for o in outputs)):
-                raise InvalidInput("'outputs' must be a list of output names")
-            codec = _codec_of(body, config.codecs.default)
-            result = await service.infer(config, arrays, outputs,
-                                         service.deadline_s(config, body.get("timeout_ms")),
-                                         request_id_var.get())
-        except InfernoError as exc:
-            service.observe(name, "v1", started, exc)
-            raise
-        dtypes = {s.name: s.dtype for s in signature.outputs}
-        response = _json({"model": name, "version": config.version, "outputs": {
-            n: encode_tensor(a, dtypes[n], codec) for n, a in result.items()}})
-        service.observe(name, "v1", started)
-        return response
 
     @router.post("/v1/models/{name}:predict", summary="Predict with the active version")
     async def predict_active(name: str, request: Request) -> Response:
-        return await predict(name, None, request)
+        return _json_bytes(await predict(name, None, await request.body()))
 
     @router.post("/v1/models/{name}/versions/{version}:predict",
                  summary="Predict with a pinned version")
     async def predict_pinned(name: str, version: Annotated[int, Field(ge=1)],
                              request: Request) -> Response:
-        return await predict(name, version, request)
+        return _json_bytes(await predict(name, version, await request.body()))
 
     @router.get("/v1/models", summary="Every model: versions, active, loaded, serving workers")
     async def list_models() -> Response:
@@ -142,17 +90,6 @@ def v1_router(service: PredictService, admin: AdminService, view: ClusterView) -
         return _json(await admin.activate(ref.name, ref.version))
 
     return router
-
-
-def _codec_of(body: dict[str, Any], default: Codec) -> Codec:
-    codec = body.get("codec")
-    if codec is None:
-        return default
-    try:
-        return Codec(codec)
-    except ValueError:
-        raise InvalidInput(f"Unknown codec {codec!r}; use one of: "
-                           f"{', '.join(c.value for c in Codec)}") from None
 
 
 def _summary(view: ClusterView, name: str) -> dict[str, Any]:

@@ -80,18 +80,22 @@ class Batcher:
     def submit(self, delivery: Delivery) -> None:
         """Queue one delivery for batching (called on the event loop, never blocks)."""
         request = delivery.request
-        signature = self._config.signature
-        try:
-            signature.check_input_names(request.inputs)
-            request.outputs = signature.check_outputs(request.outputs)
-            rows = signature.check_inputs(request.inputs)
-            if rows > self._max_rows:
-                raise InvalidInput(f"Batch of {rows} rows exceeds max_batch_size "
-                                   f"{self._max_rows} of model '{self._label}'")
-        except InvalidInput as exc:  # producers that bypass the facade are checked here too
-            self._settle([delivery], [PredictReply(error=exc)])
-            return
-        request.rows = rows
+        rows = request.rows
+        if not rows:
+            # Not validated yet: it came off the wire (a producer may bypass the facade). A
+            # request handed over in process was validated by the facade against this signature.
+            signature = self._config.signature
+            try:
+                signature.check_input_names(request.inputs)
+                request.outputs = signature.check_outputs(request.outputs)
+                rows = signature.check_inputs(request.inputs)
+                if rows > self._max_rows:
+                    raise InvalidInput(f"Batch of {rows} rows exceeds max_batch_size "
+                                       f"{self._max_rows} of model '{self._label}'")
+            except InvalidInput as exc:
+                self._settle([delivery], [PredictReply(error=exc)])
+                return
+            request.rows = rows
         key = tuple((n, a.shape[1:]) for n, a in sorted(request.inputs.items()))
         self._pending.append(_Item(delivery, rows, key))
         self._pending_rows += rows
