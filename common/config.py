@@ -82,7 +82,8 @@ class WorkerSettings(CommonSettings):
     drain_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """On shutdown or unload, how long in-flight batches may take to finish."""
     torch_threads: Annotated[int, Field(ge=0)] = 0
-    """torch intra-op threads; 0 keeps torch's default."""
+    """torch intra-op threads; 0: torch's default in a worker process, and one core fewer than
+    the machine has in embedded mode, where the event loop needs a core of its own."""
 
     _split_lists = field_validator("preload", "models", mode="before")(_split)
 

@@ -30,6 +30,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        # Set by the facade's middleware while a request is served; a record may carry its own.
         request_id = request_id_var.get()
         if request_id is not None:
             line["request_id"] = request_id

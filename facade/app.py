@@ -18,9 +18,8 @@ from common.state import StateStore
 from facade.admin_service import AdminService
 from facade.cluster_view import ClusterView
 from facade.errors import install_error_handlers
-from facade.fast_path import PredictFastPath
+from facade.front import Front
 from facade.health import health_router
-from facade.middleware import RequestContext
 from facade.predict_service import PredictService
 from facade.routes_v1 import v1_router
 from facade.v1_predict import V1Predict
@@ -31,7 +30,7 @@ __all__ = ["Facade"]
 class Facade:
     def __init__(self, app: ASGIApp, api: FastAPI, view: ClusterView) -> None:
         self.app = app
-        """The ASGI app to serve: request context → predict fast path → FastAPI."""
+        """The ASGI app to serve: ``Front`` (request context, predict fast path) → FastAPI."""
         self.api = api
         self.view = view
 
@@ -49,8 +48,8 @@ class Facade:
         install_error_handlers(api)
         api.include_router(v1_router(v1, admin, view))
         api.include_router(health_router(view, registry))
-        app = RequestContext(PredictFastPath(api, v1), max_body_bytes=settings.max_body_bytes,
-                             access_log=settings.access_log)
+        app = Front(api, v1, max_body_bytes=settings.max_body_bytes,
+                    access_log=settings.access_log)
         return cls(app, api, view)
 
     async def aclose(self) -> None:

@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from common.errors import InfernoError
 
-__all__ = ["error_body", "error_response", "install_error_handlers"]
+__all__ = ["error_body", "install_error_handlers"]
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +23,13 @@ def error_body(code: str, message: str) -> bytes:
     return orjson.dumps({"error": {"code": code, "message": message}})
 
 
-def error_response(status: int, code: str, message: str) -> Response:
+def _error_response(status: int, code: str, message: str) -> Response:
     return Response(error_body(code, message), status_code=status, media_type="application/json")
 
 
 async def _inferno_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, InfernoError)
-    return error_response(exc.status_code, exc.code, exc.message)
+    return _error_response(exc.status_code, exc.code, exc.message)
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:
@@ -38,18 +38,18 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"] if p != "body")
         parts.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
-    return error_response(422, "invalid_input", "; ".join(parts))
+    return _error_response(422, "invalid_input", "; ".join(parts))
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"),
+    return _error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"),
                           str(exc.detail))
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
-    return error_response(500, "internal", f"Internal error: {type(exc).__name__}")
+    return _error_response(500, "internal", f"Internal error: {type(exc).__name__}")
 
 
 def install_error_handlers(app: FastAPI) -> None:

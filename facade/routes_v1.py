@@ -1,6 +1,6 @@
 """The v1 HTTP API: admin and listing routes, and the documented predict routes.
 
-Predict requests normally never reach these routes: ``PredictFastPath`` answers them in pure ASGI
+Predict requests normally never reach these routes: ``facade.front.Front`` answers them in ASGI
 with the same ``V1Predict`` adapter. They stay here so the OpenAPI schema documents them and any
 mount without the fast path still serves them.
 """

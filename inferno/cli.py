@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -44,10 +45,9 @@ def _apply(args: argparse.Namespace) -> None:
 
 async def _serve() -> None:
     facade_settings, worker_settings = FacadeSettings(), WorkerSettings()
-    if worker_settings.torch_threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(worker_settings.torch_threads)
+    torch.set_num_threads(worker_settings.torch_threads or max(1, (os.cpu_count() or 2) - 1))
     embedded = await Embedded.start(facade_settings, worker_settings)
     server = uvicorn.Server(uvicorn.Config(
         embedded.facade.app, host=facade_settings.host, port=facade_settings.port,
@@ -55,10 +55,15 @@ async def _serve() -> None:
         timeout_graceful_shutdown=int(worker_settings.drain_timeout_s)))
     log.info("serving %s on http://%s:%d (embedded mode)", facade_settings.repo_root,
              facade_settings.host, facade_settings.port)
+    # uvicorn raises the signal that stopped it again once it has stopped; absorb it so the
+    # worker can still drain its batches and the process exits 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     try:
         await server.serve()
     finally:
         await embedded.aclose()
+    log.info("stopped")
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:

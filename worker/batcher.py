@@ -57,7 +57,12 @@ class Batcher:
         self._label = f"{config.name}:{config.version}"
         self._runtime = runtime
         self._executor = executor
-        self._metrics = metrics
+        # Children looked up once: labels() costs more than the observation itself.
+        self._queue_wait = metrics.queue_wait.labels(config.name)
+        self._batch_size = metrics.batch_size.labels(config.name)
+        self._inference = metrics.inference.labels(config.name)
+        self._expired = metrics.expired.labels(config.name)
+        self._model_errors = metrics.model_errors
         self._max_rows = config.batching.max_batch_size
         self._max_delay = config.batching.max_batch_latency_ms / 1000
         self._fill = config.batching.wait is BatchWait.FILL
@@ -176,7 +181,7 @@ class Batcher:
         kept.extend(self._pending)
         self._pending = kept
         if expired:
-            self._metrics.expired.labels(self._config.name).inc(len(expired))
+            self._expired.inc(len(expired))
             self._settle(expired, None)
         return batch
 
@@ -184,20 +189,19 @@ class Batcher:
         started = time.time()
         for item in batch:
             if item.delivery.request.published:
-                self._metrics.queue_wait.labels(self._config.name).observe(
-                    started - item.delivery.request.published)
+                self._queue_wait.observe(started - item.delivery.request.published)
         rows = sum(i.rows for i in batch)
-        self._metrics.batch_size.labels(self._config.name).observe(rows)
+        self._batch_size.observe(rows)
         replies: list[PredictReply]
         try:
             inputs = _concatenate(batch)
             t0 = time.perf_counter()
             outputs = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._runtime.predict, inputs)
-            self._metrics.inference.labels(self._config.name).observe(time.perf_counter() - t0)
+            self._inference.observe(time.perf_counter() - t0)
             replies = self._split(batch, outputs, rows)
         except Exception as exc:
-            self._metrics.model_errors.labels(self._config.name, type(exc).__name__).inc()
+            self._model_errors.labels(self._config.name, type(exc).__name__).inc()
             log.error("model %s failed on a batch of %d rows: %s: %s",
                       self._label, rows, type(exc).__name__, exc)
             error: InfernoError = exc if isinstance(exc, InfernoError) else ModelFailed(

@@ -1,0 +1,133 @@
+"""The facade's outermost ASGI layer, in pure ASGI (no BaseHTTPMiddleware: it costs a task per
+request and breaks streaming).
+
+For every HTTP request: the request id (``x-request-id`` in, or a new one; echoed back), the body
+size limit (413 from Content-Length before reading, or while reading a chunked body) and one access
+log line when enabled.
+
+Predict requests are answered here directly. FastAPI's per-request machinery (middleware layers,
+route scan, dependency solving) costs more than the rest of a predict call: measured here, a null
+FastAPI route tops out at a third of a raw ASGI handler. So ``POST /v1/models/{name}[/versions/
+{v}]:predict`` is matched with one regex and handed to ``V1Predict``, the same adapter behind the
+documented FastAPI routes; everything else goes on to FastAPI.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from common.errors import InfernoError, PayloadTooLarge
+from common.logging import request_id_var
+from facade.errors import error_body
+from facade.v1_predict import V1Predict
+
+__all__ = ["Front"]
+
+access_log = logging.getLogger("inferno.access")
+
+# Request ids: a random per-process prefix and a counter. uuid4() reads os.urandom, a syscall
+# that drops the GIL on every request and then waits to get it back from the model thread.
+_ID_PREFIX = os.urandom(6).hex()
+_ids = itertools.count(1)
+
+_V1_PREDICT = re.compile(r"^/v1/models/([^/]+?)(?:/versions/([1-9][0-9]{0,9}))?:predict$")
+_JSON = (b"content-type", b"application/json")
+
+
+class Front:
+    def __init__(self, app: ASGIApp, v1: V1Predict, max_body_bytes: int,
+                 access_log: bool) -> None:
+        self.app = app
+        self.v1 = v1
+        self.max_body = max_body_bytes
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        length = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                request_id = value.decode("latin-1")[:128]
+            elif key == b"content-length":
+                length = int(value) if value.isdigit() else None
+        request_id = request_id or f"{_ID_PREFIX}-{next(_ids):x}"
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        id_header = (b"x-request-id", request_id.encode("latin-1"))
+        status = 500
+        # The server enforces Content-Length; only a body without one is counted while read.
+        body_receive = receive if length is not None else self._limited(receive)
+        try:
+            predict = _V1_PREDICT.match(scope["path"]) if scope["method"] == "POST" else None
+            if length is not None and length > self.max_body:
+                status = 413
+                await _send_json(send, status, error_body(
+                    PayloadTooLarge.code, self._too_large(length)), id_header)
+            elif predict is not None:
+                name, version = predict.group(1), predict.group(2)
+                try:
+                    status, payload = 200, await self.v1(
+                        name, int(version) if version else None, await _read_body(body_receive))
+                except InfernoError as exc:
+                    status, payload = exc.status_code, error_body(exc.code, exc.message)
+                await _send_json(send, status, payload, id_header)
+            else:
+                async def send_with_id(message: Message) -> None:
+                    nonlocal status
+                    if message["type"] == "http.response.start":
+                        status = message["status"]
+                        message["headers"] = [*message.get("headers", ()), id_header]
+                    await send(message)
+
+                await self.app(scope, body_receive, send_with_id)
+        finally:
+            if self.access_log:
+                access_log.info("%s %s %d", scope["method"], scope["path"], status, extra={
+                    "request_id": request_id, "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
+            request_id_var.reset(token)
+
+    def _too_large(self, size: int) -> str:
+        return f"Request body of {size} bytes exceeds the limit of {self.max_body} bytes"
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def receive_limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise PayloadTooLarge(self._too_large(seen))
+            return message
+
+        return receive_limited
+
+
+async def _send_json(send: Send, status: int, body: bytes,
+                     id_header: tuple[bytes, bytes]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [
+        _JSON, (b"content-length", str(len(body)).encode()), id_header]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    chunks = [body]
+    while message.get("more_body"):
+        message = await receive()
+        chunks.append(message.get("body", b""))
+    return b"".join(chunks)

@@ -1,0 +1,82 @@
+"""``inferno serve`` as a user runs it: a subprocess on a free port, called over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _request(url: str, body: dict[str, object] | None = None) -> tuple[int, dict[str, object]]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def served() -> object:
+    port = _free_port()
+    env = {**os.environ, "INFERNO_LOG_LEVEL": "INFO"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inferno", "serve", "--port", str(port), "--repo",
+         str(ROOT / "models")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    # Another process: no event to await, so poll readiness (bounded).
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            if _request(f"{base}/health/ready")[0] == 200:
+                break
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        assert time.monotonic() < deadline, "inferno serve did not become ready in 60s"
+        time.sleep(0.1)
+    yield process, base
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
+def test_serve_answers_http_and_stops_gracefully(served: tuple[subprocess.Popen[str], str]
+                                                 ) -> None:
+    process, base = served
+    status, body = _request(f"{base}/v1/models/mlp:predict",
+                            {"inputs": {"x": {"data": [[0.1] * 256]}}})
+    assert status == 200
+    assert body["model"] == "mlp" and body["version"] == 2
+    status, body = _request(f"{base}/v1/models/mlp:predict", {"inputs": {"x": {"data": [1]}}})
+    assert status == 422
+    assert body["error"]["code"] == "invalid_input"  # type: ignore[index]
+
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    access = [line for line in lines if line["logger"] == "inferno.access"]
+    assert any(line["msg"] == "POST /v1/models/mlp:predict 200" and line["request_id"]
+               for line in access)
+    assert any("unloaded mlp version 2" in line["msg"] for line in lines)
