@@ -93,4 +93,5 @@ class AdminService:
                                f"loaded within {self._timeout:.0f}s")
         if result:
             await self._store.set_desired(name, version, loaded=False)
+            await self._view.refresh()  # the caller's next read sees the rollback
             raise ModelFailed(f"Model '{name}' version {version} failed to load: {result}")
