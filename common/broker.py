@@ -17,6 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+from common.signature import Signature
 from common.wire import PredictReply, PredictRequest
 
 __all__ = ["Broker", "Delivery", "DeliveryHandler", "Subscription"]
@@ -78,5 +79,9 @@ class Broker(ABC):
 
     @abstractmethod
     async def consume(
-        self, model: str, version: int, handler: DeliveryHandler, prefetch: int
-    ) -> Subscription: ...
+        self, model: str, version: int, handler: DeliveryHandler, prefetch: int,
+        signature: Signature | None = None,
+    ) -> Subscription:
+        """Start handing the queue's requests to ``handler``. ``signature`` decodes requests that
+        producers sent as JSON (the in-process broker hands over decoded arrays and needs none).
+        """

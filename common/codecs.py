@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
@@ -63,8 +64,7 @@ def _from_b64(name: str, text: Any, shape: list[int] | None, dtype: DType) -> Ar
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidInput(f"Input '{name}': invalid base64 ({exc})") from exc
-    count = int(np.prod(shape, dtype=np.int64))
-    expected = count * dtype.numpy.itemsize
+    expected = math.prod(shape) * dtype.numpy.itemsize  # Python ints: no overflow
     if len(raw) != expected:
         raise InvalidInput(
             f"Input '{name}': shape {shape} of {dtype.value} needs {expected} bytes, "
@@ -83,7 +83,7 @@ def _from_data(name: str, data: Any, shape: list[int] | None, dtype: DType) -> A
             f"Input '{name}': expected dtype {dtype.value}, got {_describe_kind(inferred)} data"
         )
     if shape is not None and list(inferred.shape) != shape:
-        if inferred.ndim == 1 and inferred.size == int(np.prod(shape, dtype=np.int64)):
+        if inferred.ndim == 1 and inferred.size == math.prod(shape):
             inferred = inferred.reshape(shape)
         else:
             raise InvalidInput(

@@ -7,7 +7,7 @@ means an in-memory state store. Unknown variables are ignored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -37,15 +37,22 @@ class CommonSettings(BaseSettings):
     redis_prefix: str = "inferno"
     """Prefix of every Redis key and channel (isolates clusters sharing one Redis)."""
     log_level: str = "INFO"
+    """Level of every logger (DEBUG, INFO, WARNING, ERROR)."""
     log_json: bool = True
     """JSON log lines (``ts``, ``level``, ``logger``, ``msg``, ...); false for plain text."""
     heartbeat_interval_s: Annotated[float, Field(gt=0)] = 2.0
     """How often a worker reports itself alive; it is dead after 3 missed intervals."""
+    queue_type: Literal["classic", "quorum"] = "classic"
+    """RabbitMQ type of the per-model queues; quorum queues replicate and count deliveries."""
+    queue_delivery_limit: Annotated[int, Field(ge=1)] = 5
+    """Quorum queues: deliveries of one request before it is dead-lettered as poison."""
 
 
 class FacadeSettings(CommonSettings):
     host: str = "127.0.0.1"
+    """Address the HTTP server binds (0.0.0.0 in containers)."""
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    """HTTP port."""
     max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     """Larger request bodies are refused with 413 before they are read whole."""
     request_timeout_ms: Annotated[int, Field(ge=1)] = 30_000
@@ -55,6 +62,7 @@ class FacadeSettings(CommonSettings):
     admin_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     """How long load/unload/activate wait for workers to report the change (then 504)."""
     access_log: bool = True
+    """One ``inferno.access`` log line per HTTP request (method, path, status, duration)."""
     metrics_buckets: Annotated[tuple[float, ...], NoDecode] = DEFAULT_BUCKETS
     """Latency histogram buckets in seconds, comma-separated."""
 
@@ -81,6 +89,9 @@ class WorkerSettings(CommonSettings):
     """Fallback period of the reconciler; change events trigger it at once."""
     drain_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """On shutdown or unload, how long in-flight batches may take to finish."""
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9100
+    """Prometheus port of a worker process (``inferno worker``); 0 turns it off. In embedded
+    mode the worker's metrics are on the facade's ``/metrics``."""
     torch_threads: Annotated[int, Field(ge=0)] = 0
     """torch intra-op threads; 0: torch's default in a worker process, and one core fewer than
     the machine has in embedded mode, where the event loop needs a core of its own."""

@@ -19,7 +19,9 @@ __all__ = ["JsonFormatter", "configure_logging", "request_id_var"]
 request_id_var: ContextVar[str | None] = ContextVar("inferno_request_id", default=None)
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is logged too.
-_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# uvicorn's color_message repeats msg with terminal colour codes.
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message", "asctime", "taskName", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

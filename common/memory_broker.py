@@ -15,6 +15,7 @@ from collections import deque
 
 from common.broker import Broker, Delivery, DeliveryHandler, Subscription
 from common.errors import DeadlineExceeded, ModelNotLoaded, Overloaded
+from common.signature import Signature
 from common.wire import PredictReply, PredictRequest, queue_name
 
 __all__ = ["InMemoryBroker"]
@@ -154,6 +155,10 @@ class InMemoryBroker(Broker):
         queue = self._queues.pop(queue_name(model, version), None)
         if queue is not None:
             queue.consumers.clear()
+            for delivery in queue.ready:  # their callers learn now, not at their deadlines
+                if not delivery._future.done():
+                    delivery._future.set_exception(ModelNotLoaded(
+                        f"Model '{model}' version {version} was unloaded"))
             queue.ready.clear()
 
     async def queue_depth(self, model: str, version: int) -> int:
@@ -161,7 +166,8 @@ class InMemoryBroker(Broker):
         return 0 if queue is None else len(queue.ready)
 
     async def consume(
-        self, model: str, version: int, handler: DeliveryHandler, prefetch: int
+        self, model: str, version: int, handler: DeliveryHandler, prefetch: int,
+        signature: Signature | None = None,
     ) -> Subscription:
         name = queue_name(model, version)
         if name not in self._queues:

@@ -52,7 +52,8 @@ class BatchingConfig(_Section):
     max_batch_size: Annotated[int, Field(ge=1, le=65536)] = 32
     """Most rows one batch holds; a request with more rows is refused (422)."""
     max_batch_latency_ms: Annotated[float, Field(ge=0, le=60_000)] = 5.0
-    """Upper bound on how long the first request of a batch waits for others."""
+    """``wait: fill``: how long the first request of a batch waits for others at most. Greedy
+    batching never waits for more requests, so it does not use it."""
     wait: BatchWait = BatchWait.GREEDY
 
 

@@ -2,12 +2,14 @@
 
 A malformed model.yaml is reported (file, field, reason) and skipped: one broken model never stops
 the others from serving. Scanning reads only the YAML files, so it is cheap enough to redo when a
-name is not found (a model added after start-up becomes loadable without a restart).
+name is not found (a model added after start-up becomes loadable without a restart); at most once
+a second, so clients naming unknown models cannot make it read the disk at will.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from common.model_config import ModelConfig
 __all__ = ["ModelEntry", "ModelRepository", "RepositoryProblem"]
 
 log = logging.getLogger(__name__)
+
+RESCAN_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,7 @@ class ModelRepository:
     root: Path
     _models: dict[str, dict[int, ModelEntry]] = field(default_factory=dict)
     problems: list[RepositoryProblem] = field(default_factory=list)
+    _scanned_at: float = -RESCAN_INTERVAL_S
 
     def scan(self) -> None:
         """Re-read every model.yaml under ``root``."""
@@ -54,8 +59,14 @@ class ModelRepository:
             if entry is not None:
                 models.setdefault(entry.config.name, {})[entry.config.version] = entry
         for problem in problems:
-            log.error("skipping model: %s", problem)
+            if problem not in self.problems:  # reported once, not on every rescan
+                log.error("skipping model: %s", problem)
         self._models, self.problems = models, problems
+        self._scanned_at = time.monotonic()
+
+    def _rescan(self) -> None:
+        if time.monotonic() - self._scanned_at >= RESCAN_INTERVAL_S:
+            self.scan()
 
     def names(self) -> list[str]:
         return sorted(self._models)
@@ -63,7 +74,7 @@ class ModelRepository:
     def versions(self, name: str) -> dict[int, ModelEntry]:
         """Versions of a model, rescanning once if the name is unknown."""
         if name not in self._models:
-            self.scan()
+            self._rescan()
         try:
             return self._models[name]
         except KeyError:
@@ -75,7 +86,7 @@ class ModelRepository:
         if version is None:
             return versions[max(versions)]
         if version not in versions:
-            self.scan()
+            self._rescan()
             versions = self.versions(name)
         try:
             return versions[version]

@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any
 
-from common.errors import AdminTimeout, InvalidInput, ModelFailed
+from common.errors import AdminTimeout, ModelFailed, ModelNotLoaded
 from common.state import StateStore
 from facade.cluster_view import ClusterView
 
@@ -42,7 +42,7 @@ class AdminService:
         loaded = sorted(state.desired) if state else []
         versions = loaded if version is None else [version]
         if version is not None and version not in loaded:
-            raise InvalidInput(f"Model '{name}' version {version} is not loaded "
+            raise ModelNotLoaded(f"Model '{name}' version {version} is not loaded "
                                f"(loaded: {', '.join(map(str, loaded)) or 'none'})")
         for v in versions:
             await self._store.set_desired(name, v, loaded=False)

@@ -29,6 +29,7 @@ from facade.v1_predict import V1Predict
 
 __all__ = ["Front"]
 
+log = logging.getLogger(__name__)
 access_log = logging.getLogger("inferno.access")
 
 # Request ids: a random per-process prefix and a counter. uuid4() reads os.urandom, a syscall
@@ -79,6 +80,10 @@ class Front:
                         name, int(version) if version else None, await _read_body(body_receive))
                 except InfernoError as exc:
                     status, payload = exc.status_code, error_body(exc.code, exc.message)
+                except Exception as exc:
+                    log.exception("predict %s failed unexpectedly", name)
+                    status, payload = 500, error_body(
+                        "internal", f"Internal error: {type(exc).__name__}")
                 await _send_json(send, status, payload, id_header)
             else:
                 async def send_with_id(message: Message) -> None:

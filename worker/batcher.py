@@ -48,6 +48,8 @@ class _Item:
     rows: int
     key: Hashable
     """Non-batch shape of every input: only equal keys may share a batch."""
+    arrived: float
+    """Event-loop time of submission (the fill deadline counts from the first item's)."""
 
 
 class Batcher:
@@ -102,7 +104,7 @@ class Batcher:
                 return
             request.rows = rows
         key = tuple((n, a.shape[1:]) for n, a in sorted(request.inputs.items()))
-        self._pending.append(_Item(delivery, rows, key))
+        self._pending.append(_Item(delivery, rows, key, asyncio.get_running_loop().time()))
         self._pending_rows += rows
         self._idle.clear()
         self._wakeup.set()
@@ -150,7 +152,7 @@ class Batcher:
 
     async def _wait_for_fill(self) -> None:
         # A fixed deadline from the first arrival; the wait ends early when the batch is full.
-        deadline = asyncio.get_running_loop().time() + self._max_delay
+        deadline = self._pending[0].arrived + self._max_delay
         while self._pending_rows < self._max_rows:
             self._full.clear()
             try:

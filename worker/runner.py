@@ -58,7 +58,7 @@ class ModelRunner:
         # Enough prefetch that a full batch can wait while max_concurrency others run.
         prefetch = config.batching.max_batch_size * config.concurrency.max_concurrency * 2
         runner._subscription = await broker.consume(
-            config.name, config.version, runner._batcher.submit, prefetch)
+            config.name, config.version, runner._batcher.submit, prefetch, config.signature)
         metrics.model_loaded.labels(config.name, str(config.version)).set(1)
         return runner
 

@@ -93,7 +93,7 @@ async def test_first_load_of_an_unloaded_model_makes_it_active(start_server: Sta
     ("/v1/models:load", {"name": "mlp", "version": 7}, 404, "model_not_found"),
     ("/v1/models:activate", {"name": "mlp"}, 422, "invalid_input"),
     ("/v1/models:activate", {"name": "mlp", "version": 0}, 422, "invalid_input"),
-    ("/v1/models:unload", {"name": "mlp", "version": 1}, 422, "invalid_input"),
+    ("/v1/models:unload", {"name": "mlp", "version": 1}, 404, "model_not_loaded"),
     ("/v1/models:load", {"name": "../etc"}, 422, "invalid_input"),
     ("/v1/models:load", {"name": "mlp", "extra": 1}, 422, "invalid_input"),
 ])
