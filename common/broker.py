@@ -80,8 +80,7 @@ class Broker(ABC):
     @abstractmethod
     async def consume(
         self, model: str, version: int, handler: DeliveryHandler, prefetch: int,
-        signature: Signature | None = None,
+        signature: Signature,
     ) -> Subscription:
-        """Start handing the queue's requests to ``handler``. ``signature`` decodes requests that
-        producers sent as JSON (the in-process broker hands over decoded arrays and needs none).
-        """
+        """Start handing the queue's requests to ``handler``. ``signature`` decodes and checks
+        what producers sent over the wire (the in-process broker hands over checked arrays)."""

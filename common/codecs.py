@@ -78,7 +78,10 @@ def _from_data(name: str, data: Any, shape: list[int] | None, dtype: DType) -> A
         inferred = np.asarray(data)
     except ValueError as exc:  # ragged nesting
         raise InvalidInput(f"Input '{name}': 'data' is not a rectangular array ({exc})") from exc
-    if inferred.size and inferred.dtype.kind not in _ACCEPTS[dtype.kind]:
+    exact = _big_ints(data, inferred) if dtype.kind in "iu" and inferred.dtype.kind == "f" else None
+    if exact is not None:
+        inferred = exact
+    elif inferred.size and inferred.dtype.kind not in _ACCEPTS[dtype.kind]:
         raise InvalidInput(
             f"Input '{name}': expected dtype {dtype.value}, got {_describe_kind(inferred)} data"
         )
@@ -93,7 +96,7 @@ def _from_data(name: str, data: Any, shape: list[int] | None, dtype: DType) -> A
     if dtype is DType.BFLOAT16:
         return float_to_bf16_bits(inferred)
     target = dtype.numpy
-    if target.kind in "iu" and inferred.size and inferred.dtype.kind in "iu":
+    if target.kind in "iu" and inferred.size and inferred.dtype.kind in "iuO":
         info = np.iinfo(target)  # type: ignore[type-var]
         if inferred.min() < info.min or inferred.max() > info.max:
             raise InvalidInput(
@@ -101,6 +104,18 @@ def _from_data(name: str, data: Any, shape: list[int] | None, dtype: DType) -> A
                 f"[{info.min}, {info.max}]"
             )
     return inferred.astype(target, copy=False)
+
+
+def _big_ints(data: Any, inferred: Array) -> Array | None:
+    """Integers past int64 (uint64's upper half) make numpy infer float64: re-read them exactly
+    (an object array of Python ints), or ``None`` when the data really holds floats.
+
+    Only on that rare path does this look at each element.
+    """
+    exact = np.asarray(data, dtype=object)
+    if exact.shape == inferred.shape and all(type(v) is int for v in exact.flat):
+        return exact
+    return None
 
 
 def _describe_kind(array: Array) -> str:

@@ -6,6 +6,7 @@ means an in-memory state store. Unknown variables are ignored.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -46,6 +47,9 @@ class CommonSettings(BaseSettings):
     """RabbitMQ type of the per-model queues; quorum queues replicate and count deliveries."""
     queue_delivery_limit: Annotated[int, Field(ge=1)] = 5
     """Quorum queues: deliveries of one request before it is dead-lettered as poison."""
+    persistent_requests: bool = False
+    """Publish requests persistent, so queued requests survive a broker restart. Each publish
+    then waits for the broker's disk write before its confirm: several times the latency."""
 
 
 class FacadeSettings(CommonSettings):
@@ -72,8 +76,8 @@ class FacadeSettings(CommonSettings):
     def _timeouts_ordered(self) -> FacadeSettings:
         if self.request_timeout_ms > self.max_request_timeout_ms:
             raise ValueError("request_timeout_ms must not exceed max_request_timeout_ms")
-        if list(self.metrics_buckets) != sorted(self.metrics_buckets):
-            raise ValueError("metrics_buckets must be increasing")
+        if any(b >= c for b, c in pairwise(self.metrics_buckets)):
+            raise ValueError("metrics_buckets must be increasing, each above the last")
         return self
 
 

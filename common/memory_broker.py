@@ -8,6 +8,7 @@ handler directly, so the hop costs a function call, not a task switch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -48,6 +49,7 @@ class _MemoryDelivery(Delivery):
     async def reject(self, requeue: bool) -> None:
         self._settle()
         if requeue:
+            self._settled = False  # the redelivery is settled anew
             self.redelivered = True
             self._queue.ready.appendleft(self)
             self._queue.dispatch()
@@ -138,13 +140,18 @@ class InMemoryBroker(Broker):
         future: asyncio.Future[PredictReply] = loop.create_future()
         # A bare timer on the future: asyncio.timeout() costs several times more per request.
         timer = loop.call_later(request.remaining(), _expire, future, request)
-        queue.ready.append(_MemoryDelivery(queue, request, future))
+        delivery = _MemoryDelivery(queue, request, future)
+        queue.ready.append(delivery)
         queue.dispatch()
         try:
             return await future
         finally:
             timer.cancel()
-            future.cancel()  # a delivery still queued is dropped by dispatch()
+            future.cancel()
+            if delivery._consumer is None and not delivery._settled:
+                # Still queued and nobody waits: free its place, as the broker's expiry would.
+                with contextlib.suppress(ValueError):
+                    queue.ready.remove(delivery)
 
     async def declare_queue(self, model: str, version: int, max_length: int) -> None:
         name = queue_name(model, version)
@@ -167,7 +174,7 @@ class InMemoryBroker(Broker):
 
     async def consume(
         self, model: str, version: int, handler: DeliveryHandler, prefetch: int,
-        signature: Signature | None = None,
+        signature: Signature,
     ) -> Subscription:
         name = queue_name(model, version)
         if name not in self._queues:

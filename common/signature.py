@@ -81,6 +81,10 @@ class Signature(BaseModel):
         return [s.name for s in self.outputs]
 
     @cached_property
+    def input_dtypes(self) -> dict[str, DType]:
+        return {s.name: s.dtype for s in self.inputs}
+
+    @cached_property
     def output_dtypes(self) -> dict[str, DType]:
         return {s.name: s.dtype for s in self.outputs}
 
@@ -142,6 +146,8 @@ class Signature(BaseModel):
                     )
                 else:
                     bound.setdefault(dim, (size, name))
+        if BATCH not in bound:
+            raise InvalidInput("The request has no inputs: give at least one")
         rows = bound[BATCH][0]
         if rows < 1:
             raise InvalidInput("The batch dimension must be at least 1")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["EventKind", "ModelState", "StateEvent", "StateStore", "WorkerInfo"]
+__all__ = ["RESYNC", "EventKind", "ModelState", "StateEvent", "StateStore", "WorkerInfo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,10 @@ class StateEvent:
     """Model name or worker id."""
 
 
+RESYNC = StateEvent(EventKind.MODEL, "")
+"""Anything may have changed: re-read the whole state."""
+
+
 class StateStore(ABC):
     @abstractmethod
     async def start(self) -> None: ...
@@ -106,4 +110,6 @@ class StateStore(ABC):
 
     @abstractmethod
     def events(self) -> AsyncIterator[StateEvent]:
-        """Change events from this call on (subscribed before it returns), until closed."""
+        """Change events until the store closes. A store that subscribes asynchronously sends
+        ``RESYNC`` once subscribed (and after every re-subscription): nothing after it is missed.
+        """

@@ -64,7 +64,8 @@ class PredictService:
         now = time.time()
         request = PredictRequest(
             model=config.name, version=config.version, inputs=inputs, deadline=now + timeout_s,
-            outputs=selected, request_id=request_id or "", rows=rows, published=now)
+            outputs=selected, request_id=request_id or "", rows=rows,
+            dtypes=signature.input_dtypes, published=now)
         reply = await self._broker.request(request)
         return reply.result()
 

@@ -1,68 +1,162 @@
-"""The ``inferno`` command: the only place that imports both ``facade`` and ``worker``."""
+"""The ``inferno`` command: the only place that imports both ``facade`` and ``worker``.
+
+``inferno serve``: facade + worker in one process (embedded: in-process broker and state).
+``inferno facade`` / ``inferno worker``: the distributed roles, over RabbitMQ and Redis.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
+import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import uvicorn
+from prometheus_client import CollectorRegistry, start_http_server
 
-from common.config import FacadeSettings, WorkerSettings
+from common.backends import create_broker, create_state_store
+from common.config import CommonSettings, FacadeSettings, WorkerSettings
 from common.logging import configure_logging
+from common.metrics import WorkerMetrics
+from common.repository import ModelRepository
+from facade.app import Facade
 from inferno.embedded import Embedded
+from worker.worker import Worker
 
 __all__ = ["main"]
 
 log = logging.getLogger("inferno")
 
+_FLAGS = (("host", "HOST"), ("port", "PORT"), ("repo", "REPO_ROOT"), ("device", "DEVICE"),
+          ("preload", "PRELOAD"), ("models", "MODELS"))
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="inferno", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="inferno", description="Inferno: an inference server for PyTorch models.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
         "serve", help="facade + worker in one process, no broker or Redis needed")
-    serve.add_argument("--host", help="bind address (INFERNO_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (INFERNO_PORT, default 8000)")
-    serve.add_argument("--repo", help="model repository (INFERNO_REPO_ROOT, default models)")
-    serve.add_argument("--device", choices=["cpu", "cuda", "auto"], help="INFERNO_DEVICE")
-    serve.add_argument("--preload", help="models to load at start, comma-separated, * for all")
+    facade = commands.add_parser(
+        "facade", help="the HTTP facade (needs INFERNO_BROKER_URL and INFERNO_REDIS_URL)")
+    worker = commands.add_parser(
+        "worker", help="a worker (needs INFERNO_BROKER_URL and INFERNO_REDIS_URL)")
+    for command in (serve, facade):
+        command.add_argument("--host", help="bind address (INFERNO_HOST, default 127.0.0.1)")
+        command.add_argument("--port", type=int, help="port (INFERNO_PORT, default 8000)")
+    for command in (serve, facade, worker):
+        command.add_argument("--repo", help="model repository (INFERNO_REPO_ROOT)")
+    for command in (serve, worker):
+        command.add_argument("--device", choices=["cpu", "cuda", "auto"], help="INFERNO_DEVICE")
+        command.add_argument("--preload", help="models to load at start, comma-separated, * all")
+    worker.add_argument("--models", help="models this worker serves, comma-separated (* all)")
     return parser
 
 
 def _apply(args: argparse.Namespace) -> None:
     """Command-line flags win over the environment: they are set as its variables."""
-    for flag, env in (("host", "HOST"), ("port", "PORT"), ("repo", "REPO_ROOT"),
-                      ("device", "DEVICE"), ("preload", "PRELOAD")):
+    for flag, env in _FLAGS:
         value = getattr(args, flag, None)
         if value is not None:
             os.environ[f"INFERNO_{env}"] = str(value)
 
 
-async def _serve() -> None:
-    facade_settings, worker_settings = FacadeSettings(), WorkerSettings()
+def _require_cluster(settings: CommonSettings, role: str) -> None:
+    if settings.broker_url is None or settings.redis_url is None:
+        sys.exit(f"inferno {role} needs INFERNO_BROKER_URL (RabbitMQ) and INFERNO_REDIS_URL "
+                 f"(Redis); for one process without them, run `inferno serve`")
+
+
+def _set_torch_threads(settings: WorkerSettings, embedded: bool) -> None:
     import torch
 
-    torch.set_num_threads(worker_settings.torch_threads or max(1, (os.cpu_count() or 2) - 1))
-    embedded = await Embedded.start(facade_settings, worker_settings)
-    server = uvicorn.Server(uvicorn.Config(
-        embedded.facade.app, host=facade_settings.host, port=facade_settings.port,
-        http="httptools", lifespan="off", access_log=False, log_config=None,
-        timeout_graceful_shutdown=int(worker_settings.drain_timeout_s)))
-    log.info("serving %s on http://%s:%d (embedded mode)", facade_settings.repo_root,
-             facade_settings.host, facade_settings.port)
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    elif embedded:  # the event loop needs a core of its own
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+
+
+def _absorb_stop_signals() -> None:
     # uvicorn raises the signal that stopped it again once it has stopped; absorb it so the
     # worker can still drain its batches and the process exits 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
+
+
+def _uvicorn(app: Any, settings: FacadeSettings, drain_s: float) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(
+        app, host=settings.host, port=settings.port, http="httptools", lifespan="off",
+        access_log=False, log_config=None,
+        timeout_graceful_shutdown=math.ceil(drain_s)))
+
+
+async def _serve() -> None:
+    facade_settings, worker_settings = FacadeSettings(), WorkerSettings()
+    _set_torch_threads(worker_settings, embedded=True)
+    embedded = await Embedded.start(facade_settings, worker_settings)
+    server = _uvicorn(embedded.facade.app, facade_settings, worker_settings.drain_timeout_s)
+    log.info("serving %s on http://%s:%d (embedded mode)", facade_settings.repo_root,
+             facade_settings.host, facade_settings.port)
+    _absorb_stop_signals()
     try:
         await server.serve()
     finally:
         await embedded.aclose()
+    log.info("stopped")
+
+
+async def _facade() -> None:
+    settings = FacadeSettings()
+    _require_cluster(settings, "facade")
+    repository = ModelRepository(settings.repo_root)
+    repository.scan()
+    broker, store = create_broker(settings), create_state_store(settings)
+    await broker.start()
+    await store.start()
+    facade = await Facade.create(settings, broker, store, repository, CollectorRegistry())
+    server = _uvicorn(facade.app, settings, drain_s=10)
+    log.info("facade on http://%s:%d", settings.host, settings.port)
+    _absorb_stop_signals()
+    try:
+        await server.serve()
+    finally:
+        await facade.aclose()
+        await store.aclose()
+        await broker.aclose()
+    log.info("stopped")
+
+
+async def _worker() -> None:
+    settings = WorkerSettings()
+    _require_cluster(settings, "worker")
+    _set_torch_threads(settings, embedded=False)
+    registry = CollectorRegistry()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, registry=registry)
+    repository = ModelRepository(settings.repo_root)
+    repository.scan()
+    broker, store = create_broker(settings), create_state_store(settings)
+    await broker.start()
+    await store.start()
+    worker = Worker(settings, broker, store, repository, WorkerMetrics(registry))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await worker.start()
+    log.info("worker %s serving %s", worker.worker_id, ",".join(settings.models))
+    await stop.wait()
+    log.info("stopping: finishing in-flight batches")
+    try:
+        await worker.stop()
+    finally:
+        await store.aclose()
+        await broker.aclose()
     log.info("stopped")
 
 
@@ -80,7 +174,6 @@ def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     _apply(args)
-    common = FacadeSettings()
+    common = CommonSettings()
     configure_logging(common.log_level, common.log_json)
-    if args.command == "serve":
-        _run(_serve)
+    _run({"serve": _serve, "facade": _facade, "worker": _worker}[args.command])

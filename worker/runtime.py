@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from common.dtypes import DType
+from common.dtypes import DType, float_to_bf16_bits
 from common.model_config import Device, ModelConfig, ModelFormat
 from common.signature import BATCH, TensorSpec
 
@@ -125,6 +125,8 @@ class Runtime(ABC):
             array: Array = value.numpy()
             return array.view(np.uint16) if want == torch.bfloat16 else array
         array = np.asarray(value)
+        if spec.dtype is DType.BFLOAT16 and array.dtype != np.uint16:
+            return float_to_bf16_bits(array)  # numbers, not bit patterns: round them
         return array if array.dtype == spec.dtype.numpy else array.astype(spec.dtype.numpy)
 
 

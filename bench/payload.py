@@ -1,0 +1,103 @@
+"""Request bytes for the load generator: built once per run, chosen by protocol.
+
+Every request of a run is the same pre-encoded bytes, so building them may be slow and general
+(the inputs come from the signature the server reports) while the generator's loop stays one
+write and one read. ``BUILDERS`` maps a ``--protocol`` name to its builder; the KServe v2 JSON or
+Triton binary-tensor bodies are one more function each, with no change to the drivers.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["BUILDERS", "HttpRequest", "ModelInfo", "TensorInfo", "example_array", "model_info"]
+
+SYMBOLIC_DIM = 8
+"""Size given to a symbolic non-batch dimension (e.g. ``seq``) in generated inputs."""
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """The active version of a model, as the server describes it."""
+
+    name: str
+    version: int
+    inputs: tuple[TensorInfo, ...]
+    max_batch_size: int
+
+
+def get_json(url: str, timeout: float = 10.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def model_info(base_url: str, name: str) -> ModelInfo:
+    """``GET /v1/models/{name}/active``: works against a remote ``--url`` server too."""
+    body = get_json(f"{base_url}/v1/models/{name}/active")
+    inputs = tuple(TensorInfo(t["name"], t["dtype"], tuple(t["shape"])) for t in body["inputs"])
+    return ModelInfo(name=body["name"], version=int(body["version"]), inputs=inputs,
+                     max_batch_size=int(body.get("batching", {}).get("max_batch_size", 1)))
+
+
+def example_array(dtype: str, shape: Sequence[int | str], rows: int,
+                  rng: np.random.Generator) -> npt.NDArray[Any]:
+    """Plausible values of ``dtype``: the first dimension is ``rows``, symbolic ones 8.
+
+    Floats are rounded to 6 decimals so a JSON body is the size a real client sends (~9 bytes a
+    number), not 20-digit reprs.
+    """
+    dims = [rows] + [d if isinstance(d, int) else SYMBOLIC_DIM for d in shape[1:]]
+    if dtype == "bool":
+        return rng.random(dims) < 0.5
+    if dtype.startswith(("int", "uint")):
+        return rng.integers(0, 10, dims).astype(dtype)
+    return rng.standard_normal(dims).round(6)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """One HTTP/1.1 request, encoded once with :meth:`encode`."""
+
+    method: str
+    path: str
+    body: bytes
+    content_type: str
+
+    def encode(self, base_url: str) -> bytes:
+        parts = urlsplit(base_url)
+        head = (f"{self.method} {parts.path.rstrip('/')}{self.path} HTTP/1.1\r\n"
+                f"Host: {parts.netloc}\r\n"
+                f"Content-Type: {self.content_type}\r\n"
+                f"Content-Length: {len(self.body)}\r\n\r\n")
+        return head.encode("ascii") + self.body
+
+
+Builder = Callable[[ModelInfo, int, int], HttpRequest]
+
+
+def v1_json(model: ModelInfo, rows: int, seed: int) -> HttpRequest:
+    """``POST /v1/models/{name}:predict`` with ``{"inputs": {name: {"data": [...]}}}``."""
+    rng = np.random.default_rng(seed)
+    inputs = {t.name: {"data": example_array(t.dtype, t.shape, rows, rng).tolist()}
+              for t in model.inputs}
+    body = json.dumps({"inputs": inputs}, separators=(",", ":")).encode()
+    return HttpRequest("POST", f"/v1/models/{model.name}:predict", body, "application/json")
+
+
+BUILDERS: dict[str, Builder] = {"v1": v1_json}
+"""Request builders by ``--protocol``; add ``v2`` / ``v2-binary`` here."""

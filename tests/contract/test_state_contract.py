@@ -1,0 +1,192 @@
+"""The ``StateStore`` contract (common/state.py), run against every implementation (conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from common.state import RESYNC, EventKind, ModelState, StateEvent, StateStore, WorkerInfo
+
+
+def worker(worker_id: str, **loaded: tuple[int, ...]) -> WorkerInfo:
+    return WorkerInfo(worker_id=worker_id, host="host-a", device="cpu", loaded=dict(loaded),
+                      capacity=2, started_at=1700000000.5)
+
+
+async def next_event(events: AsyncIterator[StateEvent], skip_resync: bool = True) -> StateEvent:
+    """The next event; a store that subscribes asynchronously announces itself with RESYNC."""
+    while True:
+        event = await asyncio.wait_for(anext(events), 2)
+        if not (skip_resync and event == RESYNC):
+            return event
+
+
+async def close(events: AsyncIterator[StateEvent]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+async def test_init_model_only_when_absent(store: StateStore, model: str) -> None:
+    assert await store.init_model(model, 2) == ModelState(model, 2, frozenset({2}))
+    # Already known: nothing changes, whatever version a newer worker would pick.
+    assert await store.init_model(model, 3) == ModelState(model, 2, frozenset({2}))
+    assert (await store.models())[model] == ModelState(model, 2, frozenset({2}))
+
+
+async def test_init_model_keeps_an_unloaded_model_unloaded(store: StateStore, model: str) -> None:
+    await store.init_model(model, 1)
+    await store.set_desired(model, 1, loaded=False)
+    assert await store.init_model(model, 1) == ModelState(model, None, frozenset())
+
+
+async def test_set_active_adds_to_desired(store: StateStore, model: str) -> None:
+    await store.init_model(model, 1)
+    state = await store.set_active(model, 2)
+    assert state == ModelState(model, 2, frozenset({1, 2}))
+    assert (await store.models())[model] == state
+
+
+async def test_set_active_on_an_unknown_model(store: StateStore, model: str) -> None:
+    assert await store.set_active(model, 4) == ModelState(model, 4, frozenset({4}))
+
+
+async def test_set_desired_adds_and_removes(store: StateStore, model: str) -> None:
+    await store.init_model(model, 1)
+    assert await store.set_desired(model, 2, loaded=True) == ModelState(model, 1,
+                                                                        frozenset({1, 2}))
+    # Removing an inactive version keeps the active one.
+    assert await store.set_desired(model, 2, loaded=False) == ModelState(model, 1, frozenset({1}))
+
+
+async def test_removing_the_active_version_clears_active(store: StateStore, model: str) -> None:
+    await store.set_active(model, 1)
+    await store.set_desired(model, 2, loaded=True)
+    state = await store.set_desired(model, 1, loaded=False)
+    assert state == ModelState(model, None, frozenset({2}))
+    assert (await store.models())[model] == state
+
+
+async def test_set_desired_on_an_unknown_model(store: StateStore, model: str) -> None:
+    assert await store.set_desired(model, 3, loaded=True) == ModelState(model, None,
+                                                                        frozenset({3}))
+
+
+async def test_models_is_a_snapshot(store: StateStore, model: str) -> None:
+    await store.init_model(model, 1)
+    snapshot = await store.models()
+    snapshot.pop(model)
+    assert model in await store.models()
+
+
+# --- workers -----------------------------------------------------------------------------------
+
+
+async def test_put_worker_and_workers(store: StateStore, model: str) -> None:
+    info = worker(f"{model}-w1", **{model: (1, 2)})
+    await store.put_worker(info, ttl_s=10)
+    [got] = [w for w in await store.workers() if w.worker_id == info.worker_id]
+    assert got == info
+    assert got.serves(model, 2) and not got.serves(model, 3)
+
+
+async def test_a_heartbeat_replaces_the_previous_one(store: StateStore, model: str) -> None:
+    await store.put_worker(worker(f"{model}-w1"), ttl_s=10)
+    await store.put_worker(worker(f"{model}-w1", **{model: (1,)}), ttl_s=10)
+    mine = [w for w in await store.workers() if w.worker_id == f"{model}-w1"]
+    assert len(mine) == 1 and mine[0].loaded == {model: (1,)}
+
+
+async def test_a_worker_expires_after_its_ttl(store: StateStore, model: str) -> None:
+    live, dying = f"{model}-live", f"{model}-dying"
+    await store.put_worker(worker(live), ttl_s=10)
+    await store.put_worker(worker(dying), ttl_s=0.05)
+    assert {live, dying} <= {w.worker_id for w in await store.workers()}
+    # Expiry is time-based and announced by no event: sleeping past the TTL is the test.
+    await asyncio.sleep(0.15)
+    ids = {w.worker_id for w in await store.workers()}
+    assert live in ids and dying not in ids
+
+
+async def test_a_heartbeat_extends_the_ttl(store: StateStore, model: str) -> None:
+    info = worker(f"{model}-w1")
+    await store.put_worker(info, ttl_s=0.1)
+    await store.put_worker(info, ttl_s=10)
+    await asyncio.sleep(0.15)  # past the first TTL (time-based, see above)
+    assert info.worker_id in {w.worker_id for w in await store.workers()}
+
+
+async def test_remove_worker(store: StateStore, model: str) -> None:
+    info = worker(f"{model}-w1")
+    await store.put_worker(info, ttl_s=10)
+    await store.remove_worker(info.worker_id)
+    assert info.worker_id not in {w.worker_id for w in await store.workers()}
+    await store.remove_worker(info.worker_id)  # unknown: no error
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+async def test_events_are_subscribed_at_call_time(store: StateStore, model: str) -> None:
+    events = store.events()
+    await store.init_model(model, 1)  # changed before the first iteration
+    first = await next_event(events, skip_resync=False)
+    # Seen; or, from a store that subscribes asynchronously, covered by the RESYNC it sends once
+    # subscribed (the listener re-reads everything).
+    assert first in (StateEvent(EventKind.MODEL, model), RESYNC)
+    await close(events)
+
+
+async def test_every_change_is_an_event(store: StateStore, model: str) -> None:
+    events = store.events()
+    worker_id = f"{model}-w1"
+    await store.init_model(model, 1)
+    await store.set_active(model, 2)
+    await store.set_desired(model, 1, loaded=False)
+    await store.put_worker(worker(worker_id), ttl_s=10)
+    await store.remove_worker(worker_id)
+
+    seen = [await next_event(events) for _ in range(5)]
+
+    assert seen == [StateEvent(EventKind.MODEL, model)] * 3 + [
+        StateEvent(EventKind.WORKER, worker_id)] * 2
+    await close(events)
+
+
+async def test_every_subscriber_gets_every_event(store: StateStore, model: str) -> None:
+    first, second = store.events(), store.events()
+    await store.set_active(model, 1)
+    assert await next_event(first) == StateEvent(EventKind.MODEL, model)
+    assert await next_event(second) == StateEvent(EventKind.MODEL, model)
+    await close(first)
+    await close(second)
+
+
+async def test_events_end_when_the_store_closes(store: StateStore, model: str) -> None:
+    events = store.events()
+    await store.aclose()
+    with pytest.raises(StopAsyncIteration):
+        await next_event(events)
+
+
+# --- WorkerInfo (the heartbeat's payload) --------------------------------------------------------
+
+
+def test_worker_info_round_trips_through_a_dict() -> None:
+    info = WorkerInfo(worker_id="w1", host="h", device="cuda:0",
+                      loaded={"mlp": (1, 2), "bag": (1,)}, capacity=3, started_at=12.5,
+                      failed={"mlp:3": (99.0, "ValueError: nope")})
+    data = info.to_dict()
+    assert data["loaded"] == {"mlp": [1, 2], "bag": [1]}
+    assert WorkerInfo.from_dict(data) == info
+
+
+def test_worker_info_from_an_older_dict_without_failed() -> None:
+    data = WorkerInfo(worker_id="w1", host="h", device="cpu").to_dict()
+    del data["failed"]
+    assert WorkerInfo.from_dict(data).failed == {}

@@ -1,0 +1,117 @@
+"""A cluster in one test: facades and workers over a real RabbitMQ vhost and Redis prefix.
+
+Facades and workers run in this process (real AmqpBroker and RedisStateStore, each its own
+connection) or, where a test needs to kill one, as ``inferno worker`` subprocesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from common.amqp_broker import AmqpBroker
+from common.config import FacadeSettings, WorkerSettings
+from common.metrics import WorkerMetrics
+from common.redis_state import RedisStateStore
+from common.repository import ModelRepository
+from facade.app import Facade
+from tests.integration.conftest import make_repo
+from tests.services import RedisSpace
+from worker.worker import Worker
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Cluster:
+    broker_url: str
+    redis: RedisSpace
+    repo: Path
+    closers: list[Any] = field(default_factory=list)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, "INFERNO_BROKER_URL": self.broker_url,
+                "INFERNO_REDIS_URL": self.redis.url, "INFERNO_REDIS_PREFIX": self.redis.prefix,
+                "INFERNO_REPO_ROOT": str(self.repo), "INFERNO_HEARTBEAT_INTERVAL_S": "0.5",
+                "INFERNO_METRICS_PORT": "0", "INFERNO_DEVICE": "cpu", **extra}
+
+    async def facade(self, **settings: Any) -> tuple[Facade, httpx.AsyncClient]:
+        fs = FacadeSettings(**{"repo_root": self.repo, "broker_url": self.broker_url,
+                               "redis_url": self.redis.url, "redis_prefix": self.redis.prefix,
+                               "access_log": False, "heartbeat_interval_s": 0.5,
+                               "admin_timeout_s": 30, **settings})
+        repository = ModelRepository(self.repo)
+        repository.scan()
+        broker = AmqpBroker(self.broker_url)
+        store = RedisStateStore(self.redis.url, self.redis.prefix)
+        await broker.start()
+        await store.start()
+        facade = await Facade.create(fs, broker, store, repository, CollectorRegistry())
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=facade.app),
+                                   base_url="http://inferno", timeout=60)
+        # Closed in reverse: the facade before the connections it uses.
+        self.closers += [broker.aclose, store.aclose, facade.aclose, client.aclose]
+        return facade, client
+
+    async def worker(self, **settings: Any) -> tuple[Worker, CollectorRegistry]:
+        ws = WorkerSettings(**{"repo_root": self.repo, "broker_url": self.broker_url,
+                               "redis_url": self.redis.url, "redis_prefix": self.redis.prefix,
+                               "heartbeat_interval_s": 0.5, "device": "cpu",
+                               "drain_timeout_s": 10, "preload": ["mlp"], **settings})
+        repository = ModelRepository(self.repo)
+        repository.scan()
+        broker = AmqpBroker(self.broker_url)
+        store = RedisStateStore(self.redis.url, self.redis.prefix)
+        await broker.start()
+        await store.start()
+        registry = CollectorRegistry()
+        worker = Worker(ws, broker, store, repository, WorkerMetrics(registry))
+        await worker.start()
+        self.closers += [broker.aclose, store.aclose, worker.stop]
+        return worker, registry
+
+    def worker_process(self, **env: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen([sys.executable, "-m", "inferno", "worker"], cwd=ROOT,
+                                   env=self.env(**env), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE)
+        self.processes.append(process)
+        return process
+
+
+@pytest.fixture
+def cluster(broker_url: str, redis_space: RedisSpace, tmp_path: Path) -> Iterator[Cluster]:
+    yield Cluster(broker_url, redis_space, make_repo(tmp_path))
+
+
+@pytest.fixture
+async def running(cluster: Cluster) -> AsyncIterator[Cluster]:
+    """The cluster, closed in reverse order of start-up after the test."""
+    yield cluster
+    for process in cluster.processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    for close in reversed(cluster.closers):
+        try:
+            await asyncio.wait_for(close(), 30)
+        except TimeoutError:
+            raise AssertionError(f"{close} did not finish in 30 s") from None
+        except Exception:  # a test may have closed it already
+            pass
+
+
+async def wait_ready(facade: Facade, timeout: float = 60) -> None:
+    view = facade.view
+    assert await view.wait_for(lambda: True if view.ready()[0] and view.models else None,
+                               timeout), f"cluster not ready: {view.ready()}"

@@ -1,0 +1,179 @@
+"""Fixtures of the unit tests: the test model repository and a batcher harness.
+
+The harness wires a real ``Batcher`` to a real runtime (``create_runtime`` over a model of
+``tests/models``) and a real ``InMemoryBroker``. Two spies sit at the seams, never inside the
+batcher: ``Probe`` between batcher and runtime (records every batch the model runs, can hold batches
+at a gate, measures concurrency) and a counting consumer callback between broker and batcher (so a
+test can await "the batcher has been handed N deliveries" instead of sleeping).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from prometheus_client import CollectorRegistry
+
+from common.broker import Delivery, Subscription
+from common.memory_broker import InMemoryBroker
+from common.metrics import WorkerMetrics
+from common.model_config import Device, ModelConfig
+from common.repository import ModelRepository
+from common.wire import PredictReply, PredictRequest
+from worker.batcher import Batcher
+from worker.runtime import Runtime, create_runtime
+
+TEST_MODELS = Path(__file__).resolve().parents[1] / "models"
+SAMPLE_MODELS = Path(__file__).resolve().parents[2] / "models"
+
+Array = npt.NDArray[Any]
+_ids = itertools.count()
+
+
+class Probe:
+    """A spy between the batcher and a real runtime: what the model saw, when, how many at once."""
+
+    def __init__(self, runtime: Runtime, loop: asyncio.AbstractEventLoop) -> None:
+        self.runtime = runtime
+        self.config = runtime.config
+        self.calls: list[dict[str, Array]] = []
+        """Inputs of every batch, in the order the model was called."""
+        self.spans: list[tuple[float, float]] = []
+        """(monotonic start, monotonic end) of every finished batch, in the order they ended."""
+        self.gate = threading.Event()
+        """Cleared: batches wait (holding their runner slot) until it is set again."""
+        self.gate.set()
+        self.started: asyncio.Queue[int] = asyncio.Queue()
+        """Rows of each batch, put when the model is called (await it instead of sleeping)."""
+        self.active = 0
+        self.max_active = 0
+        self._lock = threading.Lock()
+        self._loop = loop
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return [next(iter(call.values())).shape[0] for call in self.calls]
+
+    def predict(self, inputs: Mapping[str, Array]) -> dict[str, Array]:
+        start = time.monotonic()
+        rows = next(iter(inputs.values())).shape[0]
+        with self._lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            self.calls.append({name: np.array(a, copy=True) for name, a in inputs.items()})
+        self._loop.call_soon_threadsafe(self.started.put_nowait, rows)
+        try:
+            if not self.gate.wait(10):
+                raise TimeoutError("the probe's gate was never opened")
+            return self.runtime.predict(inputs)
+        finally:
+            with self._lock:
+                self.active -= 1
+                self.spans.append((start, time.monotonic()))
+
+
+@dataclass
+class Harness:
+    config: ModelConfig
+    probe: Probe
+    batcher: Batcher
+    broker: InMemoryBroker
+    registry: CollectorRegistry
+    executor: ThreadPoolExecutor
+    subscription: Subscription | None = None
+    delivered: int = 0
+    """Deliveries handed to ``batcher.submit`` so far."""
+    _delivery: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def handle(self, delivery: Delivery) -> None:
+        self.delivered += 1
+        self._delivery.set()
+        self.batcher.submit(delivery)
+
+    async def wait_delivered(self, total: int, timeout: float = 5.0) -> None:
+        """Until the batcher has been handed ``total`` deliveries in all."""
+        async with asyncio.timeout(timeout):
+            while self.delivered < total:
+                self._delivery.clear()
+                await self._delivery.wait()
+
+    async def request(self, inputs: Mapping[str, Any], *, timeout: float = 5.0,
+                      outputs: list[str] | None = None, validated: bool = True,
+                      published: float = 0.0) -> PredictReply:
+        """One predict call through the broker. ``validated`` mimics the facade (rows set);
+        otherwise rows stay 0, as for a message a producer put on the queue itself."""
+        arrays = {n: a if isinstance(a, np.ndarray) else np.asarray(a, np.float32)
+                  for n, a in inputs.items()}
+        rows = self.config.signature.check_inputs(arrays) if validated else 0
+        request = PredictRequest(
+            model=self.config.name, version=self.config.version, inputs=arrays,
+            deadline=time.time() + timeout, outputs=outputs, request_id=f"t{next(_ids)}",
+            rows=rows, published=published)
+        return await self.broker.request(request)
+
+    async def infer(self, inputs: Mapping[str, Any], **kwargs: Any) -> dict[str, Array]:
+        return (await self.request(inputs, **kwargs)).result()
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.registry.get_sample_value(name, {"model": self.config.name, **labels})
+        return 0.0 if value is None else value
+
+
+MakeBatcher = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+def test_repository() -> ModelRepository:
+    repository = ModelRepository(TEST_MODELS)
+    repository.scan()
+    return repository
+
+
+@pytest.fixture
+async def make_batcher(test_repository: ModelRepository) -> AsyncIterator[MakeBatcher]:
+    """``await make_batcher("sum", max_batch_size=4, wait="fill", max_concurrency=2)``: a started
+    batcher over a tests/models model, consuming its queue on an in-memory broker."""
+    made: list[Harness] = []
+
+    async def make(model: str, *, max_concurrency: int | None = None, prefetch: int = 512,
+                   threads: int = 8, **batching: Any) -> Harness:
+        entry = test_repository.get(model)
+        raw = entry.config.model_dump(mode="json")
+        raw["batching"].update(batching)
+        if max_concurrency is not None:
+            raw["concurrency"] = {"max_concurrency": max_concurrency}
+        config = ModelConfig.model_validate(raw)
+        runtime = create_runtime(config, entry.directory, Device.CPU)
+        runtime.load()
+        probe = Probe(runtime, asyncio.get_running_loop())
+        registry = CollectorRegistry()
+        executor = ThreadPoolExecutor(threads, thread_name_prefix=f"test-{model}")
+        broker = InMemoryBroker()
+        await broker.start()
+        batcher = Batcher(config, probe, executor, WorkerMetrics(registry))  # type: ignore[arg-type]
+        harness = Harness(config, probe, batcher, broker, registry, executor)
+        made.append(harness)
+        batcher.start()
+        await broker.declare_queue(config.name, config.version, config.queue.max_length)
+        harness.subscription = await broker.consume(
+            config.name, config.version, harness.handle, prefetch, signature=config.signature)
+        return harness
+
+    yield make
+    for harness in made:
+        harness.probe.gate.set()
+        if harness.subscription is not None:
+            await harness.subscription.cancel()
+        await harness.batcher.drain(5)
+        harness.executor.shutdown(wait=True)
+        await harness.broker.aclose()

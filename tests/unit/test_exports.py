@@ -1,0 +1,84 @@
+"""The public API: every name in an ``__all__`` exists, and the packages keep their layering."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pkgutil
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+PACKAGES = ["common", "facade", "worker", "inferno"]
+MAIN = Path(__file__).resolve().parents[2]
+
+
+def modules_of(package: str) -> list[str]:
+    root = importlib.import_module(package)
+    # __main__ runs the command line when imported.
+    return [package] + [f"{package}.{m.name}" for m in pkgutil.iter_modules(root.__path__)
+                        if m.name != "__main__"]
+
+
+ALL_MODULES = [m for p in PACKAGES for m in modules_of(p)]
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_each_package_declares_its_public_api(package: str) -> None:
+    module = importlib.import_module(package)
+    assert isinstance(module.__all__, list) and module.__all__
+    assert len(module.__all__) == len(set(module.__all__)), "duplicate names in __all__"
+
+
+@pytest.mark.parametrize("name", ALL_MODULES)
+def test_every_exported_name_exists(name: str) -> None:
+    module: ModuleType = importlib.import_module(name)
+    exported = getattr(module, "__all__", None)
+    assert exported is not None, f"{name} has no __all__"
+    missing = [n for n in exported if not hasattr(module, n)]
+    assert not missing, f"{name}.__all__ names missing members: {missing}"
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_star_import(package: str) -> None:
+    namespace: dict[str, object] = {}
+    exec(f"from {package} import *", namespace)
+    assert set(importlib.import_module(package).__all__) <= set(namespace)
+
+
+def test_package_exports_are_the_real_classes() -> None:
+    import common
+    import facade
+    import inferno
+    import worker
+    from common.memory_broker import InMemoryBroker
+    from facade.app import Facade
+    from inferno.embedded import Embedded
+    from worker.batcher import Batcher
+
+    assert common.InMemoryBroker is InMemoryBroker
+    assert facade.Facade is Facade
+    assert worker.Batcher is Batcher
+    assert inferno.Embedded is Embedded
+
+
+def imported_packages(package: str) -> set[str]:
+    found: set[str] = set()
+    for path in (MAIN / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize(("package", "forbidden"), [
+    ("common", {"facade", "worker", "inferno"}),
+    ("facade", {"worker", "inferno"}),
+    ("worker", {"facade", "inferno"}),
+])
+def test_layering(package: str, forbidden: set[str]) -> None:
+    """facade and worker import only common; only the ``inferno`` launcher imports both."""
+    assert not imported_packages(package) & forbidden
