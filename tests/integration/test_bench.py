@@ -1,0 +1,21 @@
+"""`python -m bench` stays runnable: a short run against a real `inferno serve` (no speed asserts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_runs_end_to_end_without_errors() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--concurrency", "2", "--duration", "1",
+         "--warmup", "0.2", "--direct-duration", "0.2", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    level = json.loads(result.stdout)["levels"][0]
+    assert level["concurrency"] == 2 and level["errors"] == 0
+    assert level["requests"] > 0 and level["p50_ms"] > 0 and level["mean_batch"] >= 1
