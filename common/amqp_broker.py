@@ -275,6 +275,18 @@ class AmqpBroker(Broker):
                 arguments=self._queue_arguments(max_length))
             await queue.bind(EXCHANGE, routing_key(model, version))
 
+    async def bind_alias(self, model: str, version: int) -> None:
+        assert self._admin is not None, "broker not started"
+        with broker_errors():
+            queue = await self._admin.get_queue(queue_name(model, version), ensure=False)
+            await queue.bind(EXCHANGE, model)
+
+    async def unbind_alias(self, model: str, version: int) -> None:
+        assert self._admin is not None, "broker not started"
+        with broker_errors():
+            queue = await self._admin.get_queue(queue_name(model, version), ensure=False)
+            await queue.unbind(EXCHANGE, model)
+
     async def delete_queue(self, model: str, version: int) -> None:
         assert self._admin is not None, "broker not started"
         with broker_errors():

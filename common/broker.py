@@ -74,6 +74,14 @@ class Broker(ABC):
         """Remove the version's queue; requests still in it are dropped."""
 
     @abstractmethod
+    async def bind_alias(self, model: str, version: int) -> None:
+        """Route the model's alias (routing key ``<model>``) to this version's queue too."""
+
+    @abstractmethod
+    async def unbind_alias(self, model: str, version: int) -> None:
+        """Stop routing the model's alias to this version's queue."""
+
+    @abstractmethod
     async def queue_depth(self, model: str, version: int) -> int:
         """Requests waiting in the queue, not yet handed to a consumer."""
 

@@ -118,6 +118,9 @@ class _Queue:
 class InMemoryBroker(Broker):
     def __init__(self) -> None:
         self._queues: dict[str, _Queue] = {}
+        self.aliases: dict[str, set[int]] = {}
+        """Model → versions its alias routes to. In process every caller pins a version, so
+        nothing publishes to an alias here; it is kept so both brokers answer alike."""
 
     async def start(self) -> None:
         pass
@@ -162,11 +165,18 @@ class InMemoryBroker(Broker):
         queue = self._queues.pop(queue_name(model, version), None)
         if queue is not None:
             queue.consumers.clear()
+            self.aliases.get(model, set()).discard(version)
             for delivery in queue.ready:  # their callers learn now, not at their deadlines
                 if not delivery._future.done():
                     delivery._future.set_exception(ModelNotLoaded(
                         f"Model '{model}' version {version} was unloaded"))
             queue.ready.clear()
+
+    async def bind_alias(self, model: str, version: int) -> None:
+        self.aliases.setdefault(model, set()).add(version)
+
+    async def unbind_alias(self, model: str, version: int) -> None:
+        self.aliases.get(model, set()).discard(version)
 
     async def queue_depth(self, model: str, version: int) -> int:
         queue = self._queues.get(queue_name(model, version))

@@ -43,6 +43,8 @@ class Worker:
         self._metrics = metrics
         self._runners: dict[Key, ModelRunner] = {}
         self._failed: dict[Key, tuple[float, str]] = {}
+        self._aliased: dict[str, int] = {}
+        """Model → the version this worker bound the model's alias to."""
         self._started_at = time.time()
         self._device = str(resolve_device(settings.device))
         self._dirty = asyncio.Event()
@@ -91,11 +93,34 @@ class Worker:
             have = set(self._runners)
             to_load = sorted(want - have - set(self._failed))
             to_unload = sorted(have - want)
-            if not to_load and not to_unload:
-                return
-            await asyncio.gather(*(self._load(key) for key in to_load),
-                                 *(self._unload(key, delete_queue=True) for key in to_unload))
-        await self.heartbeat()
+            if to_load or to_unload:
+                await asyncio.gather(
+                    *(self._load(key) for key in to_load),
+                    *(self._unload(key, delete_queue=True) for key in to_unload))
+            await self._point_aliases({n: s.active for n, s in models.items()})
+        if to_load or to_unload:
+            await self.heartbeat()
+
+    async def _point_aliases(self, active: dict[str, int | None]) -> None:
+        """Route each model's alias (what async producers publish to) to its active version.
+
+        The new binding comes first, then the old one goes: the broker routes every message
+        somewhere throughout (for a moment to both, which at-least-once delivery allows).
+        """
+        for name in {n for n, _ in self._runners}:
+            target = active.get(name)
+            if (name, target) in self._runners and self._aliased.get(name) != target:
+                assert target is not None
+                await self._broker.bind_alias(name, target)
+                previous = self._aliased.get(name)
+                if previous is not None and (name, previous) in self._runners:
+                    await self._broker.unbind_alias(name, previous)
+                self._aliased[name] = target
+            elif (name, target) not in self._runners and name in self._aliased:
+                # Another worker serves the active version now; stop routing it here.
+                previous = self._aliased.pop(name)
+                if (name, previous) in self._runners:
+                    await self._broker.unbind_alias(name, previous)
 
     async def heartbeat(self) -> None:
         info = WorkerInfo(worker_id=self.worker_id, host=socket.gethostname(),
@@ -124,6 +149,8 @@ class Worker:
     async def _unload(self, key: Key, delete_queue: bool) -> None:
         runner = self._runners.pop(key)
         name, version = key
+        if self._aliased.get(name) == version:
+            del self._aliased[name]  # the binding goes with the queue
         if delete_queue:
             await self._wait_queue_empty(name, version)
         await runner.stop(self.settings.drain_timeout_s)

@@ -1,4 +1,4 @@
-"""`python -m bench` stays runnable: a short run against a real `inferno serve` (no speed asserts)."""
+"""`python -m bench` stays runnable: a short run against `inferno serve`, no speed asserts."""
 
 from __future__ import annotations
 
