@@ -69,6 +69,7 @@ DEAD_LETTER_EXCHANGE = "inferno.dlx"
 DEAD_LETTER_QUEUE = "inferno.dead-letter"
 NO_DEADLINE_S = 3600.0
 CANCEL_TIMEOUT_S = 5.0
+RECONNECT_INTERVAL_S = 1.0  # aio-pika's default of 5 s is a long outage for a serving path
 
 
 @contextlib.contextmanager
@@ -153,7 +154,8 @@ class AmqpBroker(Broker):
 
     async def start(self) -> None:
         with broker_errors():
-            self._connection = await aio_pika.connect_robust(self._url)
+            self._connection = await aio_pika.connect_robust(
+                self._url, reconnect_interval=RECONNECT_INTERVAL_S)
             self._connection.close_callbacks.add(self._on_connection_lost)
             self._publisher = await self._connection.channel(
                 publisher_confirms=True, on_return_raises=True)

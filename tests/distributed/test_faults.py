@@ -1,0 +1,173 @@
+"""The queue hop under load and under faults, with real RabbitMQ and Redis.
+
+Workers that a test kills run as ``inferno worker`` subprocesses; their batch counters are read
+from their own metrics port (a process of its own has no event to await, so those reads poll,
+bounded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.distributed.conftest import Cluster, wait_ready
+from tests.integration.conftest import error_of
+
+pytestmark = pytest.mark.asyncio
+
+
+def slow_body(delay_ms: float, rows: int = 1, timeout_ms: int | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"inputs": {"x": {"data": [[1.0, 2.0]] * rows},
+                                       "delay_ms": {"data": [delay_ms] * rows}}}
+    if timeout_ms is not None:
+        body["timeout_ms"] = timeout_ms
+    return body
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(port: int, sample: str) -> float:
+    """One sample's value from a worker process's Prometheus endpoint (0 when absent)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def until(check: Callable[[], bool], timeout: float = 30) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():  # noqa: ASYNC110 - another process: nothing to await
+            await asyncio.sleep(0.02)
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+async def test_batches_form_across_facades(running: Cluster) -> None:
+    _, registry = await running.worker(preload=["slow"])
+    (facade_a, client_a), (_, client_b) = await running.facade(), await running.facade()
+    await wait_ready(facade_a)
+    responses = await asyncio.gather(*(
+        (client_a if i % 2 else client_b).post("/v1/models/slow:predict", json=slow_body(150))
+        for i in range(16)))
+    assert [r.status_code for r in responses] == [200] * 16
+    batches = registry.get_sample_value("infer_batch_size_count", {"model": "slow"})
+    rows = registry.get_sample_value("infer_batch_size_sum", {"model": "slow"})
+    assert rows == 16
+    assert batches is not None and batches < 16, "requests from both facades share batches"
+
+
+async def test_full_queue_is_503_at_once(running: Cluster) -> None:
+    await running.worker(preload=["slow"])
+    facade, client = await running.facade()
+    await wait_ready(facade)
+    # Each batch holds the single slot for 1.5 s: the worker takes prefetch (8) requests and the
+    # queue max_length (8) more; the publish confirm of every other one is a nack.
+    started = time.monotonic()
+    responses = await asyncio.gather(*(
+        client.post("/v1/models/slow:predict", json=slow_body(1500)) for _ in range(24)))
+    refused = [r for r in responses if r.status_code == 503]
+    assert sorted(r.status_code for r in responses) == [200] * 16 + [503] * 8
+    assert all(error_of(r)["code"] == "overloaded" for r in refused)
+    assert time.monotonic() - started < 15
+
+
+async def test_deadline_is_504_and_the_late_request_is_never_computed(running: Cluster) -> None:
+    _, registry = await running.worker(preload=["slow"])
+    facade, client = await running.facade()
+    await wait_ready(facade)
+
+    def batches() -> float:
+        return registry.get_sample_value("infer_batch_size_count", {"model": "slow"}) or 0.0
+
+    holder = asyncio.create_task(client.post("/v1/models/slow:predict", json=slow_body(1000)))
+    await until(lambda: batches() == 1)
+    started = time.monotonic()
+    late = await client.post("/v1/models/slow:predict", json=slow_body(0, timeout_ms=200))
+    assert late.status_code == 504 and error_of(late)["code"] == "deadline_exceeded"
+    assert time.monotonic() - started < 1.0
+    assert (await holder).status_code == 200
+    after = await client.post("/v1/models/slow:predict", json=slow_body(0))
+    assert after.status_code == 200
+    assert batches() == 2  # the holder's and the last one's: the late request never ran
+
+
+async def test_sigkilled_worker_requests_are_redelivered(running: Cluster) -> None:
+    ports = [free_port(), free_port()]
+    victim, survivor = (running.worker_process(INFERNO_PRELOAD="slow",
+                                               INFERNO_METRICS_PORT=str(p)) for p in ports)
+    facade, client = await running.facade()
+    await wait_ready(facade)
+    await facade.view.wait_for(lambda: True if facade.view.serving("slow", 1) == 2 else None, 60)
+    calls = [asyncio.create_task(client.post("/v1/models/slow:predict",
+                                             json=slow_body(800, timeout_ms=20_000)))
+             for _ in range(12)]
+    # Kill the victim once it is mid-batch, holding unacknowledged requests.
+    await until(lambda: scrape(ports[0], 'infer_batch_size_count{model="slow"}') >= 1)
+    victim.send_signal(signal.SIGKILL)
+    responses = await asyncio.gather(*calls)
+    assert [r.status_code for r in responses] == [200] * 12
+    assert victim.wait(timeout=10) == -signal.SIGKILL
+    assert survivor.poll() is None
+    await until(lambda: scrape(ports[1], 'infer_batch_size_count{model="slow"}') >= 1)
+
+
+async def test_sigterm_finishes_in_flight_batches_then_exits_0(running: Cluster) -> None:
+    port = free_port()
+    worker = running.worker_process(INFERNO_PRELOAD="slow", INFERNO_METRICS_PORT=str(port))
+    facade, client = await running.facade()
+    await wait_ready(facade)
+    calls = [asyncio.create_task(client.post("/v1/models/slow:predict", json=slow_body(600)))
+             for _ in range(6)]
+    await until(lambda: scrape(port, 'infer_batch_size_count{model="slow"}') >= 1)
+    worker.send_signal(signal.SIGTERM)
+    responses = await asyncio.gather(*calls)
+    assert [r.status_code for r in responses] == [200] * 6
+    assert await asyncio.to_thread(worker.wait, 30) == 0
+    stderr = worker.stderr.read().decode() if worker.stderr else ""
+    assert "stopping: finishing in-flight batches" in stderr
+
+
+async def test_broker_outage_is_503_not_a_hang_and_recovers(running: Cluster) -> None:
+    await running.worker(preload=["mlp"])
+    facade, client = await running.facade()
+    await wait_ready(facade)
+    body = {"inputs": {"x": {"data": [[0.5] * 256]}}}
+    assert (await client.post("/v1/models/mlp:predict", json=body)).status_code == 200
+    vhost = running.broker_url.rsplit("/", 1)[1]
+    # An outage that outlasts reconnection: no permission on the vhost, connections closed.
+    rabbitmqctl("clear_permissions", "-p", vhost, "guest")
+    rabbitmqctl("close_all_connections", "-p", vhost, "test outage")
+    try:
+        started = time.monotonic()
+        during = await client.post("/v1/models/mlp:predict", json={**body, "timeout_ms": 10_000})
+        assert during.status_code == 503, during.text
+        assert error_of(during)["code"] == "broker_unavailable"
+        assert time.monotonic() - started < 5
+    finally:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    # Facade and worker reconnect by themselves.
+    async with asyncio.timeout(60):
+        while (await client.post("/v1/models/mlp:predict", json=body)).status_code != 200:  # noqa: ASYNC110 - retry until reconnected
+            await asyncio.sleep(0.2)
+    responses = await asyncio.gather(*(client.post("/v1/models/mlp:predict", json=body)
+                                       for _ in range(20)))
+    assert [r.status_code for r in responses] == [200] * 20

@@ -1,0 +1,56 @@
+"""Asynchronous producers: the example producer against the real broker, and the alias it uses
+following :activate."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import aio_pika
+import numpy as np
+import pytest
+
+from common.wire import TENSORS_CONTENT_TYPE, encode_frame
+from examples.producer import Producer
+from tests.distributed.conftest import ROOT, Cluster, wait_ready
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_example_producer_binary_and_json_bodies(running: Cluster) -> None:
+    await running.worker(preload=["bag"])
+    facade, _ = await running.facade()
+    await wait_ready(facade)
+    result = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "examples/producer.py", "--url", running.broker_url, "--count", "4"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4
+    # tokens i..i+3 with mask [1, 1, 0, 1]: sum = 3i + 4, count 3.
+    for index, line in enumerate(lines):
+        assert line.startswith(f"{index} ")
+        assert f"'sum': [{3 * index + 4}]" in line and "'count': [3]" in line
+
+
+async def test_alias_follows_the_active_version(running: Cluster) -> None:
+    await running.worker(preload=["mlp"])
+    facade, client = await running.facade()
+    await wait_ready(facade)
+    body = encode_frame({"x": np.zeros((1, 256), np.float32)})
+    async with await aio_pika.connect_robust(running.broker_url) as connection:
+        producer = await Producer.create(connection)
+        before = await producer.predict("mlp", body, TENSORS_CONTENT_TYPE, timeout_s=10)
+        assert before is not None and set(before) == {"probs", "label", "logits"}  # version 2
+        activated = await client.post("/v1/models:activate", json={"name": "mlp", "version": 1})
+        assert activated.status_code == 200
+        await facade.view.wait_for(lambda: True if facade.view.serving("mlp", 1) else None, 30)
+        # The worker re-points the alias when it sees the change; bounded wait for it.
+        async with asyncio.timeout(30):
+            while True:
+                after = await producer.predict("mlp", body, TENSORS_CONTENT_TYPE, timeout_s=10)
+                assert after is not None
+                if set(after) == {"probs", "label"}:  # version 1
+                    break
+                await asyncio.sleep(0.05)
