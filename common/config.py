@@ -42,7 +42,13 @@ class CommonSettings(BaseSettings):
     log_json: bool = True
     """JSON log lines (``ts``, ``level``, ``logger``, ``msg``, ...); false for plain text."""
     heartbeat_interval_s: Annotated[float, Field(gt=0)] = 2.0
-    """How often a worker reports itself alive; it is dead after 3 missed intervals."""
+    """How often a worker reports itself alive. Its heartbeat expires 2.5 intervals after the
+    last one and facades re-read the state every half interval, so a worker that stops is out of
+    every view within 3 intervals."""
+
+    @property
+    def heartbeat_ttl_s(self) -> float:
+        return 2.5 * self.heartbeat_interval_s
     queue_type: Literal["classic", "quorum"] = "classic"
     """RabbitMQ type of the per-model queues; quorum queues replicate and count deliveries."""
     queue_delivery_limit: Annotated[int, Field(ge=1)] = 5

@@ -38,7 +38,8 @@ class Facade:
     async def create(cls, settings: FacadeSettings, broker: Broker, store: StateStore,
                      repository: ModelRepository, registry: CollectorRegistry) -> Facade:
         metrics = FacadeMetrics(registry, settings.metrics_buckets)
-        view = ClusterView(store, repository, metrics, settings.heartbeat_interval_s)
+        view = ClusterView(store, repository, metrics, settings.heartbeat_interval_s / 2,
+                           grace_s=settings.heartbeat_ttl_s)
         await view.start()
         service = PredictService(settings, broker, view, metrics)
         admin = AdminService(store, view, settings.admin_timeout_s)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
@@ -25,7 +26,7 @@ T = TypeVar("T")
 
 class ClusterView:
     def __init__(self, store: StateStore, repository: ModelRepository, metrics: FacadeMetrics,
-                 refresh_interval_s: float) -> None:
+                 refresh_interval_s: float, grace_s: float) -> None:
         self.repository = repository
         self.models: dict[str, ModelState] = {}
         self.workers: list[WorkerInfo] = []
@@ -33,6 +34,9 @@ class ClusterView:
         self._store = store
         self._metrics = metrics
         self._interval = refresh_interval_s
+        self._grace = grace_s
+        self._store_failed = False
+        self._keep_until = 0.0
         self._changed = asyncio.Event()
         self._stale = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -49,8 +53,19 @@ class ClusterView:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def refresh(self) -> None:
-        self.models = await self._store.models()
-        self.workers = await self._store.workers()
+        models = await self._store.models()
+        workers = await self._store.workers()
+        now = time.monotonic()
+        if self._store_failed:
+            # The store is back after an outage that may have outlived the heartbeats' TTL:
+            # keep the workers we knew for one TTL while they beat again, rather than turn
+            # every request away as "no worker" in the meantime.
+            self._store_failed = False
+            self._keep_until = now + self._grace
+        if now < self._keep_until:
+            seen = {w.worker_id for w in workers}
+            workers += [w for w in self.workers if w.worker_id not in seen]
+        self.models, self.workers = models, workers
         serving: dict[tuple[str, int], int] = {}
         for worker in self.workers:
             for name, versions in worker.loaded.items():
@@ -117,4 +132,5 @@ class ClusterView:
             try:
                 await self.refresh()
             except Exception as exc:
+                self._store_failed = True
                 log.warning("state refresh failed, serving on the last known state: %s", exc)

@@ -130,7 +130,7 @@ class Worker:
                           started_at=self._started_at,
                           failed={f"{n}:{v}": why for (n, v), why in self._failed.items()})
         try:
-            await self._store.put_worker(info, ttl_s=3 * self.settings.heartbeat_interval_s)
+            await self._store.put_worker(info, ttl_s=self.settings.heartbeat_ttl_s)
         except Exception as exc:
             log.warning("heartbeat failed: %s", exc)
 
