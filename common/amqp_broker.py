@@ -146,6 +146,7 @@ class AmqpBroker(Broker):
         self._exchange: AbstractExchange | None = None
         self._admin: AbstractChannel | None = None
         self._reply_queue: AbstractQueue | None = None
+        self._reply_lock = asyncio.Lock()
         self._reply_name = f"inferno.reply.{socket.gethostname()}.{os.getpid()}.{id(self):x}"
         self._pending: dict[str, asyncio.Future[PredictReply]] = {}
         self._ids = itertools.count(1)
@@ -177,13 +178,15 @@ class AmqpBroker(Broker):
     # -- facade side ------------------------------------------------------------------------
 
     async def _replies(self) -> AbstractQueue:
-        """The process's reply queue, declared and consumed on first use."""
-        if self._reply_queue is None:
-            assert self._publisher is not None, "broker not started"
-            queue = await self._publisher.declare_queue(
-                self._reply_name, exclusive=True, auto_delete=True)
-            await queue.consume(self._on_reply, no_ack=True)
-            self._reply_queue = queue
+        """The process's reply queue, declared and consumed once, on first use (workers that
+        never call ``request`` have none)."""
+        async with self._reply_lock:
+            if self._reply_queue is None:
+                assert self._publisher is not None, "broker not started"
+                queue = await self._publisher.declare_queue(
+                    self._reply_name, exclusive=True, auto_delete=True)
+                await queue.consume(self._on_reply, no_ack=True)
+                self._reply_queue = queue
         return self._reply_queue
 
     async def request(self, request: PredictRequest) -> PredictReply:
@@ -279,6 +282,7 @@ class AmqpBroker(Broker):
 
     async def bind_alias(self, model: str, version: int) -> None:
         assert self._admin is not None, "broker not started"
+        await self._require_queue(model, version)
         with broker_errors():
             queue = await self._admin.get_queue(queue_name(model, version), ensure=False)
             await queue.bind(EXCHANGE, model)
@@ -295,24 +299,35 @@ class AmqpBroker(Broker):
             await self._admin.queue_delete(queue_name(model, version))
 
     async def queue_depth(self, model: str, version: int) -> int:
+        depth = await self._peek_queue(model, version)
+        return 0 if depth is None else depth
+
+    async def _peek_queue(self, model: str, version: int) -> int | None:
+        """Ready messages in the queue, or ``None`` when it does not exist."""
         assert self._connection is not None, "broker not started"
         with broker_errors():
-            # A throwaway channel: a passive declare of a missing queue closes its channel.
+            # A throwaway channel: a passive declare of a missing queue closes its channel,
+            # which must not be one that others share.
             async with self._connection.channel() as channel:
                 try:
                     queue = await channel.declare_queue(queue_name(model, version),
                                                         passive=True)
                 except aiormq.exceptions.ChannelNotFoundEntity:
-                    return 0
+                    return None
                 return int(queue.declaration_result.message_count or 0)
+
+    async def _require_queue(self, model: str, version: int) -> None:
+        if await self._peek_queue(model, version) is None:
+            raise ModelNotLoaded(f"No queue {queue_name(model, version)}: declare it first")
 
     async def consume(self, model: str, version: int, handler: DeliveryHandler,
                       prefetch: int, signature: Signature) -> Subscription:
         assert self._connection is not None, "broker not started"
         with broker_errors():
+            await self._require_queue(model, version)
             channel = await self._connection.channel()
             await channel.set_qos(prefetch_count=prefetch)
-            queue = await channel.get_queue(queue_name(model, version), ensure=True)
+            queue = await channel.get_queue(queue_name(model, version), ensure=False)
 
             async def on_message(message: AbstractIncomingMessage) -> None:
                 try:

@@ -53,7 +53,8 @@ class RedisKeys:
 _UPDATE_MODEL = """
 local name, version, mode, event = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if mode == 'init' then
-  if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('SCARD', KEYS[3]) > 0 then return 0 end
+  -- A model that was ever known keeps its state, even with every version unloaded.
+  if redis.call('SISMEMBER', KEYS[1], name) == 1 then return 0 end
   redis.call('SET', KEYS[2], version)
   redis.call('SADD', KEYS[3], version)
 elseif mode == 'activate' then
@@ -160,7 +161,7 @@ class RedisStateStore(StateStore):
         return [WorkerInfo.from_dict(orjson.loads(v)) for v in values if v is not None]
 
     def events(self) -> AsyncIterator[StateEvent]:
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._redis.pubsub()
         return self._follow(pubsub)
 
     async def _follow(self, pubsub: Any) -> AsyncIterator[StateEvent]:
@@ -171,9 +172,12 @@ class RedisStateStore(StateStore):
             while not self._closed.is_set():
                 try:
                     await pubsub.subscribe(self.keys.events)
-                    backoff = 0.1
-                    yield RESYNC
                     async for message in pubsub.listen():
+                        if message.get("type") == "subscribe":
+                            # Confirmed by Redis: from here on no change is missed.
+                            backoff = 0.1
+                            yield RESYNC
+                            continue
                         if message.get("type") != "message":
                             continue
                         data = orjson.loads(message["data"])
@@ -185,8 +189,9 @@ class RedisStateStore(StateStore):
                             await self._closed.wait()
                     backoff = min(backoff * 2, 5.0)
         finally:
+            # Bounded: a connection cut mid-read can leave the close waiting on it.
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await asyncio.wait_for(pubsub.aclose(), 2)
 
 
 def _text(value: bytes | str) -> str:

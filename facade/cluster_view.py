@@ -17,6 +17,7 @@ from common.errors import ModelNotLoaded, Unavailable
 from common.metrics import FacadeMetrics
 from common.repository import ModelEntry, ModelRepository
 from common.state import ModelState, StateEvent, StateStore, WorkerInfo
+from common.tasks import stop_tasks
 
 __all__ = ["ClusterView"]
 
@@ -48,9 +49,7 @@ class ClusterView:
                        asyncio.create_task(self._refresh_forever(), name="view refresh")]
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks)
 
     async def refresh(self) -> None:
         models = await self._store.models()

@@ -119,7 +119,8 @@ async def _facade() -> None:
     await broker.start()
     await store.start()
     facade = await Facade.create(settings, broker, store, repository, CollectorRegistry())
-    server = _uvicorn(facade.app, settings, drain_s=10)
+    # In-flight requests may take up to their deadline to finish.
+    server = _uvicorn(facade.app, settings, drain_s=settings.request_timeout_ms / 1000)
     log.info("facade on http://%s:%d", settings.host, settings.port)
     _absorb_stop_signals()
     try:

@@ -78,8 +78,10 @@ def redis_url() -> str:
     return url
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+def rabbitmqctl(*args: str) -> str:
+    """Run rabbitmqctl (the broker's own admin tool) and return what it printed."""
+    return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True,
+                          text=True, timeout=60).stdout
 
 
 @pytest.fixture
@@ -88,12 +90,12 @@ def broker_url(broker_root_url: str) -> Iterator[str]:
     if shutil.which("rabbitmqctl") is None:
         pytest.skip("rabbitmqctl is needed to create a vhost per test")
     vhost = f"inferno-test-{uuid.uuid4().hex[:10]}"
-    _rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("add_vhost", vhost)
     user = urlsplit(broker_root_url).username or "guest"
-    _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
     parts = urlsplit(broker_root_url)
     yield urlunsplit((parts.scheme, parts.netloc, f"/{vhost}", "", ""))
-    _rabbitmqctl("delete_vhost", vhost)
+    rabbitmqctl("delete_vhost", vhost)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from common.config import WorkerSettings
 from common.metrics import WorkerMetrics
 from common.repository import ModelRepository
 from common.state import EventKind, StateEvent, StateStore, WorkerInfo
+from common.tasks import stop_tasks
 from worker.runner import ModelRunner
 from worker.runtime import resolve_device
 
@@ -74,9 +75,7 @@ class Worker:
 
     async def stop(self) -> None:
         """Graceful: stop consuming, finish in-flight batches and reply, leave the cluster."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks)
         async with self._lock:
             await asyncio.gather(*(self._unload(key, delete_queue=False)
                                    for key in list(self._runners)))

@@ -1,48 +1,130 @@
 """Fixtures of the contract suites: one ``broker`` and one ``store`` per implementation.
 
-Each suite runs once per entry of ``BROKERS`` / ``STORES``. To add the AMQP broker (or the Redis
-store), add a factory that connects to a test server and ``pytest.skip``s when none is
-configured, and add its name to the fixture's ``params``. The tests use a fresh model name per
-test (``model`` fixture), so a real broker or Redis shared between tests needs no cleanup between
-them.
+Each suite runs once per implementation: ``memory`` (embedded mode) and the real one, ``amqp``
+(RabbitMQ) for the broker and ``redis`` for the state store. The real ones need the services of
+tests/services.py: without them their cases skip (or fail, with ``INFERNO_REQUIRE_SERVICES=1``).
+
+Isolation: every test uses a fresh model name (``model`` fixture), so tests can share a server.
+Redis gets a fresh key prefix per test (cheap). RabbitMQ gets one vhost per test module, not per
+test: creating one costs ~1.5 s of ``rabbitmqctl``, which per test would add about a minute to a
+suite that runs in ~12 s; the vhost is deleted with everything in it when the module ends. Tests
+that look into the shared ``inferno.dead-letter`` queue pick out their own messages by id.
+
+``peer`` / ``peer_store`` is what another process sees: a second connection to the same server for
+the real implementations; the very same object in memory, where every component of the one
+process shares it.
 """
 
 from __future__ import annotations
 
+import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from common.amqp_broker import AmqpBroker
 from common.broker import Broker
 from common.memory_broker import InMemoryBroker
 from common.memory_state import InMemoryStateStore
+from common.redis_state import RedisStateStore
 from common.state import StateStore
+from tests.services import RedisSpace, rabbitmqctl
 
-BROKERS: dict[str, Callable[[], Broker]] = {
-    "memory": InMemoryBroker,
-    # "amqp": lambda: AmqpBroker(os.environ["INFERNO_TEST_AMQP_URL"])  (skip when unset)
-}
-STORES: dict[str, Callable[[], StateStore]] = {
-    "memory": InMemoryStateStore,
-    # "redis": lambda: RedisStateStore(os.environ["INFERNO_TEST_REDIS_URL"], prefix=unique)
-}
+BrokerFactory = Callable[[], Awaitable[Broker]]
+StoreFactory = Callable[[], Awaitable[StateStore]]
 
 
-@pytest.fixture(params=["memory"])
-async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
-    implementation = BROKERS[request.param]()
-    await implementation.start()
-    yield implementation
-    await implementation.aclose()
+# --- RabbitMQ: one vhost per module ------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
-    implementation = STORES[request.param]()
-    await implementation.start()
-    yield implementation
-    await implementation.aclose()
+@pytest.fixture(scope="module")
+def amqp_url(broker_root_url: str) -> Iterator[str]:
+    """A vhost of this test module's own, deleted afterwards with everything declared in it."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl is needed to create a vhost for the contract tests")
+    vhost = f"inferno-contract-{uuid.uuid4().hex[:10]}"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        parts = urlsplit(broker_root_url)
+        rabbitmqctl("set_permissions", "-p", vhost, parts.username or "guest", ".*", ".*", ".*")
+        yield urlunsplit((parts.scheme, parts.netloc, f"/{vhost}", "", ""))
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+# --- brokers -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "amqp"])
+async def brokers(request: pytest.FixtureRequest) -> AsyncIterator[BrokerFactory]:
+    """Started brokers of one implementation, closed after the test (last started first)."""
+    url = request.getfixturevalue("amqp_url") if request.param == "amqp" else ""
+    started: list[Broker] = []
+
+    async def new() -> Broker:
+        if request.param == "memory":
+            if not started:  # one process, one in-memory broker
+                started.append(InMemoryBroker())
+                await started[0].start()
+            return started[0]
+        broker = AmqpBroker(url)
+        await broker.start()
+        started.append(broker)
+        return broker
+
+    yield new
+    for broker in reversed(started):
+        await broker.aclose()
+
+
+@pytest.fixture
+async def broker(brokers: BrokerFactory) -> Broker:
+    return await brokers()
+
+
+@pytest.fixture
+async def peer(broker: Broker, brokers: BrokerFactory) -> Broker:
+    """The broker as another process sees it (a worker's, when ``broker`` is a facade's)."""
+    return await brokers()
+
+
+# --- state stores ------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def stores(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    """Started stores of one implementation sharing one state, closed after the test."""
+    space: RedisSpace | None = (request.getfixturevalue("redis_space")
+                                if request.param == "redis" else None)
+    started: list[StateStore] = []
+
+    async def new() -> StateStore:
+        if space is None:
+            if not started:  # one process, one in-memory store
+                started.append(InMemoryStateStore())
+                await started[0].start()
+            return started[0]
+        store = RedisStateStore(space.url, space.prefix)
+        await store.start()
+        started.append(store)
+        return store
+
+    yield new
+    for store in reversed(started):
+        await store.aclose()
+
+
+@pytest.fixture
+async def store(stores: StoreFactory) -> StateStore:
+    return await stores()
+
+
+@pytest.fixture
+async def peer_store(store: StateStore, stores: StoreFactory) -> StateStore:
+    """The state as another replica (another facade, a worker) sees it."""
+    return await stores()
 
 
 @pytest.fixture

@@ -2,12 +2,17 @@
 
 Where a test checks that something does NOT happen (no delivery), it waits a short quiet period
 (``quiet()``): there is no event for "nothing arrived", and a real broker delivers asynchronously.
-Queue depth has no event either, so ``eventually()`` polls it, bounded.
+Queue depth has no event either, so ``eventually()`` polls it, bounded: RabbitMQ counts only
+ready messages, and its count lags a delivery or an expiry by a moment.
+
+Over AMQP a delivery's ``request`` is a copy decoded against the consumer's signature (numpy views
+on the message body), not the caller's object: tests compare values, never identity.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -15,6 +20,7 @@ import numpy as np
 import pytest
 
 from common.broker import Broker, Delivery, Subscription
+from common.dtypes import DType, float_to_bf16_bits
 from common.errors import DeadlineExceeded, InvalidInput, ModelFailed, ModelNotLoaded, Overloaded
 from common.signature import Signature
 from common.wire import PredictReply, PredictRequest
@@ -73,15 +79,29 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 2.0)
     return True
 
 
+async def broker_expiry(timeout: float) -> None:
+    """Wait until the broker has surely expired a request of ``timeout`` its caller gave up on.
+
+    The caller's clock starts when it calls ``request()``; RabbitMQ's per-message expiration
+    starts when it queues the message, a moment later (more under load), so right after the
+    caller's ``DeadlineExceeded`` the message may still be live for that moment: a worker then
+    drops it by its ``inferno-deadline`` header, the third place the deadline is enforced. The
+    message was queued before the caller gave up (the publish is confirmed first) and expires at
+    most ``timeout`` after that: expiry is purely time-based, so this sleep is the wait.
+    """
+    await asyncio.sleep(timeout)
+
+
 async def depth_is(broker: Broker, model: str, expected: int, timeout: float = 2.0) -> bool:
     async def check() -> bool:
         return await broker.queue_depth(model, 1) == expected
     return await eventually(check, timeout)
 
 
-async def consume(broker: Broker, model: str, inbox: Inbox, prefetch: int) -> Subscription:
+async def consume(broker: Broker, model: str, inbox: Inbox, prefetch: int,
+                  signature: Signature = SIGNATURE) -> Subscription:
     """Consume version 1 of ``model``."""
-    return await broker.consume(model, 1, inbox, prefetch, signature=SIGNATURE)
+    return await broker.consume(model, 1, inbox, prefetch, signature=signature)
 
 
 def start(broker: Broker, request: PredictRequest) -> asyncio.Task[PredictReply]:
@@ -177,6 +197,85 @@ async def test_declare_queue_is_idempotent(broker: Broker, model: str) -> None:
     assert (await asyncio.wait_for(task, 2)).error is None
 
 
+async def test_a_worker_in_another_process_answers(broker: Broker, peer: Broker,
+                                                  model: str) -> None:
+    # The facade requests through its broker; the worker declares, consumes and replies
+    # through its own (the same object in memory, another connection over AMQP).
+    await peer.declare_queue(model, 1, max_length=10)
+    inbox = Inbox()
+    await consume(peer, model, inbox, prefetch=10)
+    ok, failing = start(broker, make_request(model, 4)), start(broker, make_request(model, 5))
+    for _ in range(2):
+        delivery = await inbox.next()
+        if delivery.request.request_id == "req-4":
+            await answer(delivery)
+        else:
+            await delivery.reply(PredictReply(error=ModelFailed("no")))
+            await delivery.ack()
+    np.testing.assert_array_equal((await asyncio.wait_for(ok, 2)).result()["y"], [[8.0, 1.0]])
+    with pytest.raises(ModelFailed):
+        (await asyncio.wait_for(failing, 2)).result()
+
+
+async def test_concurrent_requests_get_their_own_replies(broker: Broker, model: str) -> None:
+    await broker.declare_queue(model, 1, max_length=100)
+    inbox = Inbox()
+    await consume(broker, model, inbox, prefetch=50)
+    tasks = [start(broker, make_request(model, i)) for i in range(40)]
+    deliveries = [await inbox.next() for _ in range(40)]
+    for delivery in reversed(deliveries):  # answered in another order than asked
+        await answer(delivery)
+    replies = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    for i, reply in enumerate(replies):
+        np.testing.assert_array_equal(reply.result()["y"], [[2.0 * i, 1.0]])
+
+
+ALL_DTYPES = Signature.model_validate({
+    "inputs": [{"name": d.value, "dtype": d.value, "shape": ["batch", 2]} for d in DType],
+    "outputs": [{"name": f"out_{d.value}", "dtype": d.value, "shape": ["batch", 2]}
+                for d in DType],
+})
+
+
+def sample(dtype: DType) -> np.ndarray:
+    """Two values of ``dtype`` at the edges of its range (bfloat16: bit patterns of 1.5, -inf)."""
+    if dtype is DType.BOOL:
+        return np.array([[True, False]])
+    if dtype is DType.BFLOAT16:
+        return float_to_bf16_bits(np.array([[1.5, -np.inf]], np.float32))
+    numpy = dtype.numpy
+    if numpy.kind in "iu":
+        info = np.iinfo(numpy)  # type: ignore[type-var]
+        return np.array([[info.min, info.max]], numpy)
+    info_f = np.finfo(numpy)  # type: ignore[type-var]
+    return np.array([[float(info_f.tiny), -float(info_f.max)]], numpy)
+
+
+async def test_every_dtype_arrives_intact_both_ways(broker: Broker, model: str) -> None:
+    await broker.declare_queue(model, 1, max_length=10)
+    inbox = Inbox()
+    await consume(broker, model, inbox, prefetch=1, signature=ALL_DTYPES)
+    inputs = {d.value: sample(d) for d in DType}
+    inputs["float64"] = np.asfortranarray(np.repeat(inputs["float64"], 2, axis=0))[:1]
+    sent = PredictRequest(model=model, version=1, inputs=inputs, deadline=time.time() + 5,
+                          request_id="req-dtypes", rows=1, dtypes=ALL_DTYPES.input_dtypes)
+    task = start(broker, sent)
+
+    delivery = await inbox.next()
+    for dtype in DType:
+        got = delivery.request.inputs[dtype.value]
+        assert got.dtype == dtype.numpy, dtype  # bfloat16: its bit patterns, as uint16
+        np.testing.assert_array_equal(got, sample(dtype), err_msg=dtype.value)
+    await delivery.reply(PredictReply({f"out_{d.value}": sample(d) for d in DType}))
+    await delivery.ack()
+
+    outputs = (await asyncio.wait_for(task, 2)).result()
+    for dtype in DType:
+        got = outputs[f"out_{dtype.value}"]
+        assert got.dtype == dtype.numpy, dtype
+        np.testing.assert_array_equal(got, sample(dtype), err_msg=dtype.value)
+
+
 # --- bounded queues and deadlines ------------------------------------------------------------
 
 
@@ -211,6 +310,7 @@ async def test_an_expired_request_is_never_delivered(broker: Broker, model: str)
     await broker.declare_queue(model, 1, max_length=10)
     with pytest.raises(DeadlineExceeded):
         await asyncio.wait_for(broker.request(make_request(model, 1, timeout=0.05)), 2)
+    await broker_expiry(0.05)
 
     inbox = Inbox()
     await consume(broker, model, inbox, prefetch=10)
@@ -248,6 +348,83 @@ async def test_a_late_reply_is_dropped_quietly(broker: Broker, model: str) -> No
     next_task = start(broker, make_request(model, 1))
     await answer(await inbox.next())
     assert (await asyncio.wait_for(next_task, 2)).error is None
+
+
+async def test_a_request_already_past_its_deadline_is_never_delivered(broker: Broker,
+                                                                     model: str) -> None:
+    await broker.declare_queue(model, 1, max_length=10)
+    inbox = Inbox()
+    await consume(broker, model, inbox, prefetch=10)
+    began = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        await asyncio.wait_for(broker.request(make_request(model, 1, timeout=-0.5)), 2)
+    assert time.monotonic() - began < 0.5  # at once, not after some wait
+    # Had it been queued, it would be delivered before this one.
+    task = start(broker, make_request(model, 2))
+    delivery = await inbox.next()
+    assert delivery.request.request_id == "req-2"
+    await answer(delivery)
+    assert (await asyncio.wait_for(task, 2)).error is None
+
+
+async def test_an_expired_request_behind_a_live_one_is_never_delivered(broker: Broker,
+                                                                      model: str) -> None:
+    # RabbitMQ drops an expired message only once it reaches the head of the queue: here it
+    # waits behind a live one, and must still be dropped rather than delivered.
+    await broker.declare_queue(model, 1, max_length=10)
+    live = start(broker, make_request(model, 1))
+    assert await depth_is(broker, model, 1)
+    with pytest.raises(DeadlineExceeded):
+        await asyncio.wait_for(broker.request(make_request(model, 2, timeout=0.1)), 2)
+    await broker_expiry(0.1)
+
+    inbox = Inbox()
+    await consume(broker, model, inbox, prefetch=10)
+    first = await inbox.next()
+    assert first.request.request_id == "req-1"
+    later = start(broker, make_request(model, 3))
+    second = await inbox.next()  # req-2, were it delivered, would come before req-3
+    assert second.request.request_id == "req-3"
+    await answer(first)
+    await answer(second)
+    for reply in await asyncio.wait_for(asyncio.gather(live, later), 2):
+        assert reply.error is None
+    assert await depth_is(broker, model, 0)
+
+
+async def test_a_full_queue_takes_requests_again_once_one_is_handed_out(broker: Broker,
+                                                                       model: str) -> None:
+    await broker.declare_queue(model, 1, max_length=1)
+    first = start(broker, make_request(model, 1))
+    assert await depth_is(broker, model, 1)
+    with pytest.raises(Overloaded):
+        await asyncio.wait_for(broker.request(make_request(model, 2)), 2)
+
+    inbox = Inbox()
+    await consume(broker, model, inbox, prefetch=10)
+    held = await inbox.next()  # handed out, not yet acked: no longer counts against the bound
+    second = start(broker, make_request(model, 3))
+    await answer(await inbox.next())
+    await answer(held)
+    for reply in await asyncio.wait_for(asyncio.gather(first, second), 2):
+        assert reply.error is None
+
+
+async def test_a_duplicate_reply_is_dropped_quietly(broker: Broker, model: str) -> None:
+    # At-least-once: a redelivered request may be answered twice. The caller keeps the first.
+    await broker.declare_queue(model, 1, max_length=10)
+    inbox = Inbox()
+    await consume(broker, model, inbox, prefetch=1)
+    task = start(broker, make_request(model, 3))
+    delivery = await inbox.next()
+    await delivery.reply(doubled(delivery))
+    await delivery.reply(PredictReply(error=ModelFailed("second answer")))
+    await delivery.ack()
+    np.testing.assert_array_equal((await asyncio.wait_for(task, 2)).result()["y"], [[6.0, 1.0]])
+    # The caller's side still works.
+    following = start(broker, make_request(model, 4))
+    await answer(await inbox.next())
+    assert (await asyncio.wait_for(following, 2)).error is None
 
 
 # --- settling and prefetch ---------------------------------------------------------------------
@@ -402,3 +579,79 @@ async def test_delete_queue(broker: Broker, model: str) -> None:
     # A new queue of the same name starts empty.
     await broker.declare_queue(model, 1, max_length=10)
     assert await broker.queue_depth(model, 1) == 0
+
+
+async def test_delete_queue_ends_its_consumers(broker: Broker, model: str) -> None:
+    await broker.declare_queue(model, 1, max_length=10)
+    inbox = Inbox()
+    subscription = await consume(broker, model, inbox, prefetch=10)
+    await broker.delete_queue(model, 1)
+    await broker.declare_queue(model, 1, max_length=10)  # a new queue of the same name
+    task = start(broker, make_request(model, 1, timeout=5))
+    assert await depth_is(broker, model, 1)  # queued, not handed to the old consumer
+    assert inbox.empty()
+    await subscription.cancel()  # cancelling an ended subscription is harmless
+
+    later = Inbox()
+    await consume(broker, model, later, prefetch=1)
+    await answer(await later.next())
+    assert (await asyncio.wait_for(task, 2)).error is None
+
+
+async def test_deleting_a_missing_queue_is_harmless(broker: Broker, model: str) -> None:
+    await broker.delete_queue(model, 1)
+    await broker.declare_queue(model, 1, max_length=10)
+    await broker.delete_queue(model, 1)
+    await broker.delete_queue(model, 1)
+    with pytest.raises(ModelNotLoaded):
+        await asyncio.wait_for(broker.request(make_request(model)), 2)
+
+
+async def test_queue_depth_of_a_missing_queue_is_zero(broker: Broker, model: str) -> None:
+    assert await broker.queue_depth(model, 1) == 0
+    # And asking did not break the broker.
+    await broker.declare_queue(model, 1, max_length=10)
+    task = start(broker, make_request(model))
+    assert await depth_is(broker, model, 1)
+    inbox = Inbox()
+    await consume(broker, model, inbox, prefetch=1)
+    await answer(await inbox.next())
+    assert (await asyncio.wait_for(task, 2)).error is None
+
+
+async def test_consuming_a_missing_queue_is_model_not_loaded(broker: Broker, model: str) -> None:
+    # "No queue for a version: ModelNotLoaded" (common/broker.py), for workers as for callers.
+    with pytest.raises(ModelNotLoaded):
+        await consume(broker, model, Inbox(), prefetch=1)
+
+
+async def test_alias_binding_is_idempotent_and_leaves_pinned_routing_alone(
+        broker: Broker, model: str) -> None:
+    await broker.declare_queue(model, 1, max_length=10)
+    await broker.declare_queue(model, 2, max_length=10)
+    await broker.unbind_alias(model, 1)  # never bound: harmless
+    await broker.bind_alias(model, 1)
+    await broker.bind_alias(model, 1)
+    await broker.bind_alias(model, 2)  # activation: the new version first, then the old goes
+    await broker.unbind_alias(model, 1)
+    await broker.unbind_alias(model, 1)
+    # Pinned requests (all the facade sends) still reach exactly their version.
+    inbox = Inbox()
+    await consume(broker, model, inbox, prefetch=10)
+    task = start(broker, make_request(model, 1, version=1))
+    delivery = await inbox.next()
+    assert delivery.request.version == 1
+    await answer(delivery)
+    assert (await asyncio.wait_for(task, 2)).error is None
+    assert await broker.queue_depth(model, 2) == 0
+
+
+async def test_an_alias_to_a_missing_queue_leaves_the_broker_working(broker: Broker,
+                                                                    model: str) -> None:
+    # A worker may point the alias at a version another worker has just unloaded. Refusing is
+    # fine (ModelNotLoaded: "no queue for a version"), "the broker is down" is not; and the
+    # broker must go on working at once.
+    with contextlib.suppress(ModelNotLoaded):
+        await broker.bind_alias(model, 1)
+    await broker.declare_queue(model, 1, max_length=10)
+    await broker.bind_alias(model, 1)

@@ -1,13 +1,22 @@
-"""The ``StateStore`` contract (common/state.py), run against every implementation (conftest.py)."""
+"""The ``StateStore`` contract (common/state.py), run against every implementation (conftest.py).
+
+Events: a store may subscribe when ``events()`` is called (in memory) or asynchronously, on the
+first iteration (Redis), announcing it with ``RESYNC``. Tests that count events start from
+``subscribe()``, which returns once the subscription is live either way, without a timeout.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
 from common.state import RESYNC, EventKind, ModelState, StateEvent, StateStore, WorkerInfo
+
+PROBE = "probe-"
+"""Worker ids of ``subscribe()``'s probe heartbeats, which ``next_event`` skips."""
 
 
 def worker(worker_id: str, **loaded: tuple[int, ...]) -> WorkerInfo:
@@ -19,8 +28,24 @@ async def next_event(events: AsyncIterator[StateEvent], skip_resync: bool = True
     """The next event; a store that subscribes asynchronously announces itself with RESYNC."""
     while True:
         event = await asyncio.wait_for(anext(events), 2)
+        if event.name.startswith(PROBE):
+            continue
         if not (skip_resync and event == RESYNC):
             return event
+
+
+async def subscribe(store: StateStore) -> AsyncIterator[StateEvent]:
+    """``store.events()``, returned once every later change is sure to be seen.
+
+    A probe heartbeat is published before the first iteration. A store subscribed at the call
+    delivers it; one that subscribes on the first iteration has lost it (nobody listened yet)
+    and sends RESYNC instead. Either way the first event says the subscription is live.
+    """
+    events = store.events()
+    await store.put_worker(worker(f"{PROBE}{uuid.uuid4().hex[:8]}"), ttl_s=0.001)
+    first = await asyncio.wait_for(anext(events), 2)
+    assert first == RESYNC or first.name.startswith(PROBE), first
+    return events
 
 
 async def close(events: AsyncIterator[StateEvent]) -> None:
@@ -40,6 +65,7 @@ async def test_init_model_only_when_absent(store: StateStore, model: str) -> Non
 
 
 async def test_init_model_keeps_an_unloaded_model_unloaded(store: StateStore, model: str) -> None:
+    # A worker that starts (or restarts) must not load again what an admin unloaded.
     await store.init_model(model, 1)
     await store.set_desired(model, 1, loaded=False)
     assert await store.init_model(model, 1) == ModelState(model, None, frozenset())
@@ -143,7 +169,7 @@ async def test_events_are_subscribed_at_call_time(store: StateStore, model: str)
 
 
 async def test_every_change_is_an_event(store: StateStore, model: str) -> None:
-    events = store.events()
+    events = await subscribe(store)
     worker_id = f"{model}-w1"
     await store.init_model(model, 1)
     await store.set_active(model, 2)
@@ -159,7 +185,7 @@ async def test_every_change_is_an_event(store: StateStore, model: str) -> None:
 
 
 async def test_every_subscriber_gets_every_event(store: StateStore, model: str) -> None:
-    first, second = store.events(), store.events()
+    first, second = await subscribe(store), await subscribe(store)
     await store.set_active(model, 1)
     assert await next_event(first) == StateEvent(EventKind.MODEL, model)
     assert await next_event(second) == StateEvent(EventKind.MODEL, model)
@@ -172,6 +198,79 @@ async def test_events_end_when_the_store_closes(store: StateStore, model: str) -
     await store.aclose()
     with pytest.raises(StopAsyncIteration):
         await next_event(events)
+
+
+async def test_a_waiting_listener_ends_when_the_store_closes(store: StateStore,
+                                                            model: str) -> None:
+    events = await subscribe(store)
+    waiting = asyncio.create_task(next_event(events))
+    await asyncio.sleep(0)  # let it start waiting
+    await store.aclose()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(waiting, 3)
+
+
+async def test_a_closed_iterator_unsubscribes(store: StateStore, model: str) -> None:
+    events = await subscribe(store)
+    await close(events)
+    # The store still works for others, and the closed listener is left out.
+    others = await subscribe(store)
+    await store.set_active(model, 1)
+    assert await next_event(others) == StateEvent(EventKind.MODEL, model)
+    await close(others)
+
+
+# --- replicas: what one instance writes, another sees --------------------------------------------
+
+
+async def test_a_replica_sees_every_change(store: StateStore, peer_store: StateStore,
+                                           model: str) -> None:
+    events = await subscribe(peer_store)
+    worker_id = f"{model}-w1"
+    await store.set_active(model, 2)
+    await store.put_worker(worker(worker_id, **{model: (2,)}), ttl_s=10)
+
+    assert await next_event(events) == StateEvent(EventKind.MODEL, model)
+    assert await next_event(events) == StateEvent(EventKind.WORKER, worker_id)
+    assert (await peer_store.models())[model] == ModelState(model, 2, frozenset({2}))
+    [seen] = [w for w in await peer_store.workers() if w.worker_id == worker_id]
+    assert seen.serves(model, 2)
+    await close(events)
+
+
+async def test_concurrent_changes_are_not_lost(store: StateStore, peer_store: StateStore,
+                                               model: str) -> None:
+    await store.init_model(model, 1)
+    # Two replicas add versions at once: each change reads and writes the model's state, so a
+    # non-atomic read-modify-write would lose some of them.
+    await asyncio.gather(*(
+        (store if v % 2 else peer_store).set_desired(model, v, loaded=True)
+        for v in range(2, 22)))
+    state = (await store.models())[model]
+    assert state == ModelState(model, 1, frozenset(range(1, 22)))
+    assert (await peer_store.models())[model] == state
+
+
+async def test_a_change_returns_the_state_it_made(store: StateStore, peer_store: StateStore,
+                                                 model: str) -> None:
+    await store.set_active(model, 1)
+    assert await peer_store.set_desired(model, 2, loaded=True) == ModelState(
+        model, 1, frozenset({1, 2}))
+    assert await store.set_active(model, 2) == ModelState(model, 2, frozenset({1, 2}))
+    assert await peer_store.set_desired(model, 2, loaded=False) == ModelState(
+        model, None, frozenset({1}))
+    assert (await store.models())[model] == ModelState(model, None, frozenset({1}))
+
+
+async def test_a_worker_id_with_colons_and_unicode(store: StateStore, model: str) -> None:
+    # Worker ids are often host:pid; hosts and error texts may be anything.
+    info = WorkerInfo(worker_id=f"{model}:node-1:4242", host="höst-ä", device="cuda:0",
+                      loaded={model: (1, 3)}, capacity=4, started_at=1700000000.25,
+                      failed={f"{model}:2": (1700000001.5, "RuntimeError: ✗ no GPU")})
+    await store.put_worker(info, ttl_s=10)
+    assert [w for w in await store.workers() if w.worker_id == info.worker_id] == [info]
+    await store.remove_worker(info.worker_id)
+    assert info.worker_id not in {w.worker_id for w in await store.workers()}
 
 
 # --- WorkerInfo (the heartbeat's payload) --------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import pytest
 
 from tests.distributed.conftest import Cluster, wait_ready
 from tests.integration.conftest import error_of
+from tests.services import rabbitmqctl
 
 pytestmark = pytest.mark.asyncio
 
@@ -57,8 +57,14 @@ async def until(check: Callable[[], bool], timeout: float = 30) -> None:
             await asyncio.sleep(0.02)
 
 
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+def queue_counts(vhost: str, queue: str) -> tuple[int, int]:
+    """(ready, unacknowledged) messages of a queue, as the broker counts them."""
+    for line in rabbitmqctl("list_queues", "-p", vhost, "--no-table-headers", "name",
+                            "messages_ready", "messages_unacknowledged").splitlines():
+        name, ready, unacked = line.split()
+        if name == queue:
+            return int(ready), int(unacked)
+    return 0, 0
 
 
 async def test_batches_form_across_facades(running: Cluster) -> None:
@@ -137,12 +143,20 @@ async def test_sigterm_finishes_in_flight_batches_then_exits_0(running: Cluster)
     await wait_ready(facade)
     calls = [asyncio.create_task(client.post("/v1/models/slow:predict", json=slow_body(600)))
              for _ in range(6)]
+    vhost = running.broker_url.rsplit("/", 1)[1]
+
+    def all_delivered() -> bool:
+        # Every request is in the worker's hands (unacknowledged) or already answered.
+        ready, unacked = queue_counts(vhost, "inferno.slow.v1")
+        return ready == 0 and unacked + sum(c.done() for c in calls) == 6
+
     await until(lambda: scrape(port, 'infer_batch_size_count{model="slow"}') >= 1)
+    await until(all_delivered)
     worker.send_signal(signal.SIGTERM)
     responses = await asyncio.gather(*calls)
-    assert [r.status_code for r in responses] == [200] * 6
     assert await asyncio.to_thread(worker.wait, 30) == 0
     stderr = worker.stderr.read().decode() if worker.stderr else ""
+    assert [r.status_code for r in responses] == [200] * 6, stderr
     assert "stopping: finishing in-flight batches" in stderr
 
 

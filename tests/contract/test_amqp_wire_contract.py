@@ -1,0 +1,333 @@
+"""The queue contract of docs/queue-protocol.md, as a producer in another language sees it.
+
+Only the AMQP broker has a wire: here messages are published straight to a model version's queue
+(or through the ``inferno.predict`` exchange) with plain aio-pika, the way a non-Python producer
+would, and a real ``AmqpBroker`` consumes them. What must hold:
+
+- a malformed message (bad body, unknown content type, a dtype that is not the signature's, a bad
+  header) gets an ``invalid_input`` reply to its ``reply_to``, never reaches the handler, and is
+  dead-lettered to ``inferno.dead-letter``, never retried;
+- a JSON body (the HTTP v1 request shape) is decoded against the signature and served;
+- without ``reply_to`` a request is still served, and nobody is answered;
+- the alias routing key ``<model>`` reaches the version it is bound to, and nothing once unbound.
+
+No test here waits for something not to happen: a refusal replaces the hand-over in the same
+step, and a message that was handed over would reach the handler before any later one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import numpy as np
+import orjson
+import pytest
+from aio_pika.abc import AbstractIncomingMessage
+
+from common.amqp_broker import DEAD_LETTER_QUEUE, EXCHANGE, AmqpBroker
+from common.dtypes import DType, float_to_bf16_bits
+from common.errors import InvalidInput, ModelNotLoaded
+from common.signature import Signature
+from common.wire import (
+    HEADER_STATUS,
+    JSON_CONTENT_TYPE,
+    STATUS_OK,
+    TENSORS_CONTENT_TYPE,
+    PredictReply,
+    PredictRequest,
+    decode_frame,
+    decode_reply,
+    encode_frame,
+    queue_name,
+    request_headers,
+)
+from tests.contract.test_broker_contract import Inbox
+
+# bfloat16 on purpose: its arrays are uint16 in numpy, but a producer must label them bfloat16.
+SIGNATURE = Signature.model_validate({
+    "inputs": [{"name": "x", "dtype": "bfloat16", "shape": ["batch", 2]},
+               {"name": "mask", "dtype": "bool", "shape": ["batch", 2], "optional": True}],
+    "outputs": [{"name": "y", "dtype": "bfloat16", "shape": ["batch", 2]},
+                {"name": "n", "dtype": "int64", "shape": ["batch"]}],
+})
+X = float_to_bf16_bits(np.array([[1.5, -2.0]], np.float32))
+GOOD_BODY = encode_frame({"x": X}, SIGNATURE.input_dtypes)
+TIMEOUT = 5.0
+
+
+@pytest.fixture
+async def amqp(amqp_url: str) -> AsyncIterator[AmqpBroker]:
+    """The consuming side: a worker's broker."""
+    broker = AmqpBroker(amqp_url)
+    await broker.start()  # declares the exchange, inferno.dlx and inferno.dead-letter
+    yield broker
+    await broker.aclose()
+
+
+@dataclass
+class Producer:
+    """A plain aio-pika producer with its own reply queue, watching the dead-letter queue."""
+
+    channel: aio_pika.abc.AbstractChannel
+    replies: asyncio.Queue[AbstractIncomingMessage]
+    reply_to: str
+    dead: dict[str, AbstractIncomingMessage]
+    dead_arrived: asyncio.Event
+
+    async def publish(self, model: str, body: bytes, content_type: str | None, *,
+                      headers: dict[str, Any] | None = None, reply: bool = True,
+                      message_id: str = "") -> str:
+        """Publish straight to version 1's queue (default exchange); return the message id."""
+        message_id = message_id or uuid.uuid4().hex
+        await self.channel.default_exchange.publish(
+            aio_pika.Message(body, content_type=content_type, message_id=message_id,
+                             correlation_id=message_id,
+                             reply_to=self.reply_to if reply else None,
+                             headers=headers if headers is not None
+                             else request_headers(time.time() + TIMEOUT),
+                             expiration=TIMEOUT),
+            routing_key=queue_name(model, 1))
+        return message_id
+
+    async def reply(self) -> AbstractIncomingMessage:
+        return await asyncio.wait_for(self.replies.get(), 2)
+
+    async def dead_letter(self, message_id: str) -> AbstractIncomingMessage:
+        """The dead-lettered copy of a message (the queue is shared: others' are skipped)."""
+        async def arrived() -> AbstractIncomingMessage:
+            while message_id not in self.dead:
+                self.dead_arrived.clear()
+                await self.dead_arrived.wait()
+            return self.dead[message_id]
+        return await asyncio.wait_for(arrived(), 2)
+
+
+@pytest.fixture
+async def producer(amqp: AmqpBroker, amqp_url: str) -> AsyncIterator[Producer]:
+    connection = await aio_pika.connect(amqp_url)
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    replies: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+    reply_queue = await channel.declare_queue(exclusive=True)  # server-named
+    await reply_queue.consume(replies.put, no_ack=True)
+    dead: dict[str, AbstractIncomingMessage] = {}
+    dead_arrived = asyncio.Event()
+
+    async def on_dead(message: AbstractIncomingMessage) -> None:
+        dead[message.message_id or ""] = message
+        dead_arrived.set()
+
+    dead_queue = await channel.get_queue(DEAD_LETTER_QUEUE)
+    await dead_queue.consume(on_dead, no_ack=True)
+    yield Producer(channel, replies, reply_queue.name, dead, dead_arrived)
+    await connection.close()
+
+
+async def serve(broker: AmqpBroker, model: str) -> Inbox:
+    await broker.declare_queue(model, 1, max_length=10)
+    inbox = Inbox()
+    await broker.consume(model, 1, inbox, prefetch=10, signature=SIGNATURE)
+    return inbox
+
+
+def status_of(message: AbstractIncomingMessage) -> str:
+    status = (message.headers or {}).get(HEADER_STATUS)
+    return status.decode() if isinstance(status, bytes) else str(status)
+
+
+def death_of(message: AbstractIncomingMessage) -> dict[str, Any]:
+    """The one ``x-death`` entry RabbitMQ adds to a message it dead-letters."""
+    deaths: Any = (message.headers or {}).get("x-death")
+    assert isinstance(deaths, list) and len(deaths) == 1, deaths
+    return dict(deaths[0])
+
+
+def json_body(inputs: dict[str, Any], **extra: Any) -> bytes:
+    return orjson.dumps({"inputs": inputs, **extra})
+
+
+@dataclass(frozen=True)
+class Malformed:
+    id: str
+    body: bytes
+    content_type: str | None
+    says: str
+    """A fragment of the error message: the check that should refuse it."""
+    headers: dict[str, Any] | None = None
+
+
+def _frame_header(text: bytes) -> bytes:
+    return len(text).to_bytes(4, "little") + text
+
+
+MALFORMED = [
+    Malformed("truncated-frame", b"\x08\x00", TENSORS_CONTENT_TYPE, "Malformed tensor message"),
+    Malformed("frame-header-not-json", _frame_header(b"not json"), TENSORS_CONTENT_TYPE,
+              "header is not valid JSON"),
+    Malformed("frame-beyond-body", _frame_header(
+        b'{"tensors":[{"name":"x","dtype":"bfloat16","shape":[1,2],"offset":0,"nbytes":4}]}'),
+        TENSORS_CONTENT_TYPE, "beyond the data region"),
+    Malformed("frame-bfloat16-as-uint16", encode_frame({"x": X}), TENSORS_CONTENT_TYPE,
+              "expected dtype bfloat16, got uint16"),
+    Malformed("frame-unknown-input", encode_frame(
+        {"x": X, "z": np.zeros((1, 2), np.float32)}, SIGNATURE.input_dtypes),
+        TENSORS_CONTENT_TYPE, "Unexpected input(s): z"),
+    Malformed("unknown-content-type", GOOD_BODY, "text/plain", "Unsupported content type"),
+    Malformed("no-content-type", GOOD_BODY, None, "Unsupported content type"),
+    Malformed("json-not-json", b'{"inputs": ', JSON_CONTENT_TYPE, "not valid JSON"),
+    Malformed("json-wrong-dtype", json_body({"x": {"data": [[1.0, 2.0]], "dtype": "uint16"}}),
+              JSON_CONTENT_TYPE, "expected dtype bfloat16, got uint16"),
+    Malformed("json-ints-for-bool", json_body({"x": {"data": [[1.0, 2.0]]},
+                                               "mask": {"data": [[1, 0]]}}),
+              JSON_CONTENT_TYPE, "expected dtype bool"),
+    Malformed("json-missing-input", json_body({"mask": {"data": [[True, False]]}}),
+              JSON_CONTENT_TYPE, "Missing required input(s): x"),
+    Malformed("bad-deadline-header", GOOD_BODY, TENSORS_CONTENT_TYPE, "inferno-deadline",
+              headers={"inferno-deadline": "soon"}),
+    Malformed("bad-outputs-header", GOOD_BODY, TENSORS_CONTENT_TYPE, "inferno-outputs",
+              headers={"inferno-outputs": 5}),
+]
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=lambda c: c.id)
+async def test_a_malformed_message_is_refused_and_dead_lettered(
+        amqp: AmqpBroker, producer: Producer, model: str, case: Malformed) -> None:
+    inbox = await serve(amqp, model)
+    message_id = await producer.publish(model, case.body, case.content_type,
+                                        headers=case.headers)
+
+    reply = await producer.reply()
+    assert reply.correlation_id == message_id
+    assert status_of(reply) == "invalid_input"
+    assert reply.content_type == JSON_CONTENT_TYPE
+    error = decode_reply(reply.body, status_of(reply)).error
+    assert isinstance(error, InvalidInput) and case.says in error.message, error
+
+    dead = await producer.dead_letter(message_id)
+    death = death_of(dead)
+    assert death["reason"] == "rejected" and death["queue"] == queue_name(model, 1)
+    assert dead.body == case.body  # the evidence, as it was sent
+
+    # Never handed to the handler: the next good request is the first thing it sees.
+    good_id = await producer.publish(model, GOOD_BODY, TENSORS_CONTENT_TYPE, reply=False)
+    delivery = await inbox.next()
+    assert delivery.request.request_id == good_id
+    await delivery.ack()
+
+
+async def test_a_malformed_message_without_reply_to_is_dead_lettered(
+        amqp: AmqpBroker, producer: Producer, model: str) -> None:
+    inbox = await serve(amqp, model)
+    message_id = await producer.publish(model, b"garbage", TENSORS_CONTENT_TYPE, reply=False)
+    dead = await producer.dead_letter(message_id)
+    assert death_of(dead)["reason"] == "rejected"
+    good_id = await producer.publish(model, GOOD_BODY, TENSORS_CONTENT_TYPE, reply=False)
+    assert (await inbox.next()).request.request_id == good_id
+    assert producer.replies.empty()  # there was nowhere to answer
+
+
+@pytest.mark.parametrize("content_type", [JSON_CONTENT_TYPE, "application/json; charset=utf-8"])
+async def test_a_json_request_is_decoded_against_the_signature(
+        amqp: AmqpBroker, producer: Producer, model: str, content_type: str) -> None:
+    inbox = await serve(amqp, model)
+    deadline = time.time() + TIMEOUT
+    body = json_body({"x": {"data": [[1.5, -2.0]]}, "mask": {"data": [[True, False]]}},
+                     outputs=["y"], codec="base64", timeout_ms=1)  # the last two are ignored
+    message_id = await producer.publish(model, body, content_type,
+                                        headers=request_headers(deadline, ["n"]))
+
+    delivery = await inbox.next()
+    request = delivery.request
+    assert (request.model, request.version, request.request_id) == (model, 1, message_id)
+    assert request.deadline == pytest.approx(deadline, abs=0.002)
+    assert request.outputs == ["y"]  # the body's selection wins over the header's
+    assert request.inputs["x"].dtype == np.uint16  # bfloat16 bit patterns
+    np.testing.assert_array_equal(request.inputs["x"], X)
+    np.testing.assert_array_equal(request.inputs["mask"], [[True, False]])
+
+    await delivery.reply(PredictReply({"y": X, "n": np.array([7], np.int64)}))
+    await delivery.ack()
+    reply = await producer.reply()
+    assert reply.correlation_id == message_id
+    assert status_of(reply) == STATUS_OK and reply.content_type == TENSORS_CONTENT_TYPE
+    # Labelled with the signature's dtypes: bfloat16, not the uint16 numpy holds it as.
+    outputs, _ = decode_frame(reply.body, SIGNATURE.output_dtypes)
+    np.testing.assert_array_equal(outputs["y"], X)
+    np.testing.assert_array_equal(outputs["n"], [7])
+
+
+async def test_a_tensor_request_without_deadline_or_reply_to(
+        amqp: AmqpBroker, producer: Producer, model: str) -> None:
+    inbox = await serve(amqp, model)
+    body = encode_frame({"x": X, "mask": np.array([[False, True]])}, SIGNATURE.input_dtypes)
+    message_id = await producer.publish(model, body, TENSORS_CONTENT_TYPE, reply=False,
+                                        headers={"inferno-outputs": "n, y"})
+    delivery = await inbox.next()
+    request = delivery.request
+    assert request.request_id == message_id
+    assert request.outputs == ["n", "y"]
+    # No inferno-deadline header: the worker gives it an hour (docs/queue-protocol.md).
+    assert request.deadline == pytest.approx(time.time() + 3600, abs=60)
+    np.testing.assert_array_equal(request.inputs["mask"], [[False, True]])
+    # Fire-and-forget: replying is a no-op, not an error.
+    await delivery.reply(PredictReply({"y": X, "n": np.array([1], np.int64)}))
+    await delivery.ack()
+    assert producer.replies.empty()
+
+
+async def test_the_alias_routes_to_the_bound_version(amqp: AmqpBroker, producer: Producer,
+                                                     model: str) -> None:
+    exchange = await producer.channel.get_exchange(EXCHANGE)
+    inboxes = {}
+    for version in (1, 2):
+        await amqp.declare_queue(model, version, max_length=10)
+        inboxes[version] = Inbox()
+        await amqp.consume(model, version, inboxes[version], prefetch=10,
+                             signature=SIGNATURE)
+
+    async def publish_to_alias() -> str:
+        message_id = uuid.uuid4().hex
+        await exchange.publish(
+            aio_pika.Message(GOOD_BODY, content_type=TENSORS_CONTENT_TYPE,
+                             message_id=message_id, expiration=TIMEOUT),
+            routing_key=model, mandatory=True, timeout=2)
+        return message_id
+
+    # Nothing bound: unroutable, which a producer sees as a returned message.
+    with pytest.raises(aio_pika.exceptions.PublishError):
+        await publish_to_alias()
+
+    await amqp.bind_alias(model, 1)
+    sent = await publish_to_alias()
+    assert (await inboxes[1].next()).request.request_id == sent
+
+    await amqp.bind_alias(model, 2)  # activate version 2: bind it, then unbind 1
+    await amqp.unbind_alias(model, 1)
+    sent = await publish_to_alias()
+    delivery = await inboxes[2].next()
+    assert delivery.request.request_id == sent and delivery.request.version == 2
+    # Version 1 got nothing more: its next delivery is this pinned one.
+    task = asyncio.create_task(amqp.request(pinned(model, 1)))
+    first = await inboxes[1].next()
+    assert first.request.request_id == "pinned"
+    await first.reply(PredictReply({"y": X, "n": np.array([0], np.int64)}))
+    assert (await asyncio.wait_for(task, 2)).error is None
+
+    await amqp.unbind_alias(model, 2)
+    with pytest.raises(aio_pika.exceptions.PublishError):
+        await publish_to_alias()
+    await amqp.delete_queue(model, 2)
+    with pytest.raises(ModelNotLoaded):
+        await asyncio.wait_for(amqp.request(pinned(model, 2)), 2)
+
+
+def pinned(model: str, version: int) -> PredictRequest:
+    """A request as the facade sends it: to one version, through ``AmqpBroker.request``."""
+    return PredictRequest(model=model, version=version, inputs={"x": X},
+                          deadline=time.time() + TIMEOUT, request_id="pinned", rows=1,
+                          dtypes={"x": DType.BFLOAT16})
