@@ -51,7 +51,7 @@ class AdminService:
             self._timeout)
         if gone is None:
             raise AdminTimeout(f"Workers still serve model '{name}' version(s) "
-                               f"{versions} after {self._timeout:.0f}s")
+                               f"{versions} after {self._timeout:g}s")
         return await self.describe(name)
 
     async def activate(self, name: str, version: int) -> dict[str, Any]:
@@ -90,7 +90,7 @@ class AdminService:
         result = await self._view.wait_for(outcome, self._timeout)
         if result is None:
             raise AdminTimeout(f"No live worker reported model '{name}' version {version} "
-                               f"loaded within {self._timeout:.0f}s")
+                               f"loaded within {self._timeout:g}s")
         if result:
             await self._store.set_desired(name, version, loaded=False)
             await self._view.refresh()  # the caller's next read sees the rollback

@@ -22,7 +22,9 @@ from facade.front import Front
 from facade.health import health_router
 from facade.predict_service import PredictService
 from facade.routes_v1 import v1_router
+from facade.routes_v2 import v2_router
 from facade.v1_predict import V1Predict
+from facade.v2_predict import V2Infer
 
 __all__ = ["Facade"]
 
@@ -43,13 +45,14 @@ class Facade:
         await view.start()
         service = PredictService(settings, broker, view, metrics)
         admin = AdminService(store, view, settings.admin_timeout_s)
-        v1 = V1Predict(service)
+        v1, v2 = V1Predict(service), V2Infer(service)
         api = FastAPI(title="Inferno", version="0.1.0",
                       description="Inference server for PyTorch models")
         install_error_handlers(api)
         api.include_router(v1_router(v1, admin, view))
+        api.include_router(v2_router(v2, admin, view))
         api.include_router(health_router(view, registry))
-        app = Front(api, v1, max_body_bytes=settings.max_body_bytes,
+        app = Front(api, v1, v2, max_body_bytes=settings.max_body_bytes,
                     access_log=settings.access_log)
         return cls(app, api, view)
 

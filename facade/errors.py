@@ -12,44 +12,58 @@ from starlette.responses import Response
 
 from common.errors import InfernoError
 
-__all__ = ["error_body", "install_error_handlers"]
+__all__ = ["error_body", "error_status", "install_error_handlers"]
 
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
-def error_body(code: str, message: str) -> bytes:
+def error_body(code: str, message: str, path: str = "") -> bytes:
+    """v1: ``{"error": {"code", "message"}}``; the v2 protocol: ``{"error": "message"}``."""
+    if path.startswith("/v2"):
+        return orjson.dumps({"error": message})
     return orjson.dumps({"error": {"code": code, "message": message}})
 
 
-def _error_response(status: int, code: str, message: str) -> Response:
-    return Response(error_body(code, message), status_code=status, media_type="application/json")
+def error_status(error: InfernoError, path: str) -> int:
+    """The v2 protocol answers every invalid request with 400 (v1: 422)."""
+    if error.status_code == 422 and path.startswith("/v2"):
+        return 400
+    return error.status_code
 
 
-async def _inferno_error(_: Request, exc: Exception) -> Response:
+def _error_response(request: Request, status: int, code: str, message: str) -> Response:
+    path = request.url.path
+    if status == 422 and path.startswith("/v2"):
+        status = 400
+    return Response(error_body(code, message, path), status_code=status,
+                    media_type="application/json")
+
+
+async def _inferno_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InfernoError)
-    return _error_response(exc.status_code, exc.code, exc.message)
+    return _error_response(request, exc.status_code, exc.code, exc.message)
 
 
-async def _validation_error(_: Request, exc: Exception) -> Response:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"] if p != "body")
         parts.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
-    return _error_response(422, "invalid_input", "; ".join(parts))
+    return _error_response(request, 422, "invalid_input", "; ".join(parts))
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return _error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"),
+    return _error_response(request, exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"),
                           str(exc.detail))
 
 
-async def _unexpected(_: Request, exc: Exception) -> Response:
+async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
-    return _error_response(500, "internal", f"Internal error: {type(exc).__name__}")
+    return _error_response(request, 500, "internal", f"Internal error: {type(exc).__name__}")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -117,3 +117,16 @@ async def test_redis_outage_keeps_serving_and_recovers(running: Cluster) -> None
     loaded = await client.post("/v1/models:load", json={"name": "mlp", "version": 1})
     assert loaded.status_code == 200, loaded.text
     assert loaded.json()["loaded"] == [1, 2]
+
+
+async def test_admin_call_no_worker_can_serve_is_504_with_the_reason(running: Cluster) -> None:
+    await running.worker(preload=["mlp"], models=["mlp"])  # this worker never serves "bag"
+    facade, client = await running.facade(admin_timeout_s=1.5)
+    await wait_ready(facade)
+    started = time.monotonic()
+    response = await client.post("/v1/models:load", json={"name": "bag"})
+    assert response.status_code == 504
+    assert error_of(response) == {"code": "admin_timeout", "message":
+                                  "No live worker reported model 'bag' version 1 loaded "
+                                  "within 1.5s"}
+    assert 1.5 <= time.monotonic() - started < 5
