@@ -2,6 +2,9 @@
 
 ``mlp`` is the benchmark MLP of DESIGN.md (256 → 1024 → 1024 → 10). Version 1 returns
 ``(probs, label)``; version 2 has other weights and also returns ``logits``.
+
+``vision`` is a tiny image classifier over 3x224x224 float32 images (600 KB of input per image):
+the model that shows what the transport costs when tensors are large (v1 JSON vs v2 binary).
 """
 
 from __future__ import annotations
@@ -31,6 +34,18 @@ class MLP(nn.Module):
         return probs, label
 
 
+class Vision(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, kernel_size=7, stride=4, padding=3), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4))
+        self.head = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.head(self.features(image).flatten(1)), dim=-1)
+
+
 def build() -> None:
     for version in (1, 2):
         torch.manual_seed(version)
@@ -39,6 +54,11 @@ def build() -> None:
         path = HERE / "mlp" / str(version) / "model.pt"
         module.save(str(path))
         print(f"wrote {path.relative_to(HERE.parent)} ({path.stat().st_size // 1024} KiB)")
+    torch.manual_seed(3)
+    vision = torch.jit.trace(Vision().eval(), torch.zeros(2, 3, 224, 224))
+    path = HERE / "vision" / "1" / "model.pt"
+    vision.save(str(path))
+    print(f"wrote {path.relative_to(HERE.parent)} ({path.stat().st_size // 1024} KiB)")
 
 
 if __name__ == "__main__":
