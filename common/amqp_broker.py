@@ -327,7 +327,9 @@ class AmqpBroker(Broker):
             await self._require_queue(model, version)
             channel = await self._connection.channel()
             await channel.set_qos(prefetch_count=prefetch)
-            queue = await channel.get_queue(queue_name(model, version), ensure=False)
+            # Declared (passively), not just looked up: aio-pika restores the consumers of the
+            # queues a robust channel declared, and only those, after a reconnection.
+            queue = await channel.declare_queue(queue_name(model, version), passive=True)
 
             async def on_message(message: AbstractIncomingMessage) -> None:
                 try:
