@@ -1,16 +1,22 @@
 """``python -m bench``: load-test an Inferno server and compare it with the model called directly.
 
 The benchmark answers one question: how close does the serving path get to the model's own
-throughput? It drives the predict route with N concurrent keep-alive clients, reads the server's
+throughput? It drives the predict route with N concurrent keep-alive clients, reads the servers'
 batching metrics around the measurement window, and runs the same model in-process at the batch
-size the server formed (the limit). Modules:
+size the server formed (the limit). The server is embedded (``inferno serve``), distributed
+(``inferno facade``s and ``inferno worker``s over RabbitMQ and Redis), or both, compared. Modules:
 
-- ``cli``: flags and the order of work (server up, levels, server down, direct baseline).
-- ``server``: start/stop ``inferno serve`` on a free port, wait for readiness.
+- ``cli``: flags and the order of work (runs, then the direct baseline, then the report).
+- ``runner``: one run: its servers up, every concurrency level, its servers down.
+- ``server``: start/stop ``inferno serve`` on a free port.
+- ``cluster``: start/stop facades and workers in a fresh vhost and Redis prefix, wait until ready.
+- ``services``: the run's RabbitMQ vhost (``rabbitmqctl``) and Redis keys, and their clean-up.
+- ``process``: child processes: detached start, readiness polling, SIGTERM then SIGKILL.
 - ``payload``: request bytes built once per run, one builder per protocol.
 - ``load``: the lean Python load generator (a spawned process, asyncio streams).
 - ``wrk``: the optional ``--driver wrk`` alternative.
-- ``metrics``: Prometheus text parsing and deltas (mean batch size, inference time per batch).
+- ``metrics``: Prometheus text parsing, sums over endpoints, deltas (mean batch, model time).
 - ``direct``: the in-process TorchScript baseline.
-- ``report``: the table and the ``--json`` document.
+- ``report``: one run's table and ``--json`` document.
+- ``compare``: several runs: their tables and level-by-level comparisons.
 """

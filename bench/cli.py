@@ -1,33 +1,36 @@
 """Flags and the order of work of ``python -m bench``.
 
-Order matters on a small machine: the server starts (unless ``--url`` names one), every
-concurrency level runs against that same server, the server stops, and only then does the direct
-baseline run, so the two never compete for CPU. The exit status is 0 when every level finished
-without errors, 1 when some request failed (the report is printed either way), 2 when the
-benchmark itself could not run, 130 on Ctrl-C; the server is stopped in every case.
+Order matters on a small machine: each run starts its servers (unless ``--url`` names one), every
+concurrency level runs against those same servers, the servers stop, and only after the last run
+does the direct baseline run, so nothing ever competes for CPU with what is measured. The runs
+are one embedded server (``--mode embedded``, the default), one distributed cluster per
+``--workers`` count (``--mode distributed``), or both in turn (``--mode both``, compared level by
+level). The exit status is 0 when every level finished without errors, 1 when some request failed
+(the report is printed either way), 2 when the benchmark itself could not run, 130 on Ctrl-C or
+SIGTERM; the servers, and a distributed run's vhost and Redis keys, are cleaned up in every case.
 
-Extension points: ``--protocol`` picks a request builder from ``payload.BUILDERS`` and ``--mode``
-picks how the server is started; each has one choice today (v1 JSON, embedded).
+Extension points: ``--protocol`` picks a request builder from ``payload.BUILDERS``; ``--mode``
+picks how the servers are started (``runner.plans``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit
 
-from bench import load, wrk
+from bench import wrk
+from bench.compare import comparisons, render_suite_json, render_suite_table
 from bench.direct import DirectResult
-from bench.payload import BUILDERS, model_info
+from bench.payload import BUILDERS
 from bench.report import LevelRow, Report, render_json, render_table
-from bench.server import EmbeddedServer, wait_ready
+from bench.runner import plans, run_levels
+from bench.services import DEFAULT_REDIS
 
 __all__ = ["main"]
 
@@ -35,14 +38,27 @@ REFERENCE_BATCHES = (1, 64)
 """Batch sizes the direct baseline always runs, besides those the server formed."""
 
 
-def _levels(text: str) -> list[int]:
+def _int_list(what: str) -> Callable[[str], list[int]]:
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+        if not values or min(values) < 1:
+            raise argparse.ArgumentTypeError(f"{what} must be integers >= 1")
+        return values
+
+    return parse
+
+
+def _count(text: str) -> int:
     try:
-        levels = [int(part) for part in text.split(",") if part.strip()]
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
-    if not levels or min(levels) < 1:
-        raise argparse.ArgumentTypeError("concurrency levels must be integers >= 1")
-    return levels
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
 
 
 def _positive(text: str) -> float:
@@ -63,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Load-test the predict route and compare with the model called directly.")
-    parser.add_argument("--concurrency", type=_levels, default=[1, 16, 64],
+    parser.add_argument("--concurrency", type=_int_list("concurrency levels"), default=[1, 16, 64],
                         help="comma-separated levels, each run in turn (default 1,16,64)")
     parser.add_argument("--duration", type=_positive, default=5.0,
                         help="measured seconds per level (default 5)")
@@ -71,14 +87,38 @@ def _parser() -> argparse.ArgumentParser:
                         help="unmeasured seconds before each level's window (default 1)")
     parser.add_argument("--model", default="mlp", help="model name (default mlp)")
     parser.add_argument("--rows", type=int, default=1, help="rows per request (default 1)")
-    parser.add_argument("--host", default="127.0.0.1", help="bind address of the started server")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="bind address of the started server or facades")
     parser.add_argument("--port", type=int, default=0,
-                        help="port of the started server; 0 picks a free one (default)")
+                        help="port of the embedded server; 0 picks a free one (default; "
+                             "facades always get free ports)")
     parser.add_argument("--repo", default=os.environ.get("INFERNO_REPO_ROOT", "models"),
                         help="model repository, for the server and the direct baseline")
-    parser.add_argument("--url", help="benchmark an already running server instead")
-    parser.add_argument("--mode", choices=["embedded"], default="embedded",
-                        help="how the server is started (default embedded)")
+    parser.add_argument("--url", help="benchmark an already running server instead "
+                                      "(--mode embedded only)")
+    parser.add_argument("--mode", choices=["embedded", "distributed", "both"],
+                        default="embedded",
+                        help="embedded: one `inferno serve` (default); distributed: `inferno "
+                             "facade`s and `inferno worker`s over RabbitMQ and Redis; both: "
+                             "embedded, then distributed, compared")
+    parser.add_argument("--workers", type=_int_list("worker counts"), default=[1],
+                        help="distributed: worker processes, or a comma-separated list of "
+                             "counts each run in turn against fresh processes (default 1)")
+    parser.add_argument("--facades", type=_count, default=1,
+                        help="distributed: facade processes; the load generator's connections "
+                             "go to them round-robin (default 1)")
+    parser.add_argument("--broker-url",
+                        help="distributed: an existing broker and vhost, used as is (default: "
+                             "a fresh vhost on the local broker, made with rabbitmqctl and "
+                             "deleted afterwards)")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS,
+                        help=f"distributed: Redis; the run's keys get a unique prefix and are "
+                             f"deleted afterwards (default {DEFAULT_REDIS})")
+    parser.add_argument("--torch-threads", type=_count,
+                        help="torch intra-op threads of the started servers (every worker) and "
+                             "the direct baseline: sets INFERNO_TORCH_THREADS (default: the "
+                             "servers' own, one core fewer than the machine has in embedded "
+                             "mode, torch's default in a worker process)")
     parser.add_argument("--protocol", choices=sorted(BUILDERS), default="v1",
                         help="request body format (default v1 JSON)")
     parser.add_argument("--driver", choices=["python", "wrk"], default="python",
@@ -102,49 +142,8 @@ def _loadavg() -> float | None:
         return None
 
 
-def _metrics_request(base_url: str) -> bytes:
-    parts = urlsplit(base_url)
-    return (f"GET {parts.path.rstrip('/')}/metrics HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-            "Connection: close\r\n\r\n").encode("ascii")
-
-
-def _run_levels(args: argparse.Namespace, config: dict[str, Any]) -> list[LevelRow]:
-    """Start the server (unless ``--url``), run every level against it, stop it."""
-    rows: list[LevelRow] = []
-    with contextlib.ExitStack() as stack:
-        if args.url:
-            base_url = args.url.rstrip("/")
-            wait_ready(base_url, 30.0)
-            config["server"] = "server"
-        else:
-            print("starting inferno serve ...", file=sys.stderr, flush=True)
-            server = stack.enter_context(EmbeddedServer(args.host, args.port, args.repo))
-            base_url = server.base_url
-            config["server"] = f"{args.mode} server"
-        config["url"] = base_url
-        info = model_info(base_url, args.model)
-        request = BUILDERS[args.protocol](info, args.rows, 0)
-        config.update(version=info.version, body_bytes=len(request.body))
-        encoded = request.encode(base_url)
-        parts = urlsplit(base_url)
-        for concurrency in args.concurrency:
-            if args.driver == "wrk":
-                outcome = wrk.run_level(base_url, request, args.model, concurrency,
-                                        args.warmup, args.duration)
-            else:
-                outcome = load.run_level(load.LevelSpec(
-                    host=parts.hostname or "127.0.0.1", port=parts.port or 80,
-                    request=encoded, concurrency=concurrency, warmup_s=args.warmup,
-                    duration_s=args.duration, model=args.model,
-                    metrics_request=_metrics_request(base_url)))
-            row = LevelRow.from_outcome(outcome, args.rows)
-            rows.append(row)
-            print(row.progress(), file=sys.stderr, flush=True)
-    return rows
-
-
-def _run_direct(args: argparse.Namespace, config: dict[str, Any], levels: list[LevelRow]
-                ) -> tuple[list[DirectResult], str | None]:
+def _run_direct(args: argparse.Namespace, version: int | None, levels: list[LevelRow],
+                duration_s: float) -> tuple[list[DirectResult], str | None]:
     if args.no_direct:
         return [], "--no-direct"
     from bench.direct import measure
@@ -154,40 +153,71 @@ def _run_direct(args: argparse.Namespace, config: dict[str, Any], levels: list[L
     print(f"direct baseline at batch {', '.join(map(str, batches))} ...", file=sys.stderr,
           flush=True)
     try:
-        return measure(Path(args.repo), args.model, config.get("version"), batches,
-                       config["direct_duration_s"]), None
+        return measure(Path(args.repo), args.model, version, batches, duration_s), None
     except Exception as exc:  # a model without a local TorchScript artifact: report, go on
         return [], f"{type(exc).__name__}: {exc}"
 
 
+def _usage_error(args: argparse.Namespace) -> str | None:
+    if args.driver == "wrk" and not wrk.available():
+        return "--driver wrk needs wrk on PATH"
+    if args.driver == "wrk" and args.mode != "embedded" and args.facades > 1:
+        return "--driver wrk drives one URL: use --facades 1"
+    if args.rows < 1:
+        return "--rows must be >= 1"
+    if args.url and args.mode != "embedded":
+        return "--url benchmarks one running server: use it with --mode embedded"
+    return None
+
+
+def _measure(args: argparse.Namespace, base: dict[str, Any]) -> list[Report]:
+    """Every run in turn, then the direct baseline: one report per run."""
+    runs: list[tuple[dict[str, Any], list[LevelRow]]] = []
+    for plan in plans(args):
+        config = {**base, "label": plan.label, "mode": plan.mode, "loadavg_start": _loadavg()}
+        if plan.mode == "distributed":
+            config.update(workers=plan.workers, facades=plan.facades)
+        levels = run_levels(args, plan, config)
+        config["loadavg_end"] = _loadavg()
+        runs.append((config, levels))
+    direct, direct_error = _run_direct(
+        args, runs[0][0].get("version"), [lvl for _, levels in runs for lvl in levels],
+        base["direct_duration_s"])
+    return [Report(config, levels, direct, direct_error) for config, levels in runs]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.driver == "wrk" and not wrk.available():
-        print("bench: --driver wrk needs wrk on PATH", file=sys.stderr)
-        return 2
-    if args.rows < 1:
-        print("bench: --rows must be >= 1", file=sys.stderr)
+    problem = _usage_error(args)
+    if problem:
+        print(f"bench: {problem}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _interrupt)
-    config: dict[str, Any] = {
+    if args.torch_threads:  # inherited by every server process and read by the direct baseline
+        os.environ["INFERNO_TORCH_THREADS"] = str(args.torch_threads)
+    base: dict[str, Any] = {
         "model": args.model, "protocol": args.protocol, "driver": args.driver,
         "rows_per_request": args.rows, "duration_s": args.duration, "warmup_s": args.warmup,
         "concurrency": args.concurrency,
+        "torch_threads": os.environ.get("INFERNO_TORCH_THREADS") or None,
         "direct_duration_s": args.direct_duration or min(2.0, args.duration),
-        "cpus": os.cpu_count(), "loadavg_start": _loadavg()}
+        "cpus": os.cpu_count()}
     try:
-        levels = _run_levels(args, config)
-        direct, direct_error = _run_direct(args, config, levels)
+        reports = _measure(args, base)
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
         print(f"bench: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    config["loadavg_end"] = _loadavg()
-    report = Report(config, levels, direct, direct_error)
-    print(render_json(report) if args.json else render_table(report))
-    if report.errors:
-        print(f"bench: {report.errors} request(s) failed", file=sys.stderr)
+    if len(reports) == 1:
+        print(render_json(reports[0]) if args.json else render_table(reports[0]))
+    else:
+        compared = comparisons(reports)
+        print(render_suite_json(reports, compared) if args.json
+              else render_suite_table(reports, compared))
+    errors = sum(report.errors for report in reports)
+    if errors:
+        print(f"bench: {errors} request(s) failed", file=sys.stderr)
         return 1
     return 0

@@ -6,11 +6,15 @@ each connection writes them, reads the head up to the blank line, then Content-L
 body, and loops. The loop runs in a *spawned* process (its own interpreter and GIL, nothing
 inherited from the bench process) on uvloop when it is installed.
 
+With several targets (the facades of a distributed run) connection *i* goes to target
+*i mod n*: round-robin, so each facade carries an equal share of the connections.
+
 Only 200 responses that complete inside the measurement window (after the warm-up) count towards
 req/s and latencies; every non-200 response and every connection failure of the whole level,
 warm-up included, counts as an error. The server's metrics are scraped by the same process at the
-window's start and end, so batch statistics cover the same interval as the latencies; the
-generator's own CPU time over the window is reported too, to show what it took from the server.
+window's start and end (every endpoint at once, summed), so batch statistics cover the same
+interval as the latencies; the generator's own CPU time over the window is reported too, to show
+what it took from the server.
 
 No third-party imports here: the spawned process starts in well under a second.
 """
@@ -26,9 +30,9 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from bench.metrics import Snapshot, parse
+from bench.metrics import Snapshot, parse, total
 
-__all__ = ["LevelSpec", "LoadOutcome", "read_response", "run_level"]
+__all__ = ["Endpoint", "LevelSpec", "LoadOutcome", "read_response", "run_level"]
 
 GRACE_S = 10.0
 """How long in-flight requests may take after the window closes before they count as errors."""
@@ -38,16 +42,25 @@ Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 @dataclass(frozen=True, slots=True)
-class LevelSpec:
+class Endpoint:
+    """A server address and the pre-encoded request to send it."""
+
     host: str
     port: int
     request: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LevelSpec:
+    targets: tuple[Endpoint, ...]
+    """Where the predict requests go; connections are spread over them round-robin."""
     concurrency: int
     warmup_s: float
     duration_s: float
     model: str
-    metrics_request: bytes | None
-    """A pre-encoded ``GET /metrics`` (``Connection: close``), or ``None`` to skip metrics."""
+    scrapes: tuple[Endpoint, ...]
+    """Pre-encoded ``GET /metrics`` (``Connection: close``) of every endpoint whose totals are
+    summed; empty to skip metrics."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,24 +135,26 @@ class _Level:
         self.window_start = self.window_end = 0.0
         self.cpu_start = self.cpu_end = 0.0
 
-    async def _open(self) -> Streams:
-        return await asyncio.open_connection(self.spec.host, self.spec.port)
+    @staticmethod
+    async def _open(target: Endpoint) -> Streams:
+        return await asyncio.open_connection(target.host, target.port)
 
-    async def _reopen(self, writer: asyncio.StreamWriter | None) -> Streams | None:
+    async def _reopen(self, target: Endpoint, writer: asyncio.StreamWriter | None
+                      ) -> Streams | None:
         """A fresh connection, retried until the window ends (then ``None``)."""
         if writer is not None:
             writer.close()
         while time.perf_counter() < self.window_end:
             try:
-                return await self._open()
+                return await self._open(target)
             except OSError:
                 self.errors += 1
                 await asyncio.sleep(CONNECT_RETRY_S)
         return None
 
-    async def client(self, streams: Streams) -> None:
+    async def client(self, target: Endpoint, streams: Streams) -> None:
         reader, writer = streams
-        request, perf = self.spec.request, time.perf_counter
+        request, perf = target.request, time.perf_counter
         latencies, window_start, window_end = self.latencies, self.window_start, self.window_end
         try:
             while True:
@@ -152,7 +167,7 @@ class _Level:
                 except (OSError, EOFError, ValueError, asyncio.IncompleteReadError,
                         asyncio.LimitOverrunError):
                     self.errors += 1
-                    reopened = await self._reopen(writer)
+                    reopened = await self._reopen(target, writer)
                     if reopened is None:
                         return
                     reader, writer = reopened
@@ -163,29 +178,36 @@ class _Level:
                 elif window_start <= finished <= window_end:
                     latencies.append(finished - started)
                 if not keep_alive:
-                    reopened = await self._reopen(writer)
+                    reopened = await self._reopen(target, writer)
                     if reopened is None:
                         return
                     reader, writer = reopened
         finally:
             writer.close()
 
-    async def scrape(self) -> Snapshot | None:
-        """The model's metric totals now, or ``None`` if ``/metrics`` cannot be read."""
-        if self.spec.metrics_request is None:
-            return None
+    async def _scrape_one(self, endpoint: Endpoint) -> Snapshot | None:
         try:
-            reader, writer = await self._open()
+            reader, writer = await self._open(endpoint)
         except OSError:
             return None
         try:
-            writer.write(self.spec.metrics_request)
+            writer.write(endpoint.request)
             status, body, _ = await asyncio.wait_for(read_response(reader), 10.0)
         except (OSError, ValueError, asyncio.IncompleteReadError, TimeoutError):
             return None
         finally:
             writer.close()
         return parse(body.decode("utf-8", "replace"), self.spec.model) if status == 200 else None
+
+    async def scrape(self) -> Snapshot | None:
+        """The model's metric totals now, summed over every endpoint; ``None`` if any of them
+        cannot be read (a partial sum would be a wrong number) or none is configured."""
+        if not self.spec.scrapes:
+            return None
+        snapshots = await asyncio.gather(*map(self._scrape_one, self.spec.scrapes))
+        if any(s is None for s in snapshots):
+            return None
+        return total(s for s in snapshots if s is not None)
 
     async def _scrape_window(self) -> tuple[Snapshot | None, Snapshot | None]:
         await asyncio.sleep(max(0.0, self.window_start - time.perf_counter()))
@@ -197,11 +219,13 @@ class _Level:
 
     async def run(self) -> LoadOutcome:
         spec = self.spec
-        connections = await asyncio.gather(*(self._open() for _ in range(spec.concurrency)))
+        targets = [spec.targets[i % len(spec.targets)] for i in range(spec.concurrency)]
+        connections = await asyncio.gather(*map(self._open, targets))
         self.window_start = time.perf_counter() + spec.warmup_s
         self.window_end = self.window_start + spec.duration_s
         scraper = asyncio.create_task(self._scrape_window())
-        clients = [asyncio.create_task(self.client(c)) for c in connections]
+        clients = [asyncio.create_task(self.client(t, c))
+                   for t, c in zip(targets, connections, strict=True)]
         _, stuck = await asyncio.wait(
             clients, timeout=self.window_end - time.perf_counter() + GRACE_S)
         for task in stuck:  # a request the server never answered

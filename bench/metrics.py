@@ -1,21 +1,32 @@
 """The few server metrics the benchmark reads, from Prometheus text, and their deltas.
 
 Counters and histogram sums only grow, so a level's mean batch size and model time per batch are
-differences between a scrape at the start and one at the end of its window. This module has no
-dependencies: the load-generator process imports it too.
+differences between a scrape at the start and one at the end of its window. Which process exposes
+a family depends on the mode: in embedded mode the one ``/metrics`` has them all; in distributed
+mode the batch families live on each worker's metrics port and the request latency on
+each facade's ``/metrics``. A snapshot is therefore the sum over every endpoint of a run
+(:func:`total`): a family is counted where it exists, and exists in one kind of process only.
+(``infer_queue_wait_seconds`` is not read: over AMQP the publish time is the message's
+``timestamp`` property, whole seconds, so the worker's queue wait is off by up to a second.)
+This module has no dependencies: the load-generator process imports it too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
 
-__all__ = ["Snapshot", "Window", "parse"]
+__all__ = ["Snapshot", "Window", "parse", "total"]
 
 _FAMILIES = {
+    # worker families
     "infer_batch_size_sum": "batch_rows",
     "infer_batch_size_count": "batches",
     "infer_inference_seconds_sum": "infer_seconds",
     "infer_inference_seconds_count": "infer_batches",
+    # facade families
+    "infer_latency_seconds_sum": "server_seconds",
+    "infer_latency_seconds_count": "server_requests",
 }
 
 
@@ -27,10 +38,12 @@ class Snapshot:
     batches: float = 0.0
     infer_seconds: float = 0.0
     infer_batches: float = 0.0
+    server_seconds: float = 0.0
+    server_requests: float = 0.0
 
 
 def parse(text: str, model: str) -> Snapshot:
-    """The ``infer_batch_size`` and ``infer_inference_seconds`` totals of ``model``."""
+    """The totals of ``model``'s families in one endpoint's Prometheus text."""
     wanted = f'model="{model}"'
     totals = dict.fromkeys(_FAMILIES.values(), 0.0)
     for line in text.splitlines():
@@ -50,6 +63,19 @@ def parse(text: str, model: str) -> Snapshot:
     return Snapshot(**totals)
 
 
+def total(snapshots: Iterable[Snapshot]) -> Snapshot:
+    """Field-wise sum: the cluster's totals from each endpoint's."""
+    sums = dict.fromkeys((f.name for f in fields(Snapshot)), 0.0)
+    for snapshot in snapshots:
+        for name in sums:
+            sums[name] += getattr(snapshot, name)
+    return Snapshot(**sums)
+
+
+def _per(numerator: float, denominator: float, scale: float = 1.0) -> float | None:
+    return None if denominator <= 0 else scale * numerator / denominator
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """What the server did between two snapshots."""
@@ -57,22 +83,29 @@ class Window:
     before: Snapshot
     after: Snapshot
 
+    def _delta(self, name: str) -> float:
+        return float(getattr(self.after, name) - getattr(self.before, name))
+
     @property
     def batches(self) -> int:
-        return round(self.after.batches - self.before.batches)
+        return round(self._delta("batches"))
 
     @property
     def mean_batch(self) -> float | None:
         """Rows per model call; ``None`` when no batch ran."""
-        batches = self.after.batches - self.before.batches
-        if batches <= 0:
-            return None
-        return (self.after.batch_rows - self.before.batch_rows) / batches
+        return _per(self._delta("batch_rows"), self._delta("batches"))
 
     @property
     def infer_ms_per_batch(self) -> float | None:
         """Mean model time per batch in milliseconds; ``None`` when no batch ran."""
-        batches = self.after.infer_batches - self.before.infer_batches
-        if batches <= 0:
-            return None
-        return 1000.0 * (self.after.infer_seconds - self.before.infer_seconds) / batches
+        return _per(self._delta("infer_seconds"), self._delta("infer_batches"), 1000.0)
+
+    @property
+    def infer_seconds(self) -> float:
+        """Model time summed over every batch (and every worker) in the window."""
+        return self._delta("infer_seconds")
+
+    @property
+    def server_ms(self) -> float | None:
+        """Mean predict latency the facades saw (parse to response), in milliseconds."""
+        return _per(self._delta("server_seconds"), self._delta("server_requests"), 1000.0)

@@ -2,7 +2,10 @@
 
 Numbers are printed as measured; nothing here judges them. The ``server/direct`` column is the
 server's rows/s over the direct baseline's rows/s at the batch size the server formed: how much
-of the model's own throughput survives the serving path.
+of the model's own throughput survives the serving path. ``model busy%`` is the model's time
+over the window (summed over workers): near 100 % per worker, the model is the bottleneck.
+``rows/s`` is shown when a request carries several rows (``--rows``). The JSON document also
+has ``server_ms``, the mean predict latency the facades measured themselves.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from bench.direct import SLICES, DirectResult
 from bench.load import LoadOutcome
 from bench.metrics import Window
 
-__all__ = ["LevelRow", "Report", "render_json", "render_table"]
+__all__ = ["LevelRow", "Report", "json_levels", "render_direct", "render_json", "render_levels",
+           "render_table"]
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -39,6 +43,12 @@ class LevelRow:
     infer_ms_per_batch: float | None
     client_cpu_pct: float | None
     """CPU the load generator used, in % of one core (``None`` for wrk)."""
+    model_busy_pct: float | None = None
+    """Model time over the window, summed over workers, in % of the window: 100 % per worker
+    (at ``max_concurrency: 1``) means a model call was running at every moment, i.e. the model
+    is the bottleneck; well below, the serving path is."""
+    server_ms: float | None = None
+    """Mean predict latency the facades measured, parse to response (the facades' metrics)."""
 
     @classmethod
     def from_outcome(cls, outcome: LoadOutcome, rows_per_request: int) -> LevelRow:
@@ -53,7 +63,10 @@ class LevelRow:
             mean_batch=window.mean_batch if window else None,
             infer_ms_per_batch=window.infer_ms_per_batch if window else None,
             client_cpu_pct=(100.0 * outcome.client_cpu_s / outcome.window_s
-                            if outcome.client_cpu_s and outcome.window_s > 0 else None))
+                            if outcome.client_cpu_s and outcome.window_s > 0 else None),
+            model_busy_pct=(100.0 * window.infer_seconds / outcome.window_s
+                            if window and outcome.window_s > 0 else None),
+            server_ms=window.server_ms if window else None)
 
     @property
     def direct_batch(self) -> int | None:
@@ -85,53 +98,80 @@ def _fmt(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-_COLUMNS = (("concurrency", 11), ("req/s", 9), ("p50 ms", 8), ("p99 ms", 8),
-            ("mean batch", 10), ("infer ms/batch", 14), ("errors", 6), ("client cpu%", 11),
-            ("direct rows/s @batch", 20), ("server/direct", 13))
+_COLUMNS = (("concurrency", 11), ("req/s", 9), ("rows/s", 9), ("p50 ms", 8), ("p99 ms", 8),
+            ("mean batch", 10), ("infer ms/batch", 14), ("model busy%", 11),
+            ("errors", 6),
+            ("client cpu%", 11), ("direct rows/s @batch", 20), ("server/direct", 13))
 
 
-def render_table(report: Report) -> str:
+def _cells(report: Report, level: LevelRow) -> dict[str, str]:
+    direct = report.direct_at(level.direct_batch)
+    ratio = (f"{100.0 * level.rows_per_s / direct.rows_per_s:.0f} %"
+             if direct and direct.rows_per_s > 0 else "-")
+    return {"concurrency": str(level.concurrency), "req/s": f"{level.req_per_s:.1f}",
+            "rows/s": f"{level.rows_per_s:.0f}", "p50 ms": _fmt(level.p50_ms, 2),
+            "p99 ms": _fmt(level.p99_ms, 2),
+            "mean batch": _fmt(level.mean_batch, 2),
+            "infer ms/batch": _fmt(level.infer_ms_per_batch, 3),
+            "model busy%": _fmt(level.model_busy_pct, 0), "errors": str(level.errors),
+            "client cpu%": _fmt(level.client_cpu_pct, 0),
+            "direct rows/s @batch": f"{direct.rows_per_s:.0f} @{direct.batch}" if direct else "-",
+            "server/direct": ratio}
+
+
+def _threads(config: dict[str, Any]) -> str:
+    threads = config.get("torch_threads")
+    return f", {threads} torch thread(s) per server process" if threads else ""
+
+
+def render_levels(report: Report) -> str:
+    """The run's header and one line per level (rows/s only when a request has several rows)."""
     c = report.config
+    columns = [(name, width) for name, width in _COLUMNS
+               if name != "rows/s" or c["rows_per_request"] > 1]
     lines = [
         f"model {c['model']} v{c['version']}, {c['protocol']} body {c['body_bytes']} B, "
         f"{c['rows_per_request']} row(s)/request, {c['server']} at {c['url']}, "
         f"driver {c['driver']}, {c['duration_s']:g} s window after {c['warmup_s']:g} s warm-up",
-        f"{c['cpus']} CPUs, 1-min load average {c['loadavg_start']} at start, "
+        f"{c['cpus']} CPUs{_threads(c)}, 1-min load average {c['loadavg_start']} at start, "
         f"{c['loadavg_end']} at end (anything else running skews these numbers)",
         "",
-        "  ".join(name.rjust(width) for name, width in _COLUMNS),
+        "  ".join(name.rjust(width) for name, width in columns),
     ]
     for level in report.levels:
-        direct = report.direct_at(level.direct_batch)
-        ratio = (f"{100.0 * level.rows_per_s / direct.rows_per_s:.0f} %"
-                 if direct and direct.rows_per_s > 0 else "-")
-        cells = (str(level.concurrency), f"{level.req_per_s:.1f}", _fmt(level.p50_ms, 2),
-                 _fmt(level.p99_ms, 2), _fmt(level.mean_batch, 2),
-                 _fmt(level.infer_ms_per_batch, 3), str(level.errors),
-                 _fmt(level.client_cpu_pct, 0),
-                 f"{direct.rows_per_s:.0f} @{direct.batch}" if direct else "-", ratio)
-        lines.append("  ".join(cell.rjust(width) for cell, (_, width) in zip(
-            cells, _COLUMNS, strict=True)))
-    lines.append("")
-    if report.direct:
-        first = report.direct[0]
-        lines.append(f"direct (torch.jit in the bench process, {first.device}, "
-                     f"{first.threads} torch threads, best of {SLICES} slices of "
-                     f"{c['direct_duration_s'] / SLICES:g} s):")
-        lines.append(f"{'batch':>7}  {'calls/s':>10}  {'rows/s':>10}")
-        lines.extend(f"{d.batch:>7}  {d.calls_per_s:>10.0f}  {d.rows_per_s:>10.0f}"
-                     for d in report.direct)
-    else:
-        lines.append(f"direct baseline skipped: {report.direct_error or 'not requested'}")
+        cells = _cells(report, level)
+        lines.append("  ".join(cells[name].rjust(width) for name, width in columns))
     return "\n".join(lines)
 
 
-def render_json(report: Report) -> str:
+def render_direct(report: Report) -> str:
+    c = report.config
+    if not report.direct:
+        return f"direct baseline skipped: {report.direct_error or 'not requested'}"
+    first = report.direct[0]
+    lines = [f"direct (torch.jit in the bench process, {first.device}, "
+             f"{first.threads} torch threads, best of {SLICES} slices of "
+             f"{c['direct_duration_s'] / SLICES:g} s):",
+             f"{'batch':>7}  {'calls/s':>10}  {'rows/s':>10}"]
+    lines.extend(f"{d.batch:>7}  {d.calls_per_s:>10.0f}  {d.rows_per_s:>10.0f}"
+                 for d in report.direct)
+    return "\n".join(lines)
+
+
+def render_table(report: Report) -> str:
+    return f"{render_levels(report)}\n\n{render_direct(report)}"
+
+
+def json_levels(report: Report) -> list[dict[str, Any]]:
     levels = []
     for level in report.levels:
         direct = report.direct_at(level.direct_batch)
         levels.append({**asdict(level), "direct_batch": level.direct_batch,
                        "direct_rows_per_s": direct.rows_per_s if direct else None})
-    return json.dumps({"config": report.config, "levels": levels,
+    return levels
+
+
+def render_json(report: Report) -> str:
+    return json.dumps({"config": report.config, "levels": json_levels(report),
                        "direct": [asdict(d) for d in report.direct],
                        "direct_error": report.direct_error, "errors": report.errors}, indent=2)

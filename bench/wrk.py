@@ -4,7 +4,8 @@ wrk takes whole seconds only, so the warm-up and the window are rounded up to wh
 warm-up is a separate wrk run. A generated Lua script sets the pre-built body and prints wrk's
 summary on one marker line that this module parses. wrk counts responses of status 400 and above
 as errors (not other non-200s); its latency covers every response, errors included. Metrics are
-scraped by the bench process just before and after the measured run.
+scraped by the bench process just before and after the measured run. wrk drives one URL: with
+several facades, the CLI refuses ``--driver wrk``.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.load import LoadOutcome
-from bench.metrics import Snapshot, parse
+from bench.metrics import Snapshot, parse, total
 from bench.payload import HttpRequest
 
 __all__ = ["available", "run_level"]
@@ -45,12 +47,16 @@ def available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def _scrape(base_url: str, model: str) -> Snapshot | None:
-    try:
-        with urllib.request.urlopen(f"{base_url}/metrics", timeout=10.0) as response:
-            return parse(response.read().decode("utf-8", "replace"), model)
-    except (urllib.error.URLError, OSError):
-        return None
+def _scrape(metrics_urls: Sequence[str], model: str) -> Snapshot | None:
+    """The totals summed over every metrics endpoint; ``None`` if one cannot be read."""
+    snapshots = []
+    for url in metrics_urls:
+        try:
+            with urllib.request.urlopen(url, timeout=10.0) as response:
+                snapshots.append(parse(response.read().decode("utf-8", "replace"), model))
+        except (urllib.error.URLError, OSError):
+            return None
+    return total(snapshots) if snapshots else None
 
 
 def _wrk(url: str, script: Path, concurrency: int, seconds: int) -> list[str]:
@@ -66,7 +72,7 @@ def _wrk(url: str, script: Path, concurrency: int, seconds: int) -> list[str]:
 
 
 def run_level(base_url: str, request: HttpRequest, model: str, concurrency: int,
-              warmup_s: float, duration_s: float) -> LoadOutcome:
+              warmup_s: float, duration_s: float, metrics_urls: Sequence[str]) -> LoadOutcome:
     url = base_url.rstrip("/") + request.path
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         body_path = Path(tmp) / "body"
@@ -79,9 +85,9 @@ def run_level(base_url: str, request: HttpRequest, model: str, concurrency: int,
         if warmup_s > 0:
             warm = _wrk(url, script, concurrency, max(1, math.ceil(warmup_s)))
             errors += sum(int(v) for v in warm[2:7])
-        before = _scrape(base_url, model)
+        before = _scrape(metrics_urls, model)
         fields = _wrk(url, script, concurrency, max(1, math.ceil(duration_s)))
-        after = _scrape(base_url, model)
+        after = _scrape(metrics_urls, model)
     requests, duration_us = int(fields[0]), int(fields[1])
     failed = [int(v) for v in fields[2:7]]
     p50_us, p99_us, mean_us, max_us = (float(v) for v in fields[7:11])

@@ -206,9 +206,9 @@ class AmqpBroker(Broker):
                     encode_frame(request.inputs, request.dtypes),
                     content_type=TENSORS_CONTENT_TYPE, correlation_id=correlation_id,
                     reply_to=replies.name, message_id=request.request_id or correlation_id,
-                    headers=request_headers(request.deadline, request.outputs),
-                    expiration=remaining, delivery_mode=self._delivery_mode,
-                    timestamp=time.time())
+                    headers=request_headers(request.deadline, request.outputs,
+                                            published=request.published or time.time()),
+                    expiration=remaining, delivery_mode=self._delivery_mode)
                 await self._publish(request, message, remaining)
             async with asyncio.timeout(request.remaining()):
                 return await future
@@ -362,7 +362,8 @@ def _decode_request(model: str, version: int, message: AbstractIncomingMessage,
     inputs, outputs = decode_inputs(message.body, content_type, signature)
     # A producer that sets no deadline waits as long as the broker keeps the message.
     deadline = headers.deadline if headers.deadline is not None else time.time() + NO_DEADLINE_S
-    published = message.timestamp.timestamp() if message.timestamp else 0.0
+    published = headers.published or (message.timestamp.timestamp() if message.timestamp
+                                       else 0.0)
     return PredictRequest(model=model, version=version, inputs=inputs, deadline=deadline,
                           outputs=outputs or headers.outputs,
                           request_id=message.message_id or "", published=published)

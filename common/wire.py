@@ -54,6 +54,7 @@ __all__ = [
     "HEADER_CODEC",
     "HEADER_DEADLINE",
     "HEADER_OUTPUTS",
+    "HEADER_PUBLISHED",
     "HEADER_STATUS",
     "JSON_CONTENT_TYPE",
     "STATUS_OK",
@@ -86,6 +87,7 @@ HEADER_OUTPUTS = "inferno-outputs"
 HEADER_CODEC = "inferno-codec"
 """Request: the HTTP output codec the caller will use (``json``/``base64``); informational."""
 HEADER_STATUS = "inferno-status"
+HEADER_PUBLISHED = "inferno-published"
 """Reply: ``ok``, or the error code of ``common.errors``."""
 STATUS_OK = "ok"
 
@@ -328,12 +330,18 @@ class RequestHeaders:
     """Epoch seconds (the header holds epoch milliseconds); ``None`` when absent."""
     outputs: list[str] | None = None
     codec: str | None = None
+    published: float | None = None
+    """Epoch seconds when the producer published it (the queue-wait metric)."""
 
 
 def request_headers(deadline: float, outputs: Sequence[str] | None = None,
-                    codec: str | None = None) -> dict[str, Any]:
+                    codec: str | None = None, published: float | None = None
+                    ) -> dict[str, Any]:
     """The AMQP headers of a request whose deadline is ``deadline`` (epoch seconds)."""
     headers: dict[str, Any] = {HEADER_DEADLINE: round(deadline * 1000)}
+    if published is not None:
+        # Milliseconds: the AMQP timestamp property has whole seconds only.
+        headers[HEADER_PUBLISHED] = round(published * 1000)
     if outputs:
         headers[HEADER_OUTPUTS] = ",".join(outputs)
     if codec is not None:
@@ -365,17 +373,21 @@ def parse_request_headers(headers: Mapping[str, Any] | None) -> RequestHeaders:
     codec = _text(headers.get(HEADER_CODEC))
     if codec is not None and not isinstance(codec, str):
         raise InvalidInput(f"Header '{HEADER_CODEC}' must be a string")
-    return RequestHeaders(deadline=deadline, outputs=outputs or None, codec=codec)
+    published = None
+    if headers.get(HEADER_PUBLISHED) is not None:
+        published = _epoch_ms(headers[HEADER_PUBLISHED], HEADER_PUBLISHED) / 1000
+    return RequestHeaders(deadline=deadline, outputs=outputs or None, codec=codec,
+                          published=published)
 
 
-def _epoch_ms(value: Any) -> float:
+def _epoch_ms(value: Any, header: str = HEADER_DEADLINE) -> float:
     value = _text(value)
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
             value = float(value)
     if (isinstance(value, bool) or not isinstance(value, (int, float))
             or not math.isfinite(value) or value < 0):
-        raise InvalidInput(f"Header '{HEADER_DEADLINE}' must be epoch milliseconds, got {value!r}")
+        raise InvalidInput(f"Header '{header}' must be epoch milliseconds, got {value!r}")
     return float(value)
 
 

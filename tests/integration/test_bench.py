@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,3 +22,17 @@ def test_bench_runs_end_to_end_without_errors() -> None:
     level = json.loads(result.stdout)["levels"][0]
     assert level["concurrency"] == 2 and level["errors"] == 0
     assert level["requests"] > 0 and level["p50_ms"] > 0 and level["mean_batch"] >= 1
+
+
+def test_bench_distributed_mode_runs_end_to_end(broker_root_url: str, redis_url: str) -> None:
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("the distributed bench creates its vhost with rabbitmqctl")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--mode", "distributed", "--workers", "1",
+         "--concurrency", "2", "--duration", "1", "--warmup", "0.2", "--direct-duration", "0.2",
+         "--json"], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["config"]["mode"] == "distributed" and report["config"]["workers"] == 1
+    level = report["levels"][0]
+    assert level["errors"] == 0 and level["requests"] > 0 and level["mean_batch"] >= 1

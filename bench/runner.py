@@ -1,0 +1,125 @@
+"""One run: start the servers a plan names, run every concurrency level against them, stop them.
+
+A run is embedded (``inferno serve``), distributed (a ``Cluster`` of facades and workers over
+RabbitMQ and Redis) or an existing ``--url`` server. Every level of a run uses the same servers;
+each run starts fresh processes, and the servers are stopped before the next run starts (and
+before the direct baseline), so runs never compete with each other for CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from bench import load, wrk
+from bench.cluster import Cluster, ClusterSpec
+from bench.payload import BUILDERS, model_info
+from bench.process import shielded, wait_ready
+from bench.report import LevelRow
+from bench.server import EmbeddedServer
+
+__all__ = ["RunPlan", "Target", "plans", "run_levels"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    mode: str
+    """``embedded`` or ``distributed``."""
+    workers: int = 1
+    facades: int = 1
+
+    @property
+    def label(self) -> str:
+        if self.mode != "distributed":
+            return self.mode
+        return (f"distributed, {self.facades} facade{'s' * (self.facades != 1)}, "
+                f"{self.workers} worker{'s' * (self.workers != 1)}")
+
+
+def plans(args: argparse.Namespace) -> list[RunPlan]:
+    """The runs of this invocation, in order: embedded first, then each worker count."""
+    runs = [RunPlan("embedded")] if args.mode in ("embedded", "both") else []
+    if args.mode in ("distributed", "both"):
+        runs += [RunPlan("distributed", workers, args.facades) for workers in args.workers]
+    return runs
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a run's load goes (its facades) and where its metrics come from (every process)."""
+
+    facade_urls: tuple[str, ...]
+    metrics_urls: tuple[str, ...]
+    server: str
+
+
+@contextlib.contextmanager
+def _started(args: argparse.Namespace, plan: RunPlan) -> Iterator[Target]:
+    """The servers of ``plan``, stopped on exit (shielded from a second Ctrl-C or SIGTERM)."""
+    stack = contextlib.ExitStack()
+    try:
+        if args.url:
+            url = args.url.rstrip("/")
+            wait_ready(url, 30.0)
+            yield Target((url,), (f"{url}/metrics",), "server")
+        elif plan.mode == "embedded":
+            print("starting inferno serve ...", file=sys.stderr, flush=True)
+            server = stack.enter_context(EmbeddedServer(args.host, args.port, args.repo))
+            yield Target((server.base_url,), (f"{server.base_url}/metrics",), "embedded server")
+        else:
+            print(f"starting {plan.label} ...", file=sys.stderr, flush=True)
+            cluster = stack.enter_context(Cluster(ClusterSpec(
+                model=args.model, workers=plan.workers, facades=plan.facades, repo=args.repo,
+                host=args.host, broker_url=args.broker_url, redis_url=args.redis_url)))
+            yield Target(tuple(cluster.facade_urls), tuple(cluster.metrics_urls),
+                         f"cluster of {plan.label.removeprefix('distributed, ')}")
+    finally:
+        with shielded():
+            stack.close()
+
+
+def _get(url: str) -> load.Endpoint:
+    """A pre-encoded ``GET url`` with ``Connection: close``."""
+    parts = urlsplit(url)
+    request = (f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+               "Connection: close\r\n\r\n").encode("ascii")
+    return load.Endpoint(parts.hostname or "127.0.0.1", parts.port or 80, request)
+
+
+def run_levels(args: argparse.Namespace, plan: RunPlan, config: dict[str, Any]
+               ) -> list[LevelRow]:
+    """Start the plan's servers (unless ``--url``), run every level against them, stop them.
+
+    Fills ``config`` with what the run found out: server, URLs, model version, body size.
+    """
+    rows: list[LevelRow] = []
+    with _started(args, plan) as target:
+        base_url = target.facade_urls[0]
+        config.update(server=target.server, url=", ".join(target.facade_urls))
+        info = model_info(base_url, args.model)
+        if args.rows > info.max_batch_size:
+            raise ValueError(f"--rows {args.rows} exceeds max_batch_size "
+                             f"{info.max_batch_size} of model '{args.model}'")
+        request = BUILDERS[args.protocol](info, args.rows, 0)
+        config.update(version=info.version, body_bytes=len(request.body))
+        targets = tuple(
+            load.Endpoint(urlsplit(url).hostname or "127.0.0.1", urlsplit(url).port or 80,
+                          request.encode(url)) for url in target.facade_urls)
+        scrapes = tuple(map(_get, target.metrics_urls))
+        for concurrency in args.concurrency:
+            if args.driver == "wrk":
+                outcome = wrk.run_level(base_url, request, args.model, concurrency,
+                                        args.warmup, args.duration, target.metrics_urls)
+            else:
+                outcome = load.run_level(load.LevelSpec(
+                    targets=targets, concurrency=concurrency, warmup_s=args.warmup,
+                    duration_s=args.duration, model=args.model, scrapes=scrapes))
+            row = LevelRow.from_outcome(outcome, args.rows)
+            rows.append(row)
+            print(row.progress(), file=sys.stderr, flush=True)
+    return rows
