@@ -120,7 +120,10 @@ def _parser() -> argparse.ArgumentParser:
                              "servers' own, one core fewer than the machine has in embedded "
                              "mode, torch's default in a worker process)")
     parser.add_argument("--protocol", choices=sorted(BUILDERS), default="v1",
-                        help="request body format (default v1 JSON)")
+                        help="request body format (default v1 JSON; v2 = KServe v2 JSON)")
+    parser.add_argument("--binary", action="store_true",
+                        help="the protocol's binary form: v2 → Triton's binary tensor "
+                             "extension (v2-binary), v1 → base64 tensors (v1-b64)")
     parser.add_argument("--driver", choices=["python", "wrk"], default="python",
                         help="load generator: the built-in one (default) or wrk if installed")
     parser.add_argument("--direct-duration", type=_positive,
@@ -188,6 +191,8 @@ def _measure(args: argparse.Namespace, base: dict[str, Any]) -> list[Report]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.binary:
+        args.protocol = {"v1": "v1-b64", "v2": "v2-binary"}.get(args.protocol, args.protocol)
     problem = _usage_error(args)
     if problem:
         print(f"bench: {problem}", file=sys.stderr)

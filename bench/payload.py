@@ -78,12 +78,14 @@ class HttpRequest:
     path: str
     body: bytes
     content_type: str
+    headers: tuple[tuple[str, str], ...] = ()
 
     def encode(self, base_url: str) -> bytes:
         parts = urlsplit(base_url)
+        extra = "".join(f"{name}: {value}\r\n" for name, value in self.headers)
         head = (f"{self.method} {parts.path.rstrip('/')}{self.path} HTTP/1.1\r\n"
                 f"Host: {parts.netloc}\r\n"
-                f"Content-Type: {self.content_type}\r\n"
+                f"Content-Type: {self.content_type}\r\n{extra}"
                 f"Content-Length: {len(self.body)}\r\n\r\n")
         return head.encode("ascii") + self.body
 
@@ -123,5 +125,43 @@ def v1_b64(model: ModelInfo, rows: int, seed: int) -> HttpRequest:
     return HttpRequest("POST", f"/v1/models/{model.name}:predict", body, "application/json")
 
 
-BUILDERS: dict[str, Builder] = {"v1": v1_json, "v1-b64": v1_b64}
-"""Request builders by ``--protocol``; add ``v2`` / ``v2-binary`` here."""
+def _v2_datatype(dtype: str) -> str:
+    from common.dtypes import DType
+    from facade.v2_predict import datatype_of
+
+    return datatype_of(DType(dtype))
+
+
+def v2_json(model: ModelInfo, rows: int, seed: int) -> HttpRequest:
+    """KServe v2 ``POST /v2/models/{name}/infer`` with flat row-major JSON ``data``."""
+    rng = np.random.default_rng(seed)
+    inputs = []
+    for t in model.inputs:
+        array = example_array(t.dtype, t.shape, rows, rng)
+        inputs.append({"name": t.name, "datatype": _v2_datatype(t.dtype),
+                       "shape": list(array.shape), "data": array.reshape(-1).tolist()})
+    body = json.dumps({"inputs": inputs}, separators=(",", ":")).encode()
+    return HttpRequest("POST", f"/v2/models/{model.name}/infer", body, "application/json")
+
+
+def v2_binary(model: ModelInfo, rows: int, seed: int) -> HttpRequest:
+    """Triton's binary tensor extension: a JSON header, then the raw input bytes; every output
+    asked back binary (``binary_data_output``)."""
+    rng = np.random.default_rng(seed)
+    inputs, raws = [], []
+    for t in model.inputs:
+        array = example_array(t.dtype, t.shape, rows, rng)
+        raw = _raw(array, t.dtype)
+        inputs.append({"name": t.name, "datatype": _v2_datatype(t.dtype),
+                       "shape": list(array.shape), "parameters": {"binary_data_size": len(raw)}})
+        raws.append(raw)
+    header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}},
+                        separators=(",", ":")).encode()
+    return HttpRequest("POST", f"/v2/models/{model.name}/infer", header + b"".join(raws),
+                       "application/octet-stream",
+                       (("Inference-Header-Content-Length", str(len(header))),))
+
+
+BUILDERS: dict[str, Builder] = {"v1": v1_json, "v1-b64": v1_b64, "v2": v2_json,
+                                "v2-binary": v2_binary}
+"""Request builders by ``--protocol`` (``--binary`` picks ``v2-binary`` for ``v2``)."""
