@@ -41,8 +41,9 @@ async def test_load_on_one_facade_predict_through_another(running: Cluster) -> N
 async def test_activate_under_load_across_replicas_loses_nothing(running: Cluster) -> None:
     await running.worker(preload=["mlp"])
     await running.worker(preload=["mlp"])
-    (facade_a, client_a), (_, client_b) = await running.facade(), await running.facade()
+    (facade_a, client_a), (facade_b, client_b) = await running.facade(), await running.facade()
     await wait_ready(facade_a)
+    await wait_ready(facade_b)
     versions: list[int] = []
     failures: list[str] = []
     flowing = asyncio.Event()

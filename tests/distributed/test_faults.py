@@ -69,8 +69,9 @@ def queue_counts(vhost: str, queue: str) -> tuple[int, int]:
 
 async def test_batches_form_across_facades(running: Cluster) -> None:
     _, registry = await running.worker(preload=["slow"])
-    (facade_a, client_a), (_, client_b) = await running.facade(), await running.facade()
+    (facade_a, client_a), (facade_b, client_b) = await running.facade(), await running.facade()
     await wait_ready(facade_a)
+    await wait_ready(facade_b)
     responses = await asyncio.gather(*(
         (client_a if i % 2 else client_b).post("/v1/models/slow:predict", json=slow_body(150))
         for i in range(16)))
