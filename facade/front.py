@@ -155,7 +155,8 @@ def _length_of(header: bytes | None) -> int | None:
     if header is None:
         return None
     if not header.isdigit():
-        raise InvalidInput(f"{HEADER_LENGTH} must be a number of bytes, got {header!r}")
+        raise InvalidInput(f"{HEADER_LENGTH} must be a number of bytes, "
+                           f"got {header.decode('latin-1')!r}")
     return int(header)
 
 

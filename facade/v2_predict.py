@@ -83,7 +83,7 @@ class V2Infer:
             signature = config.signature
             arrays = _decode_inputs(body, signature, memoryview(raw)[split:])
             wanted, binary = _requested_outputs(body)
-            parameters = body.get("parameters") or {}
+            parameters = _parameters(body, "the request")
             result = await service.infer(config, arrays, wanted, service.deadline_s(
                 config, _timeout_ms(parameters)), request_id_var.get())
         except InfernoError as exc:
@@ -120,18 +120,23 @@ def _decode_inputs(body: dict[str, Any], signature: Signature,
         if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool)
                                                 and d >= 0 for d in shape)):
             raise InvalidInput(f"Input '{name}': 'shape' must be a list of non-negative integers")
-        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        size = _parameters(tensor, f"input '{name}'").get("binary_data_size")
         if size is None:
             if "data" not in tensor:
                 raise InvalidInput(f"Input '{name}': give 'data' or binary_data_size")
             arrays[name] = decode_tensor(name, {"data": tensor["data"], "shape": shape}, dtype)
             continue
         expected = math.prod(shape) * dtype.numpy.itemsize
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise InvalidInput(f"Input '{name}': binary_data_size must be an integer")
         if size != expected or offset + size > len(binary):
             raise InvalidInput(
                 f"Input '{name}': shape {shape} of {datatype_of(dtype)} needs {expected} bytes; "
                 f"binary_data_size is {size} with {len(binary) - offset} bytes left in the body")
-        arrays[name] = np.frombuffer(binary[offset:offset + size], dtype.numpy).reshape(shape)
+        array = np.frombuffer(binary[offset:offset + size], dtype.numpy).reshape(shape)
+        # Where the JSON header's length leaves the bytes unaligned, one copy aligns them:
+        # kernels on unaligned data are slower and may round differently.
+        arrays[name] = array if array.flags.aligned else array.copy()
         offset += size
     if offset != len(binary):
         raise InvalidInput(f"{len(binary) - offset} bytes of binary data are not claimed by any "
@@ -141,16 +146,25 @@ def _decode_inputs(body: dict[str, Any], signature: Signature,
 
 def _requested_outputs(body: dict[str, Any]) -> tuple[list[str] | None, dict[str, bool]]:
     """The outputs asked for (``None``: all) and which of them go binary."""
-    all_binary = bool((body.get("parameters") or {}).get("binary_data_output", False))
+    all_binary = bool(_parameters(body, "the request").get("binary_data_output", False))
     outputs = body.get("outputs")
     if outputs is None:
         return None, {"*": all_binary}
     if not isinstance(outputs, list) or not all(
             isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
         raise InvalidInput("'outputs' must be a list of objects with a 'name'")
-    binary = {o["name"]: bool((o.get("parameters") or {}).get("binary_data", all_binary))
-              for o in outputs}
+    binary = {o["name"]: bool(_parameters(o, f"output '{o['name']}'").get(
+        "binary_data", all_binary)) for o in outputs}
     return [o["name"] for o in outputs], binary
+
+
+def _parameters(holder: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    parameters = holder.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise InvalidInput(f"'parameters' of {where} must be an object")
+    return parameters
 
 
 def _timeout_ms(parameters: Mapping[str, Any]) -> float | None:
