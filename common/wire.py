@@ -87,8 +87,9 @@ HEADER_OUTPUTS = "inferno-outputs"
 HEADER_CODEC = "inferno-codec"
 """Request: the HTTP output codec the caller will use (``json``/``base64``); informational."""
 HEADER_STATUS = "inferno-status"
-HEADER_PUBLISHED = "inferno-published"
 """Reply: ``ok``, or the error code of ``common.errors``."""
+HEADER_PUBLISHED = "inferno-published"
+"""Request: epoch milliseconds of the publish (the queue-wait metric); optional."""
 STATUS_OK = "ok"
 
 _ALIGN = 8

@@ -144,7 +144,8 @@ async def _worker() -> None:
     broker, store = create_broker(settings), create_state_store(settings)
     await broker.start()
     await store.start()
-    worker = Worker(settings, broker, store, repository, WorkerMetrics(registry))
+    worker = Worker(settings, broker, store, repository,
+                    WorkerMetrics(registry, FacadeSettings().metrics_buckets))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

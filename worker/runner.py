@@ -54,11 +54,15 @@ class ModelRunner:
                  runtime.device, time.perf_counter() - started)
         runner = cls(entry, runtime, executor, Batcher(config, runtime, executor, metrics))
         runner._batcher.start()
-        await broker.declare_queue(config.name, config.version, config.queue.max_length)
-        # Enough prefetch that a full batch can wait while max_concurrency others run.
-        prefetch = config.batching.max_batch_size * config.concurrency.max_concurrency * 2
-        runner._subscription = await broker.consume(
-            config.name, config.version, runner._batcher.submit, prefetch, config.signature)
+        try:
+            await broker.declare_queue(config.name, config.version, config.queue.max_length)
+            # Enough prefetch that a full batch can wait while max_concurrency others run.
+            prefetch = config.batching.max_batch_size * config.concurrency.max_concurrency * 2
+            runner._subscription = await broker.consume(
+                config.name, config.version, runner._batcher.submit, prefetch, config.signature)
+        except BaseException:
+            await runner.stop(drain_timeout=0)  # release the model and its threads
+            raise
         metrics.model_loaded.labels(config.name, str(config.version)).set(1)
         return runner
 

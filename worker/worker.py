@@ -21,7 +21,7 @@ from common.broker import Broker
 from common.config import WorkerSettings
 from common.metrics import WorkerMetrics
 from common.repository import ModelRepository
-from common.state import EventKind, StateEvent, StateStore, WorkerInfo
+from common.state import RESYNC, EventKind, StateEvent, StateStore, WorkerInfo
 from common.tasks import stop_tasks
 from worker.runner import ModelRunner
 from worker.runtime import resolve_device
@@ -61,10 +61,7 @@ class Worker:
 
     async def start(self) -> None:
         """Claim the preloaded models' newest versions, then start converging in the background."""
-        for name in self._repository.names():
-            if self.settings.preloads(name):
-                newest = max(self._repository.versions(name))
-                await self._store.init_model(name, newest)
+        await self._claim_preloads()
         await self.heartbeat()
         events = self._store.events()
         self._tasks = [
@@ -72,6 +69,13 @@ class Worker:
             asyncio.create_task(self._reconcile_forever(), name="worker reconciler"),
             asyncio.create_task(self._heartbeat_forever(), name="worker heartbeat"),
         ]
+
+    async def _claim_preloads(self) -> None:
+        """Make the preloaded models' newest versions desired, for models the store never saw."""
+        for name in self._repository.names():
+            if self.settings.preloads(name):
+                newest = max(self._repository.versions(name))
+                await self._store.init_model(name, newest)
 
     async def stop(self) -> None:
         """Graceful: stop consuming, finish in-flight batches and reply, leave the cluster."""
@@ -167,6 +171,13 @@ class Worker:
 
     async def _watch(self, events: AsyncIterator[StateEvent]) -> None:
         async for event in events:
+            if event == RESYNC:
+                # The store may have come back empty (Redis without persistence): claim the
+                # preloaded models again rather than unload everything.
+                try:
+                    await self._claim_preloads()
+                except Exception as exc:
+                    log.warning("could not claim preloaded models: %s", exc)
             if event.kind is EventKind.MODEL:
                 self._failed = {k: v for k, v in self._failed.items() if k[0] != event.name}
                 self._dirty.set()
