@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from common.dtypes import DType, bf16_bits_to_float32, float_to_bf16_bits
 from common.errors import InvalidInput
 
-__all__ = ["Codec", "decode_tensor", "encode_tensor", "json_safe"]
+__all__ = ["Codec", "decode_tensor", "encode_tensor", "json_safe", "parse_json_object"]
 
 Array = npt.NDArray[Any]
 
@@ -33,6 +34,17 @@ class Codec(StrEnum):
 # Which numpy kinds inferred from JSON may be stored as a given logical kind. Ints never silently
 # take floats (1.5 is not an int64), bools take only true/false.
 _ACCEPTS = {"b": "b", "u": "biu", "i": "biu", "f": "biuf"}
+
+
+def parse_json_object(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """A request body that must be one JSON object (HTTP bodies, JSON queue messages)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("Request body must be a JSON object")
+    return body
 
 
 def decode_tensor(name: str, payload: Any, dtype: DType) -> Array:

@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from common.codecs import decode_tensor
+from common.codecs import decode_tensor, parse_json_object
 from common.dtypes import DType
 from common.errors import InfernoError, InvalidInput, WorkerFailed, error_from_code
 from common.signature import Signature
@@ -286,12 +286,7 @@ def decode_json_inputs(body: bytes | bytearray | memoryview, signature: Signatur
     are ignored. Input names are checked before any data is decoded; ``outputs`` absent, null or
     ``[]`` means every output (names are checked later, with the rest of the request).
     """
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"Request body is not valid JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise InvalidInput("Request body must be a JSON object")
+    parsed = parse_json_object(body)
     inputs = parsed.get("inputs")
     if not isinstance(inputs, dict) or not inputs:
         raise InvalidInput("'inputs' must be an object mapping input names to tensors")

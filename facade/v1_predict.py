@@ -11,24 +11,14 @@ from typing import Any
 
 import orjson
 
-from common.codecs import Codec, decode_tensor, encode_tensor
+from common.codecs import Codec, decode_tensor, encode_tensor, parse_json_object
 from common.errors import InfernoError, InvalidInput
 from common.logging import request_id_var
 from facade.predict_service import PredictService
 
-__all__ = ["V1Predict", "parse_json_object"]
+__all__ = ["V1Predict"]
 
 ROUTE = "v1"
-
-
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"Request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("Request body must be a JSON object")
-    return body
 
 
 def _version_of(body: dict[str, Any]) -> int | None:

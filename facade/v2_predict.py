@@ -20,13 +20,12 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from common.codecs import decode_tensor, json_safe
+from common.codecs import decode_tensor, json_safe, parse_json_object
 from common.dtypes import DType
 from common.errors import InfernoError, InvalidInput
 from common.logging import request_id_var
 from common.signature import Signature
 from facade.predict_service import PredictService
-from facade.v1_predict import parse_json_object
 
 __all__ = ["HEADER_LENGTH", "V2Infer", "V2Response", "datatype_of", "dtype_of"]
 

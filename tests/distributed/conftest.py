@@ -46,17 +46,22 @@ class Cluster:
                 "INFERNO_REPO_ROOT": str(self.repo), "INFERNO_HEARTBEAT_INTERVAL_S": "0.5",
                 "INFERNO_METRICS_PORT": "0", "INFERNO_DEVICE": "cpu", **extra}
 
-    async def facade(self, **settings: Any) -> tuple[Facade, httpx.AsyncClient]:
-        fs = FacadeSettings(**{"repo_root": self.repo, "broker_url": self.broker_url,
-                               "redis_url": self.redis.url, "redis_prefix": self.redis.prefix,
-                               "access_log": False, "heartbeat_interval_s": 0.5,
-                               "admin_timeout_s": 30, **settings})
+    async def _connect(self) -> tuple[ModelRepository, AmqpBroker, RedisStateStore]:
+        """What each facade or worker process has of its own: repository, broker, store."""
         repository = ModelRepository(self.repo)
         repository.scan()
         broker = AmqpBroker(self.broker_url)
         store = RedisStateStore(self.redis.url, self.redis.prefix)
         await broker.start()
         await store.start()
+        return repository, broker, store
+
+    async def facade(self, **settings: Any) -> tuple[Facade, httpx.AsyncClient]:
+        fs = FacadeSettings(**{"repo_root": self.repo, "broker_url": self.broker_url,
+                               "redis_url": self.redis.url, "redis_prefix": self.redis.prefix,
+                               "access_log": False, "heartbeat_interval_s": 0.5,
+                               "admin_timeout_s": 30, **settings})
+        repository, broker, store = await self._connect()
         facade = await Facade.create(fs, broker, store, repository, CollectorRegistry())
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=facade.app),
                                    base_url="http://inferno", timeout=60)
@@ -69,12 +74,7 @@ class Cluster:
                                "redis_url": self.redis.url, "redis_prefix": self.redis.prefix,
                                "heartbeat_interval_s": 0.5, "device": "cpu",
                                "drain_timeout_s": 10, "preload": ["mlp"], **settings})
-        repository = ModelRepository(self.repo)
-        repository.scan()
-        broker = AmqpBroker(self.broker_url)
-        store = RedisStateStore(self.redis.url, self.redis.prefix)
-        await broker.start()
-        await store.start()
+        repository, broker, store = await self._connect()
         registry = CollectorRegistry()
         worker = Worker(ws, broker, store, repository, WorkerMetrics(registry))
         await worker.start()

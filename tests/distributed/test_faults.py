@@ -13,23 +13,14 @@ import socket
 import time
 import urllib.request
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from tests.distributed.conftest import Cluster, wait_ready
-from tests.integration.conftest import error_of
+from tests.integration.conftest import error_of, slow_body
 from tests.services import rabbitmqctl
 
 pytestmark = pytest.mark.asyncio
-
-
-def slow_body(delay_ms: float, rows: int = 1, timeout_ms: int | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"inputs": {"x": {"data": [[1.0, 2.0]] * rows},
-                                       "delay_ms": {"data": [delay_ms] * rows}}}
-    if timeout_ms is not None:
-        body["timeout_ms"] = timeout_ms
-    return body
 
 
 def free_port() -> int:

@@ -90,3 +90,12 @@ def error_of(response: httpx.Response) -> dict[str, str]:
     body = response.json()
     assert set(body) == {"error"}, body
     return body["error"]  # type: ignore[no-any-return]
+
+
+def slow_body(delay_ms: float, rows: int = 1, timeout_ms: int | None = None) -> dict[str, Any]:
+    """A request for the fake ``slow`` model: it holds its runner slot for ``delay_ms``."""
+    body: dict[str, Any] = {"inputs": {"x": {"data": [[1.0, 2.0]] * rows},
+                                       "delay_ms": {"data": [delay_ms] * rows}}}
+    if timeout_ms is not None:
+        body["timeout_ms"] = timeout_ms
+    return body

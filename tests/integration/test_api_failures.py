@@ -8,23 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
 
 from inferno.embedded import Embedded
-from tests.integration.conftest import Start, error_of
+from tests.integration.conftest import Start, error_of, slow_body
 
 pytestmark = pytest.mark.asyncio
-
-
-def slow_body(delay_ms: float, rows: int = 1, timeout_ms: int | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"inputs": {"x": {"data": [[1.0, 2.0]] * rows},
-                                       "delay_ms": {"data": [delay_ms] * rows}}}
-    if timeout_ms is not None:
-        body["timeout_ms"] = timeout_ms
-    return body
 
 
 def metric(embedded: Embedded, name: str, **labels: str) -> float:
