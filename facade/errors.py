@@ -57,6 +57,9 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if isinstance(exc.__cause__, InfernoError):
+        # FastAPI turns any error while reading a body into a 400; ours (413) says more.
+        return await _inferno_error(request, exc.__cause__)
     return _error_response(request, exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"),
                           str(exc.detail))
 

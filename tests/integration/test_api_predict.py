@@ -156,3 +156,16 @@ async def test_body_over_the_limit_is_413(start_server) -> None:  # type: ignore
     assert streamed.status_code == 413
     small = await client.post("/v1/models/mlp:predict", json={"inputs": x_rows(1)})
     assert small.status_code == 200
+
+
+async def test_chunked_body_over_the_limit_on_an_admin_route_is_413(start_server) -> None:  # type: ignore[no-untyped-def]
+    _, client = await start_server(max_body_bytes=4096)
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(10):
+            yield b" " * 1000
+
+    response = await client.post("/v1/models:load", content=chunks(),
+                                 headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert error_of(response)["code"] == "payload_too_large"
