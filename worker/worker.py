@@ -31,6 +31,7 @@ __all__ = ["Worker"]
 log = logging.getLogger(__name__)
 
 Key = tuple[str, int]
+RETRY_FAILED_LOAD_S = 60.0
 
 
 class Worker:
@@ -94,6 +95,11 @@ class Worker:
                     for name, state in models.items() if self.settings.serves(name)
                     for version in state.desired}
             have = set(self._runners)
+            # A failed load is retried after a while (the broker may have been away), or at
+            # once when the model's state changes (see _watch).
+            now = time.time()
+            self._failed = {k: f for k, f in self._failed.items()
+                            if now - f[0] < RETRY_FAILED_LOAD_S}
             to_load = sorted(want - have - set(self._failed))
             to_unload = sorted(have - want)
             if to_load or to_unload:
@@ -144,7 +150,6 @@ class Worker:
             self._runners[key] = await ModelRunner.load(
                 entry, self._broker, self.settings, self._metrics)
         except Exception as exc:
-            # Not retried until the model's state changes: a broken artifact stays broken.
             self._failed[key] = (time.time(), f"{type(exc).__name__}: {exc}")
             log.error("cannot load %s version %d: %s: %s", name, version,
                       type(exc).__name__, exc)
