@@ -11,16 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
-DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
-DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+from bench.services import DEFAULT_BROKER, DEFAULT_REDIS, delete_keys, fresh_vhost, unique_name
 
 
 def _reachable(url: str, default_port: int) -> bool:
@@ -58,30 +55,24 @@ def _container_url(kind: str) -> str | None:
         return None
 
 
+def _service(variable: str, default: str, port: int, kind: str, what: str) -> str:
+    """The service's URL: the variable, else the local default, else a container."""
+    url = os.environ.get(variable, default)
+    if not _reachable(url, port):
+        url = _container_url(kind) or ""
+        if not url:
+            _missing(what)
+    return url
+
+
 @pytest.fixture(scope="session")
 def broker_root_url() -> str:
-    url = os.environ.get("INFERNO_TEST_BROKER_URL", DEFAULT_BROKER)
-    if not _reachable(url, 5672):
-        url = _container_url("rabbitmq") or ""
-        if not url:
-            _missing("RabbitMQ")
-    return url
+    return _service("INFERNO_TEST_BROKER_URL", DEFAULT_BROKER, 5672, "rabbitmq", "RabbitMQ")
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    url = os.environ.get("INFERNO_TEST_REDIS_URL", DEFAULT_REDIS)
-    if not _reachable(url, 6379):
-        url = _container_url("redis") or ""
-        if not url:
-            _missing("Redis")
-    return url
-
-
-def rabbitmqctl(*args: str) -> str:
-    """Run rabbitmqctl (the broker's own admin tool) and return what it printed."""
-    return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True,
-                          text=True, timeout=60).stdout
+    return _service("INFERNO_TEST_REDIS_URL", DEFAULT_REDIS, 6379, "redis", "Redis")
 
 
 @pytest.fixture
@@ -89,13 +80,8 @@ def broker_url(broker_root_url: str) -> Iterator[str]:
     """A fresh vhost for this test, deleted afterwards with everything declared in it."""
     if shutil.which("rabbitmqctl") is None:
         pytest.skip("rabbitmqctl is needed to create a vhost per test")
-    vhost = f"inferno-test-{uuid.uuid4().hex[:10]}"
-    rabbitmqctl("add_vhost", vhost)
-    user = urlsplit(broker_root_url).username or "guest"
-    rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
-    parts = urlsplit(broker_root_url)
-    yield urlunsplit((parts.scheme, parts.netloc, f"/{vhost}", "", ""))
-    rabbitmqctl("delete_vhost", vhost)
+    with fresh_vhost(broker_root_url, kind="test") as url:
+        yield url
 
 
 @dataclass(frozen=True)
@@ -107,12 +93,6 @@ class RedisSpace:
 @pytest.fixture
 def redis_space(redis_url: str) -> Iterator[RedisSpace]:
     """A key prefix of this test's own; its keys are deleted afterwards."""
-    import redis
-
-    prefix = f"inferno-test-{uuid.uuid4().hex[:10]}"
+    prefix = unique_name("test")
     yield RedisSpace(redis_url, prefix)
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    delete_keys(redis_url, prefix)

@@ -20,17 +20,17 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from bench.services import fresh_vhost
 from common.amqp_broker import AmqpBroker
 from common.broker import Broker
 from common.memory_broker import InMemoryBroker
 from common.memory_state import InMemoryStateStore
 from common.redis_state import RedisStateStore
 from common.state import StateStore
-from tests.services import RedisSpace, rabbitmqctl
+from tests.services import RedisSpace
 
 BrokerFactory = Callable[[], Awaitable[Broker]]
 StoreFactory = Callable[[], Awaitable[StateStore]]
@@ -44,14 +44,8 @@ def amqp_url(broker_root_url: str) -> Iterator[str]:
     """A vhost of this test module's own, deleted afterwards with everything declared in it."""
     if shutil.which("rabbitmqctl") is None:
         pytest.skip("rabbitmqctl is needed to create a vhost for the contract tests")
-    vhost = f"inferno-contract-{uuid.uuid4().hex[:10]}"
-    rabbitmqctl("add_vhost", vhost)
-    try:
-        parts = urlsplit(broker_root_url)
-        rabbitmqctl("set_permissions", "-p", vhost, parts.username or "guest", ".*", ".*", ".*")
-        yield urlunsplit((parts.scheme, parts.netloc, f"/{vhost}", "", ""))
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
+    with fresh_vhost(broker_root_url, kind="contract") as url:
+        yield url
 
 
 # --- brokers -----------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import pytest
 
+from bench.services import rabbitmqctl
 from tests.distributed.conftest import Cluster, wait_ready
 from tests.integration.conftest import error_of, slow_body
-from tests.services import rabbitmqctl
 
 pytestmark = pytest.mark.asyncio
 
