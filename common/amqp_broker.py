@@ -3,9 +3,11 @@ docs/queue-protocol.md.
 
 Facade side: one publishing channel with publisher confirms (a full queue nacks: ``Overloaded``;
 an unroutable ``mandatory`` publish comes back: ``ModelNotLoaded``) and one exclusive reply queue
-per process, consumed once, futures keyed by correlation id. Worker side: a channel per consumed
-queue with its own prefetch; replies go to the request's ``reply_to`` through the default
-exchange, and the request is acknowledged only after its reply is published.
+per process, consumed once, futures keyed by correlation id. Worker side (``common.amqp_consumer``):
+a channel per consumed queue with its own prefetch; replies go to the request's ``reply_to``
+through the default exchange, and the request is acknowledged only after its reply is published.
+As on the worker side, requests and replies go through aiormq (aio-pika's protocol layer) and
+aio-pika keeps the connection, the channels, the topology and their recovery.
 
 Every aio-pika/aiormq failure is turned into ``BrokerUnavailable`` at this boundary, and every
 publish and every wait is bounded by the request's deadline (a publish during an outage can hang
@@ -21,25 +23,20 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractExchange,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
-)
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
 
-from common.broker import Broker, Delivery, DeliveryHandler, Subscription
+from common.amqp_consumer import QueueConsumer, broker_errors
+from common.broker import Broker, DeliveryHandler, Subscription
 from common.errors import (
     BrokerUnavailable,
     DeadlineExceeded,
     InfernoError,
-    InvalidInput,
     ModelNotLoaded,
     Overloaded,
 )
@@ -49,13 +46,9 @@ from common.wire import (
     TENSORS_CONTENT_TYPE,
     PredictReply,
     PredictRequest,
-    decode_inputs,
     decode_reply,
     encode_frame,
-    encode_reply,
-    parse_request_headers,
     queue_name,
-    reply_content_type,
     request_headers,
     routing_key,
 )
@@ -67,70 +60,7 @@ log = logging.getLogger(__name__)
 EXCHANGE = "inferno.predict"
 DEAD_LETTER_EXCHANGE = "inferno.dlx"
 DEAD_LETTER_QUEUE = "inferno.dead-letter"
-NO_DEADLINE_S = 3600.0
-CANCEL_TIMEOUT_S = 5.0
 RECONNECT_INTERVAL_S = 1.0  # aio-pika's default of 5 s is a long outage for a serving path
-
-
-@contextlib.contextmanager
-def broker_errors() -> Iterator[None]:
-    """Turn the AMQP client's exceptions into ``BrokerUnavailable``."""
-    try:
-        yield
-    except InfernoError:
-        raise
-    except (aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPError, ConnectionError,
-            aiormq.exceptions.ChannelInvalidStateError, RuntimeError) as exc:
-        raise BrokerUnavailable(f"Message broker unavailable: {type(exc).__name__}: {exc}"
-                                ) from exc
-
-
-class _AmqpDelivery(Delivery):
-    __slots__ = ("_channel", "_message", "_signature", "redelivered", "request")
-
-    def __init__(self, message: AbstractIncomingMessage, request: PredictRequest,
-                 channel: AbstractChannel, signature: Signature) -> None:
-        self.request = request
-        self.redelivered = bool(message.redelivered)
-        self._message = message
-        self._channel = channel
-        self._signature = signature
-
-    async def reply(self, reply: PredictReply) -> None:
-        await _send_reply(self._channel, self._message, reply, self._signature)
-
-    async def ack(self) -> None:
-        with broker_errors():
-            await self._message.ack()
-
-    async def reject(self, requeue: bool) -> None:
-        with broker_errors():
-            await self._message.reject(requeue=requeue)
-
-
-async def _send_reply(channel: AbstractChannel, message: AbstractIncomingMessage,
-                      reply: PredictReply, signature: Signature) -> None:
-    if not message.reply_to:
-        return  # fire-and-forget producer
-    body, status = encode_reply(reply, signature.output_dtypes)
-    with broker_errors():
-        await channel.default_exchange.publish(
-            aio_pika.Message(body, content_type=reply_content_type(status),
-                             correlation_id=message.correlation_id,
-                             headers={HEADER_STATUS: status}),
-            routing_key=message.reply_to)
-
-
-class _AmqpSubscription(Subscription):
-    def __init__(self, queue: AbstractQueue, tag: str, channel: AbstractChannel) -> None:
-        self._queue = queue
-        self._tag = tag
-        self._channel = channel
-
-    async def cancel(self) -> None:
-        # Bounded: on a dead connection the cancel would wait for the reconnection.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._queue.cancel(self._tag), CANCEL_TIMEOUT_S)
 
 
 class AmqpBroker(Broker):
@@ -139,19 +69,17 @@ class AmqpBroker(Broker):
         self._url = url
         self._queue_type = queue_type
         self._delivery_limit = delivery_limit
-        self._delivery_mode = (aio_pika.DeliveryMode.PERSISTENT if persistent
-                               else aio_pika.DeliveryMode.NOT_PERSISTENT)
+        self._delivery_mode = 2 if persistent else 1
         self._connection: AbstractRobustConnection | None = None
-        self._publisher: AbstractChannel | None = None
-        self._exchange: AbstractExchange | None = None
-        self._admin: AbstractChannel | None = None
-        self._reply_queue: AbstractQueue | None = None
-        self._reply_lock = asyncio.Lock()
+        self._publisher: AbstractRobustChannel | None = None
+        self._publish_channel: aiormq.abc.AbstractChannel | None = None
+        """The publisher's protocol channel, replaced after a reconnection."""
+        self._admin: AbstractRobustChannel | None = None
         self._reply_name = f"inferno.reply.{socket.gethostname()}.{os.getpid()}.{id(self):x}"
+        self._reply_declared = False
+        self._reply_lock = asyncio.Lock()
         self._pending: dict[str, asyncio.Future[PredictReply]] = {}
         self._ids = itertools.count(1)
-        # Strong references: aio-pika holds consumers weakly (aio-pika #594).
-        self._subscriptions: list[_AmqpSubscription] = []
 
     async def start(self) -> None:
         with broker_errors():
@@ -160,8 +88,10 @@ class AmqpBroker(Broker):
             self._connection.close_callbacks.add(self._on_connection_lost)
             self._publisher = await self._connection.channel(
                 publisher_confirms=True, on_return_raises=True)
-            self._exchange = await self._publisher.declare_exchange(
+            await self._publisher.declare_exchange(
                 EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+            self._publish_channel = await self._publisher.get_underlay_channel()
+            self._publisher.reopen_callbacks.add(self._on_publisher_reopened)
             self._admin = await self._connection.channel()
             dlx = await self._admin.declare_exchange(
                 DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True)
@@ -177,20 +107,37 @@ class AmqpBroker(Broker):
 
     # -- facade side ------------------------------------------------------------------------
 
-    async def _replies(self) -> AbstractQueue:
+    async def _declare_replies(self) -> None:
         """The process's reply queue, declared and consumed once, on first use (workers that
-        never call ``request`` have none)."""
+        never call ``request`` have none). aio-pika declares it again after a reconnection
+        (the exclusive queue died with the old connection); ``_on_publisher_reopened`` consumes
+        it again."""
         async with self._reply_lock:
-            if self._reply_queue is None:
+            if not self._reply_declared:
                 assert self._publisher is not None, "broker not started"
-                queue = await self._publisher.declare_queue(
+                await self._publisher.declare_queue(
                     self._reply_name, exclusive=True, auto_delete=True)
-                await queue.consume(self._on_reply, no_ack=True)
-                self._reply_queue = queue
-        return self._reply_queue
+                await self._consume_replies()
+                self._reply_declared = True
+
+    async def _consume_replies(self) -> None:
+        assert self._publisher is not None
+        channel = await self._publisher.get_underlay_channel()
+        await channel.basic_consume(self._reply_name, self._on_reply, no_ack=True)
+
+    async def _on_publisher_reopened(self, *_: Any) -> None:
+        assert self._publisher is not None
+        self._publish_channel = await self._publisher.get_underlay_channel()
+        if self._reply_declared:
+            try:
+                await self._consume_replies()
+            except Exception:
+                log.exception("could not consume the reply queue again after reconnecting")
 
     async def request(self, request: PredictRequest) -> PredictReply:
-        if self._connection is None or self._connection.is_closed or self._exchange is None:
+        channel = self._publish_channel
+        if (channel is None or channel.is_closed or self._connection is None
+                or self._connection.is_closed):
             raise BrokerUnavailable("Message broker unavailable: not connected")
         remaining = request.remaining()
         if remaining <= 0:
@@ -201,15 +148,17 @@ class AmqpBroker(Broker):
         future.add_done_callback(lambda _: self._pending.pop(correlation_id, None))
         try:
             with broker_errors():
-                replies = await self._replies()
-                message = aio_pika.Message(
-                    encode_frame(request.inputs, request.dtypes),
+                if not self._reply_declared:
+                    await self._declare_replies()
+                properties = Basic.Properties(
                     content_type=TENSORS_CONTENT_TYPE, correlation_id=correlation_id,
-                    reply_to=replies.name, message_id=request.request_id or correlation_id,
+                    reply_to=self._reply_name,
+                    message_id=request.request_id or correlation_id,
                     headers=request_headers(request.deadline, request.outputs,
                                             published=request.published or time.time()),
-                    expiration=remaining, delivery_mode=self._delivery_mode)
-                await self._publish(request, message, remaining)
+                    expiration=str(max(1, int(remaining * 1000))),
+                    delivery_mode=self._delivery_mode)
+                await self._publish(channel, request, properties, remaining)
             async with asyncio.timeout(request.remaining()):
                 return await future
         except TimeoutError:
@@ -219,13 +168,13 @@ class AmqpBroker(Broker):
         finally:
             future.cancel()
 
-    async def _publish(self, request: PredictRequest, message: aio_pika.Message,
-                       remaining: float) -> None:
-        assert self._exchange is not None
+    async def _publish(self, channel: aiormq.abc.AbstractChannel, request: PredictRequest,
+                       properties: Basic.Properties, remaining: float) -> None:
         try:
-            await self._exchange.publish(
-                message, routing_key(request.model, request.version), mandatory=True,
-                timeout=remaining)
+            await channel.basic_publish(
+                encode_frame(request.inputs, request.dtypes), exchange=EXCHANGE,
+                routing_key=routing_key(request.model, request.version),
+                properties=properties, mandatory=True, timeout=remaining)
         except aiormq.exceptions.PublishError:
             raise ModelNotLoaded(
                 f"Model '{request.model}' version {request.version} is not loaded "
@@ -238,14 +187,15 @@ class AmqpBroker(Broker):
             raise BrokerUnavailable(
                 "Message broker did not confirm the request before its deadline") from None
 
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        correlation_id = message.correlation_id or ""
+    async def _on_reply(self, message: DeliveredMessage) -> None:
+        properties = message.header.properties
+        correlation_id = properties.correlation_id or ""
         future = self._pending.get(correlation_id)
         if future is None or future.done():
             # A late or duplicate reply (after a redelivery): nobody waits for it.
             log.debug("reply %s dropped: nobody waits for it", correlation_id)
             return
-        status = (message.headers or {}).get(HEADER_STATUS)
+        status = (properties.headers or {}).get(HEADER_STATUS)
         future.set_result(decode_reply(
             message.body, status if isinstance(status, (str, bytes)) else None))
 
@@ -323,47 +273,15 @@ class AmqpBroker(Broker):
     async def consume(self, model: str, version: int, handler: DeliveryHandler,
                       prefetch: int, signature: Signature) -> Subscription:
         assert self._connection is not None, "broker not started"
+
+        async def queue_exists() -> bool:
+            return await self._peek_queue(model, version) is not None
+
         with broker_errors():
             await self._require_queue(model, version)
             channel = await self._connection.channel()
-            await channel.set_qos(prefetch_count=prefetch)
-            # Declared (passively), not just looked up: aio-pika restores the consumers of the
-            # queues a robust channel declared, and only those, after a reconnection.
-            queue = await channel.declare_queue(queue_name(model, version), passive=True)
-
-            async def on_message(message: AbstractIncomingMessage) -> None:
-                try:
-                    request = _decode_request(model, version, message, signature)
-                except InvalidInput as exc:
-                    await _refuse(channel, message, exc, signature)
-                    return
-                handler(_AmqpDelivery(message, request, channel, signature))
-
-            tag = await queue.consume(on_message)
-        subscription = _AmqpSubscription(queue, tag, channel)
-        self._subscriptions.append(subscription)
-        return subscription
-
-
-async def _refuse(channel: AbstractChannel, message: AbstractIncomingMessage,
-                  error: InvalidInput, signature: Signature) -> None:
-    """A poison message: answer it (if anyone asked) and dead-letter it, never requeue."""
-    try:
-        await _send_reply(channel, message, PredictReply(error=error), signature)
-        await message.reject(requeue=False)
-    except Exception:
-        log.exception("could not refuse malformed message %s", message.message_id)
-
-
-def _decode_request(model: str, version: int, message: AbstractIncomingMessage,
-                    signature: Signature) -> PredictRequest:
-    headers = parse_request_headers(message.headers)
-    content_type = (message.content_type or "").split(";")[0].strip()
-    inputs, outputs = decode_inputs(message.body, content_type, signature)
-    # A producer that sets no deadline waits as long as the broker keeps the message.
-    deadline = headers.deadline if headers.deadline is not None else time.time() + NO_DEADLINE_S
-    published = headers.published or (message.timestamp.timestamp() if message.timestamp
-                                       else 0.0)
-    return PredictRequest(model=model, version=version, inputs=inputs, deadline=deadline,
-                          outputs=outputs or headers.outputs,
-                          request_id=message.message_id or "", published=published)
+            await channel.set_qos(prefetch_count=prefetch)  # aio-pika restores it
+            consumer = QueueConsumer(channel, queue_name(model, version), model, version,
+                                     handler, signature, queue_exists)
+            await consumer.start()
+        return consumer
