@@ -279,7 +279,9 @@ class AmqpBroker(Broker):
 
         with broker_errors():
             await self._require_queue(model, version)
-            channel = await self._connection.channel()
+            # No publisher confirms: replies and acks leave together, in order, and a reply is a
+            # transient message to a queue that may be gone (its facade died): nothing to await.
+            channel = await self._connection.channel(publisher_confirms=False)
             await channel.set_qos(prefetch_count=prefetch)  # aio-pika restores it
             consumer = QueueConsumer(channel, queue_name(model, version), model, version,
                                      handler, signature, queue_exists)

@@ -7,7 +7,7 @@ still owns the connection, the channel and its recovery: after a reconnection it
 channel (qos, the passively declared queue) and ``reopen_callbacks`` registers the consumer again
 on the new protocol channel.
 
-Acknowledgements are coalesced per channel (``AckWindow``): a settled delivery is acknowledged
+Acknowledgements are coalesced per channel (``Outbox``): a settled delivery is acknowledged
 with the next ``ack(multiple=True)``, sent once per event-loop turn for every settled tag below
 the lowest one still in flight, and always after the replies already queued on the same channel
 (one connection writes its frames in order). Replies do not wait for the socket to drain.
@@ -26,8 +26,10 @@ from typing import Any, cast
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractRobustChannel
-from aiormq.abc import DeliveredMessage
+from aiormq.abc import ChannelFrame, DeliveredMessage, FrameType
+from pamqp.body import ContentBody
 from pamqp.commands import Basic
+from pamqp.header import ContentHeader
 
 from common.broker import Delivery, DeliveryHandler, Subscription
 from common.errors import BrokerUnavailable, InfernoError, InvalidInput
@@ -42,7 +44,7 @@ from common.wire import (
     reply_content_type,
 )
 
-__all__ = ["AckWindow", "QueueConsumer", "broker_errors"]
+__all__ = ["Outbox", "QueueConsumer", "broker_errors"]
 
 log = logging.getLogger(__name__)
 
@@ -63,23 +65,27 @@ def broker_errors() -> Iterator[None]:
                                 ) from exc
 
 
-class AckWindow:
-    """The unsettled deliveries of one protocol channel, acknowledged together.
+class Outbox:
+    """What one protocol channel owes the broker, written once per event-loop turn.
 
-    Tags are handed out in increasing order. ``ack(multiple=True)`` of tag *t* acknowledges every
-    outstanding tag up to *t*, so it may only be sent for a prefix that is wholly settled: a batch
-    that finishes before an older one waits for it (it is still acknowledged, only later). A
-    rejected tag is settled at once with its own frame, sent before any ack that spans it.
+    A batch's replies, its rejections and one ``ack(multiple=True)`` leave in one write (one
+    frame set, one syscall, one wake-up of the broker) instead of one per message. Tags are handed
+    out in increasing order and ``ack(multiple=True)`` of tag *t* acknowledges every outstanding
+    tag up to *t*, so it is only sent for a prefix that is wholly settled: a batch that finishes
+    before an older one is acknowledged with it, later. A rejection goes in its own frame, written
+    before any ack that spans its tag. Replies are written before the ack of their request: one
+    connection writes its frames in order.
     """
 
-    __slots__ = ("_acks", "_channel", "_flush_pending", "_outstanding")
+    __slots__ = ("_channel", "_flush_pending", "_frames", "_outstanding", "_writes")
 
     def __init__(self, channel: aiormq.Channel) -> None:
         self._channel = channel
         self._outstanding: OrderedDict[int, bool | None] = OrderedDict()
         """Tag → ``None`` in flight, ``True`` settled by ack, ``False`` settled by reject."""
+        self._frames: list[FrameType] = []
         self._flush_pending = False
-        self._acks: set[asyncio.Future[None]] = set()  # strong references to running sends
+        self._writes: set[asyncio.Future[None]] = set()  # strong references to blocked writes
 
     @property
     def channel(self) -> aiormq.Channel:
@@ -88,16 +94,23 @@ class AckWindow:
     def delivered(self, tag: int) -> None:
         self._outstanding[tag] = None
 
+    def publish(self, routing_key: str, body: bytes, properties: Basic.Properties) -> None:
+        size = self._channel.max_content_size
+        self._frames += (Basic.Publish(routing_key=routing_key),
+                         ContentHeader(body_size=len(body), properties=properties),
+                         *(ContentBody(body[i:i + size]) for i in range(0, len(body), size)))
+        self._schedule()
+
     def ack(self, tag: int) -> None:
-        self._settled(tag, True)
+        self._outstanding[tag] = True
+        self._schedule()
 
-    async def reject(self, tag: int, requeue: bool) -> None:
-        self._settled(tag, False)
-        with broker_errors():
-            await self._channel.basic_reject(tag, requeue=requeue, wait=False)
+    def reject(self, tag: int, requeue: bool) -> None:
+        self._outstanding[tag] = False
+        self._frames.append(Basic.Reject(delivery_tag=tag, requeue=requeue))
+        self._schedule()
 
-    def _settled(self, tag: int, acked: bool) -> None:
-        self._outstanding[tag] = acked
+    def _schedule(self) -> None:
         if not self._flush_pending:
             self._flush_pending = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -113,53 +126,55 @@ class AckWindow:
             outstanding.popitem(last=False)
             if acked:
                 last_ack = tag
+        frames, self._frames = self._frames, []
         if last_ack:
-            task = asyncio.ensure_future(self._send_ack(last_ack))
-            self._acks.add(task)
-            task.add_done_callback(self._acks.discard)
-
-    async def _send_ack(self, tag: int) -> None:
+            frames.append(Basic.Ack(delivery_tag=last_ack, multiple=True))
+        if not frames:
+            return
+        if self._channel.is_closed:
+            # The broker redelivers what it had not seen acknowledged.
+            log.debug("channel %s closed: %d frames dropped", self._channel.number, len(frames))
+            return
+        payload = ChannelFrame.marshall(channel_number=self._channel.number, frames=frames)
         try:
-            await self._channel.basic_ack(tag, multiple=True, wait=False)
-        except Exception as exc:
-            # The channel is gone: the broker redelivers what it had not seen acknowledged.
-            log.debug("ack up to %d not sent: %s: %s", tag, type(exc).__name__, exc)
+            self._channel.write_queue.put_nowait(payload)
+        except asyncio.QueueFull:  # the connection's writer is behind: wait for room, in order
+            write = asyncio.ensure_future(self._channel.write_queue.put(payload))
+            self._writes.add(write)
+            write.add_done_callback(self._writes.discard)
 
 
 class _AmqpDelivery(Delivery):
-    __slots__ = ("_message", "_signature", "_tag", "_window", "redelivered", "request")
+    __slots__ = ("_message", "_outbox", "_signature", "_tag", "redelivered", "request")
 
     def __init__(self, message: DeliveredMessage, tag: int, redelivered: bool,
-                 request: PredictRequest, window: AckWindow, signature: Signature) -> None:
+                 request: PredictRequest, outbox: Outbox, signature: Signature) -> None:
         self.request = request
         self.redelivered = redelivered
         self._tag = tag
         self._message = message
-        self._window = window
+        self._outbox = outbox
         self._signature = signature
 
     async def reply(self, reply: PredictReply) -> None:
-        await send_reply(self._window.channel, self._message, reply, self._signature)
+        send_reply(self._outbox, self._message, reply, self._signature)
 
     async def ack(self) -> None:
-        self._window.ack(self._tag)
+        self._outbox.ack(self._tag)
 
     async def reject(self, requeue: bool) -> None:
-        await self._window.reject(self._tag, requeue)
+        self._outbox.reject(self._tag, requeue)
 
 
-async def send_reply(channel: aiormq.Channel, message: DeliveredMessage,
-                     reply: PredictReply, signature: Signature) -> None:
+def send_reply(outbox: Outbox, message: DeliveredMessage, reply: PredictReply,
+               signature: Signature) -> None:
     properties = message.header.properties
     if not properties.reply_to:
         return  # fire-and-forget producer
     body, status = encode_reply(reply, signature.output_dtypes)
-    with broker_errors():
-        await channel.basic_publish(
-            body, routing_key=properties.reply_to, wait=False,
-            properties=Basic.Properties(content_type=reply_content_type(status),
-                                        correlation_id=properties.correlation_id,
-                                        headers={HEADER_STATUS: status}))
+    outbox.publish(properties.reply_to, body, Basic.Properties(
+        content_type=reply_content_type(status), correlation_id=properties.correlation_id,
+        headers={HEADER_STATUS: status}))
 
 
 class QueueConsumer(Subscription):
@@ -175,7 +190,7 @@ class QueueConsumer(Subscription):
         self._version = version
         self._handler = handler
         self._signature = signature
-        self._window: AckWindow | None = None
+        self._outbox: Outbox | None = None
         self._tag: str | None = None
         self._cancelled = False
 
@@ -186,12 +201,12 @@ class QueueConsumer(Subscription):
 
     async def _consume(self) -> None:
         underlay = cast(aiormq.Channel, await self._channel.get_underlay_channel())
-        window = AckWindow(underlay)
+        outbox = Outbox(underlay)
 
         async def on_message(message: DeliveredMessage) -> None:
-            await self._on_message(message, window)
+            self._on_message(message, outbox)
 
-        self._window = window
+        self._outbox = outbox
         ok = await underlay.basic_consume(self._queue, on_message)
         self._tag = ok.consumer_tag
 
@@ -208,38 +223,29 @@ class QueueConsumer(Subscription):
         except Exception:
             log.exception("could not consume %s again after reconnecting", self._queue)
 
-    async def _on_message(self, message: DeliveredMessage, window: AckWindow) -> None:
+    def _on_message(self, message: DeliveredMessage, outbox: Outbox) -> None:
         deliver = cast(Basic.Deliver, message.delivery)  # a consumer is only handed Deliver
         tag = cast(int, deliver.delivery_tag)
-        window.delivered(tag)
+        outbox.delivered(tag)
         try:
             request = _decode_request(self._model, self._version, message, self._signature)
         except InvalidInput as exc:
-            await _refuse(window, message, tag, exc, self._signature)
+            # A poison message: answer it (if anyone asked) and dead-letter it, never requeue.
+            send_reply(outbox, message, PredictReply(error=exc), self._signature)
+            outbox.reject(tag, requeue=False)
             return
-        self._handler(_AmqpDelivery(message, tag, bool(deliver.redelivered), request, window,
+        self._handler(_AmqpDelivery(message, tag, bool(deliver.redelivered), request, outbox,
                                     self._signature))
 
     async def cancel(self) -> None:
         self._cancelled = True
         self._channel.reopen_callbacks.discard(self._on_reopen)
-        if self._window is None or self._tag is None:
+        if self._outbox is None or self._tag is None:
             return
         # Bounded: on a dead connection the cancel would wait for the reconnection.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._window.channel.basic_cancel(self._tag),
+            await asyncio.wait_for(self._outbox.channel.basic_cancel(self._tag),
                                    CANCEL_TIMEOUT_S)
-
-
-async def _refuse(window: AckWindow, message: DeliveredMessage, tag: int, error: InvalidInput,
-                  signature: Signature) -> None:
-    """A poison message: answer it (if anyone asked) and dead-letter it, never requeue."""
-    try:
-        await send_reply(window.channel, message, PredictReply(error=error), signature)
-        await window.reject(tag, requeue=False)
-    except Exception:
-        log.exception("could not refuse malformed message %s",
-                      message.header.properties.message_id)
 
 
 def _decode_request(model: str, version: int, message: DeliveredMessage,

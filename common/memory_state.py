@@ -46,9 +46,10 @@ class InMemoryStateStore(StateStore):
         active = None if state.active == version else state.active
         return self._put(replace(state, active=active, desired=state.desired - {version}))
 
-    async def put_worker(self, info: WorkerInfo, ttl_s: float) -> None:
+    async def put_worker(self, info: WorkerInfo, ttl_s: float, announce: bool = True) -> None:
         self._workers[info.worker_id] = (info, time.monotonic() + ttl_s)
-        self._publish(StateEvent(EventKind.WORKER, info.worker_id))
+        if announce:
+            self._publish(StateEvent(EventKind.WORKER, info.worker_id))
 
     async def remove_worker(self, worker_id: str) -> None:
         if self._workers.pop(worker_id, None) is not None:

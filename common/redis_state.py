@@ -136,13 +136,14 @@ class RedisStateStore(StateStore):
     async def set_desired(self, name: str, version: int, loaded: bool) -> ModelState:
         return await self._change(name, version, "load" if loaded else "unload")
 
-    async def put_worker(self, info: WorkerInfo, ttl_s: float) -> None:
+    async def put_worker(self, info: WorkerInfo, ttl_s: float, announce: bool = True) -> None:
         event = orjson.dumps({"kind": EventKind.WORKER.value, "name": info.worker_id})
         with state_errors():
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.set(self.keys.worker(info.worker_id), orjson.dumps(info.to_dict()),
                          px=max(1, int(ttl_s * 1000)))
-                pipe.publish(self.keys.events, event)
+                if announce:
+                    pipe.publish(self.keys.events, event)
                 await pipe.execute()
 
     async def remove_worker(self, worker_id: str) -> None:

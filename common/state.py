@@ -98,8 +98,10 @@ class StateStore(ABC):
         """Add ``version`` to the versions to load, or remove it (and clear it if active)."""
 
     @abstractmethod
-    async def put_worker(self, info: WorkerInfo, ttl_s: float) -> None:
-        """Heartbeat: the worker is alive for ``ttl_s`` more seconds."""
+    async def put_worker(self, info: WorkerInfo, ttl_s: float, announce: bool = True) -> None:
+        """Heartbeat: the worker is alive for ``ttl_s`` more seconds. ``announce`` publishes a
+        change event: a heartbeat that says nothing new only renews the lease, so that facades
+        do not re-read the state every time a worker beats (expiries they see by polling)."""
 
     @abstractmethod
     async def remove_worker(self, worker_id: str) -> None: ...

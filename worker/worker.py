@@ -48,6 +48,8 @@ class Worker:
         self._aliased: dict[str, int] = {}
         """Model → the version this worker bound the model's alias to."""
         self._started_at = time.time()
+        self._announced: WorkerInfo | None = None
+        """What the last heartbeat that published an event said."""
         self._device = str(resolve_device(settings.device))
         self._dirty = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -139,8 +141,11 @@ class Worker:
                           started_at=self._started_at,
                           failed={f"{n}:{v}": why for (n, v), why in self._failed.items()})
         try:
-            await self._store.put_worker(info, ttl_s=self.settings.heartbeat_ttl_s)
+            await self._store.put_worker(info, ttl_s=self.settings.heartbeat_ttl_s,
+                                         announce=info != self._announced)
+            self._announced = info
         except Exception as exc:
+            self._announced = None  # the store may have lost us: announce the next one
             log.warning("heartbeat failed: %s", exc)
 
     async def _load(self, key: Key) -> None:
@@ -176,16 +181,20 @@ class Worker:
 
     async def _watch(self, events: AsyncIterator[StateEvent]) -> None:
         async for event in events:
-            if event == RESYNC:
-                # The store may have come back empty (Redis without persistence): claim the
-                # preloaded models again rather than unload everything.
-                try:
-                    await self._claim_preloads()
-                except Exception as exc:
-                    log.warning("could not claim preloaded models: %s", exc)
-            if event.kind is EventKind.MODEL:
-                self._failed = {k: v for k, v in self._failed.items() if k[0] != event.name}
-                self._dirty.set()
+            await self.handle_event(event)
+
+    async def handle_event(self, event: StateEvent) -> None:
+        if event == RESYNC:
+            self._announced = None
+            # The store may have come back empty (Redis without persistence): claim the
+            # preloaded models again rather than unload everything.
+            try:
+                await self._claim_preloads()
+            except Exception as exc:
+                log.warning("could not claim preloaded models: %s", exc)
+        if event.kind is EventKind.MODEL:
+            self._failed = {k: v for k, v in self._failed.items() if k[0] != event.name}
+            self._dirty.set()
 
     async def _reconcile_forever(self) -> None:
         while True:

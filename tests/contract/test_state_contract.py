@@ -184,6 +184,19 @@ async def test_every_change_is_an_event(store: StateStore, model: str) -> None:
     await close(events)
 
 
+async def test_a_heartbeat_that_announces_nothing_only_renews_the_lease(store: StateStore,
+                                                                      model: str) -> None:
+    events = await subscribe(store)
+    quiet, loud = f"{model}-quiet", f"{model}-loud"
+    await store.put_worker(worker(quiet, **{model: (1,)}), ttl_s=10, announce=False)
+    await store.put_worker(worker(loud), ttl_s=10)
+    # The first event is the second worker's: the quiet heartbeat published none...
+    assert await next_event(events) == StateEvent(EventKind.WORKER, loud)
+    # ...but it was stored all the same.
+    assert {w.worker_id: w.loaded for w in await store.workers()}[quiet] == {model: (1,)}
+    await close(events)
+
+
 async def test_every_subscriber_gets_every_event(store: StateStore, model: str) -> None:
     first, second = await subscribe(store), await subscribe(store)
     await store.set_active(model, 1)
