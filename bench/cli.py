@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -129,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--direct-duration", type=_positive,
                         help="seconds per direct-baseline batch size (default min(2, duration))")
     parser.add_argument("--no-direct", action="store_true", help="skip the direct baseline")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="--mode both: skip the bare broker round trip (bench.rpc_floor) "
+                             "measured after the runs to split the queue hop's cost")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     return parser
 
@@ -159,6 +163,21 @@ def _run_direct(args: argparse.Namespace, version: int | None, levels: list[Leve
         return measure(Path(args.repo), args.model, version, batches, duration_s), None
     except Exception as exc:  # a model without a local TorchScript artifact: report, go on
         return [], f"{type(exc).__name__}: {exc}"
+
+
+def _floor_ms(args: argparse.Namespace, reports: list[Report]) -> float | None:
+    """p50 of the bare broker round trip, when a run crossed the local broker."""
+    modes = {report.config["mode"] for report in reports}
+    if args.no_floor or args.broker_url or modes != {"embedded", "distributed"}:
+        return None
+    from bench.rpc_floor import floor_latencies
+
+    print("bare broker round trip (bench.rpc_floor) ...", file=sys.stderr, flush=True)
+    try:
+        return statistics.median(floor_latencies()) * 1000
+    except Exception as exc:  # reported, not fatal: the runs' numbers stand on their own
+        print(f"bench: no broker floor: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
 
 
 def _usage_error(args: argparse.Namespace) -> str | None:
@@ -218,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(reports) == 1:
         print(render_json(reports[0]) if args.json else render_table(reports[0]))
     else:
-        compared = comparisons(reports)
+        compared = comparisons(reports, _floor_ms(args, reports))
         print(render_suite_json(reports, compared) if args.json
               else render_suite_table(reports, compared))
     errors = sum(report.errors for report in reports)

@@ -34,9 +34,12 @@ class Comparison:
     queue_hop: bool
     """Embedded baseline, distributed candidate: the p50 difference is the queue hop's cost."""
     levels: list[Compared]
+    floor_ms: float | None = None
+    """Queue hop only: p50 of a bare aio-pika RPC through the same broker (``bench.rpc_floor``),
+    what the hop costs at c=1 before Inferno does anything."""
 
 
-def compare(baseline: Report, candidate: Report) -> Comparison:
+def compare(baseline: Report, candidate: Report, floor_ms: float | None = None) -> Comparison:
     by_level = {level.concurrency: level for level in baseline.levels}
     compared = []
     for level in candidate.levels:
@@ -47,11 +50,10 @@ def compare(baseline: Report, candidate: Report) -> Comparison:
         added = (level.p50_ms - base.p50_ms
                  if level.p50_ms is not None and base.p50_ms is not None else None)
         compared.append(Compared(level.concurrency, ratio, added))
+    queue_hop = (baseline.config["mode"], candidate.config["mode"]) == ("embedded", "distributed")
     return Comparison(
         baseline=baseline.config["label"], candidate=candidate.config["label"],
-        queue_hop=(baseline.config["mode"], candidate.config["mode"])
-        == ("embedded", "distributed"),
-        levels=compared)
+        queue_hop=queue_hop, levels=compared, floor_ms=floor_ms if queue_hop else None)
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -64,6 +66,12 @@ def _render_comparison(comparison: Comparison) -> str:
              f"{'concurrency':>11}  {'req/s ratio':>11}  {added:>24}"]
     lines.extend(f"{c.concurrency:>11}  {_fmt(c.req_per_s_ratio, '.2f'):>11}  "
                  f"{_fmt(c.p50_added_ms, '+.2f'):>24}" for c in comparison.levels)
+    single = next((c for c in comparison.levels if c.concurrency == 1), None)
+    if comparison.floor_ms is not None and single is not None and single.p50_added_ms is not None:
+        lines.append(f"at c=1 the queue hop adds {single.p50_added_ms:+.2f} ms: a bare aio-pika "
+                     f"RPC through the same broker takes {comparison.floor_ms:.2f} ms (bench."
+                     f"rpc_floor), Inferno's own share is "
+                     f"{single.p50_added_ms - comparison.floor_ms:+.2f} ms")
     return "\n".join(lines)
 
 
@@ -85,11 +93,12 @@ def render_suite_json(reports: list[Report], comparisons: list[Comparison]) -> s
     return json.dumps(document, indent=2)
 
 
-def comparisons(reports: list[Report]) -> list[Comparison]:
-    """Each distributed run against the embedded one (the queue hop), and each further worker
-    count against the first (the scaling)."""
+def comparisons(reports: list[Report], floor_ms: float | None = None) -> list[Comparison]:
+    """Each distributed run against the embedded one (the queue hop, with the broker's own
+    round trip ``floor_ms`` when measured), and each further worker count against the first
+    (the scaling)."""
     embedded = [r for r in reports if r.config["mode"] == "embedded"]
     distributed = [r for r in reports if r.config["mode"] == "distributed"]
-    found = [compare(e, d) for e in embedded for d in distributed]
+    found = [compare(e, d, floor_ms) for e in embedded for d in distributed]
     found += [compare(distributed[0], d) for d in distributed[1:]]
     return found

@@ -36,3 +36,30 @@ def test_bench_distributed_mode_runs_end_to_end(broker_root_url: str, redis_url:
     assert report["config"]["mode"] == "distributed" and report["config"]["workers"] == 1
     level = report["levels"][0]
     assert level["errors"] == 0 and level["requests"] > 0 and level["mean_batch"] >= 1
+
+
+def test_bench_both_modes_split_the_queue_hop_with_the_broker_floor(broker_root_url: str,
+                                                                    redis_url: str) -> None:
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("the distributed bench creates its vhost with rabbitmqctl")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--mode", "both", "--concurrency", "1", "--duration",
+         "1", "--warmup", "0.2", "--no-direct", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [hop] = json.loads(result.stdout)["comparisons"]
+    assert hop["queue_hop"] and hop["floor_ms"] > 0
+    assert hop["levels"][0]["concurrency"] == 1 and hop["levels"][0]["p50_added_ms"] is not None
+
+
+def test_rpc_floor_measures_both_reply_modes() -> None:
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("the floor's vhost is made with rabbitmqctl")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.rpc_floor", "--requests", "60", "--reply", "both"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert [line.split(", c=1")[0] for line in lines] == [
+        "bare aio-pika RPC, reply to exclusive", "bare aio-pika RPC, reply to direct"]
+    assert "Unhandled message" not in result.stderr  # no reply came back as unroutable
