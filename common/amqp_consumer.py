@@ -113,9 +113,10 @@ class Outbox:
     def _schedule(self) -> None:
         if not self._flush_pending:
             self._flush_pending = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write what is owed now (normally at the end of the event-loop turn)."""
         self._flush_pending = False
         last_ack = 0
         outstanding = self._outstanding
@@ -246,6 +247,13 @@ class QueueConsumer(Subscription):
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._outbox.channel.basic_cancel(self._tag),
                                    CANCEL_TIMEOUT_S)
+
+    async def close(self) -> None:
+        await self.cancel()
+        if self._outbox is not None:
+            self._outbox.flush()  # the last replies and acks go before the channel closes
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._channel.close(), CANCEL_TIMEOUT_S)
 
 
 def _decode_request(model: str, version: int, message: DeliveredMessage,

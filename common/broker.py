@@ -53,6 +53,12 @@ class Subscription(ABC):
     async def cancel(self) -> None:
         """Stop new deliveries; deliveries already handed out stay valid to reply and settle."""
 
+    async def close(self) -> None:
+        """Cancel, and release what the subscription holds (a broker channel): call it once
+        every delivery it handed out is settled. A delivery still unsettled goes back to the
+        queue (AMQP: its channel closes)."""
+        await self.cancel()
+
 
 class Broker(ABC):
     @abstractmethod

@@ -71,6 +71,8 @@ class ModelRunner:
         if self._subscription is not None:
             await self._subscription.cancel()
         await self._batcher.drain(drain_timeout)
+        if self._subscription is not None:
+            await self._subscription.close()  # its channel: one per load, or they add up
         await asyncio.get_running_loop().run_in_executor(self._executor, self.runtime.unload)
         self._executor.shutdown(wait=False)
 

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import numpy as np
@@ -30,6 +31,7 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
+from bench.services import rabbitmqctl
 from common.amqp_broker import DEAD_LETTER_QUEUE, EXCHANGE, AmqpBroker
 from common.dtypes import DType, float_to_bf16_bits
 from common.errors import InvalidInput, ModelNotLoaded
@@ -331,3 +333,30 @@ def pinned(model: str, version: int) -> PredictRequest:
     return PredictRequest(model=model, version=version, inputs={"x": X},
                           deadline=time.time() + TIMEOUT, request_id="pinned", rows=1,
                           dtypes={"x": DType.BFLOAT16})
+
+
+async def channels_in(vhost: str) -> int:
+    """Open channels of every connection to ``vhost``, as the broker counts them."""
+    rows = await asyncio.to_thread(rabbitmqctl, "-q", "list_connections", "vhost", "channels")
+    return sum(int(row.split()[1]) for row in rows.splitlines()
+               if row.split() and row.split()[0] == vhost)
+
+
+async def test_closing_a_subscription_frees_its_channel_and_returns_what_it_held(
+        amqp: AmqpBroker, producer: Producer, model: str, amqp_url: str) -> None:
+    vhost = urlsplit(amqp_url).path.lstrip("/")
+    await amqp.declare_queue(model, 1, max_length=10)
+    before = await channels_in(vhost)
+    held = Inbox()
+    subscription = await amqp.consume(model, 1, held, prefetch=10, signature=SIGNATURE)
+    assert await channels_in(vhost) == before + 1  # a channel of its own (its prefetch)
+    sent = await producer.publish(model, GOOD_BODY, TENSORS_CONTENT_TYPE)
+    assert (await held.next()).request.request_id == sent  # handed out, never settled
+
+    await subscription.close()
+
+    assert await channels_in(vhost) == before  # a worker that loads and unloads leaks none
+    again = Inbox()
+    await amqp.consume(model, 1, again, prefetch=10, signature=SIGNATURE)
+    delivery = await again.next()
+    assert delivery.request.request_id == sent and delivery.redelivered
