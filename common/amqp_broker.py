@@ -32,7 +32,7 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from common.amqp_consumer import QueueConsumer, broker_errors
-from common.broker import Broker, DeliveryHandler, Subscription
+from common.broker import Broker, DeliveryHandler, Subscription, fail_at_deadline
 from common.errors import (
     BrokerUnavailable,
     DeadlineExceeded,
@@ -146,6 +146,7 @@ class AmqpBroker(Broker):
         future: asyncio.Future[PredictReply] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
         future.add_done_callback(lambda _: self._pending.pop(correlation_id, None))
+        timer = fail_at_deadline(future, request)
         try:
             with broker_errors():
                 if not self._reply_declared:
@@ -159,13 +160,9 @@ class AmqpBroker(Broker):
                     expiration=str(max(1, int(remaining * 1000))),
                     delivery_mode=self._delivery_mode)
                 await self._publish(channel, request, properties, remaining)
-            async with asyncio.timeout(request.remaining()):
-                return await future
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"Model '{request.model}' did not answer within the request's deadline"
-            ) from None
+            return await future
         finally:
+            timer.cancel()
             future.cancel()
 
     async def _publish(self, channel: aiormq.abc.AbstractChannel, request: PredictRequest,

@@ -14,13 +14,28 @@ semantics, checked by one contract test suite:
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+from common.errors import DeadlineExceeded
 from common.signature import Signature
 from common.wire import PredictReply, PredictRequest
 
-__all__ = ["Broker", "Delivery", "DeliveryHandler", "Subscription"]
+__all__ = ["Broker", "Delivery", "DeliveryHandler", "Subscription", "fail_at_deadline"]
+
+
+def fail_at_deadline(future: asyncio.Future[PredictReply], request: PredictRequest
+                     ) -> asyncio.TimerHandle:
+    """A bare timer that fails ``future`` with ``DeadlineExceeded`` at the request's deadline
+    (cancel it once answered): ``asyncio.timeout()`` costs several times more per request."""
+    return asyncio.get_running_loop().call_later(request.remaining(), _expire, future, request)
+
+
+def _expire(future: asyncio.Future[PredictReply], request: PredictRequest) -> None:
+    if not future.done():
+        future.set_exception(DeadlineExceeded(
+            f"Model '{request.model}' did not answer within the request's deadline"))
 
 
 class Delivery(ABC):
