@@ -118,8 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--torch-threads", type=_count,
                         help="torch intra-op threads of the started servers (every worker) and "
                              "the direct baseline: sets INFERNO_TORCH_THREADS (default: the "
-                             "servers' own, one core fewer than the machine has in embedded "
-                             "mode, torch's default in a worker process)")
+                             "servers' own, one core fewer than the process may use)")
     parser.add_argument("--protocol", choices=sorted(BUILDERS), default="v1",
                         help="request body format (default v1 JSON; v2 = KServe v2 JSON)")
     parser.add_argument("--binary", action="store_true",

@@ -103,8 +103,8 @@ class WorkerSettings(CommonSettings):
     """Prometheus port of a worker process (``inferno worker``); 0 turns it off. In embedded
     mode the worker's metrics are on the facade's ``/metrics``."""
     torch_threads: Annotated[int, Field(ge=0)] = 0
-    """torch intra-op threads; 0: torch's default in a worker process, and one core fewer than
-    the machine has in embedded mode, where the event loop needs a core of its own."""
+    """torch intra-op threads; 0: one core fewer than the process may run on (its CPU
+    affinity), at least 1: the event loop needs a core of its own."""
 
     _split_lists = field_validator("preload", "models", mode="before")(_split)
 

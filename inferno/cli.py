@@ -72,13 +72,13 @@ def _require_cluster(settings: CommonSettings, role: str) -> None:
                  f"(Redis); for one process without them, run `inferno serve`")
 
 
-def _set_torch_threads(settings: WorkerSettings, embedded: bool) -> None:
+def _set_torch_threads(settings: WorkerSettings) -> None:
     import torch
 
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
-    elif embedded:  # the event loop needs a core of its own
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    # By default one core fewer than the process may use: its event loop (HTTP or AMQP framing,
+    # batching) needs a core of its own, and torch's spinning threads would take it.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(settings.torch_threads or max(1, (cores or 2) - 1))
 
 
 def _absorb_stop_signals() -> None:
@@ -97,7 +97,7 @@ def _uvicorn(app: Any, settings: FacadeSettings, drain_s: float) -> uvicorn.Serv
 
 async def _serve() -> None:
     facade_settings, worker_settings = FacadeSettings(), WorkerSettings()
-    _set_torch_threads(worker_settings, embedded=True)
+    _set_torch_threads(worker_settings)
     embedded = await Embedded.start(facade_settings, worker_settings)
     server = _uvicorn(embedded.facade.app, facade_settings, worker_settings.drain_timeout_s)
     log.info("serving %s on http://%s:%d (embedded mode)", facade_settings.repo_root,
@@ -135,7 +135,7 @@ async def _facade() -> None:
 async def _worker() -> None:
     settings = WorkerSettings()
     _require_cluster(settings, "worker")
-    _set_torch_threads(settings, embedded=False)
+    _set_torch_threads(settings)
     registry = CollectorRegistry()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=registry)
