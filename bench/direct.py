@@ -1,7 +1,7 @@
 """The direct baseline: the model's TorchScript artifact called in this process, no server.
 
 It is the limit the serving path is compared with: the same artifact, the same torch thread count
-as the server (``INFERNO_TORCH_THREADS``, else torch's default), under ``torch.inference_mode``,
+as the server (``WorkerSettings.intra_op_threads``), under ``torch.inference_mode``,
 at the batch sizes the server actually formed. It must run while no server competes for the CPU:
 the CLI runs it after the server has stopped.
 """
@@ -51,8 +51,7 @@ def measure(repo: Path, name: str, version: int | None, batches: Iterable[int],
     if config.format is not ModelFormat.TORCHSCRIPT or config.artifact is None:
         raise ValueError(f"model '{name}' is {config.format.value}, not torchscript")
     settings = WorkerSettings()
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    torch.set_num_threads(settings.intra_op_threads)
     device = resolve_device(config.device or settings.device)
     module = torch.jit.load(str(entry.directory / config.artifact), map_location=device)
     module.eval()

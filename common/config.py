@@ -6,6 +6,7 @@ means an in-memory state store. Unknown variables are ignored.
 
 from __future__ import annotations
 
+import os
 from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Literal
@@ -107,6 +108,16 @@ class WorkerSettings(CommonSettings):
     affinity), at least 1: the event loop needs a core of its own."""
 
     _split_lists = field_validator("preload", "models", mode="before")(_split)
+
+    @property
+    def intra_op_threads(self) -> int:
+        """torch threads to run with: ``torch_threads``, else one fewer than the CPUs this
+        process may run on, at least 1 (its event loop needs a core; torch's threads spin)."""
+        if self.torch_threads:
+            return self.torch_threads
+        cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                 else os.cpu_count())
+        return max(1, (cores or 2) - 1)
 
     def serves(self, name: str) -> bool:
         return "*" in self.models or name in self.models

@@ -75,10 +75,7 @@ def _require_cluster(settings: CommonSettings, role: str) -> None:
 def _set_torch_threads(settings: WorkerSettings) -> None:
     import torch
 
-    # By default one core fewer than the process may use: its event loop (HTTP or AMQP framing,
-    # batching) needs a core of its own, and torch's spinning threads would take it.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(settings.torch_threads or max(1, (cores or 2) - 1))
+    torch.set_num_threads(settings.intra_op_threads)
 
 
 def _absorb_stop_signals() -> None:

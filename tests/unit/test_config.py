@@ -144,3 +144,14 @@ def test_serves_and_preloads(models: list[str], preload: list[str], name: str, s
 def test_keyword_arguments_take_comma_strings_too() -> None:
     settings = WorkerSettings(models="a,b", preload="b")  # type: ignore[arg-type]
     assert settings.models == ["a", "b"] and settings.preloads("b") and not settings.preloads("a")
+
+
+def test_torch_threads_leave_the_event_loop_a_core(clean_env: pytest.MonkeyPatch) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert WorkerSettings().intra_op_threads == max(1, cpus - 1)
+    clean_env.setattr(os, "sched_getaffinity", lambda _: {0})  # one CPU: torch still gets one
+    assert WorkerSettings().intra_op_threads == 1
+    clean_env.setattr(os, "sched_getaffinity", lambda _: set(range(16)))
+    assert WorkerSettings().intra_op_threads == 15
+    clean_env.setenv("INFERNO_TORCH_THREADS", "3")  # an explicit count wins
+    assert WorkerSettings().intra_op_threads == 3
