@@ -71,10 +71,11 @@ class Outbox:
     A batch's replies, its rejections and one ``ack(multiple=True)`` leave in one write (one
     frame set, one syscall, one wake-up of the broker) instead of one per message. Tags are handed
     out in increasing order and ``ack(multiple=True)`` of tag *t* acknowledges every outstanding
-    tag up to *t*, so it is only sent for a prefix that is wholly settled: a batch that finishes
-    before an older one is acknowledged with it, later. A rejection goes in its own frame, written
-    before any ack that spans its tag. Replies are written before the ack of their request: one
-    connection writes its frames in order.
+    tag up to *t*, so it covers only the prefix that is wholly settled; deliveries settled behind
+    an older one still in flight (batches run concurrently and finish out of order) get an ack of
+    their own in the same write, so a slow batch never holds the prefetch window. A rejection
+    goes in its own frame, written before any ack that spans its tag. Replies are written before
+    the ack of their request: one connection writes its frames in order.
     """
 
     __slots__ = ("_channel", "_flush_pending", "_frames", "_outstanding", "_writes")
@@ -130,6 +131,12 @@ class Outbox:
         frames, self._frames = self._frames, []
         if last_ack:
             frames.append(Basic.Ack(delivery_tag=last_ack, multiple=True))
+        if outstanding:  # an older delivery is in flight: settle the later ones one by one
+            for tag, acked in list(outstanding.items()):
+                if acked is not None:
+                    del outstanding[tag]
+                    if acked:
+                        frames.append(Basic.Ack(delivery_tag=tag))
         if not frames:
             return
         if self._channel.is_closed:

@@ -505,6 +505,26 @@ async def test_prefetch_limits_unacked_deliveries(broker: Broker, model: str) ->
                for i, r in enumerate(results) if i != 1)
 
 
+async def test_an_ack_frees_its_slot_while_an_older_delivery_is_in_flight(
+        broker: Broker, model: str) -> None:
+    # Batches finish out of order (max_concurrency > 1): a newer one's acks must not wait for
+    # an older, slower one, or the slow batch would hold the whole prefetch window.
+    await broker.declare_queue(model, 1, max_length=100)
+    inbox = Inbox()
+    await consume(broker, model, inbox, prefetch=2)
+    tasks = [start(broker, make_request(model, i)) for i in range(3)]
+    slow, fast = await inbox.next(), await inbox.next()
+
+    await answer(fast)
+    third = await inbox.next()  # delivered while `slow` is still unsettled
+
+    assert third.request.request_id == "req-2"
+    await answer(slow)
+    await answer(third)
+    results = await asyncio.wait_for(asyncio.gather(*tasks), 3)
+    assert all(r.error is None for r in results)
+
+
 async def test_competing_consumers_share_the_queue(broker: Broker, model: str) -> None:
     await broker.declare_queue(model, 1, max_length=10)
     first, second = Inbox(), Inbox()
