@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import aio_pika
@@ -31,7 +32,7 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
-from common.amqp_consumer import QueueConsumer, broker_errors
+from common.amqp_consumer import QueueConsumer
 from common.broker import Broker, DeliveryHandler, Subscription, fail_at_deadline
 from common.errors import (
     BrokerUnavailable,
@@ -61,6 +62,19 @@ EXCHANGE = "inferno.predict"
 DEAD_LETTER_EXCHANGE = "inferno.dlx"
 DEAD_LETTER_QUEUE = "inferno.dead-letter"
 RECONNECT_INTERVAL_S = 1.0  # aio-pika's default of 5 s is a long outage for a serving path
+
+
+@contextlib.contextmanager
+def broker_errors() -> Iterator[None]:
+    """Turn the AMQP client's exceptions into ``BrokerUnavailable``."""
+    try:
+        yield
+    except InfernoError:
+        raise
+    except (aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPError, ConnectionError,
+            aiormq.exceptions.ChannelInvalidStateError, RuntimeError) as exc:
+        raise BrokerUnavailable(f"Message broker unavailable: {type(exc).__name__}: {exc}"
+                                ) from exc
 
 
 class AmqpBroker(Broker):

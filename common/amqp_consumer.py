@@ -20,10 +20,9 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-import aio_pika
 import aiormq
 from aio_pika.abc import AbstractRobustChannel
 from aiormq.abc import ChannelFrame, DeliveredMessage, FrameType
@@ -32,7 +31,7 @@ from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
 from common.broker import Delivery, DeliveryHandler, Subscription
-from common.errors import BrokerUnavailable, InfernoError, InvalidInput
+from common.errors import InvalidInput
 from common.signature import Signature
 from common.wire import (
     HEADER_STATUS,
@@ -44,25 +43,12 @@ from common.wire import (
     reply_content_type,
 )
 
-__all__ = ["Outbox", "QueueConsumer", "broker_errors"]
+__all__ = ["Outbox", "QueueConsumer"]
 
 log = logging.getLogger(__name__)
 
 NO_DEADLINE_S = 3600.0
 CANCEL_TIMEOUT_S = 5.0
-
-
-@contextlib.contextmanager
-def broker_errors() -> Iterator[None]:
-    """Turn the AMQP client's exceptions into ``BrokerUnavailable``."""
-    try:
-        yield
-    except InfernoError:
-        raise
-    except (aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPError, ConnectionError,
-            aiormq.exceptions.ChannelInvalidStateError, RuntimeError) as exc:
-        raise BrokerUnavailable(f"Message broker unavailable: {type(exc).__name__}: {exc}"
-                                ) from exc
 
 
 class Outbox:
@@ -165,7 +151,7 @@ class _AmqpDelivery(Delivery):
         self._signature = signature
 
     async def reply(self, reply: PredictReply) -> None:
-        send_reply(self._outbox, self._message, reply, self._signature)
+        _send_reply(self._outbox, self._message, reply, self._signature)
 
     async def ack(self) -> None:
         self._outbox.ack(self._tag)
@@ -174,7 +160,7 @@ class _AmqpDelivery(Delivery):
         self._outbox.reject(self._tag, requeue)
 
 
-def send_reply(outbox: Outbox, message: DeliveredMessage, reply: PredictReply,
+def _send_reply(outbox: Outbox, message: DeliveredMessage, reply: PredictReply,
                signature: Signature) -> None:
     properties = message.header.properties
     if not properties.reply_to:
@@ -239,7 +225,7 @@ class QueueConsumer(Subscription):
             request = _decode_request(self._model, self._version, message, self._signature)
         except InvalidInput as exc:
             # A poison message: answer it (if anyone asked) and dead-letter it, never requeue.
-            send_reply(outbox, message, PredictReply(error=exc), self._signature)
+            _send_reply(outbox, message, PredictReply(error=exc), self._signature)
             outbox.reject(tag, requeue=False)
             return
         self._handler(_AmqpDelivery(message, tag, bool(deliver.redelivered), request, outbox,
