@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as redis
@@ -35,7 +35,9 @@ class RedisKeys:
         self.prefix = prefix
         self.models = f"{prefix}:models"
         self.events = f"{prefix}:events"
-        self.worker_pattern = f"{prefix}:worker:*"
+        self.workers = f"{prefix}:workers"
+        """Sorted set: worker id → when its heartbeat expires (Redis server time, ms). An index,
+        so that listing workers never scans the keyspace of a Redis shared with others."""
 
     def active(self, model: str) -> str:
         return f"{self.prefix}:model:{model}:active"
@@ -72,6 +74,21 @@ return 1
 """
 
 
+# KEYS: worker key, workers index, events. ARGV: WorkerInfo JSON, ttl ms, worker id, event or "".
+# The index scores are the server's clock, so hosts with skewed clocks agree; every heartbeat
+# also prunes the ids whose heartbeats expired.
+_PUT_WORKER = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[3])
+if ARGV[4] ~= '' then redis.call('PUBLISH', KEYS[3], ARGV[4]) end
+return 1
+"""
+
+
 @contextlib.contextmanager
 def state_errors() -> Iterator[None]:
     try:
@@ -87,6 +104,7 @@ class RedisStateStore(StateStore):
         self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
                                            retry_on_timeout=False)
         self._update = self._redis.register_script(_UPDATE_MODEL)
+        self._put_worker = self._redis.register_script(_PUT_WORKER)
         self._closed = asyncio.Event()
 
     async def start(self) -> None:
@@ -139,26 +157,26 @@ class RedisStateStore(StateStore):
     async def put_worker(self, info: WorkerInfo, ttl_s: float, announce: bool = True) -> None:
         event = orjson.dumps({"kind": EventKind.WORKER.value, "name": info.worker_id})
         with state_errors():
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.set(self.keys.worker(info.worker_id), orjson.dumps(info.to_dict()),
-                         px=max(1, int(ttl_s * 1000)))
-                if announce:
-                    pipe.publish(self.keys.events, event)
-                await pipe.execute()
+            await self._put_worker(
+                keys=[self.keys.worker(info.worker_id), self.keys.workers, self.keys.events],
+                args=[orjson.dumps(info.to_dict()), max(1, int(ttl_s * 1000)), info.worker_id,
+                      event if announce else b""])
 
     async def remove_worker(self, worker_id: str) -> None:
         event = orjson.dumps({"kind": EventKind.WORKER.value, "name": worker_id})
         with state_errors():
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.delete(self.keys.worker(worker_id))
+                pipe.zrem(self.keys.workers, worker_id)
                 pipe.publish(self.keys.events, event)
                 await pipe.execute()
 
     async def workers(self) -> list[WorkerInfo]:
         with state_errors():
-            keys = [k async for k in self._redis.scan_iter(match=self.keys.worker_pattern,
-                                                           count=500)]
-            values = await self._redis.mget(keys) if keys else []
+            ids = cast(list[bytes], await self._redis.zrange(self.keys.workers, 0, -1))
+            # An id whose heartbeat expired and was not pruned yet reads as None: skipped.
+            values = (await self._redis.mget([self.keys.worker(i.decode()) for i in ids])
+                      if ids else [])
         return [WorkerInfo.from_dict(orjson.loads(v)) for v in values if v is not None]
 
     def events(self) -> AsyncIterator[StateEvent]:

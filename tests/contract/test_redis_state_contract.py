@@ -1,4 +1,5 @@
-"""What only the Redis state store can break: its event subscription lives on a connection.
+"""What only the Redis state store can break: its event subscription lives on a connection,
+and its workers are listed from an index rather than a scan of a Redis shared with others.
 
 The ``StateStore`` contract (common/state.py) says a store that subscribes asynchronously sends
 ``RESYNC`` after every re-subscription, so a listener that lost events re-reads the whole state.
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator
 import redis.asyncio as redis
 
 from common.redis_state import RedisStateStore
-from common.state import RESYNC, EventKind, StateEvent
+from common.state import RESYNC, EventKind, StateEvent, WorkerInfo
 from tests.services import RedisSpace
 
 
@@ -50,4 +51,24 @@ async def test_a_lost_subscription_comes_back_with_resync(redis_space: RedisSpac
     finally:
         await store.aclose()
         await writer.aclose()
+        await admin.aclose()
+
+
+async def test_workers_that_came_and_went_leave_the_index(redis_space: RedisSpace) -> None:
+    store = await started(redis_space.url, redis_space.prefix)
+    admin = redis.Redis.from_url(redis_space.url)
+    try:
+        for index in range(20):  # workers that beat once and died (SIGKILL: no goodbye)
+            await store.put_worker(WorkerInfo(f"gone-{index}", "host", "cpu"), ttl_s=0.001)
+        await asyncio.sleep(0.01)  # their heartbeats expire (server-side, by time)
+        await store.put_worker(WorkerInfo("live", "host", "cpu"), ttl_s=10)
+
+        assert [w.worker_id for w in await store.workers()] == ["live"]
+        # The next heartbeat pruned the dead ones: the index does not grow with churn.
+        assert await admin.zrange(store.keys.workers, 0, -1) == [b"live"]
+        await store.remove_worker("live")
+        assert await store.workers() == []
+        assert await admin.zcard(store.keys.workers) == 0
+    finally:
+        await store.aclose()
         await admin.aclose()
