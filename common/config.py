@@ -46,10 +46,6 @@ class CommonSettings(BaseSettings):
     """How often a worker reports itself alive. Its heartbeat expires 2.5 intervals after the
     last one and facades re-read the state every half interval, so a worker that stops is out of
     every view within 3 intervals."""
-
-    @property
-    def heartbeat_ttl_s(self) -> float:
-        return 2.5 * self.heartbeat_interval_s
     queue_type: Literal["classic", "quorum"] = "classic"
     """RabbitMQ type of the per-model queues; quorum queues replicate and count deliveries."""
     queue_delivery_limit: Annotated[int, Field(ge=1)] = 5
@@ -57,6 +53,21 @@ class CommonSettings(BaseSettings):
     persistent_requests: bool = False
     """Publish requests persistent, so queued requests survive a broker restart. Each publish
     then waits for the broker's disk write before its confirm: several times the latency."""
+    metrics_buckets: Annotated[tuple[float, ...], NoDecode] = DEFAULT_BUCKETS
+    """Latency histogram buckets in seconds, comma-separated (the facade's and the worker's)."""
+
+    _split_buckets = field_validator("metrics_buckets", mode="before")(_split)
+
+    @field_validator("metrics_buckets")
+    @classmethod
+    def _buckets_increase(cls, buckets: tuple[float, ...]) -> tuple[float, ...]:
+        if any(b >= c for b, c in pairwise(buckets)):
+            raise ValueError("metrics_buckets must be increasing, each above the last")
+        return buckets
+
+    @property
+    def heartbeat_ttl_s(self) -> float:
+        return 2.5 * self.heartbeat_interval_s
 
 
 class FacadeSettings(CommonSettings):
@@ -74,17 +85,11 @@ class FacadeSettings(CommonSettings):
     """How long load/unload/activate wait for workers to report the change (then 504)."""
     access_log: bool = True
     """One ``inferno.access`` log line per HTTP request (method, path, status, duration)."""
-    metrics_buckets: Annotated[tuple[float, ...], NoDecode] = DEFAULT_BUCKETS
-    """Latency histogram buckets in seconds, comma-separated."""
-
-    _split_buckets = field_validator("metrics_buckets", mode="before")(_split)
 
     @model_validator(mode="after")
     def _timeouts_ordered(self) -> FacadeSettings:
         if self.request_timeout_ms > self.max_request_timeout_ms:
             raise ValueError("request_timeout_ms must not exceed max_request_timeout_ms")
-        if any(b >= c for b, c in pairwise(self.metrics_buckets)):
-            raise ValueError("metrics_buckets must be increasing, each above the last")
         return self
 
 

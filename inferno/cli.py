@@ -142,7 +142,7 @@ async def _worker() -> None:
     await broker.start()
     await store.start()
     worker = Worker(settings, broker, store, repository,
-                    WorkerMetrics(registry, FacadeSettings().metrics_buckets))
+                    WorkerMetrics(registry, settings.metrics_buckets))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
