@@ -192,7 +192,3 @@ class InMemoryBroker(Broker):
         queue.consumers.append(consumer)
         queue.dispatch()
         return consumer
-
-
-
-
