@@ -7,10 +7,10 @@ still owns the connection, the channel and its recovery: after a reconnection it
 channel (qos, the passively declared queue) and ``reopen_callbacks`` registers the consumer again
 on the new protocol channel.
 
-Acknowledgements are coalesced per channel (``Outbox``): a settled delivery is acknowledged
-with the next ``ack(multiple=True)``, sent once per event-loop turn for every settled tag below
-the lowest one still in flight, and always after the replies already queued on the same channel
-(one connection writes its frames in order). Replies do not wait for the socket to drain.
+Acknowledgements are coalesced per channel (``Outbox``): once per event-loop turn, one
+``ack(multiple=True)`` for the settled tags below the lowest one still in flight, single acks for
+the settled ones behind it, always after the replies already queued on the same channel (one
+connection writes its frames in order). Replies do not wait for the socket to drain.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -68,7 +67,7 @@ class Outbox:
 
     def __init__(self, channel: aiormq.Channel) -> None:
         self._channel = channel
-        self._outstanding: OrderedDict[int, bool | None] = OrderedDict()
+        self._outstanding: dict[int, bool | None] = {}
         """Tag → ``None`` in flight, ``True`` settled by ack, ``False`` settled by reject."""
         self._frames: list[FrameType] = []
         self._flush_pending = False
@@ -105,24 +104,22 @@ class Outbox:
     def flush(self) -> None:
         """Write what is owed now (normally at the end of the event-loop turn)."""
         self._flush_pending = False
-        last_ack = 0
-        outstanding = self._outstanding
-        while outstanding:
-            tag, acked = next(iter(outstanding.items()))
-            if acked is None:
-                break
-            outstanding.popitem(last=False)
-            if acked:
-                last_ack = tag
         frames, self._frames = self._frames, []
-        if last_ack:
-            frames.append(Basic.Ack(delivery_tag=last_ack, multiple=True))
-        if outstanding:  # an older delivery is in flight: settle the later ones one by one
-            for tag, acked in list(outstanding.items()):
-                if acked is not None:
-                    del outstanding[tag]
-                    if acked:
-                        frames.append(Basic.Ack(delivery_tag=tag))
+        prefix_end = 0  # the last acked tag with nothing in flight before it
+        behind: list[int] = []  # acked tags behind one in flight: acknowledged one by one
+        in_flight = False
+        for tag, acked in list(self._outstanding.items()):
+            if acked is None:
+                in_flight = True
+                continue
+            del self._outstanding[tag]  # settled: an ack below, or a rejection already framed
+            if acked and in_flight:
+                behind.append(tag)
+            elif acked:
+                prefix_end = tag
+        if prefix_end:
+            frames.append(Basic.Ack(delivery_tag=prefix_end, multiple=True))
+        frames += (Basic.Ack(delivery_tag=tag) for tag in behind)
         if not frames:
             return
         if self._channel.is_closed:
@@ -232,6 +229,8 @@ class QueueConsumer(Subscription):
                                     self._signature))
 
     async def cancel(self) -> None:
+        if self._cancelled:  # close() after cancel(): the consumer is already gone
+            return
         self._cancelled = True
         self._channel.reopen_callbacks.discard(self._on_reopen)
         if self._outbox is None or self._tag is None:
