@@ -17,9 +17,12 @@ process shares it.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -51,26 +54,47 @@ def amqp_url(broker_root_url: str) -> Iterator[str]:
 # --- brokers -----------------------------------------------------------------------------------
 
 
+class _Service(Protocol):
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Service)
+
+
+@contextlib.asynccontextmanager
+async def _instances(make: Callable[[], S], shared: bool
+                     ) -> AsyncIterator[Callable[[], Awaitable[S]]]:
+    """A factory of started instances, closed on exit (last started first). ``shared``: one
+    instance for every call, as one process's components share the in-memory implementation."""
+    started: list[S] = []
+
+    async def new() -> S:
+        if shared and started:
+            return started[0]
+        instance = make()
+        await instance.start()
+        started.append(instance)
+        return instance
+
+    try:
+        yield new
+    finally:
+        for instance in reversed(started):
+            await instance.aclose()
+
+
 @pytest.fixture(params=["memory", "amqp"])
 async def brokers(request: pytest.FixtureRequest) -> AsyncIterator[BrokerFactory]:
     """Started brokers of one implementation, closed after the test (last started first)."""
-    url = request.getfixturevalue("amqp_url") if request.param == "amqp" else ""
-    started: list[Broker] = []
-
-    async def new() -> Broker:
-        if request.param == "memory":
-            if not started:  # one process, one in-memory broker
-                started.append(InMemoryBroker())
-                await started[0].start()
-            return started[0]
-        broker = AmqpBroker(url)
-        await broker.start()
-        started.append(broker)
-        return broker
-
-    yield new
-    for broker in reversed(started):
-        await broker.aclose()
+    make: Callable[[], Broker]
+    if request.param == "memory":
+        make = InMemoryBroker
+    else:
+        make = functools.partial(AmqpBroker, request.getfixturevalue("amqp_url"))
+    async with _instances(make, shared=request.param == "memory") as new:
+        yield new
 
 
 @pytest.fixture
@@ -90,24 +114,14 @@ async def peer(broker: Broker, brokers: BrokerFactory) -> Broker:
 @pytest.fixture(params=["memory", "redis"])
 async def stores(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
     """Started stores of one implementation sharing one state, closed after the test."""
-    space: RedisSpace | None = (request.getfixturevalue("redis_space")
-                                if request.param == "redis" else None)
-    started: list[StateStore] = []
-
-    async def new() -> StateStore:
-        if space is None:
-            if not started:  # one process, one in-memory store
-                started.append(InMemoryStateStore())
-                await started[0].start()
-            return started[0]
-        store = RedisStateStore(space.url, space.prefix)
-        await store.start()
-        started.append(store)
-        return store
-
-    yield new
-    for store in reversed(started):
-        await store.aclose()
+    make: Callable[[], StateStore]
+    if request.param == "memory":
+        make = InMemoryStateStore
+    else:
+        space: RedisSpace = request.getfixturevalue("redis_space")
+        make = functools.partial(RedisStateStore, space.url, space.prefix)
+    async with _instances(make, shared=request.param == "memory") as new:
+        yield new
 
 
 @pytest.fixture
