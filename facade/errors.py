@@ -26,18 +26,14 @@ def error_body(code: str, message: str, path: str = "") -> bytes:
     return orjson.dumps({"error": {"code": code, "message": message}})
 
 
-def error_status(error: InfernoError, path: str) -> int:
+def error_status(status: int, path: str) -> int:
     """The v2 protocol answers every invalid request with 400 (v1: 422)."""
-    if error.status_code == 422 and path.startswith("/v2"):
-        return 400
-    return error.status_code
+    return 400 if status == 422 and path.startswith("/v2") else status
 
 
 def _error_response(request: Request, status: int, code: str, message: str) -> Response:
     path = request.url.path
-    if status == 422 and path.startswith("/v2"):
-        status = 400
-    return Response(error_body(code, message, path), status_code=status,
+    return Response(error_body(code, message, path), status_code=error_status(status, path),
                     media_type="application/json")
 
 

@@ -103,7 +103,7 @@ class Front:
                                 str(answer.header_length).encode())]
                     status = 200
                 except InfernoError as exc:
-                    status, payload = error_status(exc, path), error_body(
+                    status, payload = error_status(exc.status_code, path), error_body(
                         exc.code, exc.message, path)
                 except Exception as exc:
                     log.exception("predict %s failed unexpectedly", name)
