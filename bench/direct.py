@@ -42,8 +42,8 @@ def measure(repo: Path, name: str, version: int | None, batches: Iterable[int],
 
     from bench.payload import example_array
     from common.config import WorkerSettings
-    from common.model_config import ModelFormat
-    from common.repository import ModelRepository
+    from common.model.config import ModelFormat
+    from common.model.repository import ModelRepository
     from worker.runtime import resolve_device
 
     entry = ModelRepository(repo).get(name, version)

@@ -105,7 +105,7 @@ def v1_json(model: ModelInfo, rows: int, seed: int) -> HttpRequest:
 def _raw(array: npt.NDArray[Any], dtype: str) -> bytes:
     """Little-endian C-order bytes of ``array`` as ``dtype`` (bfloat16: its 16-bit patterns)."""
     if dtype == "bfloat16":
-        from common.dtypes import float_to_bf16_bits
+        from common.model.dtypes import float_to_bf16_bits
 
         return float_to_bf16_bits(array).astype("<u2").tobytes()
     return array.astype(np.dtype(dtype).newbyteorder("<")).tobytes()
@@ -126,8 +126,8 @@ def v1_b64(model: ModelInfo, rows: int, seed: int) -> HttpRequest:
 
 
 def _v2_datatype(dtype: str) -> str:
-    from common.dtypes import DType
-    from facade.v2_predict import datatype_of
+    from common.model.dtypes import DType
+    from facade.v2_protocol import datatype_of
 
     return datatype_of(DType(dtype))
 

@@ -1,17 +1,24 @@
-"""Contracts shared by the facade and the workers: config, tensors, signatures, wire messages,
-the broker and state-store interfaces with their in-memory implementations, metrics, logging."""
+"""What the facade and the workers share.
 
-from common.broker import Broker, Delivery, Subscription
+- ``common.model``: dtypes and tensor codecs, signatures (the one request validation),
+  model.yaml, the repository;
+- ``common.wire``: the messages that cross the queue hop and their public framing;
+- ``common.transport``: the ``Broker`` contract, in-memory and AMQP;
+- ``common.state``: the ``StateStore`` contract, in-memory and Redis;
+- beside them: settings (``config``), the error tree (``errors``), ``metrics``, ``logging``.
+"""
+
 from common.config import CommonSettings, FacadeSettings, WorkerSettings
-from common.dtypes import DType
 from common.errors import InfernoError
-from common.memory_broker import InMemoryBroker
-from common.memory_state import InMemoryStateStore
-from common.model_config import ModelConfig
-from common.repository import ModelRepository
-from common.signature import Signature, TensorSpec
-from common.state import ModelState, StateStore, WorkerInfo
-from common.wire import PredictReply, PredictRequest
+from common.model.config import ModelConfig
+from common.model.dtypes import DType
+from common.model.repository import ModelRepository
+from common.model.signature import Signature, TensorSpec
+from common.state.memory import InMemoryStateStore
+from common.state.store import ModelState, StateStore, WorkerInfo
+from common.transport.broker import Broker, Delivery, Subscription
+from common.transport.memory import InMemoryBroker
+from common.wire.messages import PredictReply, PredictRequest
 
 __all__ = [
     "Broker",

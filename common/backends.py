@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from common.broker import Broker
 from common.config import CommonSettings
-from common.memory_broker import InMemoryBroker
-from common.memory_state import InMemoryStateStore
-from common.state import StateStore
+from common.state.memory import InMemoryStateStore
+from common.state.store import StateStore
+from common.transport.broker import Broker
+from common.transport.memory import InMemoryBroker
 
 __all__ = ["create_broker", "create_state_store"]
 
@@ -15,7 +15,7 @@ def create_broker(settings: CommonSettings) -> Broker:
     """AMQP when ``INFERNO_BROKER_URL`` is set, else the in-process broker."""
     if settings.broker_url is None:
         return InMemoryBroker()
-    from common.amqp_broker import AmqpBroker
+    from common.transport.amqp_broker import AmqpBroker
 
     return AmqpBroker(settings.broker_url, queue_type=settings.queue_type,
                       delivery_limit=settings.queue_delivery_limit,
@@ -26,6 +26,6 @@ def create_state_store(settings: CommonSettings) -> StateStore:
     """Redis when ``INFERNO_REDIS_URL`` is set, else the in-process store."""
     if settings.redis_url is None:
         return InMemoryStateStore()
-    from common.redis_state import RedisStateStore
+    from common.state.redis_store import RedisStateStore
 
     return RedisStateStore(settings.redis_url, settings.redis_prefix)

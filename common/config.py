@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from common.model_config import Device
+from common.model.config import Device
 
 __all__ = ["CommonSettings", "FacadeSettings", "WorkerSettings"]
 

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from common.errors import AdminTimeout, ModelFailed, ModelNotLoaded
-from common.state import StateStore
+from common.state.store import StateStore
 from facade.cluster_view import ClusterView
 
 __all__ = ["AdminService"]

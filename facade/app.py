@@ -10,21 +10,21 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
-from common.broker import Broker
 from common.config import FacadeSettings
 from common.metrics import FacadeMetrics
-from common.repository import ModelRepository
-from common.state import StateStore
+from common.model.repository import ModelRepository
+from common.state.store import StateStore
+from common.transport.broker import Broker
 from facade.admin_service import AdminService
 from facade.cluster_view import ClusterView
+from facade.data_plane import PredictService
 from facade.errors import install_error_handlers
 from facade.front import Front
 from facade.health import health_router
-from facade.predict_service import PredictService
-from facade.routes_v1 import v1_router
-from facade.routes_v2 import v2_router
-from facade.v1_predict import V1Predict
-from facade.v2_predict import V2Infer
+from facade.v1_protocol import V1Predict
+from facade.v1_routes import v1_router
+from facade.v2_protocol import V2Infer
+from facade.v2_routes import v2_router
 
 __all__ = ["Facade"]
 

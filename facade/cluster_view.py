@@ -15,8 +15,8 @@ from typing import TypeVar
 
 from common.errors import ModelNotLoaded, Unavailable
 from common.metrics import FacadeMetrics
-from common.repository import ModelEntry, ModelRepository
-from common.state import ModelState, StateEvent, StateStore, WorkerInfo
+from common.model.repository import ModelEntry, ModelRepository
+from common.state.store import ModelState, StateEvent, StateStore, WorkerInfo
 from common.tasks import stop_tasks
 
 __all__ = ["ClusterView"]

@@ -26,8 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from common.errors import InfernoError, InvalidInput, PayloadTooLarge
 from common.logging import request_id_var
 from facade.errors import error_body, error_status
-from facade.v1_predict import V1Predict
-from facade.v2_predict import HEADER_LENGTH, V2Infer
+from facade.v1_protocol import V1Predict
+from facade.v2_protocol import HEADER_LENGTH, V2Infer
 
 __all__ = ["Front"]
 

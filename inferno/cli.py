@@ -23,10 +23,10 @@ from common.backends import create_broker, create_state_store
 from common.config import CommonSettings, FacadeSettings, WorkerSettings
 from common.logging import configure_logging
 from common.metrics import WorkerMetrics
-from common.repository import ModelRepository
+from common.model.repository import ModelRepository
 from facade.app import Facade
 from inferno.embedded import Embedded
-from worker.worker import Worker
+from worker.reconciler import Worker
 
 __all__ = ["main"]
 

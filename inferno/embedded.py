@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from common.config import FacadeSettings, WorkerSettings
-from common.memory_broker import InMemoryBroker
-from common.memory_state import InMemoryStateStore
 from common.metrics import WorkerMetrics
-from common.repository import ModelRepository
+from common.model.repository import ModelRepository
+from common.state.memory import InMemoryStateStore
+from common.transport.memory import InMemoryBroker
 from facade.app import Facade
-from worker.worker import Worker
+from worker.reconciler import Worker
 
 __all__ = ["Embedded"]
 

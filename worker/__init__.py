@@ -1,7 +1,7 @@
 """Workers: consume model queues, batch, run TorchScript or Python models, reply."""
 
 from worker.batcher import Batcher
+from worker.reconciler import Worker
 from worker.runtime import Runtime, RuntimeContext
-from worker.worker import Worker
 
 __all__ = ["Batcher", "Runtime", "RuntimeContext", "Worker"]

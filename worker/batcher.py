@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from common.broker import Delivery
 from common.errors import InfernoError, InvalidInput, ModelFailed, WorkerFailed
 from common.metrics import WorkerMetrics
-from common.model_config import BatchWait, ModelConfig
-from common.wire import PredictReply
+from common.model.config import BatchWait, ModelConfig
+from common.transport.broker import Delivery
+from common.wire.messages import PredictReply
 from worker.runtime import Runtime
 
 __all__ = ["Batcher"]

@@ -27,9 +27,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from common.dtypes import DType, float_to_bf16_bits
-from common.model_config import Device, ModelConfig, ModelFormat
-from common.signature import BATCH, TensorSpec
+from common.model.config import Device, ModelConfig, ModelFormat
+from common.model.dtypes import DType, float_to_bf16_bits
+from common.model.signature import BATCH, TensorSpec
 
 __all__ = ["Runtime", "RuntimeContext", "create_runtime", "resolve_device"]
 

@@ -27,12 +27,12 @@ from typing import Protocol, TypeVar
 import pytest
 
 from bench.services import fresh_vhost
-from common.amqp_broker import AmqpBroker
-from common.broker import Broker
-from common.memory_broker import InMemoryBroker
-from common.memory_state import InMemoryStateStore
-from common.redis_state import RedisStateStore
-from common.state import StateStore
+from common.state.memory import InMemoryStateStore
+from common.state.redis_store import RedisStateStore
+from common.state.store import StateStore
+from common.transport.amqp_broker import AmqpBroker
+from common.transport.broker import Broker
+from common.transport.memory import InMemoryBroker
 from tests.services import RedisSpace
 
 BrokerFactory = Callable[[], Awaitable[Broker]]

@@ -32,11 +32,11 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from bench.services import rabbitmqctl
-from common.amqp_broker import DEAD_LETTER_QUEUE, EXCHANGE, AmqpBroker
-from common.dtypes import DType, float_to_bf16_bits
 from common.errors import InvalidInput, ModelNotLoaded
-from common.signature import Signature
-from common.wire import (
+from common.model.dtypes import DType, float_to_bf16_bits
+from common.model.signature import Signature
+from common.transport.amqp_broker import DEAD_LETTER_QUEUE, EXCHANGE, AmqpBroker
+from common.wire.messages import (
     HEADER_STATUS,
     JSON_CONTENT_TYPE,
     STATUS_OK,

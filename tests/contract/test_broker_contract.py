@@ -1,4 +1,5 @@
-"""The ``Broker`` contract (common/broker.py), run against every implementation (conftest.py).
+"""The ``Broker`` contract (common/transport/broker.py), run against every implementation
+(conftest.py).
 
 Where a test checks that something does NOT happen (no delivery), it waits a short quiet period
 (``quiet()``): there is no event for "nothing arrived", and a real broker delivers asynchronously.
@@ -19,11 +20,11 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 import pytest
 
-from common.broker import Broker, Delivery, Subscription
-from common.dtypes import DType, float_to_bf16_bits
 from common.errors import DeadlineExceeded, InvalidInput, ModelFailed, ModelNotLoaded, Overloaded
-from common.signature import Signature
-from common.wire import PredictReply, PredictRequest
+from common.model.dtypes import DType, float_to_bf16_bits
+from common.model.signature import Signature
+from common.transport.broker import Broker, Delivery, Subscription
+from common.wire.messages import PredictReply, PredictRequest
 
 # What the test requests carry, for brokers that decode wire bodies against a signature.
 SIGNATURE = Signature.model_validate({
@@ -640,7 +641,8 @@ async def test_queue_depth_of_a_missing_queue_is_zero(broker: Broker, model: str
 
 
 async def test_consuming_a_missing_queue_is_model_not_loaded(broker: Broker, model: str) -> None:
-    # "No queue for a version: ModelNotLoaded" (common/broker.py), for workers as for callers.
+    # "No queue for a version: ModelNotLoaded" (common/transport/broker.py), for workers as for
+    # callers.
     with pytest.raises(ModelNotLoaded):
         await consume(broker, model, Inbox(), prefetch=1)
 

@@ -1,8 +1,9 @@
 """What only the Redis state store can break: its event subscription lives on a connection,
 and its workers are listed from an index rather than a scan of a Redis shared with others.
 
-The ``StateStore`` contract (common/state.py) says a store that subscribes asynchronously sends
-``RESYNC`` after every re-subscription, so a listener that lost events re-reads the whole state.
+The ``StateStore`` contract (common/state/store.py) says a store that subscribes asynchronously
+sends ``RESYNC`` after every re-subscription, so a listener that lost events re-reads the whole
+state.
 Here the subscription's own connection is killed (found by a client name of this test's own, so
 no other client of the shared Redis is touched).
 """
@@ -15,8 +16,8 @@ from collections.abc import AsyncIterator
 
 import redis.asyncio as redis
 
-from common.redis_state import RedisStateStore
-from common.state import RESYNC, EventKind, StateEvent, WorkerInfo
+from common.state.redis_store import RedisStateStore
+from common.state.store import RESYNC, EventKind, StateEvent, WorkerInfo
 from tests.services import RedisSpace
 
 

@@ -1,4 +1,5 @@
-"""The ``StateStore`` contract (common/state.py), run against every implementation (conftest.py).
+"""The ``StateStore`` contract (common/state/store.py), run against every implementation
+(conftest.py).
 
 Events: a store may subscribe when ``events()`` is called (in memory) or asynchronously, on the
 first iteration (Redis), announcing it with ``RESYNC``. Tests that count events start from
@@ -13,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from common.state import RESYNC, EventKind, ModelState, StateEvent, StateStore, WorkerInfo
+from common.state.store import RESYNC, EventKind, ModelState, StateEvent, StateStore, WorkerInfo
 
 PROBE = "probe-"
 """Worker ids of ``subscribe()``'s probe heartbeats, which ``next_event`` skips."""

@@ -19,15 +19,15 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from common.amqp_broker import AmqpBroker
 from common.config import FacadeSettings, WorkerSettings
 from common.metrics import WorkerMetrics
-from common.redis_state import RedisStateStore
-from common.repository import ModelRepository
+from common.model.repository import ModelRepository
+from common.state.redis_store import RedisStateStore
+from common.transport.amqp_broker import AmqpBroker
 from facade.app import Facade
 from tests.integration.conftest import make_repo
 from tests.services import RedisSpace
-from worker.worker import Worker
+from worker.reconciler import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 

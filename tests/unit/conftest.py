@@ -24,12 +24,12 @@ import numpy.typing as npt
 import pytest
 from prometheus_client import CollectorRegistry
 
-from common.broker import Delivery, Subscription
-from common.memory_broker import InMemoryBroker
 from common.metrics import WorkerMetrics
-from common.model_config import Device, ModelConfig
-from common.repository import ModelRepository
-from common.wire import PredictReply, PredictRequest
+from common.model.config import Device, ModelConfig
+from common.model.repository import ModelRepository
+from common.transport.broker import Delivery, Subscription
+from common.transport.memory import InMemoryBroker
+from common.wire.messages import PredictReply, PredictRequest
 from worker.batcher import Batcher
 from worker.runtime import Runtime, create_runtime
 

@@ -52,7 +52,7 @@ def test_package_exports_are_the_real_classes() -> None:
     import facade
     import inferno
     import worker
-    from common.memory_broker import InMemoryBroker
+    from common.transport.memory import InMemoryBroker
     from facade.app import Facade
     from inferno.embedded import Embedded
     from worker.batcher import Batcher

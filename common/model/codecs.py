@@ -1,0 +1,153 @@
+"""Tensor payload codecs of the HTTP API: nested-list JSON ``data`` or raw ``b64`` bytes.
+
+A payload is ``{"data": [...]}`` or ``{"b64": "...", "shape": [...]}``, with optional ``dtype``
+(checked against the signature) and ``shape`` (with ``data``: checked, or used to reshape a flat
+row-major list). Everything goes through numpy in C: no per-element Python loops.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from common.errors import InvalidInput
+from common.model.dtypes import DType, bf16_bits_to_float32, float_to_bf16_bits
+
+__all__ = ["Codec", "decode_tensor", "encode_tensor", "json_safe", "parse_json_object"]
+
+Array = npt.NDArray[Any]
+
+
+class Codec(StrEnum):
+    JSON = "json"
+    BASE64 = "base64"
+
+
+# Which numpy kinds inferred from JSON may be stored as a given logical kind. Ints never silently
+# take floats (1.5 is not an int64), bools take only true/false.
+_ACCEPTS = {"b": "b", "u": "biu", "i": "biu", "f": "biuf"}
+
+
+def parse_json_object(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """A request body that must be one JSON object (HTTP bodies, JSON queue messages)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("Request body must be a JSON object")
+    return body
+
+
+def decode_tensor(name: str, payload: Any, dtype: DType) -> Array:
+    """Decode one input payload to an array of ``dtype`` (the signature's type)."""
+    if not isinstance(payload, Mapping):
+        raise InvalidInput(f"Input '{name}': expected an object with 'data' or 'b64'")
+    declared = payload.get("dtype")
+    if declared is not None and declared != dtype.value:
+        raise InvalidInput(f"Input '{name}': expected dtype {dtype.value}, got {declared}")
+    shape = payload.get("shape")
+    if shape is not None and not (
+        isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
+    ):
+        raise InvalidInput(f"Input '{name}': 'shape' must be a list of non-negative integers")
+    has_data, has_b64 = "data" in payload, "b64" in payload
+    if has_data == has_b64:
+        raise InvalidInput(f"Input '{name}': give exactly one of 'data' or 'b64'")
+    if has_b64:
+        return _from_b64(name, payload["b64"], shape, dtype)
+    return _from_data(name, payload["data"], shape, dtype)
+
+
+def _from_b64(name: str, text: Any, shape: list[int] | None, dtype: DType) -> Array:
+    if shape is None:
+        raise InvalidInput(f"Input '{name}': 'shape' is required with 'b64'")
+    if not isinstance(text, str):
+        raise InvalidInput(f"Input '{name}': 'b64' must be a base64 string")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"Input '{name}': invalid base64 ({exc})") from exc
+    expected = math.prod(shape) * dtype.numpy.itemsize  # Python ints: no overflow
+    if len(raw) != expected:
+        raise InvalidInput(
+            f"Input '{name}': shape {shape} of {dtype.value} needs {expected} bytes, "
+            f"got {len(raw)}"
+        )
+    return np.frombuffer(raw, dtype=dtype.numpy).reshape(shape)
+
+
+def _from_data(name: str, data: Any, shape: list[int] | None, dtype: DType) -> Array:
+    try:
+        inferred = np.asarray(data)
+    except ValueError as exc:  # ragged nesting
+        raise InvalidInput(f"Input '{name}': 'data' is not a rectangular array ({exc})") from exc
+    exact = _big_ints(data, inferred) if dtype.kind in "iu" and inferred.dtype.kind == "f" else None
+    if exact is not None:
+        inferred = exact
+    elif inferred.size and inferred.dtype.kind not in _ACCEPTS[dtype.kind]:
+        raise InvalidInput(
+            f"Input '{name}': expected dtype {dtype.value}, got {_describe_kind(inferred)} data"
+        )
+    if shape is not None and list(inferred.shape) != shape:
+        if inferred.ndim == 1 and inferred.size == math.prod(shape):
+            inferred = inferred.reshape(shape)
+        else:
+            raise InvalidInput(
+                f"Input '{name}': 'shape' {shape} does not match the data's shape "
+                f"{list(inferred.shape)}"
+            )
+    if dtype is DType.BFLOAT16:
+        return float_to_bf16_bits(inferred)
+    target = dtype.numpy
+    if target.kind in "iu" and inferred.size and inferred.dtype.kind in "iuO":
+        info = np.iinfo(target)  # type: ignore[type-var]
+        if inferred.min() < info.min or inferred.max() > info.max:
+            raise InvalidInput(
+                f"Input '{name}': values out of range for {dtype.value} "
+                f"[{info.min}, {info.max}]"
+            )
+    return inferred.astype(target, copy=False)
+
+
+def _big_ints(data: Any, inferred: Array) -> Array | None:
+    """Integers past int64 (uint64's upper half) make numpy infer float64: re-read them exactly
+    (an object array of Python ints), or ``None`` when the data really holds floats.
+
+    Only on that rare path does this look at each element.
+    """
+    exact = np.asarray(data, dtype=object)
+    if exact.shape == inferred.shape and all(type(v) is int for v in exact.flat):
+        return exact
+    return None
+
+
+def _describe_kind(array: Array) -> str:
+    return {"b": "bool", "i": "integer", "u": "integer", "f": "float"}.get(
+        array.dtype.kind, "non-numeric"
+    )
+
+
+def json_safe(array: Array, dtype: DType) -> Array:
+    """The array as orjson can write it: bfloat16 bits widened to float32 numbers."""
+    if dtype is DType.BFLOAT16:
+        return bf16_bits_to_float32(array)
+    return np.ascontiguousarray(array)
+
+
+def encode_tensor(array: Array, dtype: DType, codec: Codec) -> dict[str, Any]:
+    """One output payload; the array itself is left for orjson (OPT_SERIALIZE_NUMPY) to write."""
+    out: dict[str, Any] = {"dtype": dtype.value, "shape": list(array.shape)}
+    if codec is Codec.BASE64:
+        out["b64"] = base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
+    else:
+        out["data"] = json_safe(array, dtype)
+    return out

@@ -1,0 +1,121 @@
+"""The model repository on disk: ``<root>/<name>/<version>/model.yaml`` plus artifacts.
+
+A malformed model.yaml is reported (file, field, reason) and skipped: one broken model never stops
+the others from serving. Scanning reads only the YAML files, so it is cheap enough to redo when a
+name is not found (a model added after start-up becomes loadable without a restart); at most once
+a second, so clients naming unknown models cannot make it read the disk at will.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from common.errors import ModelNotFound
+from common.model.config import ModelConfig
+
+__all__ = ["ModelEntry", "ModelRepository", "RepositoryProblem"]
+
+log = logging.getLogger(__name__)
+
+RESCAN_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    config: ModelConfig
+    directory: Path
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryProblem:
+    file: Path
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f" (field '{self.field}')" if self.field else ""
+        return f"{self.file}{where}: {self.message}"
+
+
+@dataclass(slots=True)
+class ModelRepository:
+    root: Path
+    _models: dict[str, dict[int, ModelEntry]] = field(default_factory=dict)
+    problems: list[RepositoryProblem] = field(default_factory=list)
+    _scanned_at: float = -RESCAN_INTERVAL_S
+
+    def scan(self) -> None:
+        """Re-read every model.yaml under ``root``."""
+        models: dict[str, dict[int, ModelEntry]] = {}
+        problems: list[RepositoryProblem] = []
+        for path in sorted(self.root.glob("*/*/model.yaml")):
+            entry = _load_entry(path, problems)
+            if entry is not None:
+                models.setdefault(entry.config.name, {})[entry.config.version] = entry
+        for problem in problems:
+            if problem not in self.problems:  # reported once, not on every rescan
+                log.error("skipping model: %s", problem)
+        self._models, self.problems = models, problems
+        self._scanned_at = time.monotonic()
+
+    def _rescan(self) -> None:
+        if time.monotonic() - self._scanned_at >= RESCAN_INTERVAL_S:
+            self.scan()
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def versions(self, name: str) -> dict[int, ModelEntry]:
+        """Versions of a model, rescanning once if the name is unknown."""
+        if name not in self._models:
+            self._rescan()
+        try:
+            return self._models[name]
+        except KeyError:
+            raise ModelNotFound(f"Model '{name}' not found in the repository") from None
+
+    def get(self, name: str, version: int | None = None) -> ModelEntry:
+        """One version; ``None`` means the newest."""
+        versions = self.versions(name)
+        if version is None:
+            return versions[max(versions)]
+        if version not in versions:
+            self._rescan()
+            versions = self.versions(name)
+        try:
+            return versions[version]
+        except KeyError:
+            have = ", ".join(str(v) for v in sorted(versions))
+            raise ModelNotFound(
+                f"Model '{name}' has no version {version} (versions: {have})"
+            ) from None
+
+
+def _load_entry(path: Path, problems: list[RepositoryProblem]) -> ModelEntry | None:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        problems.append(RepositoryProblem(path, "", f"cannot read YAML: {exc}"))
+        return None
+    try:
+        config = ModelConfig.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            problems.append(RepositoryProblem(path, loc, err["msg"]))
+        return None
+    name_dir, version_dir = path.parent.parent.name, path.parent.name
+    if config.name != name_dir or str(config.version) != version_dir:
+        problems.append(RepositoryProblem(
+            path, "name" if config.name != name_dir else "version",
+            f"model.yaml says {config.name}/{config.version} but lives in "
+            f"{name_dir}/{version_dir}",
+        ))
+        return None
+    return ModelEntry(config, path.parent)

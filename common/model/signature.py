@@ -1,0 +1,154 @@
+"""Model signatures and the checks a request must pass before it is queued.
+
+Every tensor's leading dimension is the symbolic ``batch``: requests are concatenated along it and
+outputs are split back along it. Other dimensions are fixed integers or symbolic names; a symbolic
+name must take the same value in every input of one request (every ``seq`` equal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from functools import cached_property
+from typing import Annotated
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from common.errors import InvalidInput
+from common.model.dtypes import DType
+
+__all__ = ["BATCH", "Dim", "Signature", "TensorSpec"]
+
+BATCH = "batch"
+Dim = int | str
+Array = npt.NDArray[np.generic]
+
+
+def _fmt_shape(shape: Iterable[Dim]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+class TensorSpec(BaseModel):
+    """One named input or output tensor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$")]
+    dtype: DType
+    shape: list[Annotated[int, Field(ge=0)] | Annotated[str, Field(pattern=r"^[A-Za-z_]\w*$")]]
+    optional: bool = False
+    """An optional input may be left out of a request; outputs are never optional."""
+
+    @field_validator("shape")
+    @classmethod
+    def _leading_batch(cls, shape: list[Dim]) -> list[Dim]:
+        if not shape or shape[0] != BATCH:
+            raise ValueError(f"the first dimension must be '{BATCH}', got {_fmt_shape(shape)}")
+        return shape
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "dtype": self.dtype.value, "shape": self.shape,
+                "optional": self.optional}
+
+
+class Signature(BaseModel):
+    """The inputs a model takes and the outputs it returns, in positional order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[TensorSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Signature:
+        for kind, specs in (("inputs", self.inputs), ("outputs", self.outputs)):
+            names = [s.name for s in specs]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {kind} name(s): {', '.join(dupes)}")
+        if any(s.optional for s in self.outputs):
+            raise ValueError("outputs cannot be optional")
+        return self
+
+    # Cached: these are read on every request, and the model is frozen.
+    @cached_property
+    def input_specs(self) -> dict[str, TensorSpec]:
+        return {s.name: s for s in self.inputs}
+
+    @cached_property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self.outputs]
+
+    @cached_property
+    def input_dtypes(self) -> dict[str, DType]:
+        return {s.name: s.dtype for s in self.inputs}
+
+    @cached_property
+    def output_dtypes(self) -> dict[str, DType]:
+        return {s.name: s.dtype for s in self.outputs}
+
+    def check_input_names(self, names: Iterable[str]) -> None:
+        """422 for missing required or unexpected inputs, before any data is decoded."""
+        given = set(names)
+        expected = ", ".join(sorted(s.name for s in self.inputs))
+        missing = sorted(s.name for s in self.inputs if not s.optional and s.name not in given)
+        if missing:
+            raise InvalidInput(
+                f"Missing required input(s): {', '.join(missing)}. Expected inputs: {expected}"
+            )
+        unexpected = sorted(given - {s.name for s in self.inputs})
+        if unexpected:
+            raise InvalidInput(
+                f"Unexpected input(s): {', '.join(unexpected)}. Expected inputs: {expected}"
+            )
+
+    def check_outputs(self, requested: Iterable[str] | None) -> list[str] | None:
+        """Validate a requested output selection; ``None`` means every output."""
+        if requested is None:
+            return None
+        wanted = list(dict.fromkeys(requested))
+        unknown = [n for n in wanted if n not in self.output_names]
+        if unknown:
+            raise InvalidInput(
+                f"Unknown output(s): {', '.join(unknown)}. "
+                f"Available outputs: {', '.join(sorted(self.output_names))}"
+            )
+        return wanted
+
+    def check_inputs(self, arrays: Mapping[str, Array]) -> int:
+        """Check dtypes and shapes of decoded inputs; return the batch size (rows)."""
+        specs = self.input_specs
+        bound: dict[str, tuple[int, str]] = {}
+        for name, array in arrays.items():
+            spec = specs[name]
+            if array.dtype != spec.dtype.numpy:
+                raise InvalidInput(
+                    f"Input '{name}': expected dtype {spec.dtype.value}, got {array.dtype}"
+                )
+            if array.ndim != len(spec.shape):
+                raise InvalidInput(
+                    f"Input '{name}': expected shape {_fmt_shape(spec.shape)} "
+                    f"({len(spec.shape)} dims), got {list(array.shape)}"
+                )
+            for dim, size in zip(spec.shape, array.shape, strict=True):
+                if isinstance(dim, int):
+                    if size != dim:
+                        raise InvalidInput(
+                            f"Input '{name}': expected shape {_fmt_shape(spec.shape)}, "
+                            f"got {list(array.shape)}"
+                        )
+                elif dim in bound and bound[dim][0] != size:
+                    value, other = bound[dim]
+                    raise InvalidInput(
+                        f"Input '{name}': dimension '{dim}' is {size} here but {value} "
+                        f"in input '{other}'"
+                    )
+                else:
+                    bound.setdefault(dim, (size, name))
+        if BATCH not in bound:
+            raise InvalidInput("The request has no inputs: give at least one")
+        rows = bound[BATCH][0]
+        if rows < 1:
+            raise InvalidInput("The batch dimension must be at least 1")
+        return rows

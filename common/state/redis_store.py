@@ -1,0 +1,217 @@
+"""The cluster's state store on Redis (redis.asyncio).
+
+Every key name lives in ``RedisKeys``. Per model: ``<p>:model:<name>:active`` (a version) and
+``<p>:model:<name>:desired`` (a set of versions), with ``<p>:models`` indexing the names. Per
+worker: ``<p>:worker:<id>``, its heartbeat as JSON, expiring after the heartbeat TTL. Changes are
+published on ``<p>:events``. Multi-key changes run as Lua scripts, so two facades writing at once
+never interleave.
+
+Redis errors become ``StateUnavailable`` here. Nothing on the predict path calls the store (the
+facade serves from its cached view), so a Redis outage stops admin calls, not serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, cast
+
+import orjson
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from common.errors import StateUnavailable
+from common.state.store import RESYNC, EventKind, ModelState, StateEvent, StateStore, WorkerInfo
+
+__all__ = ["RedisKeys", "RedisStateStore"]
+
+log = logging.getLogger(__name__)
+
+
+class RedisKeys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.models = f"{prefix}:models"
+        self.events = f"{prefix}:events"
+        self.workers = f"{prefix}:workers"
+        """Sorted set: worker id → when its heartbeat expires (Redis server time, ms). An index,
+        so that listing workers never scans the keyspace of a Redis shared with others."""
+
+    def active(self, model: str) -> str:
+        return f"{self.prefix}:model:{model}:active"
+
+    def desired(self, model: str) -> str:
+        return f"{self.prefix}:model:{model}:desired"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}"
+
+
+# KEYS: models index, active, desired, events. ARGV: name, version, mode, event.
+# mode "init": only if the model has no state; "activate": active + desired;
+# "load": add to desired; "unload": remove from desired, clear active if it was this version.
+_UPDATE_MODEL = """
+local name, version, mode, event = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if mode == 'init' then
+  -- A model that was ever known keeps its state, even with every version unloaded.
+  if redis.call('SISMEMBER', KEYS[1], name) == 1 then return 0 end
+  redis.call('SET', KEYS[2], version)
+  redis.call('SADD', KEYS[3], version)
+elseif mode == 'activate' then
+  redis.call('SET', KEYS[2], version)
+  redis.call('SADD', KEYS[3], version)
+elseif mode == 'load' then
+  redis.call('SADD', KEYS[3], version)
+else
+  redis.call('SREM', KEYS[3], version)
+  if redis.call('GET', KEYS[2]) == version then redis.call('DEL', KEYS[2]) end
+end
+redis.call('SADD', KEYS[1], name)
+redis.call('PUBLISH', KEYS[4], event)
+return 1
+"""
+
+
+# KEYS: worker key, workers index, events. ARGV: WorkerInfo JSON, ttl ms, worker id, event or "".
+# The index scores are the server's clock, so hosts with skewed clocks agree; every heartbeat
+# also prunes the ids whose heartbeats expired.
+_PUT_WORKER = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[3])
+if ARGV[4] ~= '' then redis.call('PUBLISH', KEYS[3], ARGV[4]) end
+return 1
+"""
+
+
+@contextlib.contextmanager
+def state_errors() -> Iterator[None]:
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise StateUnavailable(f"State store unavailable: {type(exc).__name__}: {exc}") from exc
+
+
+class RedisStateStore(StateStore):
+    def __init__(self, url: str, prefix: str = "inferno") -> None:
+        self.keys = RedisKeys(prefix)
+        # Short timeouts, no retry storms: a caller should learn of an outage in about a second.
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
+                                           retry_on_timeout=False)
+        self._update = self._redis.register_script(_UPDATE_MODEL)
+        self._put_worker = self._redis.register_script(_PUT_WORKER)
+        self._closed = asyncio.Event()
+
+    async def start(self) -> None:
+        with state_errors():
+            await self._redis.ping()
+
+    async def aclose(self) -> None:
+        self._closed.set()
+        await self._redis.aclose()
+
+    async def models(self) -> dict[str, ModelState]:
+        with state_errors():
+            names = sorted(_text(n) for n in await self._redis.smembers(self.keys.models))
+            if not names:
+                return {}
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.get(self.keys.active(name))
+                    pipe.smembers(self.keys.desired(name))
+                results = await pipe.execute()
+        states = {}
+        for index, name in enumerate(names):
+            active, desired = results[2 * index], results[2 * index + 1]
+            states[name] = ModelState(name, int(active) if active else None,
+                                      frozenset(int(v) for v in desired))
+        return states
+
+    async def _change(self, name: str, version: int, mode: str) -> ModelState:
+        event = orjson.dumps({"kind": EventKind.MODEL.value, "name": name})
+        with state_errors():
+            await self._update(keys=[self.keys.models, self.keys.active(name),
+                                     self.keys.desired(name), self.keys.events],
+                               args=[name, str(version), mode, event])
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.get(self.keys.active(name))
+                pipe.smembers(self.keys.desired(name))
+                active, desired = await pipe.execute()
+        return ModelState(name, int(active) if active else None,
+                          frozenset(int(v) for v in desired))
+
+    async def init_model(self, name: str, version: int) -> ModelState:
+        return await self._change(name, version, "init")
+
+    async def set_active(self, name: str, version: int) -> ModelState:
+        return await self._change(name, version, "activate")
+
+    async def set_desired(self, name: str, version: int, loaded: bool) -> ModelState:
+        return await self._change(name, version, "load" if loaded else "unload")
+
+    async def put_worker(self, info: WorkerInfo, ttl_s: float, announce: bool = True) -> None:
+        event = orjson.dumps({"kind": EventKind.WORKER.value, "name": info.worker_id})
+        with state_errors():
+            await self._put_worker(
+                keys=[self.keys.worker(info.worker_id), self.keys.workers, self.keys.events],
+                args=[orjson.dumps(info.to_dict()), max(1, int(ttl_s * 1000)), info.worker_id,
+                      event if announce else b""])
+
+    async def remove_worker(self, worker_id: str) -> None:
+        event = orjson.dumps({"kind": EventKind.WORKER.value, "name": worker_id})
+        with state_errors():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self.keys.worker(worker_id))
+                pipe.zrem(self.keys.workers, worker_id)
+                pipe.publish(self.keys.events, event)
+                await pipe.execute()
+
+    async def workers(self) -> list[WorkerInfo]:
+        with state_errors():
+            ids = cast(list[bytes], await self._redis.zrange(self.keys.workers, 0, -1))
+            # An id whose heartbeat expired and was not pruned yet reads as None: skipped.
+            values = (await self._redis.mget([self.keys.worker(i.decode()) for i in ids])
+                      if ids else [])
+        return [WorkerInfo.from_dict(orjson.loads(v)) for v in values if v is not None]
+
+    def events(self) -> AsyncIterator[StateEvent]:
+        pubsub = self._redis.pubsub()
+        return self._follow(pubsub)
+
+    async def _follow(self, pubsub: Any) -> AsyncIterator[StateEvent]:
+        """Events until closed. After each (re)subscription comes a ``RESYNC`` event: changes
+        made before it may have been missed, so listeners re-read everything."""
+        backoff = 0.1
+        try:
+            while not self._closed.is_set():
+                try:
+                    await pubsub.subscribe(self.keys.events)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "subscribe":
+                            # Confirmed by Redis: from here on no change is missed.
+                            backoff = 0.1
+                            yield RESYNC
+                            continue
+                        if message.get("type") != "message":
+                            continue
+                        data = orjson.loads(message["data"])
+                        yield StateEvent(EventKind(data["kind"]), str(data["name"]))
+                except (RedisError, OSError) as exc:
+                    log.warning("state events lost (%s); resubscribing in %.1fs", exc, backoff)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(backoff):
+                            await self._closed.wait()
+                    backoff = min(backoff * 2, 5.0)
+        finally:
+            # Bounded: a connection cut mid-read can leave the close waiting on it.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pubsub.aclose(), 2)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

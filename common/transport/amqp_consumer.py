@@ -1,0 +1,263 @@
+"""The worker side of the AMQP broker: a queue's consumer, its deliveries, their settlement.
+
+The hot path talks to aiormq (aio-pika's protocol layer) directly: aio-pika wraps every delivery
+in an ``IncomingMessage`` run in a task of its own, and every reply in a ``Message`` converted to
+frame properties again, which cost a worker about as much CPU as decoding the request. aio-pika
+still owns the connection, the channel and its recovery: after a reconnection it restores the
+channel (qos, the passively declared queue) and ``reopen_callbacks`` registers the consumer again
+on the new protocol channel.
+
+Acknowledgements are coalesced per channel (``Outbox``): once per event-loop turn, one
+``ack(multiple=True)`` for the settled tags below the lowest one still in flight, single acks for
+the settled ones behind it, always after the replies already queued on the same channel (one
+connection writes its frames in order). Replies do not wait for the socket to drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import aiormq
+from aio_pika.abc import AbstractRobustChannel
+from aiormq.abc import ChannelFrame, DeliveredMessage, FrameType
+from pamqp.body import ContentBody
+from pamqp.commands import Basic
+from pamqp.header import ContentHeader
+
+from common.errors import InvalidInput
+from common.model.signature import Signature
+from common.transport.broker import Delivery, DeliveryHandler, Subscription
+from common.wire.messages import (
+    HEADER_STATUS,
+    PredictReply,
+    PredictRequest,
+    decode_inputs,
+    encode_reply,
+    parse_request_headers,
+    reply_content_type,
+)
+
+__all__ = ["Outbox", "QueueConsumer"]
+
+log = logging.getLogger(__name__)
+
+NO_DEADLINE_S = 3600.0
+CANCEL_TIMEOUT_S = 5.0
+
+
+class Outbox:
+    """What one protocol channel owes the broker, written once per event-loop turn.
+
+    A batch's replies, its rejections and one ``ack(multiple=True)`` leave in one write (one
+    frame set, one syscall, one wake-up of the broker) instead of one per message. Tags are handed
+    out in increasing order and ``ack(multiple=True)`` of tag *t* acknowledges every outstanding
+    tag up to *t*, so it covers only the prefix that is wholly settled; deliveries settled behind
+    an older one still in flight (batches run concurrently and finish out of order) get an ack of
+    their own in the same write, so a slow batch never holds the prefetch window. A rejection
+    goes in its own frame, written before any ack that spans its tag. Replies are written before
+    the ack of their request: one connection writes its frames in order.
+    """
+
+    __slots__ = ("_channel", "_flush_pending", "_frames", "_outstanding", "_writes")
+
+    def __init__(self, channel: aiormq.Channel) -> None:
+        self._channel = channel
+        self._outstanding: dict[int, bool | None] = {}
+        """Tag → ``None`` in flight, ``True`` settled by ack, ``False`` settled by reject."""
+        self._frames: list[FrameType] = []
+        self._flush_pending = False
+        self._writes: set[asyncio.Future[None]] = set()  # strong references to blocked writes
+
+    @property
+    def channel(self) -> aiormq.Channel:
+        return self._channel
+
+    def delivered(self, tag: int) -> None:
+        self._outstanding[tag] = None
+
+    def publish(self, routing_key: str, body: bytes, properties: Basic.Properties) -> None:
+        size = self._channel.max_content_size
+        self._frames += (Basic.Publish(routing_key=routing_key),
+                         ContentHeader(body_size=len(body), properties=properties),
+                         *(ContentBody(body[i:i + size]) for i in range(0, len(body), size)))
+        self._schedule()
+
+    def ack(self, tag: int) -> None:
+        self._outstanding[tag] = True
+        self._schedule()
+
+    def reject(self, tag: int, requeue: bool) -> None:
+        self._outstanding[tag] = False
+        self._frames.append(Basic.Reject(delivery_tag=tag, requeue=requeue))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what is owed now (normally at the end of the event-loop turn)."""
+        self._flush_pending = False
+        frames, self._frames = self._frames, []
+        prefix_end = 0  # the last acked tag with nothing in flight before it
+        behind: list[int] = []  # acked tags behind one in flight: acknowledged one by one
+        in_flight = False
+        for tag, acked in list(self._outstanding.items()):
+            if acked is None:
+                in_flight = True
+                continue
+            del self._outstanding[tag]  # settled: an ack below, or a rejection already framed
+            if acked and in_flight:
+                behind.append(tag)
+            elif acked:
+                prefix_end = tag
+        if prefix_end:
+            frames.append(Basic.Ack(delivery_tag=prefix_end, multiple=True))
+        frames += (Basic.Ack(delivery_tag=tag) for tag in behind)
+        if not frames:
+            return
+        if self._channel.is_closed:
+            # The broker redelivers what it had not seen acknowledged.
+            log.debug("channel %s closed: %d frames dropped", self._channel.number, len(frames))
+            return
+        payload = ChannelFrame.marshall(channel_number=self._channel.number, frames=frames)
+        try:
+            self._channel.write_queue.put_nowait(payload)
+        except asyncio.QueueFull:  # the connection's writer is behind: wait for room, in order
+            write = asyncio.ensure_future(self._channel.write_queue.put(payload))
+            self._writes.add(write)
+            write.add_done_callback(self._writes.discard)
+
+
+class _AmqpDelivery(Delivery):
+    __slots__ = ("_message", "_outbox", "_signature", "_tag", "redelivered", "request")
+
+    def __init__(self, message: DeliveredMessage, tag: int, redelivered: bool,
+                 request: PredictRequest, outbox: Outbox, signature: Signature) -> None:
+        self.request = request
+        self.redelivered = redelivered
+        self._tag = tag
+        self._message = message
+        self._outbox = outbox
+        self._signature = signature
+
+    async def reply(self, reply: PredictReply) -> None:
+        _send_reply(self._outbox, self._message, reply, self._signature)
+
+    async def ack(self) -> None:
+        self._outbox.ack(self._tag)
+
+    async def reject(self, requeue: bool) -> None:
+        self._outbox.reject(self._tag, requeue)
+
+
+def _send_reply(outbox: Outbox, message: DeliveredMessage, reply: PredictReply,
+               signature: Signature) -> None:
+    properties = message.header.properties
+    if not properties.reply_to:
+        return  # fire-and-forget producer
+    body, status = encode_reply(reply, signature.output_dtypes)
+    outbox.publish(properties.reply_to, body, Basic.Properties(
+        content_type=reply_content_type(status), correlation_id=properties.correlation_id,
+        headers={HEADER_STATUS: status}))
+
+
+class QueueConsumer(Subscription):
+    """One model version's queue consumed on a channel of its own, across reconnections."""
+
+    def __init__(self, channel: AbstractRobustChannel, queue: str, model: str, version: int,
+                 handler: DeliveryHandler, signature: Signature,
+                 queue_exists: Callable[[], Awaitable[bool]]) -> None:
+        self._channel = channel
+        self._queue_exists = queue_exists
+        self._queue = queue
+        self._model = model
+        self._version = version
+        self._handler = handler
+        self._signature = signature
+        self._outbox: Outbox | None = None
+        self._tag: str | None = None
+        self._cancelled = False
+
+    async def start(self) -> None:
+        await self._consume()
+        # After a reconnection aio-pika reopens the channel; the consumer is ours to restore.
+        self._channel.reopen_callbacks.add(self._on_reopen)
+
+    async def _consume(self) -> None:
+        underlay = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+        outbox = Outbox(underlay)
+
+        async def on_message(message: DeliveredMessage) -> None:
+            self._on_message(message, outbox)
+
+        self._outbox = outbox
+        ok = await underlay.basic_consume(self._queue, on_message)
+        self._tag = ok.consumer_tag
+
+    async def _on_reopen(self, *_: Any) -> None:
+        if self._cancelled:
+            return
+        try:
+            # Consuming a queue deleted meanwhile would close the channel, which aio-pika would
+            # reopen, and so on: look first.
+            if await self._queue_exists():
+                await self._consume()
+            else:
+                log.warning("queue %s is gone: not consuming it again", self._queue)
+        except Exception:
+            log.exception("could not consume %s again after reconnecting", self._queue)
+
+    def _on_message(self, message: DeliveredMessage, outbox: Outbox) -> None:
+        deliver = cast(Basic.Deliver, message.delivery)  # a consumer is only handed Deliver
+        tag = cast(int, deliver.delivery_tag)
+        outbox.delivered(tag)
+        try:
+            request = _decode_request(self._model, self._version, message, self._signature)
+        except InvalidInput as exc:
+            # A poison message: answer it (if anyone asked) and dead-letter it, never requeue.
+            _send_reply(outbox, message, PredictReply(error=exc), self._signature)
+            outbox.reject(tag, requeue=False)
+            return
+        self._handler(_AmqpDelivery(message, tag, bool(deliver.redelivered), request, outbox,
+                                    self._signature))
+
+    async def cancel(self) -> None:
+        if self._cancelled:  # close() after cancel(): the consumer is already gone
+            return
+        self._cancelled = True
+        self._channel.reopen_callbacks.discard(self._on_reopen)
+        if self._outbox is None or self._tag is None:
+            return
+        # Bounded: on a dead connection the cancel would wait for the reconnection.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._outbox.channel.basic_cancel(self._tag),
+                                   CANCEL_TIMEOUT_S)
+
+    async def close(self) -> None:
+        await self.cancel()
+        if self._outbox is not None:
+            self._outbox.flush()  # the last replies and acks go before the channel closes
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._channel.close(), CANCEL_TIMEOUT_S)
+
+
+def _decode_request(model: str, version: int, message: DeliveredMessage,
+                    signature: Signature) -> PredictRequest:
+    properties = message.header.properties
+    headers = parse_request_headers(properties.headers)
+    content_type = (properties.content_type or "").split(";")[0].strip()
+    inputs, outputs = decode_inputs(message.body, content_type, signature)
+    # A producer that sets no deadline waits as long as the broker keeps the message.
+    deadline = headers.deadline if headers.deadline is not None else time.time() + NO_DEADLINE_S
+    published = headers.published or (properties.timestamp.timestamp() if properties.timestamp
+                                      else 0.0)
+    return PredictRequest(model=model, version=version, inputs=inputs, deadline=deadline,
+                          outputs=outputs or headers.outputs,
+                          request_id=properties.message_id or "", published=published)

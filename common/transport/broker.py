@@ -1,0 +1,115 @@
+"""The data-plane contract between facade and workers.
+
+The facade only calls ``request()``; workers declare their model versions' queues and consume
+them. ``InMemoryBroker`` (embedded mode) and the AMQP broker (distributed mode) implement the same
+semantics, checked by one contract test suite:
+
+- one bounded queue per model version; a full queue refuses new requests at once (``Overloaded``);
+- no queue for a version: ``ModelNotLoaded``;
+- a request carries its deadline: the caller stops waiting then (``DeadlineExceeded``) and the
+  broker drops it if it is still queued;
+- deliveries are acknowledged after their reply; a rejected delivery is requeued or dropped;
+  a consumer holds at most ``prefetch`` unacknowledged deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from common.errors import DeadlineExceeded
+from common.model.signature import Signature
+from common.wire.messages import PredictReply, PredictRequest
+
+__all__ = ["Broker", "Delivery", "DeliveryHandler", "Subscription", "fail_at_deadline"]
+
+
+def fail_at_deadline(future: asyncio.Future[PredictReply], request: PredictRequest
+                     ) -> asyncio.TimerHandle:
+    """A bare timer that fails ``future`` with ``DeadlineExceeded`` at the request's deadline
+    (cancel it once answered): ``asyncio.timeout()`` costs several times more per request."""
+    return asyncio.get_running_loop().call_later(request.remaining(), _expire, future, request)
+
+
+def _expire(future: asyncio.Future[PredictReply], request: PredictRequest) -> None:
+    if not future.done():
+        future.set_exception(DeadlineExceeded(
+            f"Model '{request.model}' did not answer within the request's deadline"))
+
+
+class Delivery(ABC):
+    """One request handed to a worker, to be answered and then settled exactly once."""
+
+    request: PredictRequest
+    redelivered: bool
+
+    @abstractmethod
+    async def reply(self, reply: PredictReply) -> None:
+        """Send the answer to whoever waits for it (nothing if nobody does)."""
+
+    @abstractmethod
+    async def ack(self) -> None:
+        """Done: the broker forgets the request."""
+
+    @abstractmethod
+    async def reject(self, requeue: bool) -> None:
+        """Give the request back to the queue, or drop it (poison, expired)."""
+
+
+DeliveryHandler = Callable[[Delivery], None]
+"""Called for each delivery, on the event loop; it must not block (hand the work to a task)."""
+
+
+class Subscription(ABC):
+    """A running consumer of one queue."""
+
+    @abstractmethod
+    async def cancel(self) -> None:
+        """Stop new deliveries; deliveries already handed out stay valid to reply and settle."""
+
+    async def close(self) -> None:
+        """Cancel, and release what the subscription holds (a broker channel): call it once
+        every delivery it handed out is settled. A delivery still unsettled goes back to the
+        queue (AMQP: its channel closes)."""
+        await self.cancel()
+
+
+class Broker(ABC):
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
+
+    @abstractmethod
+    async def request(self, request: PredictRequest) -> PredictReply:
+        """Publish to the request's model version and wait for the reply until its deadline."""
+
+    @abstractmethod
+    async def declare_queue(self, model: str, version: int, max_length: int) -> None:
+        """Create the version's queue if it does not exist (idempotent)."""
+
+    @abstractmethod
+    async def delete_queue(self, model: str, version: int) -> None:
+        """Remove the version's queue; requests still in it are dropped."""
+
+    @abstractmethod
+    async def bind_alias(self, model: str, version: int) -> None:
+        """Route the model's alias (routing key ``<model>``) to this version's queue too."""
+
+    @abstractmethod
+    async def unbind_alias(self, model: str, version: int) -> None:
+        """Stop routing the model's alias to this version's queue."""
+
+    @abstractmethod
+    async def queue_depth(self, model: str, version: int) -> int:
+        """Requests waiting in the queue, not yet handed to a consumer."""
+
+    @abstractmethod
+    async def consume(
+        self, model: str, version: int, handler: DeliveryHandler, prefetch: int,
+        signature: Signature,
+    ) -> Subscription:
+        """Start handing the queue's requests to ``handler``. ``signature`` decodes and checks
+        what producers sent over the wire (the in-process broker hands over checked arrays)."""

@@ -1,0 +1,201 @@
+"""The Open Inference Protocol v2 (KServe) infer adapter, with Triton's binary tensor extension.
+
+A JSON request names each input's ``datatype`` and ``shape`` with ``data`` (flat row-major or
+nested), or, with the binary extension, ``parameters.binary_data_size``: the bytes follow the JSON
+header (its length in the ``Inference-Header-Content-Length`` HTTP header), in input order, and
+are read as numpy views on the request body, never copied or parsed as numbers. Outputs are
+returned as JSON ``data`` or, when asked (``binary_data`` per output, ``binary_data_output`` for
+all), as raw bytes after the JSON header of the response.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from common.errors import InfernoError, InvalidInput
+from common.logging import request_id_var
+from common.model.codecs import decode_tensor, json_safe, parse_json_object
+from common.model.dtypes import DType
+from common.model.signature import Signature
+from facade.data_plane import PredictService
+
+__all__ = ["HEADER_LENGTH", "V2Infer", "V2Response", "datatype_of", "dtype_of"]
+
+Array = npt.NDArray[Any]
+ROUTE = "v2"
+HEADER_LENGTH = "inference-header-content-length"
+
+_DATATYPES: dict[DType, str] = {
+    DType.BOOL: "BOOL", DType.UINT8: "UINT8", DType.UINT16: "UINT16", DType.UINT32: "UINT32",
+    DType.UINT64: "UINT64", DType.INT8: "INT8", DType.INT16: "INT16", DType.INT32: "INT32",
+    DType.INT64: "INT64", DType.FLOAT16: "FP16", DType.BFLOAT16: "BF16",
+    DType.FLOAT32: "FP32", DType.FLOAT64: "FP64",
+}
+_DTYPES = {name: dtype for dtype, name in _DATATYPES.items()}
+
+
+def datatype_of(dtype: DType) -> str:
+    """The protocol's name of a dtype (``FP32`` for float32)."""
+    return _DATATYPES[dtype]
+
+
+def dtype_of(datatype: Any, name: str) -> DType:
+    try:
+        return _DTYPES[datatype]
+    except (KeyError, TypeError):
+        known = ", ".join(_DATATYPES.values())
+        raise InvalidInput(f"Input '{name}': unsupported datatype {datatype!r} "
+                           f"(supported: {known}; BYTES is not)") from None
+
+
+@dataclass(frozen=True, slots=True)
+class V2Response:
+    body: bytes
+    header_length: int | None
+    """Length of the JSON header when binary outputs follow it."""
+
+
+class V2Infer:
+    def __init__(self, service: PredictService) -> None:
+        self._service = service
+
+    async def __call__(self, name: str, version: int | None, raw: bytes,
+                       header_length: int | None) -> V2Response:
+        """Answer one v2 infer request (or raise ``InfernoError``)."""
+        started = time.perf_counter()
+        service = self._service
+        try:
+            if header_length is not None and not 0 < header_length <= len(raw):
+                raise InvalidInput(f"{HEADER_LENGTH} {header_length} does not fit a body of "
+                                   f"{len(raw)} bytes")
+            split = len(raw) if header_length is None else header_length
+            body = parse_json_object(raw[:split])
+            config = service.resolve(name, version).config
+            signature = config.signature
+            arrays = _decode_inputs(body, signature, memoryview(raw)[split:])
+            wanted, binary = _requested_outputs(body)
+            parameters = _parameters(body, "the request")
+            result = await service.infer(config, arrays, wanted, service.deadline_s(
+                config, _timeout_ms(parameters)), request_id_var.get())
+        except InfernoError as exc:
+            service.observe(name, ROUTE, started, exc)
+            raise
+        response = _encode(name, config.version, body.get("id"), result,
+                           signature.output_dtypes, binary)
+        service.observe(name, ROUTE, started)
+        return response
+
+
+def _decode_inputs(body: dict[str, Any], signature: Signature,
+                   binary: memoryview) -> dict[str, Array]:
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
+        raise InvalidInput("'inputs' must be a list of tensors")
+    names = [i.get("name") for i in inputs]
+    if len(set(names)) != len(names):
+        raise InvalidInput("Each input may be given only once")
+    signature.check_input_names(n for n in names if isinstance(n, str))
+    if not all(isinstance(n, str) for n in names):
+        raise InvalidInput("Every input needs a 'name'")
+    specs = signature.input_specs
+    arrays: dict[str, Array] = {}
+    offset = 0
+    for tensor in inputs:
+        name = tensor["name"]
+        spec = specs[name]
+        dtype = dtype_of(tensor.get("datatype"), name)
+        if dtype is not spec.dtype:
+            raise InvalidInput(f"Input '{name}': expected datatype {datatype_of(spec.dtype)}, "
+                               f"got {datatype_of(dtype)}")
+        shape = tensor.get("shape")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool)
+                                                and d >= 0 for d in shape)):
+            raise InvalidInput(f"Input '{name}': 'shape' must be a list of non-negative integers")
+        size = _parameters(tensor, f"input '{name}'").get("binary_data_size")
+        if size is None:
+            if "data" not in tensor:
+                raise InvalidInput(f"Input '{name}': give 'data' or binary_data_size")
+            arrays[name] = decode_tensor(name, {"data": tensor["data"], "shape": shape}, dtype)
+            continue
+        expected = math.prod(shape) * dtype.numpy.itemsize
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise InvalidInput(f"Input '{name}': binary_data_size must be an integer")
+        if size != expected or offset + size > len(binary):
+            raise InvalidInput(
+                f"Input '{name}': shape {shape} of {datatype_of(dtype)} needs {expected} bytes; "
+                f"binary_data_size is {size} with {len(binary) - offset} bytes left in the body")
+        array = np.frombuffer(binary[offset:offset + size], dtype.numpy).reshape(shape)
+        # Where the JSON header's length leaves the bytes unaligned, one copy aligns them:
+        # kernels on unaligned data are slower and may round differently.
+        arrays[name] = array if array.flags.aligned else array.copy()
+        offset += size
+    if offset != len(binary):
+        raise InvalidInput(f"{len(binary) - offset} bytes of binary data are not claimed by any "
+                           f"input's binary_data_size")
+    return arrays
+
+
+def _requested_outputs(body: dict[str, Any]) -> tuple[list[str] | None, dict[str, bool]]:
+    """The outputs asked for (``None``: all) and which of them go binary."""
+    all_binary = bool(_parameters(body, "the request").get("binary_data_output", False))
+    outputs = body.get("outputs")
+    if outputs is None:
+        return None, {"*": all_binary}
+    if not isinstance(outputs, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
+        raise InvalidInput("'outputs' must be a list of objects with a 'name'")
+    binary = {o["name"]: bool(_parameters(o, f"output '{o['name']}'").get(
+        "binary_data", all_binary)) for o in outputs}
+    return [o["name"] for o in outputs], binary
+
+
+def _parameters(holder: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    parameters = holder.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise InvalidInput(f"'parameters' of {where} must be an object")
+    return parameters
+
+
+def _timeout_ms(parameters: Mapping[str, Any]) -> float | None:
+    """Triton clients send ``timeout`` in microseconds."""
+    timeout = parameters.get("timeout")
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise InvalidInput("parameter 'timeout' must be a positive number of microseconds")
+    return timeout / 1000
+
+
+def _encode(name: str, version: int, request_id: Any, result: dict[str, Array],
+            dtypes: Mapping[str, DType], binary: dict[str, bool]) -> V2Response:
+    outputs: list[dict[str, Any]] = []
+    buffers: list[bytes | memoryview] = []
+    for output, array in result.items():
+        dtype = dtypes[output]
+        entry: dict[str, Any] = {"name": output, "datatype": datatype_of(dtype),
+                                 "shape": list(array.shape)}
+        if binary.get(output, binary.get("*", False)):
+            data = np.ascontiguousarray(array)
+            entry["parameters"] = {"binary_data_size": data.nbytes}
+            buffers.append(data.data.cast("B"))
+        else:
+            entry["data"] = json_safe(array, dtype).reshape(-1)
+        outputs.append(entry)
+    head: dict[str, Any] = {"model_name": name, "model_version": str(version),
+                            "outputs": outputs}
+    if request_id is not None:
+        head["id"] = request_id
+    header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not buffers:
+        return V2Response(header, None)
+    return V2Response(b"".join([header, *buffers]), len(header))

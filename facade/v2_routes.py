@@ -1,0 +1,185 @@
+"""The Open Inference Protocol v2 (KServe REST) around ``V2Infer``: server and model metadata,
+readiness, and Triton's model repository and model configuration extensions.
+
+Infer requests are answered by ``facade.front.Front`` (pure ASGI) through the same ``V2Infer``;
+the FastAPI infer routes document them and serve any mount without ``Front``. Errors use the
+protocol's ``{"error": "..."}`` body (``facade.errors``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import Field
+
+from common.errors import InvalidInput
+from common.model.config import ModelConfig, ModelFormat
+from common.model.signature import BATCH, TensorSpec
+from facade.admin_service import AdminService
+from facade.cluster_view import ClusterView
+from facade.v2_protocol import HEADER_LENGTH, V2Infer, V2Response, datatype_of
+
+__all__ = ["EXTENSIONS", "v2_response", "v2_router"]
+
+SERVER_NAME = "inferno"
+SERVER_VERSION = "0.1.0"
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration"]
+_PLATFORMS = {ModelFormat.TORCHSCRIPT: "pytorch_libtorch", ModelFormat.PYTHON: "python"}
+Version = Annotated[int, Field(ge=1)]
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+def v2_response(response: V2Response) -> Response:
+    if response.header_length is None:
+        return Response(response.body, media_type="application/json")
+    return Response(response.body, media_type="application/octet-stream",
+                    headers={HEADER_LENGTH: str(response.header_length)})
+
+
+def _shape(spec: TensorSpec) -> list[int]:
+    return [d if isinstance(d, int) else -1 for d in spec.shape]
+
+
+def _metadata(config: ModelConfig, versions: list[int]) -> dict[str, Any]:
+    return {
+        "name": config.name,
+        "versions": [str(v) for v in versions],
+        "platform": _PLATFORMS[config.format],
+        "inputs": [{"name": s.name, "datatype": datatype_of(s.dtype), "shape": _shape(s)}
+                   for s in config.signature.inputs],
+        "outputs": [{"name": s.name, "datatype": datatype_of(s.dtype), "shape": _shape(s)}
+                    for s in config.signature.outputs],
+    }
+
+
+def _config(config: ModelConfig) -> dict[str, Any]:
+    """Triton's model configuration: dims without the batch dimension, max_batch_size > 0."""
+    def tensors(specs: list[TensorSpec]) -> list[dict[str, Any]]:
+        return [{"name": s.name, "data_type": f"TYPE_{datatype_of(s.dtype)}",
+                 "dims": [d if isinstance(d, int) else -1 for d in s.shape if d != BATCH]}
+                for s in specs]
+
+    return {
+        "name": config.name,
+        "platform": _PLATFORMS[config.format],
+        "backend": "pytorch" if config.format is ModelFormat.TORCHSCRIPT else "python",
+        "max_batch_size": config.batching.max_batch_size,
+        "input": tensors(config.signature.inputs),
+        "output": tensors(config.signature.outputs),
+        "dynamic_batching": {
+            "max_queue_delay_microseconds": int(config.batching.max_batch_latency_ms * 1000)},
+        "instance_group": [{"count": config.concurrency.max_concurrency,
+                            "kind": "KIND_GPU" if config.device == "cuda" else "KIND_AUTO"}],
+    }
+
+
+def v2_router(infer: V2Infer, admin: AdminService, view: ClusterView) -> APIRouter:
+    router = APIRouter(tags=["v2"])
+    repository = view.repository
+
+    def resolve(name: str, version: int | None) -> ModelConfig:
+        if version is None:
+            state = view.models.get(name)
+            version = state.active if state and state.active is not None else None
+        return repository.get(name, version).config
+
+    def ready(name: str, version: int | None) -> bool:
+        state = view.models.get(name)
+        if version is None:
+            version = state.active if state else None
+        return version is not None and bool(view.serving(name, version))
+
+    @router.get("/v2", summary="Server metadata")
+    async def server_metadata() -> Response:
+        return _json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
+
+    @router.get("/v2/health/live", summary="Server liveness")
+    async def server_live() -> Response:
+        return _json({"live": True})
+
+    @router.get("/v2/health/ready", summary="Ready: every active model has a live worker")
+    async def server_ready() -> Response:
+        ok = view.ready()[0]
+        return _json({"ready": ok}, 200 if ok else 400)
+
+    @router.get("/v2/models/{name}", summary="Model metadata (active version)")
+    async def model_metadata(name: str) -> Response:
+        return _json(_metadata(resolve(name, None), sorted(repository.versions(name))))
+
+    @router.get("/v2/models/{name}/versions/{version}", summary="Model version metadata")
+    async def version_metadata(name: str, version: Version) -> Response:
+        return _json(_metadata(resolve(name, version), [version]))
+
+    @router.get("/v2/models/{name}/ready", summary="Model readiness (active version)")
+    async def model_ready(name: str) -> Response:
+        repository.versions(name)
+        ok = ready(name, None)
+        return _json({"name": name, "ready": ok}, 200 if ok else 400)
+
+    @router.get("/v2/models/{name}/versions/{version}/ready", summary="Model version readiness")
+    async def version_ready(name: str, version: Version) -> Response:
+        repository.get(name, version)
+        ok = ready(name, version)
+        return _json({"name": name, "version": str(version), "ready": ok}, 200 if ok else 400)
+
+    @router.get("/v2/models/{name}/config", summary="Model configuration (Triton extension)")
+    async def model_config(name: str) -> Response:
+        return _json(_config(resolve(name, None)))
+
+    @router.get("/v2/models/{name}/versions/{version}/config", summary="Version configuration")
+    async def version_config(name: str, version: Version) -> Response:
+        return _json(_config(resolve(name, version)))
+
+    @router.post("/v2/models/{name}/infer", summary="Inference (active version)")
+    async def model_infer(name: str, request: Request) -> Response:
+        return v2_response(await infer(name, None, await request.body(), _header_length(request)))
+
+    @router.post("/v2/models/{name}/versions/{version}/infer", summary="Inference (pinned)")
+    async def version_infer(name: str, version: Version, request: Request) -> Response:
+        return v2_response(await infer(name, version, await request.body(),
+                                       _header_length(request)))
+
+    @router.post("/v2/repository/index", summary="Every model version and its state")
+    async def repository_index() -> Response:
+        index = []
+        for name in repository.names():
+            state = view.models.get(name)
+            for version in sorted(repository.versions(name)):
+                serving = bool(view.serving(name, version))
+                wanted = state is not None and version in state.desired
+                index.append({"name": name, "version": str(version),
+                              "state": "READY" if serving else
+                              ("LOADING" if wanted else "UNAVAILABLE"),
+                              "reason": "" if serving or wanted else "unloaded"})
+        return _json(index)
+
+    @router.post("/v2/repository/models/{name}/load", summary="Load a model (newest version)")
+    async def repository_load(name: str) -> Response:
+        await admin.load(name, None)
+        return _json({})
+
+    @router.post("/v2/repository/models/{name}/unload", summary="Unload every version")
+    async def repository_unload(name: str) -> Response:
+        state = view.models.get(name)
+        if state is None or not state.desired:
+            repository.versions(name)
+            return _json({})  # Triton answers an unload of an unloaded model with success
+        await admin.unload(name, None)
+        return _json({})
+
+    return router
+
+
+def _header_length(request: Request) -> int | None:
+    value = request.headers.get(HEADER_LENGTH)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise InvalidInput(f"{HEADER_LENGTH} must be a number of bytes, got {value!r}")
+    return int(value)

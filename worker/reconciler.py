@@ -1,0 +1,215 @@
+"""A worker process's core: converge loaded runners to the desired state, and heartbeat.
+
+The reconciler runs on every model change event and every ``state_reconcile_interval_s`` as a
+fallback. It loads the desired versions of the models this worker serves and unloads the rest;
+after each change the worker heartbeats at once, so admin calls waiting on the facade return
+without waiting for the next interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from common.config import WorkerSettings
+from common.metrics import WorkerMetrics
+from common.model.repository import ModelRepository
+from common.state.store import RESYNC, EventKind, StateEvent, StateStore, WorkerInfo
+from common.tasks import stop_tasks
+from common.transport.broker import Broker
+from worker.loaded_model import ModelRunner
+from worker.runtime import resolve_device
+
+__all__ = ["Worker"]
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, int]
+RETRY_FAILED_LOAD_S = 60.0
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, broker: Broker, store: StateStore,
+                 repository: ModelRepository, metrics: WorkerMetrics) -> None:
+        self.settings = settings
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._broker = broker
+        self._store = store
+        self._repository = repository
+        self._metrics = metrics
+        self._runners: dict[Key, ModelRunner] = {}
+        self._failed: dict[Key, tuple[float, str]] = {}
+        self._aliased: dict[str, int] = {}
+        """Model → the version this worker bound the model's alias to."""
+        self._started_at = time.time()
+        self._announced: WorkerInfo | None = None
+        """What the last heartbeat that published an event said."""
+        self._device = str(resolve_device(settings.device))
+        self._dirty = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def loaded(self) -> dict[str, tuple[int, ...]]:
+        loaded: dict[str, list[int]] = {}
+        for name, version in sorted(self._runners):
+            loaded.setdefault(name, []).append(version)
+        return {name: tuple(versions) for name, versions in loaded.items()}
+
+    async def start(self) -> None:
+        """Claim the preloaded models' newest versions, then start converging in the background."""
+        await self._claim_preloads()
+        await self.heartbeat()
+        events = self._store.events()
+        self._tasks = [
+            asyncio.create_task(self._watch(events), name="worker events"),
+            asyncio.create_task(self._reconcile_forever(), name="worker reconciler"),
+            asyncio.create_task(self._heartbeat_forever(), name="worker heartbeat"),
+        ]
+
+    async def _claim_preloads(self) -> None:
+        """Make the preloaded models' newest versions desired, for models the store never saw."""
+        for name in self._repository.names():
+            if self.settings.preloads(name):
+                newest = max(self._repository.versions(name))
+                await self._store.init_model(name, newest)
+
+    async def stop(self) -> None:
+        """Graceful: stop consuming, finish in-flight batches and reply, leave the cluster."""
+        await stop_tasks(self._tasks)
+        async with self._lock:
+            await asyncio.gather(*(self._unload(key, delete_queue=False)
+                                   for key in list(self._runners)))
+        with contextlib.suppress(Exception):
+            await self._store.remove_worker(self.worker_id)
+
+    async def reconcile(self) -> None:
+        """Load and unload runners until they match the desired state (one pass)."""
+        async with self._lock:
+            models = await self._store.models()
+            want = {(name, version)
+                    for name, state in models.items() if self.settings.serves(name)
+                    for version in state.desired}
+            have = set(self._runners)
+            # A failed load is retried after a while (the broker may have been away), or at
+            # once when the model's state changes (see _watch).
+            now = time.time()
+            self._failed = {k: f for k, f in self._failed.items()
+                            if now - f[0] < RETRY_FAILED_LOAD_S}
+            to_load = sorted(want - have - set(self._failed))
+            to_unload = sorted(have - want)
+            if to_load or to_unload:
+                await asyncio.gather(
+                    *(self._load(key) for key in to_load),
+                    *(self._unload(key, delete_queue=True) for key in to_unload))
+            await self._point_aliases({n: s.active for n, s in models.items()})
+        if to_load or to_unload:
+            await self.heartbeat()
+
+    async def _point_aliases(self, active: dict[str, int | None]) -> None:
+        """Route each model's alias (what async producers publish to) to its active version.
+
+        The new binding comes first, then the old one goes: the broker routes every message
+        somewhere throughout (for a moment to both, which at-least-once delivery allows).
+        """
+        for name in {n for n, _ in self._runners}:
+            target = active.get(name)
+            if (name, target) in self._runners and self._aliased.get(name) != target:
+                assert target is not None
+                await self._broker.bind_alias(name, target)
+                previous = self._aliased.get(name)
+                if previous is not None and (name, previous) in self._runners:
+                    await self._broker.unbind_alias(name, previous)
+                self._aliased[name] = target
+            elif (name, target) not in self._runners and name in self._aliased:
+                # Another worker serves the active version now; stop routing it here.
+                previous = self._aliased.pop(name)
+                if (name, previous) in self._runners:
+                    await self._broker.unbind_alias(name, previous)
+
+    async def heartbeat(self) -> None:
+        info = WorkerInfo(worker_id=self.worker_id, host=socket.gethostname(),
+                          device=self._device, loaded=self.loaded,
+                          capacity=sum(r.entry.config.concurrency.max_concurrency
+                                       for r in self._runners.values()),
+                          started_at=self._started_at,
+                          failed={f"{n}:{v}": why for (n, v), why in self._failed.items()})
+        try:
+            await self._store.put_worker(info, ttl_s=self.settings.heartbeat_ttl_s,
+                                         announce=info != self._announced)
+            self._announced = info
+        except Exception as exc:
+            self._announced = None  # the store may have lost us: announce the next one
+            log.warning("heartbeat failed: %s", exc)
+
+    async def _load(self, key: Key) -> None:
+        name, version = key
+        try:
+            entry = self._repository.get(name, version)
+            self._runners[key] = await ModelRunner.load(
+                entry, self._broker, self.settings, self._metrics)
+        except Exception as exc:
+            self._failed[key] = (time.time(), f"{type(exc).__name__}: {exc}")
+            log.error("cannot load %s version %d: %s: %s", name, version,
+                      type(exc).__name__, exc)
+
+    async def _unload(self, key: Key, delete_queue: bool) -> None:
+        runner = self._runners.pop(key)
+        name, version = key
+        if self._aliased.get(name) == version:
+            del self._aliased[name]  # the binding goes with the queue
+        if delete_queue:
+            await self._wait_queue_empty(name, version)
+        await runner.stop(self.settings.drain_timeout_s)
+        if delete_queue:
+            await self._broker.delete_queue(name, version)
+        self._metrics.model_loaded.labels(name, str(version)).set(0)
+        log.info("unloaded %s version %d", name, version)
+
+    async def _wait_queue_empty(self, name: str, version: int) -> None:
+        # Requests published before the facades saw the unload are still answered. The broker
+        # offers no "queue empty" event, so this polls, bounded by the drain timeout.
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        while time.monotonic() < deadline and await self._broker.queue_depth(name, version):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+    async def _watch(self, events: AsyncIterator[StateEvent]) -> None:
+        async for event in events:
+            await self.handle_event(event)
+
+    async def handle_event(self, event: StateEvent) -> None:
+        if event == RESYNC:
+            self._announced = None
+            # The store may have come back empty (Redis without persistence): claim the
+            # preloaded models again rather than unload everything.
+            try:
+                await self._claim_preloads()
+            except Exception as exc:
+                log.warning("could not claim preloaded models: %s", exc)
+        if event.kind is EventKind.MODEL:
+            self._failed = {k: v for k, v in self._failed.items() if k[0] != event.name}
+            self._dirty.set()
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("reconcile failed; retrying")
+            if not self.settings.state_reconcile_enabled:
+                return  # one pass at start-up only
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.state_reconcile_interval_s):
+                    await self._dirty.wait()
+            self._dirty.clear()
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
+            await self.heartbeat()
