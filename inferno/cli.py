@@ -26,7 +26,7 @@ from common.metrics import WorkerMetrics
 from common.model.repository import ModelRepository
 from facade.app import Facade
 from inferno.embedded import Embedded
-from worker.reconciler import Worker
+from worker.reconciler import Reconciler
 
 __all__ = ["main"]
 
@@ -141,7 +141,7 @@ async def _worker() -> None:
     broker, store = create_broker(settings), create_state_store(settings)
     await broker.start()
     await store.start()
-    worker = Worker(settings, broker, store, repository,
+    worker = Reconciler(settings, broker, store, repository,
                     WorkerMetrics(registry, settings.metrics_buckets))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

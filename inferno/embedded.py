@@ -12,7 +12,7 @@ from common.model.repository import ModelRepository
 from common.state.memory import InMemoryStateStore
 from common.transport.memory import InMemoryBroker
 from facade.app import Facade
-from worker.reconciler import Worker
+from worker.reconciler import Reconciler
 
 __all__ = ["Embedded"]
 
@@ -20,7 +20,7 @@ __all__ = ["Embedded"]
 @dataclass
 class Embedded:
     facade: Facade
-    worker: Worker
+    worker: Reconciler
     broker: InMemoryBroker
     store: InMemoryStateStore
     registry: CollectorRegistry
@@ -35,7 +35,7 @@ class Embedded:
         broker, store = InMemoryBroker(), InMemoryStateStore()
         await broker.start()
         await store.start()
-        worker = Worker(worker_settings, broker, store, repository,
+        worker = Reconciler(worker_settings, broker, store, repository,
                         WorkerMetrics(registry, facade_settings.metrics_buckets))
         await worker.start()
         facade = await Facade.create(facade_settings, broker, store, repository, registry)

@@ -1,7 +1,7 @@
 """Workers: consume model queues, batch, run TorchScript or Python models, reply."""
 
 from worker.batcher import Batcher
-from worker.reconciler import Worker
+from worker.reconciler import Reconciler
 from worker.runtime import Runtime, RuntimeContext
 
-__all__ = ["Batcher", "Runtime", "RuntimeContext", "Worker"]
+__all__ = ["Batcher", "Reconciler", "Runtime", "RuntimeContext"]

@@ -14,12 +14,12 @@ from common.transport.broker import Broker, Subscription
 from worker.batcher import Batcher
 from worker.runtime import Runtime, create_runtime
 
-__all__ = ["ModelRunner"]
+__all__ = ["LoadedModel"]
 
 log = logging.getLogger(__name__)
 
 
-class ModelRunner:
+class LoadedModel:
     def __init__(self, entry: ModelEntry, runtime: Runtime, executor: ThreadPoolExecutor,
                  batcher: Batcher) -> None:
         self.entry = entry
@@ -38,7 +38,7 @@ class ModelRunner:
 
     @classmethod
     async def load(cls, entry: ModelEntry, broker: Broker, settings: WorkerSettings,
-                   metrics: WorkerMetrics) -> ModelRunner:
+                   metrics: WorkerMetrics) -> LoadedModel:
         """Load and warm up the model on its own thread, then start consuming its queue."""
         config = entry.config
         runtime = create_runtime(config, entry.directory, settings.device)

@@ -23,10 +23,10 @@ from common.model.repository import ModelRepository
 from common.state.store import RESYNC, EventKind, StateEvent, StateStore, WorkerInfo
 from common.tasks import stop_tasks
 from common.transport.broker import Broker
-from worker.loaded_model import ModelRunner
+from worker.loaded_model import LoadedModel
 from worker.runtime import resolve_device
 
-__all__ = ["Worker"]
+__all__ = ["Reconciler"]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ Key = tuple[str, int]
 RETRY_FAILED_LOAD_S = 60.0
 
 
-class Worker:
+class Reconciler:
     def __init__(self, settings: WorkerSettings, broker: Broker, store: StateStore,
                  repository: ModelRepository, metrics: WorkerMetrics) -> None:
         self.settings = settings
@@ -43,7 +43,7 @@ class Worker:
         self._store = store
         self._repository = repository
         self._metrics = metrics
-        self._runners: dict[Key, ModelRunner] = {}
+        self._runners: dict[Key, LoadedModel] = {}
         self._failed: dict[Key, tuple[float, str]] = {}
         self._aliased: dict[str, int] = {}
         """Model → the version this worker bound the model's alias to."""
@@ -152,7 +152,7 @@ class Worker:
         name, version = key
         try:
             entry = self._repository.get(name, version)
-            self._runners[key] = await ModelRunner.load(
+            self._runners[key] = await LoadedModel.load(
                 entry, self._broker, self.settings, self._metrics)
         except Exception as exc:
             self._failed[key] = (time.time(), f"{type(exc).__name__}: {exc}")

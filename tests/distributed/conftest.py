@@ -27,7 +27,7 @@ from common.transport.amqp_broker import AmqpBroker
 from facade.app import Facade
 from tests.integration.conftest import make_repo
 from tests.services import RedisSpace
-from worker.reconciler import Worker
+from worker.reconciler import Reconciler
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,14 +69,14 @@ class Cluster:
         self.closers += [broker.aclose, store.aclose, facade.aclose, client.aclose]
         return facade, client
 
-    async def worker(self, **settings: Any) -> tuple[Worker, CollectorRegistry]:
+    async def worker(self, **settings: Any) -> tuple[Reconciler, CollectorRegistry]:
         ws = WorkerSettings(**{"repo_root": self.repo, "broker_url": self.broker_url,
                                "redis_url": self.redis.url, "redis_prefix": self.redis.prefix,
                                "heartbeat_interval_s": 0.5, "device": "cpu",
                                "drain_timeout_s": 10, "preload": ["mlp"], **settings})
         repository, broker, store = await self._connect()
         registry = CollectorRegistry()
-        worker = Worker(ws, broker, store, repository, WorkerMetrics(registry))
+        worker = Reconciler(ws, broker, store, repository, WorkerMetrics(registry))
         await worker.start()
         self.closers += [broker.aclose, store.aclose, worker.stop]
         return worker, registry

@@ -19,7 +19,7 @@ from common.state.memory import InMemoryStateStore
 from common.state.store import RESYNC, EventKind, StateEvent
 from common.transport.memory import InMemoryBroker
 from tests.unit.conftest import TEST_MODELS
-from worker.reconciler import Worker
+from worker.reconciler import Reconciler
 
 
 @pytest.fixture
@@ -31,10 +31,10 @@ async def store() -> AsyncIterator[InMemoryStateStore]:
 
 
 @pytest.fixture
-async def worker(store: InMemoryStateStore) -> Worker:
+async def worker(store: InMemoryStateStore) -> Reconciler:
     broker = InMemoryBroker()
     await broker.start()
-    return Worker(WorkerSettings(preload=[]), broker, store, ModelRepository(TEST_MODELS),
+    return Reconciler(WorkerSettings(preload=[]), broker, store, ModelRepository(TEST_MODELS),
                   WorkerMetrics(CollectorRegistry()))
 
 
@@ -42,7 +42,7 @@ async def next_event(events: AsyncIterator[StateEvent]) -> StateEvent:
     return await anext(events)
 
 
-async def test_only_a_heartbeat_with_news_is_an_event(worker: Worker,
+async def test_only_a_heartbeat_with_news_is_an_event(worker: Reconciler,
                                                       store: InMemoryStateStore) -> None:
     events = store.events()
     await worker.heartbeat()  # the first one: facades learn of the worker
@@ -54,7 +54,7 @@ async def test_only_a_heartbeat_with_news_is_an_event(worker: Worker,
 
 
 async def test_a_store_that_resynced_hears_from_the_worker_again(
-        worker: Worker, store: InMemoryStateStore) -> None:
+        worker: Reconciler, store: InMemoryStateStore) -> None:
     await worker.heartbeat()
     events = store.events()
     await worker.handle_event(RESYNC)  # the store may have come back empty

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from common.model import repository as repository_module
 from common.errors import ModelNotFound
+from common.model import repository as repository_module
 from common.model.config import ModelFormat
 from common.model.repository import ModelRepository, RepositoryProblem
 
