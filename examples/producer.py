@@ -22,7 +22,7 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
 from common.errors import DeadlineExceeded, ModelNotLoaded, Overloaded
-from common.wire.messages import (
+from common.wire import (
     HEADER_STATUS,
     JSON_CONTENT_TYPE,
     TENSORS_CONTENT_TYPE,

@@ -17,13 +17,12 @@ from common.state.store import StateStore
 from common.transport.broker import Broker
 from facade.admin_service import AdminService
 from facade.cluster_view import ClusterView
-from facade.data_plane import PredictService
+from facade.data_plane import DataPlane
 from facade.errors import install_error_handlers
 from facade.front import Front
 from facade.health import health_router
-from facade.v1_protocol import V1Predict
+from facade.openapi import document_predict_routes
 from facade.v1_routes import v1_router
-from facade.v2_protocol import V2Infer
 from facade.v2_routes import v2_router
 
 __all__ = ["Facade"]
@@ -43,16 +42,16 @@ class Facade:
         view = ClusterView(store, repository, metrics, settings.heartbeat_interval_s / 2,
                            grace_s=settings.heartbeat_ttl_s)
         await view.start()
-        service = PredictService(settings, broker, view, metrics)
+        plane = DataPlane(settings, broker, view, metrics)
         admin = AdminService(store, view, settings.admin_timeout_s)
-        v1, v2 = V1Predict(service), V2Infer(service)
         api = FastAPI(title="Inferno", version="0.1.0",
                       description="Inference server for PyTorch models")
         install_error_handlers(api)
-        api.include_router(v1_router(v1, admin, view))
-        api.include_router(v2_router(v2, admin, view))
+        api.include_router(v1_router(admin, view))
+        api.include_router(v2_router(admin, view))
         api.include_router(health_router(view, registry))
-        app = Front(api, v1, v2, max_body_bytes=settings.max_body_bytes,
+        document_predict_routes(api)
+        app = Front(api, plane, max_body_bytes=settings.max_body_bytes,
                     access_log=settings.access_log)
         return cls(app, api, view)
 

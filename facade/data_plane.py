@@ -1,7 +1,17 @@
-"""The one predict core every protocol adapter (v1, v2) calls: validate, publish, await the reply.
+"""The data plane: one predict, from a protocol's request to that protocol's response.
 
-Adapters parse their protocol into numpy arrays (checking input names against the signature first,
-before decoding any data) and encode what comes back; everything in between happens here.
+Every protocol (v1, v2, any future one) hands ``DataPlane.infer`` a ``ProtocolCall``: an object
+that can read its own envelope, decode its tensors against a signature and encode a result. The
+data plane does everything between, in this order and nowhere else:
+
+1. ``parse``: the protocol reads its envelope (JSON, version asked in the body, timeout);
+2. route: the cluster view picks the model version (404 / 503 when none serves);
+3. ``decode``: the protocol decodes its tensors against that version's signature;
+4. validate: ``Signature.validate_request``, the same check workers run on what producers send;
+5. deadline: the request's own timeout, else the model's, else the default, capped;
+6. publish and await the reply through the ``Broker`` (``broker.request``);
+7. ``encode``: the protocol writes its response;
+8. observe: every outcome is counted, errors by code, unexpected ones as ``internal``.
 
 The request's deadline is enforced in three places: here (the wait on the broker is bounded by
 it), in the message (the broker drops it when it expires in the queue) and in the worker (expired
@@ -11,7 +21,7 @@ requests are dropped before a batch runs).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy.typing as npt
 from prometheus_client import Counter, Histogram
@@ -20,17 +30,45 @@ from common.config import FacadeSettings
 from common.errors import InfernoError, InvalidInput
 from common.metrics import FacadeMetrics
 from common.model.config import ModelConfig
-from common.model.repository import ModelEntry
 from common.transport.broker import Broker
 from common.wire.messages import PredictRequest
 from facade.cluster_view import ClusterView
 
-__all__ = ["PredictService"]
+__all__ = ["DataPlane", "ProtocolCall", "positive"]
 
 Array = npt.NDArray[Any]
+T_co = TypeVar("T_co", covariant=True)
+INTERNAL = "internal"
+"""The error code counted for an exception that is not an ``InfernoError``."""
 
 
-class PredictService:
+def positive(value: Any, what: str, unit: str = "") -> float | None:
+    """An envelope's number (a timeout): absent, or positive; for ``ProtocolCall.parse``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise InvalidInput(f"{what} must be a positive number{unit}")
+    return float(value)
+
+
+class ProtocolCall(Protocol[T_co]):
+    """One request of one protocol, as the data plane drives it (see the module docstring)."""
+
+    route: str
+    """The protocol's label in the metrics (``v1``, ``v2``)."""
+
+    def parse(self) -> tuple[int | None, float | None]:
+        """Read the envelope: the version asked for (``None``: the active one) and the timeout
+        asked for, in milliseconds, checked positive (``None``: the model's)."""
+
+    def decode(self, config: ModelConfig) -> tuple[dict[str, Array], list[str] | None]:
+        """The input arrays and the output names asked for (``None``: every output)."""
+
+    def encode(self, config: ModelConfig, outputs: dict[str, Array]) -> T_co:
+        """The protocol's response to a successful predict."""
+
+
+class DataPlane:
     def __init__(self, settings: FacadeSettings, broker: Broker, view: ClusterView,
                  metrics: FacadeMetrics) -> None:
         self._settings = settings
@@ -39,38 +77,39 @@ class PredictService:
         self._metrics = metrics
         self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
-    def resolve(self, name: str, version: int | None) -> ModelEntry:
-        return self._view.route(name, version)
+    async def infer(self, model: str, pinned: int | None, call: ProtocolCall[T_co],
+                    request_id: str = "") -> T_co:
+        """Answer ``call`` for ``model`` (``pinned``: the version in the URL, if any)."""
+        started = time.perf_counter()
+        code: str | None = None
+        try:
+            asked, timeout_ms = call.parse()
+            config = self._view.route(model, pinned if pinned is not None else asked).config
+            inputs, outputs = call.decode(config)
+            checked = config.signature.validate_request(
+                inputs, outputs, max_rows=config.batching.max_batch_size, model=config.name)
+            now = time.time()
+            reply = await self._broker.request(PredictRequest(
+                model=config.name, version=config.version, inputs=inputs, checked=checked,
+                deadline=now + self._timeout_s(config, timeout_ms), request_id=request_id,
+                dtypes=config.signature.input_dtypes, published=now))
+            return call.encode(config, reply.result())
+        except InfernoError as exc:
+            code = exc.code
+            raise
+        except Exception:
+            code = INTERNAL
+            raise
+        finally:
+            self._observe(model, call.route, started, code)
 
-    def deadline_s(self, config: ModelConfig, timeout_ms: Any) -> float:
+    def _timeout_s(self, config: ModelConfig, timeout_ms: float | None) -> float:
         """Seconds this request may take: its own ask, else the model's, else the default."""
         if timeout_ms is None:
             timeout_ms = config.timeout_ms or self._settings.request_timeout_ms
-        elif (not isinstance(timeout_ms, (int, float)) or isinstance(timeout_ms, bool)
-              or timeout_ms <= 0):
-            raise InvalidInput("'timeout_ms' must be a positive number")
-        return min(float(timeout_ms), self._settings.max_request_timeout_ms) / 1000
+        return min(timeout_ms, self._settings.max_request_timeout_ms) / 1000
 
-    async def infer(self, config: ModelConfig, inputs: dict[str, Array],
-                    outputs: list[str] | None, timeout_s: float,
-                    request_id: str | None = None) -> dict[str, Array]:
-        """Check dtypes and shapes, queue the request and return the requested outputs."""
-        signature = config.signature
-        selected = signature.check_outputs(outputs)
-        rows = signature.check_inputs(inputs)
-        if rows > config.batching.max_batch_size:
-            raise InvalidInput(f"Batch of {rows} rows exceeds max_batch_size "
-                               f"{config.batching.max_batch_size} of model '{config.name}'")
-        now = time.time()
-        request = PredictRequest(
-            model=config.name, version=config.version, inputs=inputs, deadline=now + timeout_s,
-            outputs=selected, request_id=request_id or "", rows=rows,
-            dtypes=signature.input_dtypes, published=now)
-        reply = await self._broker.request(request)
-        return reply.result()
-
-    def observe(self, model: str, route: str, started: float,
-                error: InfernoError | None = None) -> None:
+    def _observe(self, model: str, route: str, started: float, code: str | None) -> None:
         """Count one predict call; unknown model names share one label (bounded cardinality)."""
         label = model if model in self._view.models else "_other"
         children = self._children.get((label, route))
@@ -80,5 +119,5 @@ class PredictService:
             self._children[label, route] = children
         children[0].inc()
         children[1].observe(time.perf_counter() - started)
-        if error is not None:
-            self._metrics.exceptions.labels(label, route, error.code).inc()
+        if code is not None:
+            self._metrics.exceptions.labels(label, route, code).inc()

@@ -1,4 +1,11 @@
-"""One place that turns every error into the HTTP error body ``{"error": {"code", "message"}}``."""
+"""One function, ``http_error``, turns every error into its HTTP status and body, per protocol.
+
+v1 (and every non-v2 path): the status of the ``InfernoError`` and ``{"error": {"code",
+"message"}}``. v2 (the Open Inference Protocol, paths under ``/v2``): ``{"error": "message"}``,
+and 400 for every invalid request (v1: 422). The ASGI front calls it for predict requests, and
+the FastAPI handlers below for everything else: framework errors (unknown route, pydantic
+validation of admin bodies) are first expressed as ``InfernoError``s.
+"""
 
 from __future__ import annotations
 
@@ -10,36 +17,46 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from common.errors import InfernoError
+from common.errors import InfernoError, InvalidInput
 
-__all__ = ["error_body", "error_status", "install_error_handlers"]
+__all__ = ["http_error", "install_error_handlers", "unexpected_error"]
 
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
-def error_body(code: str, message: str, path: str = "") -> bytes:
-    """v1: ``{"error": {"code", "message"}}``; the v2 protocol: ``{"error": "message"}``."""
+class _HttpError(InfernoError):
+    """A framework's HTTP error (404 for an unknown route, 405, ...) in the error tree."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status
+        self.code = _HTTP_CODES.get(status, "http_error")
+
+
+def unexpected_error(exc: Exception) -> InfernoError:
+    """What a client sees of an exception that is not an ``InfernoError``: its class, no more."""
+    return InfernoError(f"Internal error: {type(exc).__name__}")
+
+
+def http_error(error: InfernoError, path: str) -> tuple[int, bytes]:
+    """The HTTP status and JSON body of ``error`` for a request to ``path``."""
     if path.startswith("/v2"):
-        return orjson.dumps({"error": message})
-    return orjson.dumps({"error": {"code": code, "message": message}})
+        status = 400 if error.status_code == 422 else error.status_code
+        return status, orjson.dumps({"error": error.message})
+    return error.status_code, orjson.dumps(
+        {"error": {"code": error.code, "message": error.message}})
 
 
-def error_status(status: int, path: str) -> int:
-    """The v2 protocol answers every invalid request with 400 (v1: 422)."""
-    return 400 if status == 422 and path.startswith("/v2") else status
-
-
-def _error_response(request: Request, status: int, code: str, message: str) -> Response:
-    path = request.url.path
-    return Response(error_body(code, message, path), status_code=error_status(status, path),
-                    media_type="application/json")
+def _response(request: Request, error: InfernoError) -> Response:
+    status, body = http_error(error, request.url.path)
+    return Response(body, status_code=status, media_type="application/json")
 
 
 async def _inferno_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InfernoError)
-    return _error_response(request, exc.status_code, exc.code, exc.message)
+    return _response(request, exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -48,21 +65,20 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"] if p != "body")
         parts.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
-    return _error_response(request, 422, "invalid_input", "; ".join(parts))
+    return _response(request, InvalidInput("; ".join(parts)))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if isinstance(exc.__cause__, InfernoError):
         # FastAPI turns any error while reading a body into a 400; ours (413) says more.
-        return await _inferno_error(request, exc.__cause__)
-    return _error_response(request, exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"),
-                          str(exc.detail))
+        return _response(request, exc.__cause__)
+    return _response(request, _HttpError(exc.status_code, str(exc.detail)))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
-    return _error_response(request, 500, "internal", f"Internal error: {type(exc).__name__}")
+    return _response(request, unexpected_error(exc))
 
 
 def install_error_handlers(app: FastAPI) -> None:

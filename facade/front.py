@@ -5,12 +5,11 @@ For every HTTP request: the request id (``x-request-id`` in, or a new one; echoe
 size limit (413 from Content-Length before reading, or while reading a chunked body) and one access
 log line when enabled.
 
-Predict requests (v1 ``:predict``, v2 ``/infer``) are answered here directly. FastAPI's
-per-request machinery (middleware layers, route scan, dependency solving) costs more than the rest
-of a predict call: measured here, a null FastAPI route tops out at a third of a raw ASGI handler.
-So ``POST /v1/models/{name}[/versions/{v}]:predict`` and ``POST /v2/models/{name}[/versions/{v}]
-/infer`` are matched with one regex each and handed to ``V1Predict`` / ``V2Infer``, the adapters
-behind the documented FastAPI routes; everything else goes on to FastAPI.
+Predict requests are answered here, through the data plane: FastAPI's per-request machinery
+(middleware layers, route scan, dependency solving) costs more than the rest of a predict call
+(measured here, a null FastAPI route tops out at a third of a raw ASGI handler). ``PREDICT_ROUTES``
+lists them, each with the protocol call that reads its body; ``facade.openapi`` documents the same
+table in the OpenAPI schema. Everything else goes on to FastAPI.
 """
 
 from __future__ import annotations
@@ -20,16 +19,18 @@ import logging
 import os
 import re
 import time
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common.errors import InfernoError, InvalidInput, PayloadTooLarge
+from common.errors import InfernoError, PayloadTooLarge
 from common.logging import request_id_var
-from facade.errors import error_body, error_status
-from facade.v1_protocol import V1Predict
-from facade.v2_protocol import HEADER_LENGTH, V2Infer
+from facade.data_plane import DataPlane
+from facade.errors import http_error, unexpected_error
+from facade.v1_protocol import V1Call
+from facade.v2_protocol import V2Call
 
-__all__ = ["Front"]
+__all__ = ["PREDICT_ROUTES", "Front", "PredictRoute"]
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("inferno.access")
@@ -39,20 +40,44 @@ access_log = logging.getLogger("inferno.access")
 _ID_PREFIX = os.urandom(6).hex()
 _ids = itertools.count(1)
 
-_V1_PREDICT = re.compile(r"^/v1/models/([^/]+?)(?:/versions/([1-9][0-9]{0,9}))?:predict$")
-_V2_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([1-9][0-9]{0,9}))?/infer$")
 _JSON = (b"content-type", b"application/json")
 _OCTETS = (b"content-type", b"application/octet-stream")
+_V2_HEADER_LENGTH = b"inference-header-content-length"
+_PARAMETERS = {"{name}": r"([^/]+?)", "{version}": r"([1-9][0-9]{0,9})"}
+
+
+@dataclass(frozen=True)
+class PredictRoute:
+    """One predict endpoint: its OpenAPI path template and the protocol that reads its body."""
+
+    path: str
+    protocol: str
+    """``v1`` or ``v2``: which ``ProtocolCall`` answers it."""
+    summary: str
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        parts = re.split(r"(\{name\}|\{version\})", self.path)
+        return re.compile("^" + "".join(_PARAMETERS.get(p, re.escape(p)) for p in parts) + "$")
+
+
+PREDICT_ROUTES = (
+    PredictRoute("/v1/models/{name}:predict", "v1", "Predict with the active version"),
+    PredictRoute("/v1/models/{name}/versions/{version}:predict", "v1",
+                 "Predict with a pinned version"),
+    PredictRoute("/v2/models/{name}/infer", "v2", "Inference (active version)"),
+    PredictRoute("/v2/models/{name}/versions/{version}/infer", "v2", "Inference (pinned version)"),
+)
 
 
 class Front:
-    def __init__(self, app: ASGIApp, v1: V1Predict, v2: V2Infer, max_body_bytes: int,
+    def __init__(self, app: ASGIApp, plane: DataPlane, max_body_bytes: int,
                  access_log: bool) -> None:
         self.app = app
-        self.v1 = v1
-        self.v2 = v2
+        self.plane = plane
         self.max_body = max_body_bytes
         self.access_log = access_log
+        self._routes = [(r.pattern, r.protocol) for r in PREDICT_ROUTES]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,14 +85,14 @@ class Front:
             return
         request_id = None
         length = None
-        v2_header: bytes | None = None
+        v2_header: str | None = None
         for key, value in scope["headers"]:
             if key == b"x-request-id":
                 request_id = value.decode("latin-1")[:128]
             elif key == b"content-length":
                 length = int(value) if value.isdigit() else None
-            elif key == b"inference-header-content-length":
-                v2_header = value
+            elif key == _V2_HEADER_LENGTH:
+                v2_header = value.decode("latin-1")
         request_id = request_id or f"{_ID_PREFIX}-{next(_ids):x}"
         token = request_id_var.set(request_id)
         started = time.perf_counter()
@@ -76,41 +101,13 @@ class Front:
         # The server enforces Content-Length; only a body without one is counted while read.
         body_receive = receive if length is not None else self._limited(receive)
         path = scope["path"]
-        post = scope["method"] == "POST"
-        v1 = _V1_PREDICT.match(path) if post and path.startswith("/v1/") else None
-        v2 = _V2_INFER.match(path) if post and v1 is None and path.startswith("/v2/") else None
         try:
             if length is not None and length > self.max_body:
-                status = 413
-                await _send(send, status, error_body(
-                    PayloadTooLarge.code, self._too_large(length), path), [_JSON, id_header])
-            elif v1 is not None or v2 is not None:
-                match = v1 if v1 is not None else v2
-                assert match is not None
-                name, version = match.group(1), match.group(2)
-                headers = [_JSON, id_header]
-                try:
-                    body = await _read_body(body_receive)
-                    pinned = int(version) if version else None
-                    if v1 is not None:
-                        payload = await self.v1(name, pinned, body)
-                    else:
-                        answer = await self.v2(name, pinned, body, _length_of(v2_header))
-                        payload = answer.body
-                        if answer.header_length is not None:
-                            headers = [_OCTETS, id_header, (
-                                b"inference-header-content-length",
-                                str(answer.header_length).encode())]
-                    status = 200
-                except InfernoError as exc:
-                    status, payload = error_status(exc.status_code, path), error_body(
-                        exc.code, exc.message, path)
-                except Exception as exc:
-                    log.exception("predict %s failed unexpectedly", name)
-                    status, payload = 500, error_body(
-                        "internal", f"Internal error: {type(exc).__name__}", path)
-                await _send(send, status, payload, headers)
-            else:
+                status, payload = http_error(PayloadTooLarge(self._too_large(length)), path)
+                await _send(send, status, payload, [_JSON, id_header])
+                return
+            predict = self._match(path) if scope["method"] == "POST" else None
+            if predict is None:
                 async def send_with_id(message: Message) -> None:
                     nonlocal status
                     if message["type"] == "http.response.start":
@@ -119,12 +116,45 @@ class Front:
                     await send(message)
 
                 await self.app(scope, body_receive, send_with_id)
+                return
+            protocol, name, version = predict
+            headers = [_JSON, id_header]
+            try:
+                body = await _read_body(body_receive)
+                pinned = int(version) if version else None
+                if protocol == "v1":
+                    payload = await self.plane.infer(name, pinned, V1Call(body), request_id)
+                else:
+                    answer = await self.plane.infer(name, pinned, V2Call(body, v2_header),
+                                                    request_id)
+                    payload = answer.body
+                    if answer.header_length is not None:
+                        headers = [_OCTETS, id_header, (
+                            _V2_HEADER_LENGTH, str(answer.header_length).encode())]
+                status = 200
+            except InfernoError as exc:
+                status, payload = http_error(exc, path)
+            except Exception as exc:
+                log.exception("predict %s failed unexpectedly", name)
+                status, payload = http_error(unexpected_error(exc), path)
+            await _send(send, status, payload, headers)
         finally:
             if self.access_log:
                 access_log.info("%s %s %d", scope["method"], scope["path"], status, extra={
                     "request_id": request_id, "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
             request_id_var.reset(token)
+
+    def _match(self, path: str) -> tuple[str, str, str | None] | None:
+        """(protocol, model name, pinned version or None) of a predict path; None otherwise."""
+        if not path.startswith(("/v1/", "/v2/")):
+            return None
+        for pattern, protocol in self._routes:
+            match = pattern.match(path)
+            if match is not None:
+                groups = match.groups()
+                return protocol, groups[0], groups[1] if len(groups) > 1 else None
+        return None
 
     def _too_large(self, size: int) -> str:
         return f"Request body of {size} bytes exceeds the limit of {self.max_body} bytes"
@@ -149,15 +179,6 @@ async def _send(send: Send, status: int, body: bytes,
     await send({"type": "http.response.start", "status": status,
                 "headers": [*headers, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
-
-
-def _length_of(header: bytes | None) -> int | None:
-    if header is None:
-        return None
-    if not header.isdigit():
-        raise InvalidInput(f"{HEADER_LENGTH} must be a number of bytes, "
-                           f"got {header.decode('latin-1')!r}")
-    return int(header)
 
 
 async def _read_body(receive: Receive) -> bytes:

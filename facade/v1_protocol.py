@@ -1,23 +1,27 @@
-"""The v1 predict adapter: v1 JSON body in, v1 JSON body out, one ``PredictService`` in between.
+"""The v1 protocol (the original Inferno's API): its JSON request body in, its JSON response out.
 
-Bodies are parsed with orjson and decoded straight to numpy (no pydantic model of tensor data);
-replies are encoded once by orjson, numpy arrays included.
+``V1Call`` is what ``facade.front`` hands the data plane for ``POST /v1/models/{name}:predict``.
+Bodies are parsed with orjson and decoded straight to numpy (``common.wire.json_request``, the
+same reader workers use for JSON queue messages); responses are encoded once by orjson, numpy
+arrays included.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+import numpy.typing as npt
 import orjson
 
-from common.errors import InfernoError, InvalidInput
-from common.logging import request_id_var
-from common.model.codecs import Codec, decode_tensor, encode_tensor, parse_json_object
-from facade.data_plane import PredictService
+from common.errors import InvalidInput
+from common.model.codecs import Codec, encode_tensor
+from common.model.config import ModelConfig
+from common.wire.json_request import decode_json_inputs, parse_json_object
+from facade.data_plane import positive
 
-__all__ = ["V1Predict"]
+__all__ = ["ROUTE", "V1Call"]
 
+Array = npt.NDArray[Any]
 ROUTE = "v1"
 
 
@@ -43,40 +47,29 @@ def _codec_of(body: dict[str, Any], default: Codec) -> Codec:
                            f"{', '.join(c.value for c in Codec)}") from None
 
 
-class V1Predict:
-    def __init__(self, service: PredictService) -> None:
-        self._service = service
+class V1Call:
+    """One v1 predict body; see ``facade.data_plane.ProtocolCall``."""
 
-    async def __call__(self, name: str, version: int | None, raw: bytes) -> bytes:
-        """Answer one v1 predict body with the v1 response body (or raise ``InfernoError``)."""
-        started = time.perf_counter()
-        service = self._service
-        try:
-            body = parse_json_object(raw)
-            config = service.resolve(name, version if version is not None
-                                     else _version_of(body)).config
-            signature = config.signature
-            inputs = body.get("inputs")
-            if not isinstance(inputs, dict) or not inputs:
-                raise InvalidInput("'inputs' must be an object mapping input names to tensors")
-            signature.check_input_names(inputs)
-            specs = signature.input_specs
-            arrays = {n: decode_tensor(n, p, specs[n].dtype) for n, p in inputs.items()}
-            outputs = body.get("outputs")
-            if outputs is not None and not (
-                    isinstance(outputs, list) and all(isinstance(o, str) for o in outputs)):
-                raise InvalidInput("'outputs' must be a list of output names")
-            codec = _codec_of(body, config.codecs.default)
-            result = await service.infer(config, arrays, outputs,
-                                         service.deadline_s(config, body.get("timeout_ms")),
-                                         request_id_var.get())
-        except InfernoError as exc:
-            service.observe(name, ROUTE, started, exc)
-            raise
-        dtypes = signature.output_dtypes
-        response = orjson.dumps(
-            {"model": name, "version": config.version,
-             "outputs": {n: encode_tensor(a, dtypes[n], codec) for n, a in result.items()}},
+    __slots__ = ("_body", "_codec", "_raw")
+    route = ROUTE
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+        self._body: dict[str, Any] = {}
+        self._codec = Codec.JSON
+
+    def parse(self) -> tuple[int | None, float | None]:
+        self._body = parse_json_object(self._raw)
+        return _version_of(self._body), positive(self._body.get("timeout_ms"), "'timeout_ms'")
+
+    def decode(self, config: ModelConfig) -> tuple[dict[str, Array], list[str] | None]:
+        decoded = decode_json_inputs(self._body, config.signature)
+        self._codec = _codec_of(self._body, config.codecs.default)
+        return decoded
+
+    def encode(self, config: ModelConfig, outputs: dict[str, Array]) -> bytes:
+        dtypes = config.signature.output_dtypes
+        return orjson.dumps(
+            {"model": config.name, "version": config.version,
+             "outputs": {n: encode_tensor(a, dtypes[n], self._codec) for n, a in outputs.items()}},
             option=orjson.OPT_SERIALIZE_NUMPY)
-        service.observe(name, ROUTE, started)
-        return response

@@ -1,16 +1,11 @@
-"""The v1 HTTP API: admin and listing routes, and the documented predict routes.
-
-Predict requests normally never reach these routes: ``facade.front.Front`` answers them in ASGI
-with the same ``V1Predict`` adapter. They stay here so the OpenAPI schema documents them and any
-mount without the fast path still serves them.
-"""
+"""The v1 HTTP API's listing and admin routes (predict is ``facade.front``'s)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,7 +13,6 @@ from common.errors import ModelNotLoaded
 from common.model.config import MODEL_NAME
 from facade.admin_service import AdminService
 from facade.cluster_view import ClusterView
-from facade.v1_protocol import V1Predict
 
 __all__ = ["v1_router"]
 
@@ -33,26 +27,12 @@ class VersionRef(ModelRef):
     version: Annotated[int, Field(ge=1)]
 
 
-def _json_bytes(body: bytes) -> Response:
-    return Response(body, media_type="application/json")
-
-
 def _json(payload: Any) -> Response:
-    return _json_bytes(orjson.dumps(payload))
+    return Response(orjson.dumps(payload), media_type="application/json")
 
 
-def v1_router(predict: V1Predict, admin: AdminService, view: ClusterView) -> APIRouter:
+def v1_router(admin: AdminService, view: ClusterView) -> APIRouter:
     router = APIRouter(tags=["v1"])
-
-    @router.post("/v1/models/{name}:predict", summary="Predict with the active version")
-    async def predict_active(name: str, request: Request) -> Response:
-        return _json_bytes(await predict(name, None, await request.body()))
-
-    @router.post("/v1/models/{name}/versions/{version}:predict",
-                 summary="Predict with a pinned version")
-    async def predict_pinned(name: str, version: Annotated[int, Field(ge=1)],
-                             request: Request) -> Response:
-        return _json_bytes(await predict(name, version, await request.body()))
 
     @router.get("/v1/models", summary="Every model: versions, active, loaded, serving workers")
     async def list_models() -> Response:

@@ -1,4 +1,6 @@
-"""The Open Inference Protocol v2 (KServe) infer adapter, with Triton's binary tensor extension.
+"""The Open Inference Protocol v2 (KServe) infer protocol, with Triton's binary tensor extension.
+
+``V2Call`` is what ``facade.front`` hands the data plane for ``POST /v2/models/{name}/infer``.
 
 A JSON request names each input's ``datatype`` and ``shape`` with ``data`` (flat row-major or
 nested), or, with the binary extension, ``parameters.binary_data_size``: the bytes follow the JSON
@@ -11,7 +13,6 @@ all), as raw bytes after the JSON header of the response.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,14 +21,16 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from common.errors import InfernoError, InvalidInput
-from common.logging import request_id_var
-from common.model.codecs import decode_tensor, json_safe, parse_json_object
+from common.errors import InvalidInput
+from common.model.codecs import decode_tensor, json_safe
+from common.model.config import ModelConfig
 from common.model.dtypes import DType
 from common.model.signature import Signature
-from facade.data_plane import PredictService
+from common.wire.json_request import parse_json_object
+from facade.data_plane import positive
 
-__all__ = ["HEADER_LENGTH", "V2Infer", "V2Response", "datatype_of", "dtype_of"]
+__all__ = ["HEADER_LENGTH", "ROUTE", "V2Call", "V2Response", "datatype_of", "dtype_of",
+           "header_length_of"]
 
 Array = npt.NDArray[Any]
 ROUTE = "v2"
@@ -63,35 +66,46 @@ class V2Response:
     """Length of the JSON header when binary outputs follow it."""
 
 
-class V2Infer:
-    def __init__(self, service: PredictService) -> None:
-        self._service = service
+def header_length_of(value: str | None) -> int | None:
+    """The ``Inference-Header-Content-Length`` HTTP header: absent, or a number of bytes."""
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise InvalidInput(f"{HEADER_LENGTH} must be a number of bytes, got {value!r}")
+    return int(value)
 
-    async def __call__(self, name: str, version: int | None, raw: bytes,
-                       header_length: int | None) -> V2Response:
-        """Answer one v2 infer request (or raise ``InfernoError``)."""
-        started = time.perf_counter()
-        service = self._service
-        try:
-            if header_length is not None and not 0 < header_length <= len(raw):
-                raise InvalidInput(f"{HEADER_LENGTH} {header_length} does not fit a body of "
-                                   f"{len(raw)} bytes")
-            split = len(raw) if header_length is None else header_length
-            body = parse_json_object(raw[:split])
-            config = service.resolve(name, version).config
-            signature = config.signature
-            arrays = _decode_inputs(body, signature, memoryview(raw)[split:])
-            wanted, binary = _requested_outputs(body)
-            parameters = _parameters(body, "the request")
-            result = await service.infer(config, arrays, wanted, service.deadline_s(
-                config, _timeout_ms(parameters)), request_id_var.get())
-        except InfernoError as exc:
-            service.observe(name, ROUTE, started, exc)
-            raise
-        response = _encode(name, config.version, body.get("id"), result,
-                           signature.output_dtypes, binary)
-        service.observe(name, ROUTE, started)
-        return response
+
+class V2Call:
+    """One v2 infer request; see ``facade.data_plane.ProtocolCall``."""
+
+    __slots__ = ("_binary", "_body", "_header", "_raw", "_split")
+    route = ROUTE
+
+    def __init__(self, raw: bytes, header_length: str | None) -> None:
+        self._raw = raw
+        self._header = header_length
+        self._body: dict[str, Any] = {}
+        self._split = 0
+        self._binary: dict[str, bool] = {}
+
+    def parse(self) -> tuple[int | None, float | None]:
+        raw = self._raw
+        header_length = header_length_of(self._header)
+        if header_length is not None and not 0 < header_length <= len(raw):
+            raise InvalidInput(f"{HEADER_LENGTH} {header_length} does not fit a body of "
+                               f"{len(raw)} bytes")
+        self._split = len(raw) if header_length is None else header_length
+        self._body = parse_json_object(raw[:self._split])
+        return None, _timeout_ms(_parameters(self._body, "the request"))
+
+    def decode(self, config: ModelConfig) -> tuple[dict[str, Array], list[str] | None]:
+        arrays = _decode_inputs(self._body, config.signature, memoryview(self._raw)[self._split:])
+        wanted, self._binary = _requested_outputs(self._body)
+        return arrays, wanted
+
+    def encode(self, config: ModelConfig, outputs: dict[str, Array]) -> V2Response:
+        return _encode(config.name, config.version, self._body.get("id"), outputs,
+                       config.signature.output_dtypes, self._binary)
 
 
 def _decode_inputs(body: dict[str, Any], signature: Signature,
@@ -168,12 +182,8 @@ def _parameters(holder: Mapping[str, Any], where: str) -> Mapping[str, Any]:
 
 def _timeout_ms(parameters: Mapping[str, Any]) -> float | None:
     """Triton clients send ``timeout`` in microseconds."""
-    timeout = parameters.get("timeout")
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise InvalidInput("parameter 'timeout' must be a positive number of microseconds")
-    return timeout / 1000
+    timeout = positive(parameters.get("timeout"), "parameter 'timeout'", " of microseconds")
+    return None if timeout is None else timeout / 1000
 
 
 def _encode(name: str, version: int, request_id: Any, result: dict[str, Array],

@@ -1,9 +1,6 @@
-"""The Open Inference Protocol v2 (KServe REST) around ``V2Infer``: server and model metadata,
-readiness, and Triton's model repository and model configuration extensions.
-
-Infer requests are answered by ``facade.front.Front`` (pure ASGI) through the same ``V2Infer``;
-the FastAPI infer routes document them and serve any mount without ``Front``. Errors use the
-protocol's ``{"error": "..."}`` body (``facade.errors``).
+"""The Open Inference Protocol v2 (KServe REST) beside infer (``facade.front``'s): server and
+model metadata, readiness, and Triton's model repository and model configuration extensions.
+Errors use the protocol's ``{"error": "..."}`` body (``facade.errors``).
 """
 
 from __future__ import annotations
@@ -11,18 +8,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import Field
 
-from common.errors import InvalidInput
 from common.model.config import ModelConfig, ModelFormat
 from common.model.signature import BATCH, TensorSpec
 from facade.admin_service import AdminService
 from facade.cluster_view import ClusterView
-from facade.v2_protocol import HEADER_LENGTH, V2Infer, V2Response, datatype_of
+from facade.v2_protocol import datatype_of
 
-__all__ = ["EXTENSIONS", "v2_response", "v2_router"]
+__all__ = ["EXTENSIONS", "v2_router"]
 
 SERVER_NAME = "inferno"
 SERVER_VERSION = "0.1.0"
@@ -33,13 +29,6 @@ Version = Annotated[int, Field(ge=1)]
 
 def _json(payload: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
-
-
-def v2_response(response: V2Response) -> Response:
-    if response.header_length is None:
-        return Response(response.body, media_type="application/json")
-    return Response(response.body, media_type="application/octet-stream",
-                    headers={HEADER_LENGTH: str(response.header_length)})
 
 
 def _shape(spec: TensorSpec) -> list[int]:
@@ -79,7 +68,7 @@ def _config(config: ModelConfig) -> dict[str, Any]:
     }
 
 
-def v2_router(infer: V2Infer, admin: AdminService, view: ClusterView) -> APIRouter:
+def v2_router(admin: AdminService, view: ClusterView) -> APIRouter:
     router = APIRouter(tags=["v2"])
     repository = view.repository
 
@@ -136,15 +125,6 @@ def v2_router(infer: V2Infer, admin: AdminService, view: ClusterView) -> APIRout
     async def version_config(name: str, version: Version) -> Response:
         return _json(_config(resolve(name, version)))
 
-    @router.post("/v2/models/{name}/infer", summary="Inference (active version)")
-    async def model_infer(name: str, request: Request) -> Response:
-        return v2_response(await infer(name, None, await request.body(), _header_length(request)))
-
-    @router.post("/v2/models/{name}/versions/{version}/infer", summary="Inference (pinned)")
-    async def version_infer(name: str, version: Version, request: Request) -> Response:
-        return v2_response(await infer(name, version, await request.body(),
-                                       _header_length(request)))
-
     @router.post("/v2/repository/index", summary="Every model version and its state")
     async def repository_index() -> Response:
         index = []
@@ -175,11 +155,3 @@ def v2_router(infer: V2Infer, admin: AdminService, view: ClusterView) -> APIRout
 
     return router
 
-
-def _header_length(request: Request) -> int | None:
-    value = request.headers.get(HEADER_LENGTH)
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise InvalidInput(f"{HEADER_LENGTH} must be a number of bytes, got {value!r}")
-    return int(value)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from common.errors import InfernoError, InvalidInput, ModelFailed, WorkerFailed
+from common.errors import InfernoError, ModelFailed, WorkerFailed
 from common.metrics import WorkerMetrics
 from common.model.config import BatchWait, ModelConfig
 from common.transport.broker import Delivery
@@ -47,7 +47,7 @@ class _Item:
     delivery: Delivery
     rows: int
     key: Hashable
-    """Non-batch shape of every input: only equal keys may share a batch."""
+    """Non-batch shape of every input (``Checked.dims``): only equal keys may share a batch."""
     arrived: float
     """Event-loop time of submission (the fill deadline counts from the first item's)."""
 
@@ -85,27 +85,16 @@ class Batcher:
         self._loop_task.add_done_callback(self._loop_ended)
 
     def submit(self, delivery: Delivery) -> None:
-        """Queue one delivery for batching (called on the event loop, never blocks)."""
-        request = delivery.request
-        rows = request.rows
-        if not rows:
-            # Not validated yet: it came off the wire (a producer may bypass the facade). A
-            # request handed over in process was validated by the facade against this signature.
-            signature = self._config.signature
-            try:
-                signature.check_input_names(request.inputs)
-                request.outputs = signature.check_outputs(request.outputs)
-                rows = signature.check_inputs(request.inputs)
-                if rows > self._max_rows:
-                    raise InvalidInput(f"Batch of {rows} rows exceeds max_batch_size "
-                                       f"{self._max_rows} of model '{self._label}'")
-            except InvalidInput as exc:
-                self._settle([delivery], [PredictReply(error=exc)])
-                return
-            request.rows = rows
-        key = tuple((n, a.shape[1:]) for n, a in sorted(request.inputs.items()))
-        self._pending.append(_Item(delivery, rows, key, asyncio.get_running_loop().time()))
-        self._pending_rows += rows
+        """Queue one delivery for batching (called on the event loop, never blocks).
+
+        Its request was validated against this version's signature (``Signature
+        .validate_request``) by whoever built it: the facade, or the consumer of what producers
+        put on the queue.
+        """
+        checked = delivery.request.checked
+        self._pending.append(_Item(delivery, checked.rows, checked.dims,
+                                   asyncio.get_running_loop().time()))
+        self._pending_rows += checked.rows
         self._idle.clear()
         self._wakeup.set()
         if self._pending_rows >= self._max_rows:
@@ -227,7 +216,7 @@ class Batcher:
         start = 0
         for item in batch:
             end = start + item.rows
-            wanted = item.delivery.request.outputs or outputs.keys()
+            wanted = item.delivery.request.checked.outputs or outputs.keys()
             replies.append(PredictReply({n: outputs[n][start:end] for n in wanted}))
             start = end
         return replies

@@ -1,8 +1,9 @@
 """Tensor payload codecs of the HTTP API: nested-list JSON ``data`` or raw ``b64`` bytes.
 
-A payload is ``{"data": [...]}`` or ``{"b64": "...", "shape": [...]}``, with optional ``dtype``
-(checked against the signature) and ``shape`` (with ``data``: checked, or used to reshape a flat
-row-major list). Everything goes through numpy in C: no per-element Python loops.
+A payload is ``{"data": [...]}`` or ``{"b64": "...", "shape": [...]}`` (``base64`` is accepted
+for ``b64``: the original Inferno's name for it), with optional ``dtype`` (checked against the
+signature) and ``shape`` (with ``data``: checked, or used to reshape a flat row-major list).
+Everything goes through numpy in C: no per-element Python loops.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from common.errors import InvalidInput
 from common.model.dtypes import DType, bf16_bits_to_float32, float_to_bf16_bits
 
-__all__ = ["Codec", "decode_tensor", "encode_tensor", "json_safe", "parse_json_object"]
+__all__ = ["Codec", "decode_tensor", "encode_tensor", "json_safe"]
 
 Array = npt.NDArray[Any]
 
@@ -36,15 +36,8 @@ class Codec(StrEnum):
 _ACCEPTS = {"b": "b", "u": "biu", "i": "biu", "f": "biuf"}
 
 
-def parse_json_object(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
-    """A request body that must be one JSON object (HTTP bodies, JSON queue messages)."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"Request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("Request body must be a JSON object")
-    return body
+_RAW_KEYS = ("b64", "base64")
+"""The keys of a payload's raw bytes: ours, and the original Inferno's."""
 
 
 def decode_tensor(name: str, payload: Any, dtype: DType) -> Array:
@@ -59,19 +52,21 @@ def decode_tensor(name: str, payload: Any, dtype: DType) -> Array:
         isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
     ):
         raise InvalidInput(f"Input '{name}': 'shape' must be a list of non-negative integers")
-    has_data, has_b64 = "data" in payload, "b64" in payload
-    if has_data == has_b64:
-        raise InvalidInput(f"Input '{name}': give exactly one of 'data' or 'b64'")
-    if has_b64:
-        return _from_b64(name, payload["b64"], shape, dtype)
+    given = [k for k in ("data", *_RAW_KEYS) if k in payload]
+    if len(given) != 1:
+        got = f", got {' and '.join(given)}" if given else ""
+        raise InvalidInput(f"Input '{name}': give exactly one of 'data' or 'b64' ('base64' is "
+                           f"the same as 'b64'){got}")
+    if given[0] != "data":
+        return _from_b64(name, given[0], payload[given[0]], shape, dtype)
     return _from_data(name, payload["data"], shape, dtype)
 
 
-def _from_b64(name: str, text: Any, shape: list[int] | None, dtype: DType) -> Array:
+def _from_b64(name: str, key: str, text: Any, shape: list[int] | None, dtype: DType) -> Array:
     if shape is None:
-        raise InvalidInput(f"Input '{name}': 'shape' is required with 'b64'")
+        raise InvalidInput(f"Input '{name}': 'shape' is required with '{key}'")
     if not isinstance(text, str):
-        raise InvalidInput(f"Input '{name}': 'b64' must be a base64 string")
+        raise InvalidInput(f"Input '{name}': '{key}' must be a base64 string")
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:

@@ -1,13 +1,18 @@
-"""Model signatures and the checks a request must pass before it is queued.
+"""Model signatures and the one validation a request passes (``Signature.validate_request``).
 
 Every tensor's leading dimension is the symbolic ``batch``: requests are concatenated along it and
 outputs are split back along it. Other dimensions are fixed integers or symbolic names; a symbolic
 name must take the same value in every input of one request (every ``seq`` equal).
+
+The facade validates what HTTP clients send and the worker validates what producers put on the
+queue themselves, both with ``validate_request``: its result, ``Checked``, is what a
+``PredictRequest`` carries, so nothing downstream re-checks or wonders whether it was checked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated
 
@@ -18,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from common.errors import InvalidInput
 from common.model.dtypes import DType
 
-__all__ = ["BATCH", "Dim", "Signature", "TensorSpec"]
+__all__ = ["BATCH", "Checked", "Dim", "Signature", "TensorSpec"]
 
 BATCH = "batch"
 Dim = int | str
@@ -27,6 +32,18 @@ Array = npt.NDArray[np.generic]
 
 def _fmt_shape(shape: Iterable[Dim]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What validation established about one request's inputs."""
+
+    rows: int
+    """Rows along the batch dimension (at least 1, at most the model's ``max_batch_size``)."""
+    dims: tuple[tuple[str, tuple[int, ...]], ...]
+    """Each input's non-batch shape, by name: only requests with equal ``dims`` share a batch."""
+    outputs: list[str] | None
+    """The outputs to return, without repeats; ``None`` for every output."""
 
 
 class TensorSpec(BaseModel):
@@ -88,6 +105,18 @@ class Signature(BaseModel):
     def output_dtypes(self) -> dict[str, DType]:
         return {s.name: s.dtype for s in self.outputs}
 
+    def validate_request(self, inputs: Mapping[str, Array], outputs: Iterable[str] | None, *,
+                         max_rows: int, model: str) -> Checked:
+        """Check a decoded request (input names, dtypes, shapes, rows, the output selection)."""
+        self.check_input_names(inputs)
+        selected = self.check_outputs(outputs)
+        rows = self.check_inputs(inputs)
+        if rows > max_rows:
+            raise InvalidInput(f"Batch of {rows} rows exceeds max_batch_size {max_rows} "
+                               f"of model '{model}'")
+        return Checked(rows, tuple((n, a.shape[1:]) for n, a in sorted(inputs.items())),
+                       selected)
+
     def check_input_names(self, names: Iterable[str]) -> None:
         """422 for missing required or unexpected inputs, before any data is decoded."""
         given = set(names)
@@ -104,7 +133,7 @@ class Signature(BaseModel):
             )
 
     def check_outputs(self, requested: Iterable[str] | None) -> list[str] | None:
-        """Validate a requested output selection; ``None`` means every output."""
+        """Validate a requested output selection; ``None`` or none at all means every output."""
         if requested is None:
             return None
         wanted = list(dict.fromkeys(requested))
@@ -114,7 +143,7 @@ class Signature(BaseModel):
                 f"Unknown output(s): {', '.join(unknown)}. "
                 f"Available outputs: {', '.join(sorted(self.output_names))}"
             )
-        return wanted
+        return wanted or None
 
     def check_inputs(self, arrays: Mapping[str, Array]) -> int:
         """Check dtypes and shapes of decoded inputs; return the batch size (rows)."""

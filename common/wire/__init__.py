@@ -1,5 +1,52 @@
-"""What crosses the queue hop: typed messages, and the public framing of docs/queue-protocol.md."""
+"""What crosses the queue hop, the public contract of docs/queue-protocol.md: the typed messages
+and how queue messages carry them (``messages``), the tensor framing of their bodies
+(``framing``), and the JSON request body that HTTP v1 clients and producers share
+(``json_request``). Producers import what they need from here."""
 
-from common.wire.messages import PredictReply, PredictRequest
+from common.wire.framing import decode_frame, encode_frame
+from common.wire.json_request import decode_json_inputs, parse_json_object
+from common.wire.messages import (
+    HEADER_DEADLINE,
+    HEADER_OUTPUTS,
+    HEADER_PUBLISHED,
+    HEADER_STATUS,
+    JSON_CONTENT_TYPE,
+    STATUS_OK,
+    TENSORS_CONTENT_TYPE,
+    PredictReply,
+    PredictRequest,
+    RequestHeaders,
+    decode_inputs,
+    decode_reply,
+    encode_reply,
+    parse_request_headers,
+    queue_name,
+    reply_content_type,
+    request_headers,
+    routing_key,
+)
 
-__all__ = ["PredictReply", "PredictRequest"]
+__all__ = [
+    "HEADER_DEADLINE",
+    "HEADER_OUTPUTS",
+    "HEADER_PUBLISHED",
+    "HEADER_STATUS",
+    "JSON_CONTENT_TYPE",
+    "STATUS_OK",
+    "TENSORS_CONTENT_TYPE",
+    "PredictReply",
+    "PredictRequest",
+    "RequestHeaders",
+    "decode_frame",
+    "decode_inputs",
+    "decode_json_inputs",
+    "decode_reply",
+    "encode_frame",
+    "encode_reply",
+    "parse_json_object",
+    "parse_request_headers",
+    "queue_name",
+    "reply_content_type",
+    "request_headers",
+    "routing_key",
+]

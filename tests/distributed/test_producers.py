@@ -11,7 +11,7 @@ import aio_pika
 import numpy as np
 import pytest
 
-from common.wire.messages import TENSORS_CONTENT_TYPE, encode_frame
+from common.wire import TENSORS_CONTENT_TYPE, encode_frame
 from examples.producer import Producer
 from tests.distributed.conftest import ROOT, Cluster, wait_ready
 

@@ -97,6 +97,16 @@ async def test_python_model_with_symbolic_dims(client: httpx.AsyncClient) -> Non
     ({"inputs": {"tokens": {"data": [[1]], "b64": "AQ=="}, "mask": {"data": [[True]]}}},
      "Input 'tokens': give exactly one of 'data' or 'b64'"),
     ({"inputs": []}, "'inputs' must be an object"),
+    ({"inputs": {}}, "Missing required input(s): mask, tokens. Expected inputs: mask, tokens"),
+    ({"inputs": {"tokens": {"base64": "AQ==", "b64": "AQ==", "shape": [1, 1]},
+                 "mask": {"data": [[True]]}}},
+     "Input 'tokens': give exactly one of 'data' or 'b64' ('base64' is the same as 'b64'), "
+     "got b64 and base64"),
+    ({"inputs": {"tokens": {"base64": "AQ==", "data": [[1]], "shape": [1, 1]},
+                 "mask": {"data": [[True]]}}},
+     "got data and base64"),
+    ({"inputs": {"tokens": {"base64": "AQ=="}, "mask": {"data": [[True]]}}},
+     "Input 'tokens': 'shape' is required with 'base64'"),
     ([1, 2], "Request body must be a JSON object"),
 ])
 async def test_invalid_input_is_422_with_a_message_naming_the_field(

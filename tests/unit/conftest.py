@@ -108,17 +108,17 @@ class Harness:
                 await self._delivery.wait()
 
     async def request(self, inputs: Mapping[str, Any], *, timeout: float = 5.0,
-                      outputs: list[str] | None = None, validated: bool = True,
-                      published: float = 0.0) -> PredictReply:
-        """One predict call through the broker. ``validated`` mimics the facade (rows set);
-        otherwise rows stay 0, as for a message a producer put on the queue itself."""
+                      outputs: list[str] | None = None, published: float = 0.0
+                      ) -> PredictReply:
+        """One predict call through the broker, validated as the facade validates it."""
         arrays = {n: a if isinstance(a, np.ndarray) else np.asarray(a, np.float32)
                   for n, a in inputs.items()}
-        rows = self.config.signature.check_inputs(arrays) if validated else 0
+        config = self.config
+        checked = config.signature.validate_request(
+            arrays, outputs, max_rows=config.batching.max_batch_size, model=config.name)
         request = PredictRequest(
-            model=self.config.name, version=self.config.version, inputs=arrays,
-            deadline=time.time() + timeout, outputs=outputs, request_id=f"t{next(_ids)}",
-            rows=rows, published=published)
+            model=config.name, version=config.version, inputs=arrays, checked=checked,
+            deadline=time.time() + timeout, request_id=f"t{next(_ids)}", published=published)
         return await self.broker.request(request)
 
     async def infer(self, inputs: Mapping[str, Any], **kwargs: Any) -> dict[str, Array]:

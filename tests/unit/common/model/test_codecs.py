@@ -166,11 +166,24 @@ def test_out_of_range_ints(dtype: DType, value: int) -> None:
 
 @pytest.mark.parametrize("payload", [
     {"data": [1.0], "b64": "AACAPw==", "shape": [1]},
+    {"data": [1.0], "base64": "AACAPw==", "shape": [1]},
+    {"b64": "AACAPw==", "base64": "AACAPw==", "shape": [1]},
     {"shape": [1]},
     {},
-], ids=["both", "neither", "empty"])
+], ids=["both", "data-and-base64", "b64-and-base64", "neither", "empty"])
 def test_exactly_one_of_data_or_b64(payload: dict[str, Any]) -> None:
     assert "exactly one of 'data' or 'b64'" in invalid(payload)
+
+
+def test_base64_is_the_original_name_of_b64() -> None:
+    """The original Inferno's key for raw bytes: the same decoding, the same errors."""
+    as_b64 = decode_tensor("x", {"b64": "AACAPwAAAEA=", "shape": [1, 2]}, DType.FLOAT32)
+    as_base64 = decode_tensor("x", {"base64": "AACAPwAAAEA=", "shape": [1, 2]}, DType.FLOAT32)
+    np.testing.assert_array_equal(as_b64, as_base64)
+    np.testing.assert_array_equal(as_base64, [[1.0, 2.0]])
+    assert "'shape' is required with 'base64'" in invalid({"base64": "AACAPw=="})
+    assert "'base64' must be a base64 string" in invalid({"base64": 5, "shape": [1]})
+    assert "needs 4 bytes, got 3" in invalid({"base64": "AAAA", "shape": [1]})
 
 
 def test_payload_must_be_an_object() -> None:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from common.errors import InvalidInput
 from common.model.dtypes import DType
-from common.model.signature import Signature, TensorSpec
+from common.model.signature import Checked, Signature, TensorSpec
 
 
 def signature(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]] | None = None
@@ -134,6 +134,7 @@ def test_bfloat16_inputs_are_uint16_bit_patterns() -> None:
 
 def test_all_outputs_by_default(bag: Signature) -> None:
     assert bag.check_outputs(None) is None
+    assert bag.check_outputs([]) is None
 
 
 def test_requested_outputs_keep_order_without_duplicates(bag: Signature) -> None:
@@ -211,3 +212,37 @@ def test_inputs_and_outputs_are_required() -> None:
     with pytest.raises(ValidationError):
         Signature.model_validate({"inputs": [
             {"name": "x", "dtype": "float32", "shape": ["batch"]}], "outputs": []})
+
+
+# --- the one validation of a request ---------------------------------------------------------
+
+
+def test_validate_request_returns_what_it_established(bag: Signature) -> None:
+    checked = bag.validate_request({"tokens": np.zeros((3, 5), np.int64),
+                                    "mask": np.ones((3, 5), bool)}, ["label", "label"],
+                                   max_rows=4, model="bag")
+    assert checked == Checked(rows=3, dims=(("mask", (5,)), ("tokens", (5,))),
+                              outputs=["label"])
+    assert bag.validate_request({"tokens": np.zeros((1, 2), np.int64),
+                                 "mask": np.ones((1, 2), bool)}, None,
+                                max_rows=4, model="bag").outputs is None
+
+
+@pytest.mark.parametrize(("inputs", "outputs", "message"), [
+    ({"tokens": np.zeros((5, 2), np.int64), "mask": np.ones((5, 2), bool)}, None,
+     "Batch of 5 rows exceeds max_batch_size 4 of model 'bag'"),
+    ({"mask": np.ones((1, 2), bool)}, None, "Missing required input(s): tokens"),
+    ({"tokens": np.zeros((1, 2), np.int64), "mask": np.ones((1, 2), bool),
+      "z": np.ones(1)}, None, "Unexpected input(s): z"),
+    ({"tokens": np.zeros((1, 2), np.int64), "mask": np.ones((1, 2), bool)}, ["nope"],
+     "Unknown output(s): nope"),
+    ({"tokens": np.zeros((1, 2), np.int32), "mask": np.ones((1, 2), bool)}, None,
+     "Input 'tokens': expected dtype int64, got int32"),
+    ({"tokens": np.zeros((0, 2), np.int64), "mask": np.ones((0, 2), bool)}, None,
+     "The batch dimension must be at least 1"),
+], ids=["too-many-rows", "missing", "unexpected", "unknown-output", "dtype", "no-rows"])
+def test_validate_request_refuses_with_the_checks_own_messages(
+        bag: Signature, inputs: dict[str, Any], outputs: list[str] | None,
+        message: str) -> None:
+    assert message in message_of(
+        lambda: bag.validate_request(inputs, outputs, max_rows=4, model="bag"))

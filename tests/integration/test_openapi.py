@@ -1,0 +1,61 @@
+"""The OpenAPI schema documents the predict endpoints that the ASGI front serves, and only those:
+each documented predict path is answered by the front (never FastAPI's 404/405), with a body that
+the documented request schema accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+
+from facade.front import PREDICT_ROUTES
+
+V1_BODY = {"inputs": {"x": {"data": [[0.5] * 256]}}, "outputs": ["probs"], "timeout_ms": 5000}
+V2_BODY = {"id": "r1", "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 256],
+                                    "data": [0.5] * 256}],
+           "outputs": [{"name": "probs"}]}
+
+
+@pytest.fixture
+async def schema(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    return response.json()  # type: ignore[no-any-return]
+
+
+def request_schema(schema: dict[str, Any], path: str) -> dict[str, Any]:
+    ref = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    return {"$ref": ref["$ref"], "components": schema["components"]}
+
+
+def test_the_documented_predict_paths_are_the_fronts(schema: dict[str, Any]) -> None:
+    documented = {path for path, item in schema["paths"].items()
+                  if path.endswith((":predict", "/infer"))}
+    assert documented == {r.path for r in PREDICT_ROUTES}
+    for route in PREDICT_ROUTES:
+        assert set(schema["paths"][route.path]) == {"post"}
+        parameters = {p["name"] for p in schema["paths"][route.path]["post"]["parameters"]}
+        assert parameters == ({"name", "version"} if "{version}" in route.path else {"name"})
+
+
+@pytest.mark.parametrize("route", PREDICT_ROUTES, ids=lambda r: r.path)
+async def test_each_documented_path_is_served_with_a_documented_body(
+        client: httpx.AsyncClient, schema: dict[str, Any], route: Any) -> None:
+    body = V1_BODY if route.protocol == "v1" else V2_BODY
+    jsonschema.validate(body, request_schema(schema, route.path))
+    path = route.path.replace("{name}", "mlp").replace("{version}", "2")
+    response = await client.post(path, json=body)
+    assert response.status_code == 200, response.text
+    outputs = response.json()["outputs"]
+    assert (set(outputs) if route.protocol == "v1" else {o["name"] for o in outputs}) == {"probs"}
+
+
+def test_the_documented_v1_body_accepts_the_original_base64_key(schema: dict[str, Any]) -> None:
+    body = {"inputs": {"x": {"base64": "AACAPw==", "shape": [1, 1], "dtype": "float32"}}}
+    jsonschema.validate(body, request_schema(schema, "/v1/models/{name}:predict"))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"inputs": {"x": {"b65": "x"}}},
+                            request_schema(schema, "/v1/models/{name}:predict"))
