@@ -51,12 +51,11 @@ CANCEL_TIMEOUT_S = 5.0
 
 
 class _AmqpDelivery(Delivery):
-    __slots__ = ("_message", "_outbox", "_signature", "_tag", "redelivered", "request")
+    __slots__ = ("_message", "_outbox", "_signature", "_tag", "request")
 
-    def __init__(self, message: DeliveredMessage, tag: int, redelivered: bool,
-                 request: PredictRequest, outbox: Outbox, signature: Signature) -> None:
+    def __init__(self, message: DeliveredMessage, tag: int, request: PredictRequest,
+                 outbox: Outbox, signature: Signature) -> None:
         self.request = request
-        self.redelivered = redelivered
         self._tag = tag
         self._message = message
         self._outbox = outbox
@@ -140,8 +139,7 @@ class QueueConsumer(Subscription):
             _send_reply(outbox, message, PredictReply(error=exc), self._signature)
             outbox.reject(tag, requeue=False)
             return
-        self._handler(_AmqpDelivery(message, tag, bool(deliver.redelivered), request, outbox,
-                                    self._signature))
+        self._handler(_AmqpDelivery(message, tag, request, outbox, self._signature))
 
     async def cancel(self) -> None:
         if self._cancelled:  # close() after cancel(): the consumer is already gone

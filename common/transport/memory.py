@@ -31,12 +31,11 @@ log = logging.getLogger(__name__)
 
 
 class _MemoryDelivery(Delivery):
-    __slots__ = ("_consumer", "_future", "_queue", "_settled", "redelivered", "request")
+    __slots__ = ("_consumer", "_future", "_queue", "_settled", "request")
 
     def __init__(self, queue: _Queue, request: PredictRequest,
                  future: asyncio.Future[PredictReply]) -> None:
         self.request = request
-        self.redelivered = False
         self._queue = queue
         self._future = future
         self._consumer: _Consumer | None = None
@@ -56,7 +55,6 @@ class _MemoryDelivery(Delivery):
         self._settle()
         if requeue:
             self._settled = False  # the redelivery is settled anew
-            self.redelivered = True
             self._queue.ready.appendleft(self)
             self._queue.dispatch()
 
