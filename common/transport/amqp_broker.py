@@ -1,21 +1,24 @@
 """The distributed broker: RabbitMQ through aio-pika, the message contract of
 docs/queue-protocol.md.
 
-``AmqpBroker`` owns the connection and composes the two sides. Facade side
-(``common.transport.amqp_client``): publish with confirms, one exclusive reply queue per process,
-futures keyed by correlation id. Topology and worker side, here: the exchange (declared by the
-client, which publishes to it), the dead-letter exchange and queue, a durable bounded queue per
-model version with its pinned binding and, for the active version, the alias binding; and
-consumers (``common.transport.amqp_consumer``), a channel per consumed queue with its own
-prefetch, whose replies go to the request's ``reply_to`` through the default exchange and whose
-requests are acknowledged only after their reply is published. aio-pika keeps the connection,
-the channels, the topology and their recovery; requests and replies go through aiormq, whose
-internals the worker relies on are checked before connecting (``check_internals``).
+``AmqpBroker`` owns the connection and composes two sides:
+
+- the facade's requests (``common.transport.amqp_client``): a publishing channel with confirms,
+  which declares the ``inferno.predict`` exchange it publishes to, one exclusive reply queue per
+  process, futures keyed by correlation id;
+- the worker's consumers (``common.transport.amqp_consumer``): a channel per consumed queue with
+  its own prefetch; replies go to the request's ``reply_to`` through the default exchange, and
+  the request is acknowledged only after its reply is published.
+
+Here is the topology between them, on an admin channel: the dead-letter exchange and queue, a
+durable bounded queue per model version with its pinned binding and, for the active version,
+the alias binding. aio-pika keeps the connection, the channels, the topology and their recovery;
+requests and replies go through aiormq, and the aiormq internals the worker relies on are
+checked before connecting (``check_internals``).
 
 Every aio-pika/aiormq failure is turned into ``BrokerUnavailable`` at this boundary
 (``broker_errors``).
 """
-
 from __future__ import annotations
 
 import contextlib
