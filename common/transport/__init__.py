@@ -1,6 +1,9 @@
 """The data plane's transport: the ``Broker`` contract with its in-memory implementation
-(embedded mode). The AMQP implementation, ``common.transport.amqp_broker`` with its consumer
-side, is imported only where a broker URL is configured."""
+(embedded mode). The AMQP implementation is imported only where a broker URL is configured:
+``amqp_broker`` (``AmqpBroker``: connection, topology) composes ``amqp_client`` (the facade's
+requests and replies) and ``amqp_consumer`` (the worker's deliveries, written through
+``outbox``); ``aiormq_frames`` holds the aiormq internals the outbox relies on, and
+``amqp_errors`` the conversion of AMQP errors into ``BrokerUnavailable``."""
 
 from common.transport.broker import Broker, Delivery, DeliveryHandler, Subscription
 from common.transport.memory import InMemoryBroker

@@ -7,10 +7,11 @@ still owns the connection, the channel and its recovery: after a reconnection it
 channel (qos, the passively declared queue) and ``reopen_callbacks`` registers the consumer again
 on the new protocol channel.
 
-Acknowledgements are coalesced per channel (``Outbox``): once per event-loop turn, one
-``ack(multiple=True)`` for the settled tags below the lowest one still in flight, single acks for
-the settled ones behind it, always after the replies already queued on the same channel (one
-connection writes its frames in order). Replies do not wait for the socket to drain.
+Replies, rejections and acknowledgements go through the channel's ``Outbox``
+(common/transport/outbox.py), coalesced per event-loop turn: one ``ack(multiple=True)`` for the
+settled tags below the lowest one still in flight, single acks for the settled ones behind it,
+always after the replies already queued on the same channel (one connection writes its frames in
+order). Replies do not wait for the socket to drain.
 """
 
 from __future__ import annotations
@@ -24,14 +25,13 @@ from typing import Any, cast
 
 import aiormq
 from aio_pika.abc import AbstractRobustChannel
-from aiormq.abc import ChannelFrame, DeliveredMessage, FrameType
-from pamqp.body import ContentBody
+from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
-from pamqp.header import ContentHeader
 
 from common.errors import InvalidInput
 from common.model.signature import Signature
 from common.transport.broker import Delivery, DeliveryHandler, Subscription
+from common.transport.outbox import Outbox
 from common.wire.messages import (
     HEADER_STATUS,
     PredictReply,
@@ -42,7 +42,7 @@ from common.wire.messages import (
     reply_content_type,
 )
 
-__all__ = ["Outbox", "QueueConsumer"]
+__all__ = ["QueueConsumer"]
 
 log = logging.getLogger(__name__)
 
@@ -50,98 +50,12 @@ NO_DEADLINE_S = 3600.0
 CANCEL_TIMEOUT_S = 5.0
 
 
-class Outbox:
-    """What one protocol channel owes the broker, written once per event-loop turn.
-
-    A batch's replies, its rejections and one ``ack(multiple=True)`` leave in one write (one
-    frame set, one syscall, one wake-up of the broker) instead of one per message. Tags are handed
-    out in increasing order and ``ack(multiple=True)`` of tag *t* acknowledges every outstanding
-    tag up to *t*, so it covers only the prefix that is wholly settled; deliveries settled behind
-    an older one still in flight (batches run concurrently and finish out of order) get an ack of
-    their own in the same write, so a slow batch never holds the prefetch window. A rejection
-    goes in its own frame, written before any ack that spans its tag. Replies are written before
-    the ack of their request: one connection writes its frames in order.
-    """
-
-    __slots__ = ("_channel", "_flush_pending", "_frames", "_outstanding", "_writes")
-
-    def __init__(self, channel: aiormq.Channel) -> None:
-        self._channel = channel
-        self._outstanding: dict[int, bool | None] = {}
-        """Tag → ``None`` in flight, ``True`` settled by ack, ``False`` settled by reject."""
-        self._frames: list[FrameType] = []
-        self._flush_pending = False
-        self._writes: set[asyncio.Future[None]] = set()  # strong references to blocked writes
-
-    @property
-    def channel(self) -> aiormq.Channel:
-        return self._channel
-
-    def delivered(self, tag: int) -> None:
-        self._outstanding[tag] = None
-
-    def publish(self, routing_key: str, body: bytes, properties: Basic.Properties) -> None:
-        size = self._channel.max_content_size
-        self._frames += (Basic.Publish(routing_key=routing_key),
-                         ContentHeader(body_size=len(body), properties=properties),
-                         *(ContentBody(body[i:i + size]) for i in range(0, len(body), size)))
-        self._schedule()
-
-    def ack(self, tag: int) -> None:
-        self._outstanding[tag] = True
-        self._schedule()
-
-    def reject(self, tag: int, requeue: bool) -> None:
-        self._outstanding[tag] = False
-        self._frames.append(Basic.Reject(delivery_tag=tag, requeue=requeue))
-        self._schedule()
-
-    def _schedule(self) -> None:
-        if not self._flush_pending:
-            self._flush_pending = True
-            asyncio.get_running_loop().call_soon(self.flush)
-
-    def flush(self) -> None:
-        """Write what is owed now (normally at the end of the event-loop turn)."""
-        self._flush_pending = False
-        frames, self._frames = self._frames, []
-        prefix_end = 0  # the last acked tag with nothing in flight before it
-        behind: list[int] = []  # acked tags behind one in flight: acknowledged one by one
-        in_flight = False
-        for tag, acked in list(self._outstanding.items()):
-            if acked is None:
-                in_flight = True
-                continue
-            del self._outstanding[tag]  # settled: an ack below, or a rejection already framed
-            if acked and in_flight:
-                behind.append(tag)
-            elif acked:
-                prefix_end = tag
-        if prefix_end:
-            frames.append(Basic.Ack(delivery_tag=prefix_end, multiple=True))
-        frames += (Basic.Ack(delivery_tag=tag) for tag in behind)
-        if not frames:
-            return
-        if self._channel.is_closed:
-            # The broker redelivers what it had not seen acknowledged.
-            log.debug("channel %s closed: %d frames dropped", self._channel.number, len(frames))
-            return
-        payload = ChannelFrame.marshall(channel_number=self._channel.number, frames=frames)
-        try:
-            self._channel.write_queue.put_nowait(payload)
-        except asyncio.QueueFull:  # the connection's writer is behind: wait for room, in order
-            write = asyncio.ensure_future(self._channel.write_queue.put(payload))
-            self._writes.add(write)
-            write.add_done_callback(self._writes.discard)
-
-
 class _AmqpDelivery(Delivery):
-    __slots__ = ("_message", "_outbox", "_signature", "_tag", "redelivered", "request")
+    __slots__ = ("_message", "_outbox", "_signature", "_tag", "request")
 
-    def __init__(self, message: DeliveredMessage, tag: int, redelivered: bool,
-                 request: PredictRequest, outbox: Outbox, signature: Signature) -> None:
+    def __init__(self, message: DeliveredMessage, tag: int, request: PredictRequest,
+                 outbox: Outbox, signature: Signature) -> None:
         self.request = request
-        self.redelivered = redelivered
         self._tag = tag
         self._message = message
         self._outbox = outbox
@@ -225,8 +139,7 @@ class QueueConsumer(Subscription):
             _send_reply(outbox, message, PredictReply(error=exc), self._signature)
             outbox.reject(tag, requeue=False)
             return
-        self._handler(_AmqpDelivery(message, tag, bool(deliver.redelivered), request, outbox,
-                                    self._signature))
+        self._handler(_AmqpDelivery(message, tag, request, outbox, self._signature))
 
     async def cancel(self) -> None:
         if self._cancelled:  # close() after cancel(): the consumer is already gone

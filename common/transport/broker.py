@@ -42,7 +42,6 @@ class Delivery(ABC):
     """One request handed to a worker, to be answered and then settled exactly once."""
 
     request: PredictRequest
-    redelivered: bool
 
     @abstractmethod
     async def reply(self, reply: PredictReply) -> None:

@@ -31,12 +31,11 @@ log = logging.getLogger(__name__)
 
 
 class _MemoryDelivery(Delivery):
-    __slots__ = ("_consumer", "_future", "_queue", "_settled", "redelivered", "request")
+    __slots__ = ("_consumer", "_future", "_queue", "_settled", "request")
 
     def __init__(self, queue: _Queue, request: PredictRequest,
                  future: asyncio.Future[PredictReply]) -> None:
         self.request = request
-        self.redelivered = False
         self._queue = queue
         self._future = future
         self._consumer: _Consumer | None = None
@@ -56,7 +55,6 @@ class _MemoryDelivery(Delivery):
         self._settle()
         if requeue:
             self._settled = False  # the redelivery is settled anew
-            self.redelivered = True
             self._queue.ready.appendleft(self)
             self._queue.dispatch()
 
@@ -122,11 +120,11 @@ class _Queue:
 
 
 class InMemoryBroker(Broker):
+    """In process every caller pins a version, so nothing publishes to a model's alias: binding
+    one only checks, like AMQP, that the version's queue exists."""
+
     def __init__(self) -> None:
         self._queues: dict[str, _Queue] = {}
-        self.aliases: dict[str, set[int]] = {}
-        """Model → versions its alias routes to. In process every caller pins a version, so
-        nothing publishes to an alias here; it is kept so both brokers answer alike."""
 
     async def start(self) -> None:
         pass
@@ -169,7 +167,6 @@ class InMemoryBroker(Broker):
         queue = self._queues.pop(queue_name(model, version), None)
         if queue is not None:
             queue.consumers.clear()
-            self.aliases.get(model, set()).discard(version)
             for delivery in queue.ready:  # their callers learn now, not at their deadlines
                 if not delivery._future.done():
                     delivery._future.set_exception(ModelNotLoaded(
@@ -177,10 +174,10 @@ class InMemoryBroker(Broker):
             queue.ready.clear()
 
     async def bind_alias(self, model: str, version: int) -> None:
-        self.aliases.setdefault(model, set()).add(version)
+        self._declared(model, version)
 
     async def unbind_alias(self, model: str, version: int) -> None:
-        self.aliases.get(model, set()).discard(version)
+        pass  # nothing routes by alias here; unbinding a missing queue is harmless, as on AMQP
 
     async def queue_depth(self, model: str, version: int) -> int:
         queue = self._queues.get(queue_name(model, version))
@@ -190,11 +187,15 @@ class InMemoryBroker(Broker):
         self, model: str, version: int, handler: DeliveryHandler, prefetch: int,
         signature: Signature,
     ) -> Subscription:
-        name = queue_name(model, version)
-        if name not in self._queues:
-            raise ModelNotLoaded(f"No queue {name}: declare it first")
-        queue = self._queues[name]
+        queue = self._declared(model, version)
         consumer = _Consumer(queue, handler, prefetch)
         queue.consumers.append(consumer)
         queue.dispatch()
         return consumer
+
+    def _declared(self, model: str, version: int) -> _Queue:
+        name = queue_name(model, version)
+        queue = self._queues.get(name)
+        if queue is None:
+            raise ModelNotLoaded(f"No queue {name}: declare it first")
+        return queue

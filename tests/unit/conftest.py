@@ -93,10 +93,13 @@ class Harness:
     subscription: Subscription | None = None
     delivered: int = 0
     """Deliveries handed to ``batcher.submit`` so far."""
+    request_ids: list[str] = field(default_factory=list)
+    """The request id of each of those deliveries, in order."""
     _delivery: asyncio.Event = field(default_factory=asyncio.Event)
 
     def handle(self, delivery: Delivery) -> None:
         self.delivered += 1
+        self.request_ids.append(delivery.request.request_id)
         self._delivery.set()
         self.batcher.submit(delivery)
 
