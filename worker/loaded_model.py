@@ -58,8 +58,7 @@ class LoadedModel:
             await broker.declare_queue(config.name, config.version, config.queue.max_length)
             # Enough prefetch that a full batch can wait while max_concurrency others run.
             prefetch = config.batching.max_batch_size * config.concurrency.max_concurrency * 2
-            runner._subscription = await broker.consume(
-                config.name, config.version, runner._batcher.submit, prefetch, config.signature)
+            runner._subscription = await broker.consume(config, runner._batcher.submit, prefetch)
         except BaseException:
             await runner.stop(drain_timeout=0)  # release the model and its threads
             raise

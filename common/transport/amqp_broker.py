@@ -29,7 +29,7 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from common.errors import BrokerUnavailable, ModelNotLoaded
-from common.model.signature import Signature
+from common.model.config import ModelConfig
 from common.transport.aiormq_frames import check_internals
 from common.transport.amqp_client import AmqpClient
 from common.transport.amqp_consumer import QueueConsumer
@@ -139,9 +139,10 @@ class AmqpBroker(Broker):
         if await self._peek_queue(model, version) is None:
             raise ModelNotLoaded(f"No queue {queue_name(model, version)}: declare it first")
 
-    async def consume(self, model: str, version: int, handler: DeliveryHandler,
-                      prefetch: int, signature: Signature) -> Subscription:
+    async def consume(self, config: ModelConfig, handler: DeliveryHandler,
+                      prefetch: int) -> Subscription:
         assert self._connection is not None, "broker not started"
+        model, version = config.name, config.version
 
         async def queue_exists() -> bool:
             return await self._peek_queue(model, version) is not None
@@ -152,7 +153,7 @@ class AmqpBroker(Broker):
             # transient message to a queue that may be gone (its facade died): nothing to await.
             channel = await self._connection.channel(publisher_confirms=False)
             await channel.set_qos(prefetch_count=prefetch)  # aio-pika restores it
-            consumer = QueueConsumer(channel, queue_name(model, version), model, version,
-                                     handler, signature, queue_exists)
+            consumer = QueueConsumer(channel, queue_name(model, version), config, handler,
+                                     queue_exists)
             await consumer.start()
         return consumer

@@ -37,13 +37,13 @@ from common.errors import (
 )
 from common.transport.amqp_errors import broker_errors
 from common.transport.broker import fail_at_deadline
+from common.wire.framing import encode_frame
 from common.wire.messages import (
     HEADER_STATUS,
     TENSORS_CONTENT_TYPE,
     PredictReply,
     PredictRequest,
     decode_reply,
-    encode_frame,
     request_headers,
     routing_key,
 )
@@ -136,7 +136,7 @@ class AmqpClient:
                     content_type=TENSORS_CONTENT_TYPE, correlation_id=correlation_id,
                     reply_to=self._reply_name,
                     message_id=request.request_id or correlation_id,
-                    headers=request_headers(request.deadline, request.outputs,
+                    headers=request_headers(request.deadline, request.checked.outputs,
                                             published=request.published or time.time()),
                     expiration=str(max(1, int(remaining * 1000))),
                     delivery_mode=self._delivery_mode)

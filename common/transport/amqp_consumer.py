@@ -29,6 +29,7 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from common.errors import InvalidInput
+from common.model.config import ModelConfig
 from common.model.signature import Signature
 from common.transport.broker import Delivery, DeliveryHandler, Subscription
 from common.transport.outbox import Outbox
@@ -85,16 +86,14 @@ def _send_reply(outbox: Outbox, message: DeliveredMessage, reply: PredictReply,
 class QueueConsumer(Subscription):
     """One model version's queue consumed on a channel of its own, across reconnections."""
 
-    def __init__(self, channel: AbstractRobustChannel, queue: str, model: str, version: int,
-                 handler: DeliveryHandler, signature: Signature,
-                 queue_exists: Callable[[], Awaitable[bool]]) -> None:
+    def __init__(self, channel: AbstractRobustChannel, queue: str, config: ModelConfig,
+                 handler: DeliveryHandler, queue_exists: Callable[[], Awaitable[bool]]) -> None:
         self._channel = channel
         self._queue_exists = queue_exists
         self._queue = queue
-        self._model = model
-        self._version = version
+        self._config = config
         self._handler = handler
-        self._signature = signature
+        self._signature = config.signature
         self._outbox: Outbox | None = None
         self._tag: str | None = None
         self._cancelled = False
@@ -133,7 +132,7 @@ class QueueConsumer(Subscription):
         tag = cast(int, deliver.delivery_tag)
         outbox.delivered(tag)
         try:
-            request = _decode_request(self._model, self._version, message, self._signature)
+            request = _decode_request(self._config, message)
         except InvalidInput as exc:
             # A poison message: answer it (if anyone asked) and dead-letter it, never requeue.
             _send_reply(outbox, message, PredictReply(error=exc), self._signature)
@@ -161,16 +160,21 @@ class QueueConsumer(Subscription):
             await asyncio.wait_for(self._channel.close(), CANCEL_TIMEOUT_S)
 
 
-def _decode_request(model: str, version: int, message: DeliveredMessage,
-                    signature: Signature) -> PredictRequest:
+def _decode_request(config: ModelConfig, message: DeliveredMessage) -> PredictRequest:
+    """A producer's message as a validated request: what the facade checks of an HTTP request,
+    by the same ``Signature.validate_request``; ``InvalidInput`` when it does not pass."""
     properties = message.header.properties
     headers = parse_request_headers(properties.headers)
     content_type = (properties.content_type or "").split(";")[0].strip()
+    signature = config.signature
     inputs, outputs = decode_inputs(message.body, content_type, signature)
+    checked = signature.validate_request(inputs, outputs or headers.outputs,
+                                         max_rows=config.batching.max_batch_size,
+                                         model=config.name)
     # A producer that sets no deadline waits as long as the broker keeps the message.
     deadline = headers.deadline if headers.deadline is not None else time.time() + NO_DEADLINE_S
     published = headers.published or (properties.timestamp.timestamp() if properties.timestamp
                                       else 0.0)
-    return PredictRequest(model=model, version=version, inputs=inputs, deadline=deadline,
-                          outputs=outputs or headers.outputs,
+    return PredictRequest(model=config.name, version=config.version, inputs=inputs,
+                          checked=checked, deadline=deadline,
                           request_id=properties.message_id or "", published=published)

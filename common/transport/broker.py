@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from common.errors import DeadlineExceeded
-from common.model.signature import Signature
+from common.model.config import ModelConfig
 from common.wire.messages import PredictReply, PredictRequest
 
 __all__ = ["Broker", "Delivery", "DeliveryHandler", "Subscription", "fail_at_deadline"]
@@ -106,9 +106,9 @@ class Broker(ABC):
         """Requests waiting in the queue, not yet handed to a consumer."""
 
     @abstractmethod
-    async def consume(
-        self, model: str, version: int, handler: DeliveryHandler, prefetch: int,
-        signature: Signature,
-    ) -> Subscription:
-        """Start handing the queue's requests to ``handler``. ``signature`` decodes and checks
-        what producers sent over the wire (the in-process broker hands over checked arrays)."""
+    async def consume(self, config: ModelConfig, handler: DeliveryHandler,
+                      prefetch: int) -> Subscription:
+        """Start handing the queue of ``config``'s version to ``handler``. What producers sent
+        over the wire is decoded and validated against ``config`` (``Signature
+        .validate_request``) first; the in-process broker hands over requests the facade
+        validated."""

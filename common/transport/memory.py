@@ -15,7 +15,7 @@ import time
 from collections import deque
 
 from common.errors import ModelNotLoaded, Overloaded
-from common.model.signature import Signature
+from common.model.config import ModelConfig
 from common.transport.broker import (
     Broker,
     Delivery,
@@ -183,11 +183,9 @@ class InMemoryBroker(Broker):
         queue = self._queues.get(queue_name(model, version))
         return 0 if queue is None else len(queue.ready)
 
-    async def consume(
-        self, model: str, version: int, handler: DeliveryHandler, prefetch: int,
-        signature: Signature,
-    ) -> Subscription:
-        queue = self._declared(model, version)
+    async def consume(self, config: ModelConfig, handler: DeliveryHandler,
+                      prefetch: int) -> Subscription:
+        queue = self._declared(config.name, config.version)
         consumer = _Consumer(queue, handler, prefetch)
         queue.consumers.append(consumer)
         queue.dispatch()

@@ -36,7 +36,7 @@ from common.errors import InvalidInput, ModelNotLoaded
 from common.model.dtypes import DType, float_to_bf16_bits
 from common.model.signature import Signature
 from common.transport.amqp_broker import DEAD_LETTER_QUEUE, EXCHANGE, AmqpBroker
-from common.wire.messages import (
+from common.wire import (
     HEADER_STATUS,
     JSON_CONTENT_TYPE,
     STATUS_OK,
@@ -49,6 +49,7 @@ from common.wire.messages import (
     queue_name,
     request_headers,
 )
+from tests.contract.configs import checked, config_for
 from tests.contract.test_broker_contract import Inbox
 
 # bfloat16 on purpose: its arrays are uint16 in numpy, but a producer must label them bfloat16.
@@ -133,7 +134,7 @@ async def producer(amqp: AmqpBroker, amqp_url: str) -> AsyncIterator[Producer]:
 async def serve(broker: AmqpBroker, model: str) -> Inbox:
     await broker.declare_queue(model, 1, max_length=10)
     inbox = Inbox()
-    await broker.consume(model, 1, inbox, prefetch=10, signature=SIGNATURE)
+    await broker.consume(config_for(model, SIGNATURE), inbox, prefetch=10)
     return inbox
 
 
@@ -247,7 +248,7 @@ async def test_a_json_request_is_decoded_against_the_signature(
     request = delivery.request
     assert (request.model, request.version, request.request_id) == (model, 1, message_id)
     assert request.deadline == pytest.approx(deadline, abs=0.002)
-    assert request.outputs == ["y"]  # the body's selection wins over the header's
+    assert request.checked.outputs == ["y"]  # the body's selection wins over the header's
     assert request.inputs["x"].dtype == np.uint16  # bfloat16 bit patterns
     np.testing.assert_array_equal(request.inputs["x"], X)
     np.testing.assert_array_equal(request.inputs["mask"], [[True, False]])
@@ -272,7 +273,7 @@ async def test_a_tensor_request_without_deadline_or_reply_to(
     delivery = await inbox.next()
     request = delivery.request
     assert request.request_id == message_id
-    assert request.outputs == ["n", "y"]
+    assert request.checked.outputs == ["n", "y"]
     # No inferno-deadline header: the worker gives it an hour (docs/queue-protocol.md).
     assert request.deadline == pytest.approx(time.time() + 3600, abs=60)
     np.testing.assert_array_equal(request.inputs["mask"], [[False, True]])
@@ -289,8 +290,7 @@ async def test_the_alias_routes_to_the_bound_version(amqp: AmqpBroker, producer:
     for version in (1, 2):
         await amqp.declare_queue(model, version, max_length=10)
         inboxes[version] = Inbox()
-        await amqp.consume(model, version, inboxes[version], prefetch=10,
-                             signature=SIGNATURE)
+        await amqp.consume(config_for(model, SIGNATURE, version), inboxes[version], prefetch=10)
 
     async def publish_to_alias() -> str:
         message_id = uuid.uuid4().hex
@@ -331,7 +331,8 @@ async def test_the_alias_routes_to_the_bound_version(amqp: AmqpBroker, producer:
 def pinned(model: str, version: int) -> PredictRequest:
     """A request as the facade sends it: to one version, through ``AmqpBroker.request``."""
     return PredictRequest(model=model, version=version, inputs={"x": X},
-                          deadline=time.time() + TIMEOUT, request_id="pinned", rows=1,
+                          checked=checked(model, SIGNATURE, {"x": X}),
+                          deadline=time.time() + TIMEOUT, request_id="pinned",
                           dtypes={"x": DType.BFLOAT16})
 
 
@@ -348,7 +349,7 @@ async def test_closing_a_subscription_frees_its_channel_and_returns_what_it_held
     await amqp.declare_queue(model, 1, max_length=10)
     before = await channels_in(vhost)
     held = Inbox()
-    subscription = await amqp.consume(model, 1, held, prefetch=10, signature=SIGNATURE)
+    subscription = await amqp.consume(config_for(model, SIGNATURE), held, prefetch=10)
     assert await channels_in(vhost) == before + 1  # a channel of its own (its prefetch)
     sent = await producer.publish(model, GOOD_BODY, TENSORS_CONTENT_TYPE)
     assert (await held.next()).request.request_id == sent  # handed out, never settled
@@ -357,6 +358,6 @@ async def test_closing_a_subscription_frees_its_channel_and_returns_what_it_held
 
     assert await channels_in(vhost) == before  # a worker that loads and unloads leaks none
     again = Inbox()
-    await amqp.consume(model, 1, again, prefetch=10, signature=SIGNATURE)
+    await amqp.consume(config_for(model, SIGNATURE), again, prefetch=10)
     delivery = await again.next()
     assert delivery.request.request_id == sent  # the one message published, handed out again

@@ -25,6 +25,7 @@ from common.model.dtypes import DType, float_to_bf16_bits
 from common.model.signature import Signature
 from common.transport.broker import Broker, Delivery, Subscription
 from common.wire.messages import PredictReply, PredictRequest
+from tests.contract.configs import checked, config_for
 
 # What the test requests carry, for brokers that decode wire bodies against a signature.
 SIGNATURE = Signature.model_validate({
@@ -36,10 +37,11 @@ SIGNATURE = Signature.model_validate({
 
 def make_request(model: str, i: int = 0, *, timeout: float = 5.0, version: int = 1,
                  outputs: list[str] | None = None) -> PredictRequest:
-    return PredictRequest(model=model, version=version,
-                          inputs={"x": np.array([[float(i), 0.5]], np.float32)},
-                          deadline=time.time() + timeout, outputs=outputs,
-                          request_id=f"req-{i}", rows=1, published=time.time())
+    inputs = {"x": np.array([[float(i), 0.5]], np.float32)}
+    return PredictRequest(model=model, version=version, inputs=inputs,
+                          checked=checked(model, SIGNATURE, inputs, outputs),
+                          deadline=time.time() + timeout,
+                          request_id=f"req-{i}", published=time.time())
 
 
 class Inbox:
@@ -102,7 +104,7 @@ async def depth_is(broker: Broker, model: str, expected: int, timeout: float = 2
 async def consume(broker: Broker, model: str, inbox: Inbox, prefetch: int,
                   signature: Signature = SIGNATURE) -> Subscription:
     """Consume version 1 of ``model``."""
-    return await broker.consume(model, 1, inbox, prefetch, signature=signature)
+    return await broker.consume(config_for(model, signature), inbox, prefetch)
 
 
 def start(broker: Broker, request: PredictRequest) -> asyncio.Task[PredictReply]:
@@ -122,7 +124,7 @@ async def test_request_reply_round_trip(broker: Broker, model: str) -> None:
     for _ in range(5):
         delivery = await inbox.next()
         assert delivery.request.model == model and delivery.request.version == 1
-        assert delivery.request.outputs == ["y"]
+        assert delivery.request.checked.outputs == ["y"]
         delivered.append(delivery.request.request_id)
         await answer(delivery)
     replies = await asyncio.wait_for(asyncio.gather(*tasks), 5)
@@ -263,8 +265,9 @@ async def test_every_dtype_arrives_intact_both_ways(broker: Broker, model: str) 
     await consume(broker, model, inbox, prefetch=1, signature=ALL_DTYPES)
     inputs = {d.value: sample(d) for d in DType}
     inputs["float64"] = np.asfortranarray(np.repeat(inputs["float64"], 2, axis=0))[:1]
-    sent = PredictRequest(model=model, version=1, inputs=inputs, deadline=time.time() + 5,
-                          request_id="req-dtypes", rows=1, dtypes=ALL_DTYPES.input_dtypes)
+    sent = PredictRequest(model=model, version=1, inputs=inputs,
+                          checked=checked(model, ALL_DTYPES, inputs), deadline=time.time() + 5,
+                          request_id="req-dtypes", dtypes=ALL_DTYPES.input_dtypes)
     task = start(broker, sent)
 
     delivery = await inbox.next()

@@ -9,11 +9,14 @@ import sys
 
 import aio_pika
 import numpy as np
+import orjson
 import pytest
 
-from common.wire import TENSORS_CONTENT_TYPE, encode_frame
+from common.errors import InvalidInput
+from common.wire import JSON_CONTENT_TYPE, TENSORS_CONTENT_TYPE, encode_frame
 from examples.producer import Producer
 from tests.distributed.conftest import ROOT, Cluster, wait_ready
+from worker.reconciler import Reconciler
 
 pytestmark = pytest.mark.asyncio
 
@@ -54,3 +57,62 @@ async def test_alias_follows_the_active_version(running: Cluster) -> None:
                 if set(after) == {"probs", "label"}:  # version 1
                     break
                 await asyncio.sleep(0.05)
+
+
+# --- requests that did not pass the facade ----------------------------------------------------
+# A producer's message is validated by the worker with the facade's own check
+# (Signature.validate_request) before it reaches the batcher.
+
+
+async def test_a_producers_request_is_validated_and_run(running: Cluster) -> None:
+    worker, registry = await running.worker(preload=["sum"])
+    await _serving(running, worker, "sum")
+    body = orjson.dumps({"inputs": {"x": {"data": [[1, 2], [3, 4]]}},
+                        "outputs": ["total", "total"]})
+    async with await aio_pika.connect_robust(running.broker_url) as connection:
+        producer = await Producer.create(connection)
+        outputs = await producer.predict("sum", body, JSON_CONTENT_TYPE, timeout_s=10)
+    assert outputs is not None and list(outputs) == ["total"]
+    np.testing.assert_array_equal(outputs["total"], [3.0, 7.0])
+    assert registry.get_sample_value("infer_batch_size_sum", {"model": "sum"}) == 2
+
+
+@pytest.mark.parametrize(("body", "content_type", "message"), [
+    (encode_frame({"x": np.ones((1, 3), np.int64)}), TENSORS_CONTENT_TYPE,
+     "Input 'x': expected dtype float32, got int64"),
+    (encode_frame({"x": np.ones(3, np.float32)}), TENSORS_CONTENT_TYPE,
+     "Input 'x': expected shape [batch, n]"),
+    (encode_frame({}), TENSORS_CONTENT_TYPE, "Missing required input(s): x. Expected inputs: x"),
+    (encode_frame({"x": np.ones((1, 3), np.float32), "y": np.ones((1, 3), np.float32)}),
+     TENSORS_CONTENT_TYPE, "Unexpected input(s): y. Expected inputs: x"),
+    (orjson.dumps({"inputs": {"x": {"data": [[1.0]]}}, "outputs": ["nope"]}),
+     JSON_CONTENT_TYPE, "Unknown output(s): nope"),
+    (encode_frame({"x": np.ones((17, 3), np.float32)}), TENSORS_CONTENT_TYPE,
+     "Batch of 17 rows exceeds max_batch_size 16 of model 'sum'"),
+    (encode_frame({"x": np.ones((0, 3), np.float32)}), TENSORS_CONTENT_TYPE,
+     "The batch dimension must be at least 1"),
+    (orjson.dumps({"inputs": {}}), JSON_CONTENT_TYPE, "Missing required input(s): x"),
+], ids=["dtype", "rank", "missing", "unexpected", "unknown-output", "too-many-rows", "no-rows",
+        "empty-json"])
+async def test_an_invalid_producer_request_gets_invalid_input(
+        running: Cluster, body: bytes, content_type: str, message: str) -> None:
+    worker, registry = await running.worker(preload=["sum"])
+    await _serving(running, worker, "sum")
+    async with await aio_pika.connect_robust(running.broker_url) as connection:
+        producer = await Producer.create(connection)
+        with pytest.raises(InvalidInput) as info:
+            await producer.predict("sum", body, content_type, timeout_s=10)
+        assert message in info.value.message
+        # The worker goes on: the next request gets through, and the model never saw the bad one.
+        good = encode_frame({"x": np.ones((1, 2), np.float32)})
+        outputs = await producer.predict("sum", good, TENSORS_CONTENT_TYPE, timeout_s=10)
+    assert outputs is not None
+    np.testing.assert_array_equal(outputs["total"], [2.0])
+    assert registry.get_sample_value("infer_batch_size_count", {"model": "sum"}) == 1
+
+
+async def _serving(running: Cluster, worker: Reconciler, model: str) -> None:
+    """Until the worker consumes the model's queue and its alias is bound (no facade here)."""
+    async with asyncio.timeout(30):
+        while model not in worker.loaded:
+            await worker.reconcile()

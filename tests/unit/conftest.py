@@ -168,8 +168,7 @@ async def make_batcher(test_repository: ModelRepository) -> AsyncIterator[MakeBa
         made.append(harness)
         batcher.start()
         await broker.declare_queue(config.name, config.version, config.queue.max_length)
-        harness.subscription = await broker.consume(
-            config.name, config.version, harness.handle, prefetch, signature=config.signature)
+        harness.subscription = await broker.consume(config, harness.handle, prefetch)
         return harness
 
     yield make

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from common.errors import DeadlineExceeded, InvalidInput, ModelFailed, WorkerFailed
+from common.errors import DeadlineExceeded, ModelFailed, WorkerFailed
 from common.wire.messages import PredictReply
 
 MakeBatcher = Callable[..., Awaitable[Any]]
@@ -295,7 +295,7 @@ async def test_drain_timeout_fails_the_running_batch_and_requeues_the_rest(
     assert await h.broker.queue_depth(name, version) == 1
     # The requeued request goes to the next consumer: the one the batcher was handed second.
     handed: asyncio.Queue[Any] = asyncio.Queue()
-    await h.broker.consume(name, version, handed.put_nowait, 1, signature=h.config.signature)
+    await h.broker.consume(h.config, handed.put_nowait, 1)
     delivery = await asyncio.wait_for(handed.get(), 5)
     assert len(h.request_ids) == 2
     assert delivery.request.request_id == h.request_ids[1]
@@ -306,34 +306,3 @@ async def test_drain_timeout_fails_the_running_batch_and_requeues_the_rest(
     assert (await asyncio.wait_for(waiting, 5)).result()["total"].tolist() == [2.0]
 
 
-# --- requests that did not pass the facade ----------------------------------------------------
-
-
-async def test_an_unvalidated_request_is_validated_and_run(make_batcher: MakeBatcher) -> None:
-    h = await make_batcher("sum", max_batch_size=4)
-    reply = await h.request({"x": rows(2, 3, 0)}, validated=False, outputs=["total", "total"])
-    np.testing.assert_array_equal(reply.result()["total"], [3.0, 12.0])
-    assert h.probe.batch_sizes == [2]
-
-
-@pytest.mark.parametrize(("inputs", "outputs", "message"), [
-    ({"x": np.ones((1, 3), np.int64)}, None, "Input 'x': expected dtype float32, got int64"),
-    ({"x": np.ones(3, np.float32)}, None, "Input 'x': expected shape [batch, n]"),
-    ({}, None, "Missing required input(s): x. Expected inputs: x"),
-    ({"x": np.ones((1, 3), np.float32), "y": np.ones((1, 3), np.float32)}, None,
-     "Unexpected input(s): y. Expected inputs: x"),
-    ({"x": np.ones((1, 3), np.float32)}, ["nope"], "Unknown output(s): nope"),
-    ({"x": np.ones((5, 3), np.float32)}, None, "Batch of 5 rows exceeds max_batch_size 4"),
-    ({"x": np.ones((0, 3), np.float32)}, None, "The batch dimension must be at least 1"),
-], ids=["dtype", "rank", "missing", "unexpected", "unknown-output", "too-many-rows", "no-rows"])
-async def test_an_invalid_unvalidated_request_gets_invalid_input(
-    make_batcher: MakeBatcher, inputs: dict[str, np.ndarray], outputs: list[str] | None,
-    message: str,
-) -> None:
-    h = await make_batcher("sum", max_batch_size=4)
-    reply = await asyncio.wait_for(h.request(inputs, validated=False, outputs=outputs), 5)
-    assert isinstance(reply.error, InvalidInput)
-    assert message in reply.error.message
-    # Settled (acked): the next request still gets through, and the model never saw the bad one.
-    np.testing.assert_array_equal((await h.infer({"x": [[1.0, 1.0]]}))["total"], [2.0])
-    assert h.probe.batch_sizes == [1]
