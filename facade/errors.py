@@ -19,15 +19,15 @@ from starlette.responses import Response
 
 from common.errors import InfernoError, InvalidInput
 
-__all__ = ["http_error", "install_error_handlers", "unexpected_error"]
+__all__ = ["HttpError", "http_error", "install_error_handlers", "unexpected_error"]
 
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
-class _HttpError(InfernoError):
-    """A framework's HTTP error (404 for an unknown route, 405, ...) in the error tree."""
+class HttpError(InfernoError):
+    """An HTTP-level error (404 for an unknown route, 405, ...) in the error tree."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -73,7 +73,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc.__cause__, InfernoError):
         # FastAPI turns any error while reading a body into a 400; ours (413) says more.
         return _response(request, exc.__cause__)
-    return _response(request, _HttpError(exc.status_code, str(exc.detail)))
+    return _response(request, HttpError(exc.status_code, str(exc.detail)))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

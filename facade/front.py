@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common.errors import InfernoError, PayloadTooLarge
+from common.errors import InfernoError, InvalidInput, PayloadTooLarge
 from common.logging import request_id_var
 from facade.data_plane import DataPlane
-from facade.errors import http_error, unexpected_error
+from facade.errors import HttpError, http_error, unexpected_error
 from facade.v1_protocol import V1Call
 from facade.v2_protocol import V2Call
 
@@ -43,7 +43,7 @@ _ids = itertools.count(1)
 _JSON = (b"content-type", b"application/json")
 _OCTETS = (b"content-type", b"application/octet-stream")
 _V2_HEADER_LENGTH = b"inference-header-content-length"
-_PARAMETERS = {"{name}": r"([^/]+?)", "{version}": r"([1-9][0-9]{0,9})"}
+_PARAMETERS = {"{name}": r"([^/]+?)", "{version}": r"([^/]+)"}
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class Front:
                 status, payload = http_error(PayloadTooLarge(self._too_large(length)), path)
                 await _send(send, status, payload, [_JSON, id_header])
                 return
-            predict = self._match(path) if scope["method"] == "POST" else None
+            predict = self._match(path)
             if predict is None:
                 async def send_with_id(message: Message) -> None:
                     nonlocal status
@@ -120,8 +120,11 @@ class Front:
             protocol, name, version = predict
             headers = [_JSON, id_header]
             try:
+                if scope["method"] != "POST":
+                    headers.append((b"allow", b"POST"))
+                    raise HttpError(405, "Method Not Allowed")
+                pinned = _pinned(version)
                 body = await _read_body(body_receive)
-                pinned = int(version) if version else None
                 if protocol == "v1":
                     payload = await self.plane.infer(name, pinned, V1Call(body), request_id)
                 else:
@@ -172,6 +175,20 @@ class Front:
             return message
 
         return receive_limited
+
+
+def _pinned(version: str | None) -> int | None:
+    """The version a predict path pins, checked as the FastAPI routes check theirs."""
+    if version is None:
+        return None
+    try:
+        number = int(version)
+    except ValueError:
+        raise InvalidInput("path.version: Input should be a valid integer, unable to parse "
+                           "string as an integer") from None
+    if number < 1:
+        raise InvalidInput("path.version: Input should be greater than or equal to 1")
+    return number
 
 
 async def _send(send: Send, status: int, body: bytes,

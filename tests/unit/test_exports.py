@@ -15,20 +15,33 @@ MAIN = Path(__file__).resolve().parents[2]
 
 
 def modules_of(package: str) -> list[str]:
+    """The package and every module and subpackage below it."""
     root = importlib.import_module(package)
     # __main__ runs the command line when imported.
-    return [package] + [f"{package}.{m.name}" for m in pkgutil.iter_modules(root.__path__)
-                        if m.name != "__main__"]
+    return [package] + [m.name for m in pkgutil.walk_packages(root.__path__, f"{package}.")
+                        if not m.name.endswith(".__main__")]
+
+
+def subpackages_of(package: str) -> list[str]:
+    root = importlib.import_module(package)
+    return [m.name for m in pkgutil.walk_packages(root.__path__, f"{package}.") if m.ispkg]
 
 
 ALL_MODULES = [m for p in PACKAGES for m in modules_of(p)]
+SUBPACKAGES = [s for p in PACKAGES for s in subpackages_of(p)]
 
 
-@pytest.mark.parametrize("package", PACKAGES)
+@pytest.mark.parametrize("package", PACKAGES + SUBPACKAGES)
 def test_each_package_declares_its_public_api(package: str) -> None:
     module = importlib.import_module(package)
     assert isinstance(module.__all__, list) and module.__all__
     assert len(module.__all__) == len(set(module.__all__)), "duplicate names in __all__"
+    assert module.__doc__ and len(module.__doc__) > 40, f"{package} says what it holds"
+
+
+def test_common_shows_the_architecture() -> None:
+    assert set(subpackages_of("common")) >= {"common.model", "common.wire", "common.transport",
+                                             "common.state"}
 
 
 @pytest.mark.parametrize("name", ALL_MODULES)
@@ -40,7 +53,7 @@ def test_every_exported_name_exists(name: str) -> None:
     assert not missing, f"{name}.__all__ names missing members: {missing}"
 
 
-@pytest.mark.parametrize("package", PACKAGES)
+@pytest.mark.parametrize("package", PACKAGES + SUBPACKAGES)
 def test_star_import(package: str) -> None:
     namespace: dict[str, object] = {}
     exec(f"from {package} import *", namespace)

@@ -105,9 +105,8 @@ async def test_predict_paths_go_to_the_data_plane(
 
 
 @pytest.mark.parametrize(("method", "path"), [
-    ("GET", "/v1/models/mlp:predict"),  # predict is POST only: FastAPI answers 405
+    ("GET", "/v1/models"),
     ("POST", "/v1/models:load"),
-    ("POST", "/v1/models/mlp/versions/0:predict"),  # not a version: FastAPI's 404
     ("POST", "/v1/models/mlp/versions/2/x:predict"),
     ("POST", "/v2/models/mlp/infer/more"),
     ("GET", "/health/ready"),
@@ -119,6 +118,29 @@ async def test_everything_else_goes_to_the_app_behind(
     assert response.text == "behind"
     assert behind.seen == [(method, path, b"body" if method == "POST" else b"")]
     assert plane.calls == []
+
+
+@pytest.mark.parametrize(("method", "path", "status", "message"), [
+    ("GET", "/v1/models/mlp:predict", 405, "Method Not Allowed"),
+    ("PUT", "/v2/models/mlp/versions/1/infer", 405, "Method Not Allowed"),
+    ("POST", "/v1/models/mlp/versions/0:predict", 422,
+     "path.version: Input should be greater than or equal to 1"),
+    ("POST", "/v2/models/mlp/versions/-3/infer", 400,
+     "path.version: Input should be greater than or equal to 1"),
+    ("POST", "/v1/models/mlp/versions/two:predict", 422,
+     "path.version: Input should be a valid integer, unable to parse string as an integer"),
+])
+async def test_a_predict_path_refuses_other_methods_and_bad_versions(
+        client: httpx.AsyncClient, plane: RecordingPlane, behind: Behind, method: str,
+        path: str, status: int, message: str) -> None:
+    """As FastAPI's routes refuse them (405 with Allow, the path parameter's message)."""
+    response = await client.request(method, path, content=b"{}")
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert (error if path.startswith("/v2") else error["message"]) == message
+    if status == 405:
+        assert response.headers["allow"] == "POST"
+    assert plane.calls == [] and behind.seen == []
 
 
 async def test_the_request_id_is_echoed_or_made(client: httpx.AsyncClient,
