@@ -1,41 +1,166 @@
-"""A worker's heartbeats announce changes only: facades re-read the state on every event, so a
-heartbeat that says nothing new must only renew the worker's lease.
+"""The reconciler: it converges a worker's loaded versions to the desired state, points each
+model's alias at the active version, and heartbeats what it serves.
 
 The worker runs on the in-memory broker and state store (real implementations, checked by the
-contract suites) over the test model repository, with nothing preloaded.
+contract suites) over a repository of the test models in tmp_path, with nothing preloaded unless a
+test says so. ``RecordingBroker`` is the in-memory broker with a record of the calls a worker makes
+at the seam; the store is the seam on the other side: tests change the desired state there and
+wait for the worker's heartbeats there, on the store's change events.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import itertools
+import shutil
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 
 from common.config import WorkerSettings
+from common.errors import ModelNotLoaded
 from common.metrics import WorkerMetrics
 from common.model.repository import ModelRepository
 from common.state.memory import InMemoryStateStore
-from common.state.store import RESYNC, EventKind, StateEvent
+from common.state.store import RESYNC, EventKind, ModelState, StateEvent, WorkerInfo
 from common.transport.memory import InMemoryBroker
+from common.wire.messages import PredictReply, PredictRequest
 from tests.unit.conftest import TEST_MODELS
 from worker.reconciler import Reconciler
 
+_ids = itertools.count()
+
+
+class RecordingBroker(InMemoryBroker):
+    """The in-memory broker, recording the topology calls a worker makes and counting the
+    requests queued (``wait_requests`` awaits them instead of sleeping)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.topology: list[tuple[str, str, int, frozenset[int]]] = []
+        """(call, model, version, the versions the alias routed to just before the call)."""
+        self.requests = 0
+        self._requested = asyncio.Event()
+
+    async def bind_alias(self, model: str, version: int) -> None:
+        self.topology.append(("bind", model, version, frozenset(self.aliases.get(model, ()))))
+        await super().bind_alias(model, version)
+
+    async def unbind_alias(self, model: str, version: int) -> None:
+        self.topology.append(("unbind", model, version, frozenset(self.aliases.get(model, ()))))
+        await super().unbind_alias(model, version)
+
+    async def delete_queue(self, model: str, version: int) -> None:
+        self.topology.append(("delete", model, version, frozenset(self.aliases.get(model, ()))))
+        await super().delete_queue(model, version)
+
+    async def request(self, request: PredictRequest) -> PredictReply:
+        self.requests += 1
+        self._requested.set()
+        return await super().request(request)  # queued before it first waits
+
+    async def wait_requests(self, total: int) -> None:
+        """Until ``total`` requests in all have been queued."""
+        async with asyncio.timeout(5):
+            while self.requests < total:
+                self._requested.clear()
+                await self._requested.wait()
+
+
+class ForgetfulStore(InMemoryStateStore):
+    """The in-memory store, able to come back empty as Redis without persistence does."""
+
+    def lose_everything(self) -> None:
+        self._models.clear()
+        self._workers.clear()
+        self._publish(RESYNC)  # what a store that re-subscribed sends
+
 
 @pytest.fixture
-async def store() -> AsyncIterator[InMemoryStateStore]:
-    store = InMemoryStateStore()
+def repo(tmp_path: Path) -> Path:
+    """sum versions 1 and 2, and flaky: the sum model whose model.py fails until it is fixed."""
+    for name, version in (("sum", 1), ("sum", 2), ("flaky", 1)):
+        target = tmp_path / name / str(version)
+        shutil.copytree(TEST_MODELS / "sum" / "1", target,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        config = yaml.safe_load((target / "model.yaml").read_text())
+        config.update(name=name, version=version)
+        (target / "model.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "flaky" / "1" / "model.py").write_text('raise RuntimeError("no weights yet")\n')
+    return tmp_path
+
+
+def fix_flaky(repo: Path) -> None:
+    shutil.copy(TEST_MODELS / "sum" / "1" / "model.py", repo / "flaky" / "1" / "model.py")
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[ForgetfulStore]:
+    store = ForgetfulStore()
     await store.start()
     yield store
     await store.aclose()
 
 
 @pytest.fixture
-async def worker(store: InMemoryStateStore) -> Reconciler:
-    broker = InMemoryBroker()
-    await broker.start()
-    return Reconciler(WorkerSettings(preload=[]), broker, store, ModelRepository(TEST_MODELS),
-                  WorkerMetrics(CollectorRegistry()))
+def broker() -> RecordingBroker:
+    return RecordingBroker()
+
+
+MakeWorker = Callable[..., Reconciler]
+
+
+@pytest.fixture
+async def make_worker(repo: Path, broker: RecordingBroker, store: ForgetfulStore
+                      ) -> AsyncIterator[MakeWorker]:
+    """``make_worker(models=["sum"], ...)``: a worker with these settings, stopped after."""
+    made: list[Reconciler] = []
+
+    def make(**settings: Any) -> Reconciler:
+        ws = WorkerSettings(**{"preload": [], "device": "cpu", "drain_timeout_s": 5, **settings})
+        repository = ModelRepository(repo)
+        repository.scan()
+        worker = Reconciler(ws, broker, store, repository, WorkerMetrics(CollectorRegistry()))
+        made.append(worker)
+        return worker
+
+    yield make
+    for worker in made:
+        await worker.stop()
+
+
+@pytest.fixture
+def worker(make_worker: MakeWorker) -> Reconciler:
+    return make_worker()
+
+
+def sum_request(version: int, row: list[float]) -> PredictRequest:
+    return PredictRequest(model="sum", version=version, inputs={"x": np.asarray([row], "f4")},
+                          deadline=time.time() + 10, request_id=f"r{next(_ids)}", rows=1)
+
+
+async def total(broker: InMemoryBroker, version: int, row: list[float]) -> float:
+    reply = await broker.request(sum_request(version, row))
+    return float(reply.result()["total"][0])
+
+
+async def until(store: InMemoryStateStore, check: Callable[[], Awaitable[bool]],
+                timeout: float = 10) -> None:
+    """Until ``check()`` holds, looked at again on each of the store's change events."""
+    events = store.events()
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await anext(events)
+
+
+async def heartbeat_of(store: InMemoryStateStore, worker: Reconciler) -> WorkerInfo | None:
+    return next((w for w in await store.workers() if w.worker_id == worker.worker_id), None)
 
 
 async def next_event(events: AsyncIterator[StateEvent]) -> StateEvent:
@@ -60,3 +185,106 @@ async def test_a_store_that_resynced_hears_from_the_worker_again(
     await worker.handle_event(RESYNC)  # the store may have come back empty
     await worker.heartbeat()
     assert await next_event(events) == StateEvent(EventKind.WORKER, worker.worker_id)
+
+
+async def test_loads_the_desired_versions_of_the_models_it_serves_and_only_those(
+        make_worker: MakeWorker, broker: RecordingBroker, store: InMemoryStateStore) -> None:
+    worker = make_worker(models=["sum"])
+    await store.set_active("sum", 2)
+    await store.set_desired("sum", 1, loaded=True)
+    await store.set_active("flaky", 1)  # desired, but not a model this worker serves
+    await worker.reconcile()
+    assert worker.loaded == {"sum": (1, 2)}
+    heartbeat = await heartbeat_of(store, worker)
+    assert heartbeat is not None and heartbeat.loaded == {"sum": (1, 2)}
+    assert heartbeat.failed == {}  # flaky was never tried
+    assert await total(broker, 1, [1, 2]) == 3
+    assert await total(broker, 2, [3, 4]) == 7
+    with pytest.raises(ModelNotLoaded):
+        await broker.request(PredictRequest(model="flaky", version=1, inputs={},
+                                            deadline=time.time() + 10))
+
+
+async def test_unloads_a_version_no_longer_desired_and_deletes_its_queue(
+        worker: Reconciler, broker: RecordingBroker, store: InMemoryStateStore) -> None:
+    await store.set_active("sum", 2)
+    await store.set_desired("sum", 1, loaded=True)
+    await worker.reconcile()
+    assert worker.loaded == {"sum": (1, 2)}
+    await store.set_desired("sum", 1, loaded=False)
+    await worker.reconcile()
+    assert worker.loaded == {"sum": (2,)}
+    assert [(call, v) for call, _, v, _ in broker.topology if call == "delete"] == [("delete", 1)]
+    with pytest.raises(ModelNotLoaded):
+        await total(broker, 1, [1])
+    assert await total(broker, 2, [5]) == 5
+    heartbeat = await heartbeat_of(store, worker)
+    assert heartbeat is not None and heartbeat.loaded == {"sum": (2,)}
+
+
+async def test_a_failed_load_is_reported_and_retried_when_the_model_changes(
+        make_worker: MakeWorker, repo: Path, store: InMemoryStateStore) -> None:
+    await store.set_active("flaky", 1)
+    worker = make_worker()
+    await worker.start()
+
+    async def failed() -> bool:
+        heartbeat = await heartbeat_of(store, worker)
+        return heartbeat is not None and "flaky:1" in heartbeat.failed
+
+    await until(store, failed)
+    heartbeat = await heartbeat_of(store, worker)
+    assert heartbeat is not None
+    attempted, why = heartbeat.failed["flaky:1"]
+    assert why == "RuntimeError: no weights yet" and attempted <= time.time()
+
+    fix_flaky(repo)
+    await worker.reconcile()  # the state did not change: the failure is not retried yet
+    assert worker.loaded == {}
+
+    async def loaded() -> bool:
+        heartbeat = await heartbeat_of(store, worker)
+        return heartbeat is not None and heartbeat.loaded == {"flaky": (1,)}
+
+    await store.set_desired("flaky", 1, loaded=True)  # what an admin :load writes
+    await until(store, loaded)
+    heartbeat = await heartbeat_of(store, worker)
+    assert heartbeat is not None and heartbeat.failed == {}
+
+
+async def test_the_alias_moves_to_the_active_version_bound_before_the_old_is_unbound(
+        worker: Reconciler, broker: RecordingBroker, store: InMemoryStateStore) -> None:
+    await store.set_active("sum", 1)
+    await worker.reconcile()
+    assert broker.topology == [("bind", "sum", 1, frozenset())]
+    await store.set_active("sum", 2)  # version 1 stays desired: a hot swap
+    await worker.reconcile()
+    assert worker.loaded == {"sum": (1, 2)}
+    # The alias routed to version 1 until version 2 was bound, then to both, never to none.
+    assert broker.topology[1:] == [("bind", "sum", 2, frozenset({1})),
+                                   ("unbind", "sum", 1, frozenset({1, 2}))]
+    assert broker.aliases == {"sum": {2}}
+    await worker.reconcile()  # nothing changed: no call
+    assert len(broker.topology) == 3
+
+
+async def test_resync_claims_the_preloaded_models_again(make_worker: MakeWorker,
+                                                        store: ForgetfulStore) -> None:
+    worker = make_worker(preload=["sum"], heartbeat_interval_s=0.05)
+    await worker.start()
+    assert await store.models() == {"sum": ModelState("sum", 2, frozenset({2}))}
+
+    async def serving() -> bool:
+        heartbeat = await heartbeat_of(store, worker)
+        return heartbeat is not None and heartbeat.loaded == {"sum": (2,)}
+
+    await until(store, serving)
+    store.lose_everything()  # Redis came back without its data
+
+    async def claimed() -> bool:
+        return "sum" in await store.models()
+
+    await until(store, claimed)
+    assert await store.models() == {"sum": ModelState("sum", 2, frozenset({2}))}
+    await until(store, serving)  # it heartbeats into the new store, still serving
+    assert worker.loaded == {"sum": (2,)}
