@@ -1,5 +1,6 @@
 """The reconciler: it converges a worker's loaded versions to the desired state, points each
-model's alias at the active version, and heartbeats what it serves.
+model's alias at the active version, heartbeats what it serves, and in burst mode drains the queues
+and returns.
 
 The worker runs on the in-memory broker and state store (real implementations, checked by the
 contract suites) over a repository of the test models in tmp_path, with nothing preloaded unless a
@@ -288,3 +289,43 @@ async def test_resync_claims_the_preloaded_models_again(make_worker: MakeWorker,
     assert await store.models() == {"sum": ModelState("sum", 2, frozenset({2}))}
     await until(store, serving)  # it heartbeats into the new store, still serving
     assert worker.loaded == {"sum": (2,)}
+
+
+async def test_burst_answers_everything_queued_then_stops(
+        worker: Reconciler, broker: RecordingBroker, store: InMemoryStateStore) -> None:
+    # What a previous worker left: the desired state, and the queue producers filled since.
+    await store.set_active("sum", 1)
+    await broker.declare_queue("sum", 1, max_length=100)
+    # More than the worker's prefetch (2 x max_batch_size 16): some wait in the queue.
+    rows = [[float(i), 1.0] for i in range(40)]
+    replies = [asyncio.create_task(total(broker, 1, row)) for row in rows]
+    await broker.wait_requests(len(rows))
+    assert await broker.queue_depth("sum", 1) == len(rows)
+
+    assert await worker.burst() == {}
+    assert all(reply.done() for reply in replies)
+    assert [await reply for reply in replies] == [i + 1.0 for i in range(40)]
+    assert await broker.queue_depth("sum", 1) == 0
+    assert await store.workers() == []  # it left the cluster
+    assert worker.loaded == {}
+    assert [call for call, *_ in broker.topology] == ["bind"]  # the queue stays for the next
+
+
+async def test_burst_with_nothing_queued_returns_at_once(
+        worker: Reconciler, broker: RecordingBroker, store: InMemoryStateStore) -> None:
+    await store.set_active("sum", 1)
+    async with asyncio.timeout(10):
+        assert await worker.burst() == {}
+    assert broker.aliases == {"sum": {1}}  # the queue and its alias, ready for producers
+    assert await store.workers() == []
+
+
+async def test_burst_reports_the_versions_it_could_not_load(
+        worker: Reconciler, broker: RecordingBroker, store: InMemoryStateStore) -> None:
+    await store.set_active("sum", 1)
+    await store.set_active("flaky", 1)
+    await broker.declare_queue("sum", 1, max_length=100)
+    reply = asyncio.create_task(total(broker, 1, [2, 2]))
+    await broker.wait_requests(1)
+    assert await worker.burst() == {"flaky:1": "RuntimeError: no weights yet"}
+    assert await reply == 4
