@@ -2,19 +2,23 @@
 
 ``inferno serve``: facade + worker in one process (embedded: in-process broker and state).
 ``inferno facade`` / ``inferno worker``: the distributed roles, over RabbitMQ and Redis.
+
+Each role's settings are read from the environment with the command line's flags over them
+(``FacadeSettings(**flags)``: init arguments win) and handed down as objects; the process
+environment is never written.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import math
-import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from prometheus_client import CollectorRegistry, start_http_server
@@ -28,12 +32,15 @@ from facade.app import Facade
 from inferno.embedded import Embedded
 from worker.reconciler import Reconciler
 
-__all__ = ["main"]
+__all__ = ["main", "parse_args", "settings_from"]
 
 log = logging.getLogger("inferno")
 
-_FLAGS = (("host", "HOST"), ("port", "PORT"), ("repo", "REPO_ROOT"), ("device", "DEVICE"),
-          ("preload", "PRELOAD"), ("models", "MODELS"))
+S = TypeVar("S", bound=CommonSettings)
+
+_FLAGS = (("host", "host"), ("port", "port"), ("repo", "repo_root"), ("device", "device"),
+          ("preload", "preload"), ("models", "models"))
+"""Command-line flag → the settings field it sets."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,12 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _apply(args: argparse.Namespace) -> None:
-    """Command-line flags win over the environment: they are set as its variables."""
-    for flag, env in _FLAGS:
-        value = getattr(args, flag, None)
-        if value is not None:
-            os.environ[f"INFERNO_{env}"] = str(value)
+def settings_from(cls: type[S], args: argparse.Namespace) -> S:
+    """The role's settings: its environment variables, with the flags given over them."""
+    flags = {field: getattr(args, flag) for flag, field in _FLAGS
+             if field in cls.model_fields and getattr(args, flag, None) is not None}
+    return cls(**flags)
 
 
 def _require_cluster(settings: CommonSettings, role: str) -> None:
@@ -92,8 +98,7 @@ def _uvicorn(app: Any, settings: FacadeSettings, drain_s: float) -> uvicorn.Serv
         timeout_graceful_shutdown=math.ceil(drain_s)))
 
 
-async def _serve() -> None:
-    facade_settings, worker_settings = FacadeSettings(), WorkerSettings()
+async def _serve(facade_settings: FacadeSettings, worker_settings: WorkerSettings) -> None:
     _set_torch_threads(worker_settings)
     embedded = await Embedded.start(facade_settings, worker_settings)
     server = _uvicorn(embedded.facade.app, facade_settings, worker_settings.drain_timeout_s)
@@ -107,8 +112,7 @@ async def _serve() -> None:
     log.info("stopped")
 
 
-async def _facade() -> None:
-    settings = FacadeSettings()
+async def _facade(settings: FacadeSettings) -> None:
     _require_cluster(settings, "facade")
     repository = ModelRepository(settings.repo_root)
     repository.scan()
@@ -129,8 +133,7 @@ async def _facade() -> None:
     log.info("stopped")
 
 
-async def _worker() -> None:
-    settings = WorkerSettings()
+async def _worker(settings: WorkerSettings) -> None:
     _require_cluster(settings, "worker")
     _set_torch_threads(settings)
     registry = CollectorRegistry()
@@ -147,11 +150,11 @@ async def _worker() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await worker.start()
-    log.info("worker %s serving %s", worker.worker_id, ",".join(settings.models))
-    await stop.wait()
-    log.info("stopping: finishing in-flight batches")
     try:
+        await worker.start()
+        log.info("worker %s serving %s", worker.worker_id, ",".join(settings.models))
+        await stop.wait()
+        log.info("stopping: finishing in-flight batches")
         await worker.stop()
     finally:
         await store.aclose()
@@ -170,9 +173,20 @@ def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner.run(main())
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return _parser().parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
-    _apply(args)
-    common = CommonSettings()
+    args = parse_args(argv)
+    common = settings_from(CommonSettings, args)
     configure_logging(common.log_level, common.log_json)
-    _run({"serve": _serve, "facade": _facade, "worker": _worker}[args.command])
+    command: Callable[[], Coroutine[Any, Any, None]]
+    if args.command == "serve":
+        command = functools.partial(_serve, settings_from(FacadeSettings, args),
+                                    settings_from(WorkerSettings, args))
+    elif args.command == "facade":
+        command = functools.partial(_facade, settings_from(FacadeSettings, args))
+    else:
+        command = functools.partial(_worker, settings_from(WorkerSettings, args))
+    _run(command)
