@@ -2,6 +2,7 @@
 
 ``inferno serve``: facade + worker in one process (embedded: in-process broker and state).
 ``inferno facade`` / ``inferno worker``: the distributed roles, over RabbitMQ and Redis.
+``inferno worker --burst``: drain the queues of the models it serves, then exit (a batch job).
 
 Each role's settings are read from the environment with the command line's flags over them
 (``FacadeSettings(**flags)``: init arguments win) and handed down as objects; the process
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -39,7 +41,7 @@ log = logging.getLogger("inferno")
 S = TypeVar("S", bound=CommonSettings)
 
 _FLAGS = (("host", "host"), ("port", "port"), ("repo", "repo_root"), ("device", "device"),
-          ("preload", "preload"), ("models", "models"))
+          ("preload", "preload"), ("models", "models"), ("burst", "burst"))
 """Command-line flag → the settings field it sets."""
 
 
@@ -62,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--device", choices=["cpu", "cuda", "auto"], help="INFERNO_DEVICE")
         command.add_argument("--preload", help="models to load at start, comma-separated, * all")
     worker.add_argument("--models", help="models this worker serves, comma-separated (* all)")
+    worker.add_argument("--burst", action="store_true", default=None,
+                        help="drain the queues of the models it serves, then exit (INFERNO_BURST)")
     return parser
 
 
@@ -150,16 +154,40 @@ async def _worker(settings: WorkerSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    failed: dict[str, str] = {}
     try:
-        await worker.start()
-        log.info("worker %s serving %s", worker.worker_id, ",".join(settings.models))
-        await stop.wait()
-        log.info("stopping: finishing in-flight batches")
-        await worker.stop()
+        if settings.burst:
+            failed = await _burst(worker, stop)
+        else:
+            await worker.start()
+            log.info("worker %s serving %s", worker.worker_id, ",".join(settings.models))
+            await stop.wait()
+            log.info("stopping: finishing in-flight batches")
+            await worker.stop()
     finally:
         await store.aclose()
         await broker.aclose()
     log.info("stopped")
+    if failed:
+        sys.exit("inferno worker --burst: not drained, could not load "
+                 + "; ".join(f"{key} ({why})" for key, why in sorted(failed.items())))
+
+
+async def _burst(worker: Reconciler, stop: asyncio.Event) -> dict[str, str]:
+    """Drain the queues, unless a stop signal comes first: then stop as gracefully as ever."""
+    log.info("worker %s draining %s (burst)", worker.worker_id,
+             ",".join(worker.settings.models))
+    burst = asyncio.create_task(worker.burst(), name="worker burst")
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({burst, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if burst.done():
+        return burst.result()
+    log.info("stopping: finishing in-flight batches")
+    burst.cancel()  # a cancelled burst still stops the worker gracefully
+    with contextlib.suppress(asyncio.CancelledError):
+        await burst
+    return {}
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:

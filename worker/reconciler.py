@@ -91,14 +91,17 @@ class Reconciler:
         """Reconcile once, serve until every loaded version's queue is empty and nothing is in
         flight, then stop gracefully (``stop``). Model changes during the burst are not
         followed. Returns the versions that failed to load (``name:version`` → why): requests
-        queued for them are still there."""
-        await self._claim_preloads()
-        await self.reconcile()
-        await self.heartbeat()
-        # Heartbeats go on: facades route to a burst worker while it drains.
-        self._tasks = [asyncio.create_task(self._heartbeat_forever(), name="worker heartbeat")]
+        queued for them are still there. Cancelled, it still stops gracefully."""
         try:
+            await self._claim_preloads()
+            await self.reconcile()
+            await self.heartbeat()
+            # Heartbeats go on: facades route to a burst worker while it drains.
+            self._tasks = [asyncio.create_task(self._heartbeat_forever(),
+                                               name="worker heartbeat")]
             await self._drained()
+            log.info("burst: drained %s", ", ".join(f"{n}:{v}" for n, v in sorted(self._runners))
+                     or "nothing (no version loaded)")
         finally:
             await self.stop()
         return {f"{n}:{v}": why for (n, v), (_, why) in self._failed.items()}

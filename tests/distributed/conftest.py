@@ -69,17 +69,31 @@ class Cluster:
         self.closers += [broker.aclose, store.aclose, facade.aclose, client.aclose]
         return facade, client
 
+    def _worker_settings(self, **settings: Any) -> WorkerSettings:
+        return WorkerSettings(**{"repo_root": self.repo, "broker_url": self.broker_url,
+                                 "redis_url": self.redis.url, "redis_prefix": self.redis.prefix,
+                                 "heartbeat_interval_s": 0.5, "device": "cpu",
+                                 "drain_timeout_s": 10, "preload": ["mlp"], **settings})
+
     async def worker(self, **settings: Any) -> tuple[Reconciler, CollectorRegistry]:
-        ws = WorkerSettings(**{"repo_root": self.repo, "broker_url": self.broker_url,
-                               "redis_url": self.redis.url, "redis_prefix": self.redis.prefix,
-                               "heartbeat_interval_s": 0.5, "device": "cpu",
-                               "drain_timeout_s": 10, "preload": ["mlp"], **settings})
         repository, broker, store = await self._connect()
         registry = CollectorRegistry()
-        worker = Reconciler(ws, broker, store, repository, WorkerMetrics(registry))
+        worker = Reconciler(self._worker_settings(**settings), broker, store, repository,
+                            WorkerMetrics(registry))
         await worker.start()
         self.closers += [broker.aclose, store.aclose, worker.stop]
         return worker, registry
+
+    async def burst(self, **settings: Any) -> dict[str, str]:
+        """A worker in burst mode, in this process: it drains what is queued for its models,
+        stops and closes its connections; the versions it could not load come back."""
+        repository, broker, store = await self._connect()
+        try:
+            return await Reconciler(self._worker_settings(**settings), broker, store, repository,
+                                    WorkerMetrics(CollectorRegistry())).burst()
+        finally:
+            await store.aclose()
+            await broker.aclose()
 
     def worker_process(self, **env: str) -> subprocess.Popen[bytes]:
         process = subprocess.Popen([sys.executable, "-m", "inferno", "worker"], cwd=ROOT,

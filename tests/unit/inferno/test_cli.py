@@ -29,10 +29,11 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
 
 def test_a_flag_wins_over_its_variable_and_the_environment_is_left_alone() -> None:
     before = dict(os.environ)
-    args = parse_args(["worker", "--repo", "/flag/models", "--models", "sum, slow"])
+    args = parse_args(["worker", "--repo", "/flag/models", "--models", "sum, slow", "--burst"])
     settings = settings_from(WorkerSettings, args)
     assert settings.repo_root == Path("/flag/models")
     assert settings.models == ["sum", "slow"]
+    assert settings.burst is True
     # No flag given: the environment decides.
     assert settings.preload == ["mlp"] and settings.device is Device.CUDA
     assert dict(os.environ) == before
@@ -49,6 +50,18 @@ def test_serve_builds_both_roles_from_the_same_flags() -> None:
     assert dict(os.environ) == before
 
 
+def test_burst_not_given_leaves_the_variable_in_charge(env: pytest.MonkeyPatch) -> None:
+    env.setenv("INFERNO_BURST", "true")
+    assert settings_from(WorkerSettings, parse_args(["worker"])).burst is True
+    env.delenv("INFERNO_BURST")
+    assert settings_from(WorkerSettings, parse_args(["worker"])).burst is False
+
+
 def test_an_invalid_flag_value_names_its_setting() -> None:
     with pytest.raises(ValidationError, match="port"):
         settings_from(FacadeSettings, parse_args(["facade", "--port", "70000"]))
+
+
+def test_burst_is_a_worker_flag_only() -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["serve", "--burst"])
