@@ -3,8 +3,8 @@ model's alias at the active version, heartbeats what it serves, and in burst mod
 and returns.
 
 The worker runs on the in-memory broker and state store (real implementations, checked by the
-contract suites) over a repository of the test models in tmp_path, with nothing preloaded unless a
-test says so. ``RecordingBroker`` is the in-memory broker with a record of the calls a worker makes
+contract suites) over ``versioned_repo`` (conftest.py), with nothing preloaded unless a test says
+so. ``RecordingBroker`` is the in-memory broker with a record of the calls a worker makes
 at the seam; the store is the seam on the other side: tests change the desired state there and
 wait for the worker's heartbeats there, on the store's change events.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 from prometheus_client import CollectorRegistry
 
 from common.config import WorkerSettings
@@ -32,7 +30,7 @@ from common.state.memory import InMemoryStateStore
 from common.state.store import RESYNC, EventKind, ModelState, StateEvent, WorkerInfo
 from common.transport.memory import InMemoryBroker
 from common.wire.messages import PredictReply, PredictRequest
-from tests.unit.conftest import TEST_MODELS
+from tests.unit.conftest import FLAKY_ERROR, fix_flaky
 from worker.reconciler import Reconciler
 
 _ids = itertools.count()
@@ -84,24 +82,6 @@ class ForgetfulStore(InMemoryStateStore):
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    """sum versions 1 and 2, and flaky: the sum model whose model.py fails until it is fixed."""
-    for name, version in (("sum", 1), ("sum", 2), ("flaky", 1)):
-        target = tmp_path / name / str(version)
-        shutil.copytree(TEST_MODELS / "sum" / "1", target,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        config = yaml.safe_load((target / "model.yaml").read_text())
-        config.update(name=name, version=version)
-        (target / "model.yaml").write_text(yaml.safe_dump(config))
-    (tmp_path / "flaky" / "1" / "model.py").write_text('raise RuntimeError("no weights yet")\n')
-    return tmp_path
-
-
-def fix_flaky(repo: Path) -> None:
-    shutil.copy(TEST_MODELS / "sum" / "1" / "model.py", repo / "flaky" / "1" / "model.py")
-
-
-@pytest.fixture
 async def store() -> AsyncIterator[ForgetfulStore]:
     store = ForgetfulStore()
     await store.start()
@@ -118,14 +98,14 @@ MakeWorker = Callable[..., Reconciler]
 
 
 @pytest.fixture
-async def make_worker(repo: Path, broker: RecordingBroker, store: ForgetfulStore
+async def make_worker(versioned_repo: Path, broker: RecordingBroker, store: ForgetfulStore
                       ) -> AsyncIterator[MakeWorker]:
     """``make_worker(models=["sum"], ...)``: a worker with these settings, stopped after."""
     made: list[Reconciler] = []
 
     def make(**settings: Any) -> Reconciler:
         ws = WorkerSettings(**{"preload": [], "device": "cpu", "drain_timeout_s": 5, **settings})
-        repository = ModelRepository(repo)
+        repository = ModelRepository(versioned_repo)
         repository.scan()
         worker = Reconciler(ws, broker, store, repository, WorkerMetrics(CollectorRegistry()))
         made.append(worker)
@@ -224,7 +204,7 @@ async def test_unloads_a_version_no_longer_desired_and_deletes_its_queue(
 
 
 async def test_a_failed_load_is_reported_and_retried_when_the_model_changes(
-        make_worker: MakeWorker, repo: Path, store: InMemoryStateStore) -> None:
+        make_worker: MakeWorker, versioned_repo: Path, store: InMemoryStateStore) -> None:
     await store.set_active("flaky", 1)
     worker = make_worker()
     await worker.start()
@@ -237,9 +217,9 @@ async def test_a_failed_load_is_reported_and_retried_when_the_model_changes(
     heartbeat = await heartbeat_of(store, worker)
     assert heartbeat is not None
     attempted, why = heartbeat.failed["flaky:1"]
-    assert why == "RuntimeError: no weights yet" and attempted <= time.time()
+    assert why == FLAKY_ERROR and attempted <= time.time()
 
-    fix_flaky(repo)
+    fix_flaky(versioned_repo)
     await worker.reconcile()  # the state did not change: the failure is not retried yet
     assert worker.loaded == {}
 
@@ -327,5 +307,5 @@ async def test_burst_reports_the_versions_it_could_not_load(
     await broker.declare_queue("sum", 1, max_length=100)
     reply = asyncio.create_task(total(broker, 1, [2, 2]))
     await broker.wait_requests(1)
-    assert await worker.burst() == {"flaky:1": "RuntimeError: no weights yet"}
+    assert await worker.burst() == {"flaky:1": FLAKY_ERROR}
     assert await reply == 4
