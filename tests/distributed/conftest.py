@@ -10,13 +10,16 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import httpx
 import pytest
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from prometheus_client import CollectorRegistry
 
 from common.config import FacadeSettings, WorkerSettings
@@ -24,6 +27,7 @@ from common.metrics import WorkerMetrics
 from common.model.repository import ModelRepository
 from common.state.redis_store import RedisStateStore
 from common.transport.amqp_broker import AmqpBroker
+from common.wire.messages import request_headers
 from facade.app import Facade
 from tests.integration.conftest import make_repo
 from tests.services import RedisSpace
@@ -129,3 +133,29 @@ async def wait_ready(facade: Facade, timeout: float = 60) -> None:
     view = facade.view
     assert await view.wait_for(lambda: True if view.ready()[0] and view.models else None,
                                timeout), f"cluster not ready: {view.ready()}"
+
+
+async def queue_requests(connection: AbstractConnection, routing_key: str,
+                         bodies: list[tuple[bytes, str]], timeout_s: float = 120
+                         ) -> AbstractQueue:
+    """Publish each (body, content type) to ``routing_key`` as a producer does, correlation id
+    its index, replies to a new exclusive queue, which comes back. Each publish is confirmed:
+    all are queued when this returns."""
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    exchange = await channel.get_exchange("inferno.predict")
+    replies = await channel.declare_queue(exclusive=True)
+    deadline = time.time() + timeout_s
+    for index, (body, content_type) in enumerate(bodies):
+        await exchange.publish(aio_pika.Message(
+            body, content_type=content_type, correlation_id=str(index), reply_to=replies.name,
+            expiration=timeout_s, headers=request_headers(deadline)),
+            routing_key=routing_key, mandatory=True)
+    return replies
+
+
+async def replies_in(queue: AbstractQueue) -> list[AbstractIncomingMessage]:
+    """The messages in the queue now, taken without waiting for more."""
+    found = []
+    while (message := await queue.get(no_ack=True, fail=False)) is not None:
+        found.append(message)
+    return found

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from bench.services import rabbitmqctl
-from common.wire.messages import TENSORS_CONTENT_TYPE, encode_frame, request_headers
-from tests.distributed.conftest import Cluster, wait_ready
+from common.wire.messages import TENSORS_CONTENT_TYPE, encode_frame
+from tests.distributed.conftest import Cluster, queue_requests, replies_in, wait_ready
 from tests.integration.conftest import error_of, slow_body
 
 pytestmark = pytest.mark.asyncio
@@ -162,14 +162,7 @@ async def test_sigterm_stops_a_burst_worker_gracefully_and_loses_nothing(
     body = encode_frame({"x": np.ones((1, 2), np.float32),
                          "delay_ms": np.full(1, 1000, np.float32)})
     async with await aio_pika.connect_robust(running.broker_url) as connection:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.get_exchange("inferno.predict")
-        replies = await channel.declare_queue(exclusive=True)
-        for index in range(count):
-            await exchange.publish(aio_pika.Message(
-                body, content_type=TENSORS_CONTENT_TYPE, correlation_id=str(index),
-                reply_to=replies.name, headers=request_headers(time.time() + 120)),
-                routing_key="slow", mandatory=True)
+        replies = await queue_requests(connection, "slow", [(body, TENSORS_CONTENT_TYPE)] * count)
         port = free_port()
         worker = running.worker_process(INFERNO_BURST="true", INFERNO_PRELOAD="slow",
                                         INFERNO_MODELS="slow", INFERNO_METRICS_PORT=str(port))
@@ -179,9 +172,7 @@ async def test_sigterm_stops_a_burst_worker_gracefully_and_loses_nothing(
         stderr = worker.stderr.read().decode() if worker.stderr else ""
         assert "stopping: finishing in-flight batches" in stderr
         assert "burst: drained" not in stderr
-        answered = 0
-        while await replies.get(no_ack=True, fail=False) is not None:
-            answered += 1
+        answered = len(await replies_in(replies))
     vhost = running.broker_url.rsplit("/", 1)[1]
     ready, unacked = queue_counts(vhost, "inferno.slow.v1")
     # What it had been handed was answered; anything else waits for the next worker.

@@ -6,21 +6,14 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 
 import aio_pika
 import numpy as np
 import pytest
 
-from common.wire.messages import (
-    HEADER_STATUS,
-    TENSORS_CONTENT_TYPE,
-    decode_reply,
-    encode_frame,
-    request_headers,
-)
+from common.wire.messages import HEADER_STATUS, TENSORS_CONTENT_TYPE, decode_reply, encode_frame
 from examples.producer import Producer, bag_request
-from tests.distributed.conftest import ROOT, Cluster, wait_ready
+from tests.distributed.conftest import ROOT, Cluster, queue_requests, replies_in, wait_ready
 
 pytestmark = pytest.mark.asyncio
 
@@ -68,16 +61,9 @@ async def test_a_burst_worker_drains_what_producers_queued_then_exits_0(running:
     assert await running.burst(preload=["bag"], models=["bag"]) == {}
     count = 150  # a few times the worker's prefetch (2 x max_batch_size 32)
     async with await aio_pika.connect_robust(running.broker_url) as connection:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.get_exchange("inferno.predict")
-        replies = await channel.declare_queue(exclusive=True)
-        deadline = time.time() + 120
-        for index in range(count):  # each confirmed: queued, while no worker consumes
-            body, content_type = bag_request(index, as_json=index % 2 == 1)
-            await exchange.publish(aio_pika.Message(
-                body, content_type=content_type, correlation_id=str(index),
-                reply_to=replies.name, expiration=120, headers=request_headers(deadline)),
-                routing_key="bag", mandatory=True)
+        # Queued while no worker consumes.
+        replies = await queue_requests(connection, "bag", [
+            bag_request(index, as_json=index % 2 == 1) for index in range(count)])
         # The command line, its flags over an environment that names another model.
         result = await asyncio.to_thread(subprocess.run, [
             sys.executable, "-m", "inferno", "worker", "--burst", "--models", "bag",
@@ -88,9 +74,7 @@ async def test_a_burst_worker_drains_what_producers_queued_then_exits_0(running:
         assert "burst: drained bag:1" in result.stderr
         # It exited after answering: every reply is already in our queue.
         sums: dict[int, int] = {}
-        for _ in range(count):
-            message = await replies.get(no_ack=True, fail=False)
-            assert message is not None, f"{len(sums)} of {count} replies"
+        for message in await replies_in(replies):
             status = message.headers.get(HEADER_STATUS)
             reply = decode_reply(message.body, status if isinstance(status, str) else None)
             sums[int(message.correlation_id or "")] = int(reply.result()["sum"][0])
