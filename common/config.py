@@ -100,6 +100,9 @@ class WorkerSettings(CommonSettings):
     """Models whose newest version is loaded at start: names, ``*`` for all, empty for none."""
     models: Annotated[list[str], NoDecode] = ["*"]
     """Models this worker may serve (``inferno worker --models a,b``); ``*`` for all."""
+    burst: bool = False
+    """``inferno worker --burst``: reconcile once, answer what is queued for the models it
+    serves, exit once their queues are empty (a batch job draining what producers queued)."""
     state_reconcile_enabled: bool = True
     state_reconcile_interval_s: Annotated[float, Field(gt=0)] = 5.0
     """Fallback period of the reconciler; change events trigger it at once."""

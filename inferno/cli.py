@@ -2,19 +2,25 @@
 
 ``inferno serve``: facade + worker in one process (embedded: in-process broker and state).
 ``inferno facade`` / ``inferno worker``: the distributed roles, over RabbitMQ and Redis.
+``inferno worker --burst``: drain the queues of the models it serves, then exit (a batch job).
+
+Each role's settings are read from the environment with the command line's flags over them
+(``FacadeSettings(**flags)``: init arguments win) and handed down as objects; the process
+environment is never written.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import logging
 import math
-import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from prometheus_client import CollectorRegistry, start_http_server
@@ -28,12 +34,15 @@ from facade.app import Facade
 from inferno.embedded import Embedded
 from worker.reconciler import Reconciler
 
-__all__ = ["main"]
+__all__ = ["main", "parse_args", "settings_from"]
 
 log = logging.getLogger("inferno")
 
-_FLAGS = (("host", "HOST"), ("port", "PORT"), ("repo", "REPO_ROOT"), ("device", "DEVICE"),
-          ("preload", "PRELOAD"), ("models", "MODELS"))
+S = TypeVar("S", bound=CommonSettings)
+
+_FLAGS = (("host", "host"), ("port", "port"), ("repo", "repo_root"), ("device", "device"),
+          ("preload", "preload"), ("models", "models"), ("burst", "burst"))
+"""Command-line flag → the settings field it sets."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,15 +64,16 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--device", choices=["cpu", "cuda", "auto"], help="INFERNO_DEVICE")
         command.add_argument("--preload", help="models to load at start, comma-separated, * all")
     worker.add_argument("--models", help="models this worker serves, comma-separated (* all)")
+    worker.add_argument("--burst", action="store_true", default=None,
+                        help="drain the queues of the models it serves, then exit (INFERNO_BURST)")
     return parser
 
 
-def _apply(args: argparse.Namespace) -> None:
-    """Command-line flags win over the environment: they are set as its variables."""
-    for flag, env in _FLAGS:
-        value = getattr(args, flag, None)
-        if value is not None:
-            os.environ[f"INFERNO_{env}"] = str(value)
+def settings_from(cls: type[S], args: argparse.Namespace) -> S:
+    """The role's settings: its environment variables, with the flags given over them."""
+    flags = {field: getattr(args, flag) for flag, field in _FLAGS
+             if field in cls.model_fields and getattr(args, flag, None) is not None}
+    return cls(**flags)
 
 
 def _require_cluster(settings: CommonSettings, role: str) -> None:
@@ -92,8 +102,7 @@ def _uvicorn(app: Any, settings: FacadeSettings, drain_s: float) -> uvicorn.Serv
         timeout_graceful_shutdown=math.ceil(drain_s)))
 
 
-async def _serve() -> None:
-    facade_settings, worker_settings = FacadeSettings(), WorkerSettings()
+async def _serve(facade_settings: FacadeSettings, worker_settings: WorkerSettings) -> None:
     _set_torch_threads(worker_settings)
     embedded = await Embedded.start(facade_settings, worker_settings)
     server = _uvicorn(embedded.facade.app, facade_settings, worker_settings.drain_timeout_s)
@@ -107,8 +116,7 @@ async def _serve() -> None:
     log.info("stopped")
 
 
-async def _facade() -> None:
-    settings = FacadeSettings()
+async def _facade(settings: FacadeSettings) -> None:
     _require_cluster(settings, "facade")
     repository = ModelRepository(settings.repo_root)
     repository.scan()
@@ -129,8 +137,7 @@ async def _facade() -> None:
     log.info("stopped")
 
 
-async def _worker() -> None:
-    settings = WorkerSettings()
+async def _worker(settings: WorkerSettings) -> None:
     _require_cluster(settings, "worker")
     _set_torch_threads(settings)
     registry = CollectorRegistry()
@@ -147,16 +154,40 @@ async def _worker() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await worker.start()
-    log.info("worker %s serving %s", worker.worker_id, ",".join(settings.models))
-    await stop.wait()
-    log.info("stopping: finishing in-flight batches")
+    failed: dict[str, str] = {}
     try:
-        await worker.stop()
+        if settings.burst:
+            failed = await _burst(worker, stop)
+        else:
+            await worker.start()
+            log.info("worker %s serving %s", worker.worker_id, ",".join(settings.models))
+            await stop.wait()
+            log.info("stopping: finishing in-flight batches")
+            await worker.stop()
     finally:
         await store.aclose()
         await broker.aclose()
     log.info("stopped")
+    if failed:
+        sys.exit("inferno worker --burst: not drained, could not load "
+                 + "; ".join(f"{key} ({why})" for key, why in sorted(failed.items())))
+
+
+async def _burst(worker: Reconciler, stop: asyncio.Event) -> dict[str, str]:
+    """Drain the queues, unless a stop signal comes first: then stop as gracefully as ever."""
+    log.info("worker %s draining %s (burst)", worker.worker_id,
+             ",".join(worker.settings.models))
+    burst = asyncio.create_task(worker.burst(), name="worker burst")
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({burst, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if burst.done():
+        return burst.result()
+    log.info("stopping: finishing in-flight batches")
+    burst.cancel()  # a cancelled burst still stops the worker gracefully
+    with contextlib.suppress(asyncio.CancelledError):
+        await burst
+    return {}
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -170,9 +201,20 @@ def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner.run(main())
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return _parser().parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
-    _apply(args)
-    common = CommonSettings()
+    args = parse_args(argv)
+    common = settings_from(CommonSettings, args)
     configure_logging(common.log_level, common.log_json)
-    _run({"serve": _serve, "facade": _facade, "worker": _worker}[args.command])
+    command: Callable[[], Coroutine[Any, Any, None]]
+    if args.command == "serve":
+        command = functools.partial(_serve, settings_from(FacadeSettings, args),
+                                    settings_from(WorkerSettings, args))
+    elif args.command == "facade":
+        command = functools.partial(_facade, settings_from(FacadeSettings, args))
+    else:
+        command = functools.partial(_worker, settings_from(WorkerSettings, args))
+    _run(command)

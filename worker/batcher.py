@@ -100,6 +100,15 @@ class Batcher:
         if self._pending_rows >= self._max_rows:
             self._full.set()
 
+    async def wait_idle(self) -> None:
+        """Until nothing is pending, running or being replied to and acked (the next submit
+        ends that state again; the batcher keeps running)."""
+        while True:
+            await self._idle.wait()
+            if not self._settling:
+                return
+            await asyncio.wait(set(self._settling))  # asyncio.wait: cancelling us spares them
+
     async def drain(self, timeout: float) -> None:
         """Finish everything submitted (bounded), then stop; what is left goes back to the queue."""
         self._stopping = True

@@ -65,6 +65,10 @@ class LoadedModel:
         metrics.model_loaded.labels(config.name, str(config.version)).set(1)
         return runner
 
+    async def wait_idle(self) -> None:
+        """Until every request delivered so far has been answered and acknowledged."""
+        await self._batcher.wait_idle()
+
     async def stop(self, drain_timeout: float) -> None:
         """Stop consuming, finish what was delivered (bounded), release the model."""
         if self._subscription is not None:

@@ -4,6 +4,10 @@ The reconciler runs on every model change event and every ``state_reconcile_inte
 fallback. It loads the desired versions of the models this worker serves and unloads the rest;
 after each change the worker heartbeats at once, so admin calls waiting on the facade return
 without waiting for the next interval.
+
+``burst()`` is the other way to run (arq's ``burst=True``; ``inferno worker --burst``): reconcile
+once, answer what is queued for the versions loaded, and stop once their queues are empty and
+nothing is in flight. A Kubernetes Job drains what asynchronous producers queued, then exits.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, int]
 RETRY_FAILED_LOAD_S = 60.0
+BURST_POLL_S = 0.02
+"""How often a burst worker asks the broker again while a queue is not empty but its batcher
+is idle (its requests are on their way to the consumer: the broker has no "empty" event)."""
 
 
 class Reconciler:
@@ -79,6 +86,45 @@ class Reconciler:
             if self.settings.preloads(name):
                 newest = max(self._repository.versions(name))
                 await self._store.init_model(name, newest)
+
+    async def burst(self) -> dict[str, str]:
+        """Reconcile once, serve until every loaded version's queue is empty and nothing is in
+        flight, then stop gracefully (``stop``). Model changes during the burst are not
+        followed. Returns the versions that failed to load (``name:version`` → why): requests
+        queued for them are still there. Cancelled, it still stops gracefully."""
+        try:
+            await self._claim_preloads()
+            await self.reconcile()
+            await self.heartbeat()
+            # Heartbeats go on: facades route to a burst worker while it drains.
+            self._tasks = [asyncio.create_task(self._heartbeat_forever(),
+                                               name="worker heartbeat")]
+            await self._drained()
+            log.info("burst: drained %s", ", ".join(f"{n}:{v}" for n, v in sorted(self._runners))
+                     or "nothing (no version loaded)")
+        finally:
+            await self.stop()
+        return {f"{n}:{v}": why for (n, v), (_, why) in self._failed.items()}
+
+    async def _drained(self) -> None:
+        """Until every loaded version's queue is empty and its batcher idle.
+
+        A batcher's idleness is an event; the depth of a queue is a question to the broker.
+        Between the two a request can be on its way to the consumer (AMQP delivers more once it
+        has our acks), so a queue found not empty is asked again after ``BURST_POLL_S``. (The
+        in-memory broker hands the next request over within the ack: there it never waits.) A
+        request still on its way when the check passes is answered all the same: ``stop``
+        cancels the consumer (the broker confirms after its last delivery), then drains the
+        batcher.
+        """
+        async def drain(runner: LoadedModel) -> None:
+            while True:
+                await runner.wait_idle()
+                if not await self._broker.queue_depth(runner.name, runner.version):
+                    return
+                await asyncio.sleep(BURST_POLL_S)
+
+        await asyncio.gather(*(drain(r) for r in list(self._runners.values())))
 
     async def stop(self) -> None:
         """Graceful: stop consuming, finish in-flight batches and reply, leave the cluster."""

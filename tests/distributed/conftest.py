@@ -10,13 +10,16 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import httpx
 import pytest
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from prometheus_client import CollectorRegistry
 
 from common.config import FacadeSettings, WorkerSettings
@@ -24,6 +27,7 @@ from common.metrics import WorkerMetrics
 from common.model.repository import ModelRepository
 from common.state.redis_store import RedisStateStore
 from common.transport.amqp_broker import AmqpBroker
+from common.wire.messages import request_headers
 from facade.app import Facade
 from tests.integration.conftest import make_repo
 from tests.services import RedisSpace
@@ -69,17 +73,31 @@ class Cluster:
         self.closers += [broker.aclose, store.aclose, facade.aclose, client.aclose]
         return facade, client
 
+    def _worker_settings(self, **settings: Any) -> WorkerSettings:
+        return WorkerSettings(**{"repo_root": self.repo, "broker_url": self.broker_url,
+                                 "redis_url": self.redis.url, "redis_prefix": self.redis.prefix,
+                                 "heartbeat_interval_s": 0.5, "device": "cpu",
+                                 "drain_timeout_s": 10, "preload": ["mlp"], **settings})
+
     async def worker(self, **settings: Any) -> tuple[Reconciler, CollectorRegistry]:
-        ws = WorkerSettings(**{"repo_root": self.repo, "broker_url": self.broker_url,
-                               "redis_url": self.redis.url, "redis_prefix": self.redis.prefix,
-                               "heartbeat_interval_s": 0.5, "device": "cpu",
-                               "drain_timeout_s": 10, "preload": ["mlp"], **settings})
         repository, broker, store = await self._connect()
         registry = CollectorRegistry()
-        worker = Reconciler(ws, broker, store, repository, WorkerMetrics(registry))
+        worker = Reconciler(self._worker_settings(**settings), broker, store, repository,
+                            WorkerMetrics(registry))
         await worker.start()
         self.closers += [broker.aclose, store.aclose, worker.stop]
         return worker, registry
+
+    async def burst(self, **settings: Any) -> dict[str, str]:
+        """A worker in burst mode, in this process: it drains what is queued for its models,
+        stops and closes its connections; the versions it could not load come back."""
+        repository, broker, store = await self._connect()
+        try:
+            return await Reconciler(self._worker_settings(**settings), broker, store, repository,
+                                    WorkerMetrics(CollectorRegistry())).burst()
+        finally:
+            await store.aclose()
+            await broker.aclose()
 
     def worker_process(self, **env: str) -> subprocess.Popen[bytes]:
         process = subprocess.Popen([sys.executable, "-m", "inferno", "worker"], cwd=ROOT,
@@ -115,3 +133,29 @@ async def wait_ready(facade: Facade, timeout: float = 60) -> None:
     view = facade.view
     assert await view.wait_for(lambda: True if view.ready()[0] and view.models else None,
                                timeout), f"cluster not ready: {view.ready()}"
+
+
+async def queue_requests(connection: AbstractConnection, routing_key: str,
+                         bodies: list[tuple[bytes, str]], timeout_s: float = 120
+                         ) -> AbstractQueue:
+    """Publish each (body, content type) to ``routing_key`` as a producer does, correlation id
+    its index, replies to a new exclusive queue, which comes back. Each publish is confirmed:
+    all are queued when this returns."""
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    exchange = await channel.get_exchange("inferno.predict")
+    replies = await channel.declare_queue(exclusive=True)
+    deadline = time.time() + timeout_s
+    for index, (body, content_type) in enumerate(bodies):
+        await exchange.publish(aio_pika.Message(
+            body, content_type=content_type, correlation_id=str(index), reply_to=replies.name,
+            expiration=timeout_s, headers=request_headers(deadline)),
+            routing_key=routing_key, mandatory=True)
+    return replies
+
+
+async def replies_in(queue: AbstractQueue) -> list[AbstractIncomingMessage]:
+    """The messages in the queue now, taken without waiting for more."""
+    found = []
+    while (message := await queue.get(no_ack=True, fail=False)) is not None:
+        found.append(message)
+    return found

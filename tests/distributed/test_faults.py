@@ -14,10 +14,13 @@ import time
 import urllib.request
 from collections.abc import Callable
 
+import aio_pika
+import numpy as np
 import pytest
 
 from bench.services import rabbitmqctl
-from tests.distributed.conftest import Cluster, wait_ready
+from common.wire.messages import TENSORS_CONTENT_TYPE, encode_frame
+from tests.distributed.conftest import Cluster, queue_requests, replies_in, wait_ready
 from tests.integration.conftest import error_of, slow_body
 
 pytestmark = pytest.mark.asyncio
@@ -150,6 +153,31 @@ async def test_sigterm_finishes_in_flight_batches_then_exits_0(running: Cluster)
     stderr = worker.stderr.read().decode() if worker.stderr else ""
     assert [r.status_code for r in responses] == [200] * 6, stderr
     assert "stopping: finishing in-flight batches" in stderr
+
+
+async def test_sigterm_stops_a_burst_worker_gracefully_and_loses_nothing(
+        running: Cluster) -> None:
+    assert await running.burst(preload=["slow"], models=["slow"]) == {}  # the queue, the alias
+    count = 8  # slow's queue length; batches of at most 4 rows, one at a time, 1 s each
+    body = encode_frame({"x": np.ones((1, 2), np.float32),
+                         "delay_ms": np.full(1, 1000, np.float32)})
+    async with await aio_pika.connect_robust(running.broker_url) as connection:
+        replies = await queue_requests(connection, "slow", [(body, TENSORS_CONTENT_TYPE)] * count)
+        port = free_port()
+        worker = running.worker_process(INFERNO_BURST="true", INFERNO_PRELOAD="slow",
+                                        INFERNO_MODELS="slow", INFERNO_METRICS_PORT=str(port))
+        await until(lambda: scrape(port, 'infer_batch_size_count{model="slow"}') >= 1)
+        worker.send_signal(signal.SIGTERM)  # mid-burst, requests still queued
+        assert await asyncio.to_thread(worker.wait, 30) == 0
+        stderr = worker.stderr.read().decode() if worker.stderr else ""
+        assert "stopping: finishing in-flight batches" in stderr
+        assert "burst: drained" not in stderr
+        answered = len(await replies_in(replies))
+    vhost = running.broker_url.rsplit("/", 1)[1]
+    ready, unacked = queue_counts(vhost, "inferno.slow.v1")
+    # What it had been handed was answered; anything else waits for the next worker.
+    assert answered >= 1 and unacked == 0
+    assert answered + ready == count, stderr
 
 
 async def test_broker_outage_is_503_not_a_hang_and_recovers(running: Cluster) -> None:

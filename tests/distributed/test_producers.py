@@ -1,5 +1,5 @@
-"""Asynchronous producers: the example producer against the real broker, and the alias it uses
-following :activate."""
+"""Asynchronous producers: the example producer against the real broker, the alias it uses
+following :activate, and a burst worker draining what producers queued while no worker ran."""
 
 from __future__ import annotations
 
@@ -13,9 +13,15 @@ import orjson
 import pytest
 
 from common.errors import InvalidInput
-from common.wire import JSON_CONTENT_TYPE, TENSORS_CONTENT_TYPE, encode_frame
-from examples.producer import Producer
-from tests.distributed.conftest import ROOT, Cluster, wait_ready
+from common.wire import (
+    HEADER_STATUS,
+    JSON_CONTENT_TYPE,
+    TENSORS_CONTENT_TYPE,
+    decode_reply,
+    encode_frame,
+)
+from examples.producer import Producer, bag_request
+from tests.distributed.conftest import ROOT, Cluster, queue_requests, replies_in, wait_ready
 from worker.reconciler import Reconciler
 
 pytestmark = pytest.mark.asyncio
@@ -116,3 +122,29 @@ async def _serving(running: Cluster, worker: Reconciler, model: str) -> None:
     async with asyncio.timeout(30):
         while model not in worker.loaded:
             await worker.reconcile()
+
+
+async def test_a_burst_worker_drains_what_producers_queued_then_exits_0(running: Cluster) -> None:
+    # With nothing queued, a burst declares the queue, binds the alias and returns at once.
+    assert await running.burst(preload=["bag"], models=["bag"]) == {}
+    count = 150  # a few times the worker's prefetch (2 x max_batch_size 32)
+    async with await aio_pika.connect_robust(running.broker_url) as connection:
+        # Queued while no worker consumes.
+        replies = await queue_requests(connection, "bag", [
+            bag_request(index, as_json=index % 2 == 1) for index in range(count)])
+        # The command line, its flags over an environment that names another model.
+        result = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "inferno", "worker", "--burst", "--models", "bag",
+            "--preload", "bag"], cwd=ROOT, env=running.env(INFERNO_MODELS="mlp",
+                                                           INFERNO_PRELOAD="mlp"),
+            capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "burst: drained bag:1" in result.stderr
+        # It exited after answering: every reply is already in our queue.
+        sums: dict[int, int] = {}
+        for message in await replies_in(replies):
+            status = message.headers.get(HEADER_STATUS)
+            reply = decode_reply(message.body, status if isinstance(status, str) else None)
+            sums[int(message.correlation_id or "")] = int(reply.result()["sum"][0])
+    # tokens i..i+3 with mask [1, 1, 0, 1]: sum = 3i + 4.
+    assert sums == {index: 3 * index + 4 for index in range(count)}

@@ -1,4 +1,7 @@
-"""Fixtures of the unit tests: the test model repository and a batcher harness.
+"""Fixtures of the unit tests: the test model repositories and a batcher harness.
+
+``versioned_repo`` is a repository in tmp_path for what a worker loads and unloads: ``sum``
+versions 1 and 2, and ``flaky``, the sum model whose model.py fails until ``fix_flaky`` fixes it.
 
 The harness wires a real ``Batcher`` to a real runtime (``create_runtime`` over a model of
 ``tests/models``) and a real ``InMemoryBroker``. Two spies sit at the seams, never inside the
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -22,6 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 
 from common.metrics import WorkerMetrics
@@ -133,6 +138,41 @@ class Harness:
 
 
 MakeBatcher = Callable[..., Awaitable[Harness]]
+FLAKY_ERROR = "RuntimeError: no weights yet"
+"""Why ``flaky`` fails to load, as a worker reports it."""
+
+
+@pytest.fixture
+def versioned_repo(tmp_path: Path) -> Path:
+    for name, version in (("sum", 1), ("sum", 2), ("flaky", 1)):
+        target = tmp_path / name / str(version)
+        shutil.copytree(TEST_MODELS / "sum" / "1", target,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        config = yaml.safe_load((target / "model.yaml").read_text())
+        config.update(name=name, version=version)
+        (target / "model.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "flaky" / "1" / "model.py").write_text('raise RuntimeError("no weights yet")\n')
+    return tmp_path
+
+
+def sum_request(model: str, version: int, x: Any, request_id: str = "",
+                timeout: float = 10.0) -> PredictRequest:
+    """A request for a copy of the test model ``sum`` (``x``: float32 [batch, n]), validated as
+    the facade validates it."""
+    arrays = {"x": np.asarray(x, np.float32)}
+    signature = _sum_config().signature
+    checked = signature.validate_request(arrays, None, max_rows=64, model=model)
+    return PredictRequest(model=model, version=version, inputs=arrays, checked=checked,
+                          deadline=time.time() + timeout, request_id=request_id)
+
+
+def _sum_config() -> ModelConfig:
+    return ModelConfig.model_validate(
+        yaml.safe_load((TEST_MODELS / "sum" / "1" / "model.yaml").read_text()))
+
+
+def fix_flaky(repo: Path) -> None:
+    shutil.copy(TEST_MODELS / "sum" / "1" / "model.py", repo / "flaky" / "1" / "model.py")
 
 
 @pytest.fixture

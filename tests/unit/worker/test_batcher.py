@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from common.errors import DeadlineExceeded, ModelFailed, WorkerFailed
+from common.transport.broker import Delivery
 from common.wire.messages import PredictReply
 
 MakeBatcher = Callable[..., Awaitable[Any]]
@@ -306,3 +307,47 @@ async def test_drain_timeout_fails_the_running_batch_and_requeues_the_rest(
     assert (await asyncio.wait_for(waiting, 5)).result()["total"].tolist() == [2.0]
 
 
+class HeldReply(Delivery):
+    """A delivery whose reply waits for ``released``: a broker slow to take the reply."""
+
+    def __init__(self, delivery: Delivery, holding: asyncio.Event,
+                 released: asyncio.Event) -> None:
+        self.request = delivery.request
+        self._delivery = delivery
+        self._holding = holding
+        self._released = released
+
+    async def reply(self, reply: PredictReply) -> None:
+        self._holding.set()
+        await self._released.wait()
+        await self._delivery.reply(reply)
+
+    async def ack(self) -> None:
+        await self._delivery.ack()
+
+    async def reject(self, requeue: bool) -> None:
+        await self._delivery.reject(requeue)
+
+
+async def test_wait_idle_returns_once_every_reply_is_sent_and_batching_goes_on(
+    make_batcher: MakeBatcher,
+) -> None:
+    h = await make_batcher("sum")
+    holding, released = asyncio.Event(), asyncio.Event()
+    await h.subscription.cancel()  # consumed again through the held replies
+    h.subscription = await h.broker.consume(
+        h.config, lambda d: h.handle(HeldReply(d, holding, released)), 16)
+    task = asyncio.create_task(h.infer({"x": [[1.0, 2.0]]}))
+    await asyncio.wait_for(holding.wait(), 5)  # the batch ran; its reply is on its way
+
+    idle = asyncio.create_task(h.batcher.wait_idle())
+    try:
+        done, _ = await asyncio.wait({idle}, timeout=0.05)
+        assert not done, "wait_idle returned while a reply was still being sent"
+    finally:
+        released.set()  # else the harness's drain would wait for the reply forever
+    await asyncio.wait_for(idle, 5)
+
+    assert h.subscription.unacked == 0, "wait_idle returned before the ack"  # in-memory
+    assert task.done() and task.result()["total"].tolist() == [3.0]
+    assert (await h.infer({"x": [[5.0]]}))["total"].tolist() == [5.0]  # not stopped
