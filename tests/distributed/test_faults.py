@@ -158,11 +158,17 @@ async def test_sigterm_finishes_in_flight_batches_then_exits_0(running: Cluster)
 async def test_sigterm_stops_a_burst_worker_gracefully_and_loses_nothing(
         running: Cluster) -> None:
     assert await running.burst(preload=["slow"], models=["slow"]) == {}  # the queue, the alias
-    count = 8  # slow's queue length; batches of at most 4 rows, one at a time, 1 s each
-    body = encode_frame({"x": np.ones((1, 2), np.float32),
-                         "delay_ms": np.full(1, 1000, np.float32)})
+    count = 8  # slow's queue length; batches of at most 4 rows, one at a time
+
+    def body(delay_ms: float) -> tuple[bytes, str]:
+        return encode_frame({"x": np.ones((1, 2), np.float32),
+                             "delay_ms": np.full(1, delay_ms, np.float32)}), TENSORS_CONTENT_TYPE
+
+    # The first batch holds the first request (FIFO) and so the slot for 3 s at least: the
+    # SIGTERM below lands while it runs, however slowly this machine scrapes the worker.
+    requests = [body(3000)] + [body(500)] * (count - 1)
     async with await aio_pika.connect_robust(running.broker_url) as connection:
-        replies = await queue_requests(connection, "slow", [(body, TENSORS_CONTENT_TYPE)] * count)
+        replies = await queue_requests(connection, "slow", requests)
         port = free_port()
         worker = running.worker_process(INFERNO_BURST="true", INFERNO_PRELOAD="slow",
                                         INFERNO_MODELS="slow", INFERNO_METRICS_PORT=str(port))
