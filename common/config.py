@@ -55,6 +55,10 @@ class CommonSettings(BaseSettings):
     then waits for the broker's disk write before its confirm: several times the latency."""
     metrics_buckets: Annotated[tuple[float, ...], NoDecode] = DEFAULT_BUCKETS
     """Latency histogram buckets in seconds, comma-separated (the facade's and the worker's)."""
+    gc_freeze: bool = True
+    """After start-up and after each model load, collect once and freeze the survivors
+    (``gc.freeze``), so that later garbage collections never traverse them: a full collection of
+    a process with torch loaded otherwise pauses serving for tens of milliseconds."""
 
     _split_buckets = field_validator("metrics_buckets", mode="before")(_split)
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
+from common import heap
 from common.config import FacadeSettings
 from common.metrics import FacadeMetrics
 from common.model.repository import ModelRepository
@@ -53,6 +54,8 @@ class Facade:
         document_predict_routes(api)
         app = Front(api, plane, max_body_bytes=settings.max_body_bytes,
                     access_log=settings.access_log)
+        if settings.gc_freeze:
+            heap.settle()  # the application is built: what it holds is here to stay
         return cls(app, api, view)
 
     async def aclose(self) -> None:

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from common.backends import create_broker, create_state_store
 from common.config import CommonSettings, FacadeSettings, WorkerSettings
+from common.heap import GcPauses
 from common.logging import configure_logging
 from common.metrics import WorkerMetrics
 from common.model.repository import ModelRepository
@@ -105,6 +106,7 @@ def _uvicorn(app: Any, settings: FacadeSettings, drain_s: float) -> uvicorn.Serv
 async def _serve(facade_settings: FacadeSettings, worker_settings: WorkerSettings) -> None:
     _set_torch_threads(worker_settings)
     embedded = await Embedded.start(facade_settings, worker_settings)
+    GcPauses(embedded.registry).start()
     server = _uvicorn(embedded.facade.app, facade_settings, worker_settings.drain_timeout_s)
     log.info("serving %s on http://%s:%d (embedded mode)", facade_settings.repo_root,
              facade_settings.host, facade_settings.port)
@@ -123,7 +125,9 @@ async def _facade(settings: FacadeSettings) -> None:
     broker, store = create_broker(settings), create_state_store(settings)
     await broker.start()
     await store.start()
-    facade = await Facade.create(settings, broker, store, repository, CollectorRegistry())
+    registry = CollectorRegistry()
+    GcPauses(registry).start()
+    facade = await Facade.create(settings, broker, store, repository, registry)
     # In-flight requests may take up to their deadline to finish.
     server = _uvicorn(facade.app, settings, drain_s=settings.request_timeout_ms / 1000)
     log.info("facade on http://%s:%d", settings.host, settings.port)
@@ -141,6 +145,7 @@ async def _worker(settings: WorkerSettings) -> None:
     _require_cluster(settings, "worker")
     _set_torch_threads(settings)
     registry = CollectorRegistry()
+    GcPauses(registry).start()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=registry)
     repository = ModelRepository(settings.repo_root)

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+from common import heap
 from common.config import WorkerSettings
 from common.metrics import WorkerMetrics
 from common.model.repository import ModelRepository
@@ -154,6 +155,8 @@ class Reconciler:
                 await asyncio.gather(
                     *(self._load(key) for key in to_load),
                     *(self._unload(key, delete_queue=True) for key in to_unload))
+            if to_load and self.settings.gc_freeze:
+                heap.settle()  # what the models allocated is here to stay
             await self._point_aliases({n: s.active for n, s in models.items()})
         if to_load or to_unload:
             await self.heartbeat()

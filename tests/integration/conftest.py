@@ -6,6 +6,7 @@ models of tests/models, so admin calls in one test never leak into another.
 
 from __future__ import annotations
 
+import gc
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -53,16 +54,19 @@ def repo(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def start_server(repo: Path) -> AsyncIterator[Start]:
-    """``await start_server(preload=[...], **facade_settings)`` → (Embedded, httpx client)."""
+    """``await start_server(preload=[...], gc_freeze=False, **facade_settings)`` → (Embedded,
+    httpx client). ``gc_freeze`` freezes the heap of this test process (undone afterwards)."""
     started: list[tuple[Embedded, httpx.AsyncClient]] = []
 
-    async def start(preload: list[str] | None = None, wait: bool = True, **facade: Any
+    async def start(preload: list[str] | None = None, wait: bool = True,
+                    gc_freeze: bool = False, **facade: Any
                     ) -> tuple[Embedded, httpx.AsyncClient]:
         fs = FacadeSettings(**{"repo_root": repo, "access_log": False,
-                               "heartbeat_interval_s": 0.5, "admin_timeout_s": 20, **facade})
+                               "heartbeat_interval_s": 0.5, "admin_timeout_s": 20,
+                               "gc_freeze": gc_freeze, **facade})
         ws = WorkerSettings(repo_root=repo, preload=preload if preload is not None else
                             ["mlp", "bag"], device="cpu", heartbeat_interval_s=0.5,
-                            drain_timeout_s=5)
+                            drain_timeout_s=5, gc_freeze=gc_freeze)
         embedded = await Embedded.start(fs, ws)
         assert not wait or await embedded.wait_ready(30), "preloaded models did not come up"
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=embedded.facade.app),
@@ -74,6 +78,7 @@ async def start_server(repo: Path) -> AsyncIterator[Start]:
     for embedded, client in started:
         await client.aclose()
         await embedded.aclose()
+    gc.unfreeze()  # what a test froze is collectable again for the tests after it
 
 
 @pytest.fixture
