@@ -13,13 +13,15 @@ import json
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BUILDERS", "HttpRequest", "ModelInfo", "TensorInfo", "example_array", "model_info"]
+__all__ = ["BUILDERS", "HttpRequest", "ModelInfo", "TensorInfo", "example_array",
+           "local_model_info", "model_info"]
 
 SYMBOLIC_DIM = 8
 """Size given to a symbolic non-batch dimension (e.g. ``seq``) in generated inputs."""
@@ -49,7 +51,19 @@ def get_json(url: str, timeout: float = 10.0) -> Any:
 
 def model_info(base_url: str, name: str) -> ModelInfo:
     """``GET /v1/models/{name}/active``: works against a remote ``--url`` server too."""
-    body = get_json(f"{base_url}/v1/models/{name}/active")
+    return _info(get_json(f"{base_url}/v1/models/{name}/active"))
+
+
+def local_model_info(repo: str, name: str) -> ModelInfo:
+    """The newest version of ``name`` in the repository at ``repo``, described as a server
+    would: for a server that has no metadata route (the plain FastAPI baseline)."""
+    from common.model.repository import ModelRepository
+
+    return _info(ModelRepository(Path(repo)).get(name).config.describe())
+
+
+def _info(body: Any) -> ModelInfo:
+    """A ``ModelConfig.describe()`` document (what ``/v1/models/{name}/active`` returns)."""
     inputs = tuple(TensorInfo(t["name"], t["dtype"], tuple(t["shape"])) for t in body["inputs"])
     return ModelInfo(name=body["name"], version=int(body["version"]), inputs=inputs,
                      max_batch_size=int(body.get("batching", {}).get("max_batch_size", 1)))

@@ -1,4 +1,6 @@
-"""Start and stop the embedded server (``inferno serve``) for a benchmark run.
+"""Start and stop one HTTP server process for a benchmark run: ``inferno serve`` (embedded), or
+any other command that serves ``/health/ready`` (``ServerProcess``; the plain FastAPI baseline of
+``bench.plain_fastapi`` is one).
 
 The server runs in its own session (see ``bench.process``): a Ctrl-C at the terminal reaches only
 the bench process, which then stops the server itself (SIGTERM: uvicorn's graceful shutdown;
@@ -11,17 +13,21 @@ from __future__ import annotations
 import subprocess
 import sys
 from types import TracebackType
+from typing import Self
 
 from bench.process import free_port, spawn, stop_all, wait_ready
 
-__all__ = ["QUIET_ENV", "EmbeddedServer", "free_port", "wait_ready"]
+__all__ = ["QUIET_ENV", "EmbeddedServer", "ServerProcess", "free_port", "wait_ready"]
 
 QUIET_ENV = {"INFERNO_ACCESS_LOG": "false", "INFERNO_LOG_LEVEL": "WARNING"}
 """No access log, warnings and errors only: what every started server process gets."""
 
 
-class EmbeddedServer:
-    """``inferno serve`` as a subprocess; a context manager that always stops it."""
+class ServerProcess:
+    """A server subprocess on ``host:port``; a context manager that always stops it.
+
+    Subclasses say what to run (``command``); readiness is ``GET /health/ready`` answering 200.
+    """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, repo: str | None = None,
                  ready_timeout_s: float = 120.0) -> None:
@@ -35,12 +41,11 @@ class EmbeddedServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
     def start(self) -> None:
-        command = [sys.executable, "-m", "inferno", "serve",
-                   "--host", self.host, "--port", str(self.port)]
-        if self.repo is not None:
-            command += ["--repo", self.repo]
-        self.process = spawn(command, QUIET_ENV)
+        self.process = spawn(self.command(), QUIET_ENV)
         wait_ready(self.base_url, self.ready_timeout_s, self.process)
 
     def stop(self) -> None:
@@ -49,7 +54,7 @@ class EmbeddedServer:
             # uvicorn shuts down gracefully on SIGTERM; before it runs, SIGTERM ends start-up.
             stop_all([process])
 
-    def __enter__(self) -> EmbeddedServer:
+    def __enter__(self) -> Self:
         try:
             self.start()
         except BaseException:
@@ -60,3 +65,14 @@ class EmbeddedServer:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+class EmbeddedServer(ServerProcess):
+    """``inferno serve`` as a subprocess."""
+
+    def command(self) -> list[str]:
+        command = [sys.executable, "-m", "inferno", "serve",
+                   "--host", self.host, "--port", str(self.port)]
+        if self.repo is not None:
+            command += ["--repo", self.repo]
+        return command
