@@ -5,17 +5,23 @@ concurrency level runs against those same servers, the servers stop, and only af
 does the direct baseline run, so nothing ever competes for CPU with what is measured. The runs
 are one embedded server (``--mode embedded``, the default), one distributed cluster per
 ``--workers`` count (``--mode distributed``), or both in turn (``--mode both``, compared level by
-level). The exit status is 0 when every level finished without errors, 1 when some request failed
-(the report is printed either way), 2 when the benchmark itself could not run, 130 on Ctrl-C or
+level). ``--compare`` runs, in turn, the plain FastAPI baseline (``bench.plain_fastapi``),
+embedded and distributed Inferno, then the direct model and the bare broker RPC
+(``bench.rpc_floor``), and prints them side by side. ``--model tiny`` builds a 4 → 2 model in a
+temporary repository (``bench.tiny``) that every server and the direct baseline use.
+
+The exit status is 0 when every level finished without errors, 1 when some request failed (the
+report is printed either way), 2 when the benchmark itself could not run, 130 on Ctrl-C or
 SIGTERM; the servers, and a distributed run's vhost and Redis keys, are cleaned up in every case.
 
 Extension points: ``--protocol`` picks a request builder from ``payload.BUILDERS``; ``--mode``
-picks how the servers are started (``runner.plans``).
+(and ``--compare``) picks how the servers are started (``runner.plans``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -32,6 +38,8 @@ from bench.payload import BUILDERS
 from bench.report import LevelRow, Report, render_json, render_table
 from bench.runner import plans, run_levels
 from bench.services import DEFAULT_REDIS
+from bench.tiny import NAME as TINY
+from bench.tiny import tiny_repo
 
 __all__ = ["main"]
 
@@ -86,7 +94,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="measured seconds per level (default 5)")
     parser.add_argument("--warmup", type=_non_negative, default=1.0,
                         help="unmeasured seconds before each level's window (default 1)")
-    parser.add_argument("--model", default="mlp", help="model name (default mlp)")
+    parser.add_argument("--model", default="mlp",
+                        help="model name (default mlp); tiny: a 4 -> 2 Linear the bench builds "
+                             "in a temporary repository, used instead of --repo")
     parser.add_argument("--rows", type=int, default=1, help="rows per request (default 1)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="bind address of the started server or facades")
@@ -102,6 +112,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="embedded: one `inferno serve` (default); distributed: `inferno "
                              "facade`s and `inferno worker`s over RabbitMQ and Redis; both: "
                              "embedded, then distributed, compared")
+    parser.add_argument("--compare", action="store_true",
+                        help="the plain FastAPI baseline, embedded, distributed (overrides "
+                             "--mode), the bare broker RPC and the direct model, in turn, "
+                             "side by side")
     parser.add_argument("--workers", type=_int_list("worker counts"), default=[1],
                         help="distributed: worker processes, or a comma-separated list of "
                              "counts each run in turn against fresh processes (default 1)")
@@ -130,8 +144,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds per direct-baseline batch size (default min(2, duration))")
     parser.add_argument("--no-direct", action="store_true", help="skip the direct baseline")
     parser.add_argument("--no-floor", action="store_true",
-                        help="--mode both: skip the bare broker round trip (bench.rpc_floor) "
-                             "measured after the runs to split the queue hop's cost")
+                        help="--mode both, --compare: skip the bare broker round trip "
+                             "(bench.rpc_floor) measured after the runs to split the queue "
+                             "hop's cost")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     return parser
 
@@ -167,7 +182,7 @@ def _run_direct(args: argparse.Namespace, version: int | None, levels: list[Leve
 def _floor_ms(args: argparse.Namespace, reports: list[Report]) -> float | None:
     """p50 of the bare broker round trip, when a run crossed the local broker."""
     modes = {report.config["mode"] for report in reports}
-    if args.no_floor or args.broker_url or modes != {"embedded", "distributed"}:
+    if args.no_floor or args.broker_url or not {"embedded", "distributed"} <= modes:
         return None
     from bench.rpc_floor import floor_latencies
 
@@ -188,6 +203,8 @@ def _usage_error(args: argparse.Namespace) -> str | None:
         return "--rows must be >= 1"
     if args.url and args.mode != "embedded":
         return "--url benchmarks one running server: use it with --mode embedded"
+    if args.url and args.model == TINY:
+        return "--model tiny is built and served by the bench: it cannot go with --url"
     return None
 
 
@@ -207,8 +224,21 @@ def _measure(args: argparse.Namespace, base: dict[str, Any]) -> list[Report]:
     return [Report(config, levels, direct, direct_error) for config, levels in runs]
 
 
+def _measure_all(args: argparse.Namespace, base: dict[str, Any]
+                 ) -> tuple[list[Report], float | None]:
+    """The runs, then the broker floor when it applies (``--model tiny``: in its own
+    repository, removed afterwards)."""
+    with contextlib.ExitStack() as stack:
+        if args.model == TINY and not args.url:
+            args.repo = stack.enter_context(tiny_repo())
+        reports = _measure(args, base)
+        return reports, _floor_ms(args, reports) if len(reports) > 1 else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.compare:
+        args.mode = "compare"
     if args.binary:
         args.protocol = {"v1": "v1-b64", "v2": "v2-binary"}.get(args.protocol, args.protocol)
     problem = _usage_error(args)
@@ -226,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "direct_duration_s": args.direct_duration or min(2.0, args.duration),
         "cpus": os.cpu_count()}
     try:
-        reports = _measure(args, base)
+        reports, floor_ms = _measure_all(args, base)
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
@@ -236,9 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(reports) == 1:
         print(render_json(reports[0]) if args.json else render_table(reports[0]))
     else:
-        compared = comparisons(reports, _floor_ms(args, reports))
-        print(render_suite_json(reports, compared) if args.json
-              else render_suite_table(reports, compared))
+        compared = comparisons(reports, floor_ms)
+        print(render_suite_json(reports, compared, floor_ms) if args.json
+              else render_suite_table(reports, compared, floor_ms))
     errors = sum(report.errors for report in reports)
     if errors:
         print(f"bench: {errors} request(s) failed", file=sys.stderr)

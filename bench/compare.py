@@ -1,11 +1,16 @@
-"""Several runs in one invocation (``--mode both``, ``--workers 1,2``): their tables and how they
-compare, level by level.
+"""Several runs in one invocation (``--compare``, ``--mode both``, ``--workers 1,2``): their tables
+and how they compare, level by level.
 
 Each candidate run is compared with a baseline run at every concurrency both measured: the req/s
 ratio candidate/baseline (rows/s has the same ratio: both send the same request) and the added
 p50 latency, candidate - baseline. Embedded vs distributed, that difference is what the queue hop
 (facade → RabbitMQ → worker → reply) adds to a request; between worker counts, the ratio is the
-scaling. The direct baseline is measured once, after every run, and shown once.
+scaling; plain FastAPI vs embedded, it is what Inferno costs over the hand-written server.
+The direct baseline is measured once, after every run, and shown once.
+
+The side-by-side table (``side_by_side``) puts every run's req/s, p50, p99 and p99/p50 at each
+level under one another, with req/s over the embedded run's, and ends with the c=1 figures issue
+11 asks for: embedded p50 against plain FastAPI p50, distributed p50 minus the bare broker RPC.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from typing import Any
 
 from bench.report import Report, json_levels, render_direct, render_levels
 
-__all__ = ["Compared", "Comparison", "compare", "comparisons", "render_suite_json",
-           "render_suite_table"]
+__all__ = ["Compared", "Comparison", "SideBySide", "SideRow", "Single", "compare", "comparisons",
+           "render_suite_json", "render_suite_table", "side_by_side"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,30 +80,116 @@ def _render_comparison(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
-def render_suite_table(reports: list[Report], comparisons: list[Comparison]) -> str:
+@dataclass(frozen=True, slots=True)
+class SideRow:
+    concurrency: int
+    server: str
+    req_per_s: float
+    p50_ms: float | None
+    p99_ms: float | None
+    p99_over_p50: float | None
+    req_per_s_vs_embedded: float | None
+    """This run's req/s over the embedded run's at the same level."""
+
+
+@dataclass(frozen=True, slots=True)
+class Single:
+    """The c=1 latencies compared (``None`` where a run or the floor is missing)."""
+
+    plain_p50_ms: float | None
+    embedded_p50_ms: float | None
+    embedded_over_plain_p50: float | None
+    distributed_p50_ms: float | None
+    floor_ms: float | None
+    distributed_minus_floor_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SideBySide:
+    rows: list[SideRow]
+    c1: Single
+
+
+def _ratio(top: float | None, bottom: float | None) -> float | None:
+    return top / bottom if top is not None and bottom else None
+
+
+def _p50_at_1(report: Report | None) -> float | None:
+    level = next((lvl for lvl in report.levels if lvl.concurrency == 1), None) if report else None
+    return level.p50_ms if level else None
+
+
+def side_by_side(reports: list[Report], floor_ms: float | None = None) -> SideBySide:
+    by_mode = {mode: next((r for r in reports if r.config["mode"] == mode), None)
+               for mode in ("plain", "embedded", "distributed")}
+    embedded = by_mode["embedded"]
+    embedded_rps = {lvl.concurrency: lvl.req_per_s for lvl in embedded.levels} if embedded else {}
+    rows = [SideRow(level.concurrency, report.config["label"], level.req_per_s, level.p50_ms,
+                    level.p99_ms, _ratio(level.p99_ms, level.p50_ms),
+                    _ratio(level.req_per_s, embedded_rps.get(level.concurrency)))
+            for concurrency in dict.fromkeys(lvl.concurrency for r in reports for lvl in r.levels)
+            for report in reports for level in report.levels if level.concurrency == concurrency]
+    plain, emb, dist = (_p50_at_1(by_mode[m]) for m in ("plain", "embedded", "distributed"))
+    return SideBySide(rows, Single(
+        plain_p50_ms=plain, embedded_p50_ms=emb, embedded_over_plain_p50=_ratio(emb, plain),
+        distributed_p50_ms=dist, floor_ms=floor_ms,
+        distributed_minus_floor_ms=dist - floor_ms if dist is not None and floor_ms is not None
+        else None))
+
+
+def _render_side_by_side(table: SideBySide) -> str:
+    width = max(len(row.server) for row in table.rows)
+    lines = ["side by side:",
+             f"{'concurrency':>11}  {'server':<{width}}  {'req/s':>9}  {'p50 ms':>8}  "
+             f"{'p99 ms':>8}  {'p99/p50':>7}  {'req/s vs embedded':>17}"]
+    lines.extend(f"{r.concurrency:>11}  {r.server:<{width}}  {r.req_per_s:>9.1f}  "
+                 f"{_fmt(r.p50_ms, '.2f'):>8}  {_fmt(r.p99_ms, '.2f'):>8}  "
+                 f"{_fmt(r.p99_over_p50, '.2f'):>7}  {_fmt(r.req_per_s_vs_embedded, '.2f'):>17}"
+                 for r in table.rows)
+    c1 = table.c1
+    if c1.embedded_over_plain_p50 is not None and c1.embedded_p50_ms is not None:
+        assert c1.plain_p50_ms is not None
+        lines.append(f"c=1 p50: embedded {c1.embedded_p50_ms:.2f} ms vs plain FastAPI "
+                     f"{c1.plain_p50_ms:.2f} ms ({c1.embedded_over_plain_p50:.2f}x, "
+                     f"{c1.embedded_p50_ms - c1.plain_p50_ms:+.2f} ms)")
+    if c1.distributed_minus_floor_ms is not None:
+        lines.append(f"c=1 p50: distributed {c1.distributed_p50_ms:.2f} ms - bare aio-pika RPC "
+                     f"{c1.floor_ms:.2f} ms (bench.rpc_floor) = "
+                     f"{c1.distributed_minus_floor_ms:.2f} ms")
+    return "\n".join(lines)
+
+
+def render_suite_table(reports: list[Report], comparisons: list[Comparison],
+                       floor_ms: float | None = None) -> str:
     parts = [f"== {report.config['label']} ==\n{render_levels(report)}" for report in reports]
     parts += [_render_comparison(c) for c in comparisons]
+    parts.append(_render_side_by_side(side_by_side(reports, floor_ms)))
     parts.append(render_direct(reports[0]))
     return "\n\n".join(parts)
 
 
-def render_suite_json(reports: list[Report], comparisons: list[Comparison]) -> str:
+def render_suite_json(reports: list[Report], comparisons: list[Comparison],
+                      floor_ms: float | None = None) -> str:
     first = reports[0]
     document: dict[str, Any] = {
         "runs": [{"config": r.config, "levels": json_levels(r), "errors": r.errors}
                  for r in reports],
         "comparisons": [asdict(c) for c in comparisons],
+        "side_by_side": asdict(side_by_side(reports, floor_ms)),
         "direct": [asdict(d) for d in first.direct], "direct_error": first.direct_error,
         "errors": sum(r.errors for r in reports)}
     return json.dumps(document, indent=2)
 
 
 def comparisons(reports: list[Report], floor_ms: float | None = None) -> list[Comparison]:
-    """Each distributed run against the embedded one (the queue hop, with the broker's own
+    """The embedded run against the plain FastAPI one (Inferno's cost over a hand-written
+    server), each distributed run against the embedded one (the queue hop, with the broker's own
     round trip ``floor_ms`` when measured), and each further worker count against the first
     (the scaling)."""
+    plain = [r for r in reports if r.config["mode"] == "plain"]
     embedded = [r for r in reports if r.config["mode"] == "embedded"]
     distributed = [r for r in reports if r.config["mode"] == "distributed"]
-    found = [compare(e, d, floor_ms) for e in embedded for d in distributed]
+    found = [compare(p, e) for p in plain for e in embedded]
+    found += [compare(e, d, floor_ms) for e in embedded for d in distributed]
     found += [compare(distributed[0], d) for d in distributed[1:]]
     return found

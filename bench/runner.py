@@ -1,6 +1,7 @@
 """One run: start the servers a plan names, run every concurrency level against them, stop them.
 
-A run is embedded (``inferno serve``), distributed (a ``Cluster`` of facades and workers over
+A run is the plain FastAPI baseline (``bench.plain_fastapi``, ``--compare`` only), embedded
+(``inferno serve``), distributed (a ``Cluster`` of facades and workers over
 RabbitMQ and Redis) or an existing ``--url`` server. Every level of a run uses the same servers;
 each run starts fresh processes, and the servers are stopped before the next run starts (and
 before the direct baseline), so runs never compete with each other for CPU.
@@ -18,7 +19,8 @@ from urllib.parse import urlsplit
 
 from bench import load, wrk
 from bench.cluster import Cluster, ClusterSpec
-from bench.payload import BUILDERS, model_info
+from bench.payload import BUILDERS, ModelInfo, local_model_info, model_info
+from bench.plain_fastapi import PlainServer
 from bench.process import shielded, wait_ready
 from bench.report import LevelRow
 from bench.server import EmbeddedServer
@@ -29,12 +31,14 @@ __all__ = ["RunPlan", "Target", "plans", "run_levels"]
 @dataclass(frozen=True, slots=True)
 class RunPlan:
     mode: str
-    """``embedded`` or ``distributed``."""
+    """``plain``, ``embedded`` or ``distributed``."""
     workers: int = 1
     facades: int = 1
 
     @property
     def label(self) -> str:
+        if self.mode == "plain":
+            return "plain FastAPI"
         if self.mode != "distributed":
             return self.mode
         return (f"distributed, {self.facades} facade{'s' * (self.facades != 1)}, "
@@ -42,9 +46,12 @@ class RunPlan:
 
 
 def plans(args: argparse.Namespace) -> list[RunPlan]:
-    """The runs of this invocation, in order: embedded first, then each worker count."""
-    runs = [RunPlan("embedded")] if args.mode in ("embedded", "both") else []
-    if args.mode in ("distributed", "both"):
+    """The runs of this invocation, in order: the plain FastAPI baseline (``--compare``), then
+    embedded, then each worker count."""
+    runs = [RunPlan("plain")] if args.mode == "compare" else []
+    if args.mode in ("embedded", "both", "compare"):
+        runs.append(RunPlan("embedded"))
+    if args.mode in ("distributed", "both", "compare"):
         runs += [RunPlan("distributed", workers, args.facades) for workers in args.workers]
     return runs
 
@@ -56,6 +63,8 @@ class Target:
     facade_urls: tuple[str, ...]
     metrics_urls: tuple[str, ...]
     server: str
+    info: ModelInfo | None = None
+    """The model as the run serves it, when the server cannot say (no metadata route)."""
 
 
 @contextlib.contextmanager
@@ -67,6 +76,11 @@ def _started(args: argparse.Namespace, plan: RunPlan) -> Iterator[Target]:
             url = args.url.rstrip("/")
             wait_ready(url, 30.0)
             yield Target((url,), (f"{url}/metrics",), "server")
+        elif plan.mode == "plain":
+            print("starting the plain FastAPI server ...", file=sys.stderr, flush=True)
+            plain = stack.enter_context(PlainServer(args.model, args.host, args.port, args.repo))
+            yield Target((plain.base_url,), (), "plain FastAPI server",
+                         local_model_info(args.repo, args.model))
         elif plan.mode == "embedded":
             print("starting inferno serve ...", file=sys.stderr, flush=True)
             server = stack.enter_context(EmbeddedServer(args.host, args.port, args.repo))
@@ -101,7 +115,7 @@ def run_levels(args: argparse.Namespace, plan: RunPlan, config: dict[str, Any]
     with _started(args, plan) as target:
         base_url = target.facade_urls[0]
         config.update(server=target.server, url=", ".join(target.facade_urls))
-        info = model_info(base_url, args.model)
+        info = target.info or model_info(base_url, args.model)
         if args.rows > info.max_batch_size:
             raise ValueError(f"--rows {args.rows} exceeds max_batch_size "
                              f"{info.max_batch_size} of model '{args.model}'")
