@@ -63,3 +63,29 @@ def test_rpc_floor_measures_both_reply_modes() -> None:
     assert [line.split(", c=1")[0] for line in lines] == [
         "bare aio-pika RPC, reply to exclusive", "bare aio-pika RPC, reply to direct"]
     assert "Unhandled message" not in result.stderr  # no reply came back as unroutable
+
+
+@pytest.mark.parametrize("model", ["mlp", "tiny"])
+def test_bench_compare_runs_every_server_without_errors(model: str, broker_root_url: str,
+                                                        redis_url: str) -> None:
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("the distributed bench creates its vhost with rabbitmqctl")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--compare", "--model", model, "--concurrency", "1",
+         "--duration", "1", "--warmup", "0.2", "--direct-duration", "0.2", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    document = json.loads(result.stdout)
+    assert [run["config"]["mode"] for run in document["runs"]] == [
+        "plain", "embedded", "distributed"]
+    for run in document["runs"]:
+        assert run["config"]["model"] == model
+        [level] = run["levels"]
+        assert level["concurrency"] == 1 and level["errors"] == 0 and level["requests"] > 0
+    rows = document["side_by_side"]["rows"]
+    assert [row["server"] for row in rows] == [run["config"]["label"] for run in document["runs"]]
+    single = document["side_by_side"]["c1"]
+    assert single["embedded_over_plain_p50"] is not None
+    assert single["floor_ms"] is not None and single["distributed_minus_floor_ms"] is not None
+    assert {d["batch"] for d in document["direct"]} >= {1, 64}
+    assert document["errors"] == 0
