@@ -13,6 +13,7 @@ test can await "the batcher has been handed N deliveries" instead of sleeping).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import shutil
 import threading
@@ -166,6 +167,7 @@ def sum_request(model: str, version: int, x: Any, request_id: str = "",
                           deadline=time.time() + timeout, request_id=request_id)
 
 
+@functools.cache
 def _sum_config() -> ModelConfig:
     return ModelConfig.model_validate(
         yaml.safe_load((TEST_MODELS / "sum" / "1" / "model.yaml").read_text()))
