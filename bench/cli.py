@@ -8,7 +8,10 @@ are one embedded server (``--mode embedded``, the default), one distributed clus
 level). ``--compare`` runs, in turn, the plain FastAPI baseline (``bench.plain_fastapi``),
 embedded and distributed Inferno, then the direct model and the bare broker RPC
 (``bench.rpc_floor``), and prints them side by side. ``--model tiny`` builds a 4 → 2 model in a
-temporary repository (``bench.tiny``) that every server and the direct baseline use.
+temporary repository (``bench.built``) that every server and the direct baseline use;
+``--scaling`` runs distributed clusters of 1, 2 and 4 workers (``--workers``) serving the built
+``fixed`` model (20 ms per batch, the GIL released) and prints each one's throughput against one
+worker's.
 
 The exit status is 0 when every level finished without errors, 1 when some request failed (the
 report is printed either way), 2 when the benchmark itself could not run, 130 on Ctrl-C or
@@ -32,14 +35,13 @@ from types import FrameType
 from typing import Any
 
 from bench import wrk
+from bench.built import BUILT, FIXED, built_repo
 from bench.compare import comparisons, render_suite_json, render_suite_table
 from bench.direct import DirectResult
 from bench.payload import BUILDERS
 from bench.report import LevelRow, Report, render_json, render_table
 from bench.runner import plans, run_levels
 from bench.services import DEFAULT_REDIS
-from bench.tiny import NAME as TINY
-from bench.tiny import tiny_repo
 
 __all__ = ["main"]
 
@@ -88,15 +90,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Load-test the predict route and compare with the model called directly.")
-    parser.add_argument("--concurrency", type=_int_list("concurrency levels"), default=[1, 16, 64],
-                        help="comma-separated levels, each run in turn (default 1,16,64)")
+    parser.add_argument("--concurrency", type=_int_list("concurrency levels"),
+                        help="comma-separated levels, each run in turn (default 1,16,64; "
+                             "--scaling: 64)")
     parser.add_argument("--duration", type=_positive, default=5.0,
                         help="measured seconds per level (default 5)")
     parser.add_argument("--warmup", type=_non_negative, default=1.0,
                         help="unmeasured seconds before each level's window (default 1)")
     parser.add_argument("--model", default="mlp",
-                        help="model name (default mlp); tiny: a 4 -> 2 Linear the bench builds "
-                             "in a temporary repository, used instead of --repo")
+                        help="model name (default mlp); tiny: a 4 -> 2 Linear, fixed: 20 ms "
+                             "per batch of up to 4 rows: the bench builds these in a temporary "
+                             "repository, used instead of --repo")
     parser.add_argument("--rows", type=int, default=1, help="rows per request (default 1)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="bind address of the started server or facades")
@@ -116,9 +120,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="the plain FastAPI baseline, embedded, distributed (overrides "
                              "--mode), the bare broker RPC and the direct model, in turn, "
                              "side by side")
-    parser.add_argument("--workers", type=_int_list("worker counts"), default=[1],
+    parser.add_argument("--scaling", action="store_true",
+                        help="horizontal scaling: distributed runs (overrides --mode) of the "
+                             "fixed model (overrides --model) at each --workers count (default "
+                             "1,2,4), each against one worker")
+    parser.add_argument("--workers", type=_int_list("worker counts"),
                         help="distributed: worker processes, or a comma-separated list of "
-                             "counts each run in turn against fresh processes (default 1)")
+                             "counts each run in turn against fresh processes (default 1; "
+                             "--scaling: 1,2,4)")
     parser.add_argument("--facades", type=_count, default=1,
                         help="distributed: facade processes; the load generator's connections "
                              "go to them round-robin (default 1)")
@@ -203,8 +212,8 @@ def _usage_error(args: argparse.Namespace) -> str | None:
         return "--rows must be >= 1"
     if args.url and args.mode != "embedded":
         return "--url benchmarks one running server: use it with --mode embedded"
-    if args.url and args.model == TINY:
-        return "--model tiny is built and served by the bench: it cannot go with --url"
+    if args.url and args.model in BUILT:
+        return f"--model {args.model} is built and served by the bench: it cannot go with --url"
     return None
 
 
@@ -226,11 +235,11 @@ def _measure(args: argparse.Namespace, base: dict[str, Any]) -> list[Report]:
 
 def _measure_all(args: argparse.Namespace, base: dict[str, Any]
                  ) -> tuple[list[Report], float | None]:
-    """The runs, then the broker floor when it applies (``--model tiny``: in its own
-    repository, removed afterwards)."""
+    """The runs, then the broker floor when it applies (a built model, ``--model tiny`` or
+    ``fixed``: in its own repository, removed afterwards)."""
     with contextlib.ExitStack() as stack:
-        if args.model == TINY and not args.url:
-            args.repo = stack.enter_context(tiny_repo())
+        if args.model in BUILT and not args.url:
+            args.repo = stack.enter_context(built_repo(args.model))
         reports = _measure(args, base)
         return reports, _floor_ms(args, reports) if len(reports) > 1 else None
 
@@ -239,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.compare:
         args.mode = "compare"
+    if args.scaling:
+        args.mode, args.model = "distributed", FIXED
+    args.workers = args.workers or ([1, 2, 4] if args.scaling else [1])
+    args.concurrency = args.concurrency or ([64] if args.scaling else [1, 16, 64])
     if args.binary:
         args.protocol = {"v1": "v1-b64", "v2": "v2-binary"}.get(args.protocol, args.protocol)
     problem = _usage_error(args)

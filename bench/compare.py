@@ -11,6 +11,10 @@ The direct baseline is measured once, after every run, and shown once.
 The side-by-side table (``side_by_side``) puts every run's req/s, p50, p99 and p99/p50 at each
 level under one another, with req/s over the embedded run's, and ends with the c=1 figures issue
 11 asks for: embedded p50 against plain FastAPI p50, distributed p50 minus the bare broker RPC.
+
+With several worker counts (``--workers 1,2,4``, ``--scaling``) the scaling table (``scaling``)
+gives each count's req/s over the first count's, the linear ideal beside it, and the model time
+per worker: near 100 % for every count means no worker sat idle while others had work.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from typing import Any
 
 from bench.report import Report, json_levels, render_direct, render_levels
 
-__all__ = ["Compared", "Comparison", "SideBySide", "SideRow", "Single", "compare", "comparisons",
-           "render_suite_json", "render_suite_table", "side_by_side"]
+__all__ = ["Compared", "Comparison", "ScalingRow", "SideBySide", "SideRow", "Single", "compare",
+           "comparisons", "render_suite_json", "render_suite_table", "scaling", "side_by_side"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,11 +163,52 @@ def _render_side_by_side(table: SideBySide) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True, slots=True)
+class ScalingRow:
+    concurrency: int
+    workers: int
+    req_per_s: float
+    speedup: float | None
+    """req/s over the first worker count's at the same level."""
+    ideal: float
+    """Workers over the first count: the speedup of perfect scaling."""
+    model_busy_pct_per_worker: float | None
+
+
+def scaling(reports: list[Report]) -> list[ScalingRow]:
+    """Each distributed run against the first, level by level; empty unless the worker counts
+    differ."""
+    runs = [r for r in reports if r.config["mode"] == "distributed"]
+    if len({r.config["workers"] for r in runs}) < 2:
+        return []
+    first = runs[0]
+    base = {lvl.concurrency: lvl.req_per_s for lvl in first.levels}
+    return [ScalingRow(level.concurrency, run.config["workers"], level.req_per_s,
+                       _ratio(level.req_per_s, base.get(level.concurrency)),
+                       run.config["workers"] / first.config["workers"],
+                       level.model_busy_pct / run.config["workers"]
+                       if level.model_busy_pct is not None else None)
+            for run in runs for level in run.levels]
+
+
+def _render_scaling(rows: list[ScalingRow]) -> str:
+    lines = ["scaling:", f"{'concurrency':>11}  {'workers':>7}  {'req/s':>9}  {'speedup':>7}  "
+             f"{'ideal':>5}  {'speedup/ideal':>13}  {'model busy % per worker':>23}"]
+    lines.extend(f"{r.concurrency:>11}  {r.workers:>7}  {r.req_per_s:>9.1f}  "
+                 f"{_fmt(r.speedup, '.2f'):>7}  {r.ideal:>5.2f}  "
+                 f"{_fmt(_ratio(r.speedup, r.ideal), '.2f'):>13}  "
+                 f"{_fmt(r.model_busy_pct_per_worker, '.0f'):>23}" for r in rows)
+    return "\n".join(lines)
+
+
 def render_suite_table(reports: list[Report], comparisons: list[Comparison],
                        floor_ms: float | None = None) -> str:
     parts = [f"== {report.config['label']} ==\n{render_levels(report)}" for report in reports]
     parts += [_render_comparison(c) for c in comparisons]
     parts.append(_render_side_by_side(side_by_side(reports, floor_ms)))
+    scaled = scaling(reports)
+    if scaled:
+        parts.append(_render_scaling(scaled))
     parts.append(render_direct(reports[0]))
     return "\n\n".join(parts)
 
@@ -176,6 +221,7 @@ def render_suite_json(reports: list[Report], comparisons: list[Comparison],
                  for r in reports],
         "comparisons": [asdict(c) for c in comparisons],
         "side_by_side": asdict(side_by_side(reports, floor_ms)),
+        "scaling": [asdict(row) for row in scaling(reports)],
         "direct": [asdict(d) for d in first.direct], "direct_error": first.direct_error,
         "errors": sum(r.errors for r in reports)}
     return json.dumps(document, indent=2)

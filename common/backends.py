@@ -19,7 +19,8 @@ def create_broker(settings: CommonSettings) -> Broker:
 
     return AmqpBroker(settings.broker_url, queue_type=settings.queue_type,
                       delivery_limit=settings.queue_delivery_limit,
-                      persistent=settings.persistent_requests)
+                      persistent=settings.persistent_requests,
+                      max_envelope_bytes=settings.envelope_max_bytes)
 
 
 def create_state_store(settings: CommonSettings) -> StateStore:

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from common.model.config import Device
+from common.wire.envelope import MAX_ENVELOPE_BYTES
 
 __all__ = ["CommonSettings", "FacadeSettings", "WorkerSettings"]
 
@@ -53,6 +54,10 @@ class CommonSettings(BaseSettings):
     persistent_requests: bool = False
     """Publish requests persistent, so queued requests survive a broker restart. Each publish
     then waits for the broker's disk write before its confirm: several times the latency."""
+    envelope_max_bytes: Annotated[int, Field(ge=0)] = MAX_ENVELOPE_BYTES
+    """Facades: requests to one model version that arrive while its last publish awaits the
+    broker's confirm travel together in one envelope message of at most this many tensor bytes
+    (and at most ``max_batch_size`` rows); 0 publishes every request alone."""
     metrics_buckets: Annotated[tuple[float, ...], NoDecode] = DEFAULT_BUCKETS
     """Latency histogram buckets in seconds, comma-separated (the facade's and the worker's)."""
     gc_freeze: bool = True

@@ -92,7 +92,8 @@ class DataPlane:
             reply = await self._broker.request(PredictRequest(
                 model=config.name, version=config.version, inputs=inputs, checked=checked,
                 deadline=now + self._timeout_s(config, timeout_ms), request_id=request_id,
-                dtypes=config.signature.input_dtypes, published=now))
+                dtypes=config.signature.input_dtypes, published=now),
+                coalesce_rows=config.batching.max_batch_size)
             return call.encode(config, reply.result())
         except InfernoError as exc:
             code = exc.code

@@ -35,6 +35,7 @@ from common.transport.amqp_client import AmqpClient
 from common.transport.amqp_consumer import QueueConsumer
 from common.transport.amqp_errors import broker_errors
 from common.transport.broker import Broker, DeliveryHandler, Subscription
+from common.wire.envelope import MAX_ENVELOPE_BYTES
 from common.wire.messages import PredictReply, PredictRequest, queue_name, routing_key
 
 __all__ = ["AmqpBroker"]
@@ -47,11 +48,13 @@ RECONNECT_INTERVAL_S = 1.0  # aio-pika's default of 5 s is a long outage for a s
 
 class AmqpBroker(Broker):
     def __init__(self, url: str, queue_type: str = "classic", delivery_limit: int = 5,
-                 persistent: bool = False) -> None:
+                 persistent: bool = False,
+                 max_envelope_bytes: int = MAX_ENVELOPE_BYTES) -> None:
         self._url = url
         self._queue_type = queue_type
         self._delivery_limit = delivery_limit
-        self._client = AmqpClient(EXCHANGE, persistent=persistent)
+        self._client = AmqpClient(EXCHANGE, persistent=persistent,
+                                  max_envelope_bytes=max_envelope_bytes)
         self._connection: AbstractRobustConnection | None = None
         self._admin: AbstractRobustChannel | None = None
 
@@ -75,8 +78,8 @@ class AmqpBroker(Broker):
             with contextlib.suppress(Exception):
                 await self._connection.close()
 
-    async def request(self, request: PredictRequest) -> PredictReply:
-        return await self._client.request(request)
+    async def request(self, request: PredictRequest, coalesce_rows: int = 1) -> PredictReply:
+        return await self._client.request(request, coalesce_rows)
 
     # -- topology and consumers -------------------------------------------------------------
 

@@ -7,6 +7,12 @@ replies go through aiormq (aio-pika's protocol layer); aio-pika keeps the connec
 and its recovery. After a reconnection the reply queue is consumed again; the requests that were
 waiting when the connection went fail at once (their replies went with the exclusive queue).
 
+Requests to one model version are coalesced (common/transport/coalescing.py): a request finding
+no publish of its version awaiting a confirm goes at once, alone; those arriving meanwhile go
+together, as one envelope (common/wire/envelope.py), when the confirm comes. The worker answers
+an envelope with reply envelopes, resolved member by member; a single reply to the envelope's own
+correlation id (a worker that could not read it) fails every member.
+
 Every publish and every wait is bounded by the request's deadline (a publish during an outage can
 hang until the connection is back: aio-pika #636). ``AmqpBroker`` (common/transport/amqp_broker.py)
 owns the connection and composes this client with the topology and consumers.
@@ -32,11 +38,21 @@ from common.errors import (
     BrokerUnavailable,
     DeadlineExceeded,
     InfernoError,
+    InvalidInput,
     ModelNotLoaded,
     Overloaded,
+    WorkerFailed,
 )
 from common.transport.amqp_errors import broker_errors
 from common.transport.broker import fail_at_deadline
+from common.transport.coalescing import Lane, Pending
+from common.wire.envelope import (
+    ENVELOPE_CONTENT_TYPE,
+    ENVELOPE_VERSION,
+    HEADER_ENVELOPE,
+    decode_reply_envelope,
+    encode_request_envelope,
+)
 from common.wire.framing import encode_frame
 from common.wire.messages import (
     HEADER_STATUS,
@@ -56,7 +72,8 @@ log = logging.getLogger(__name__)
 class AmqpClient:
     """Requests to ``exchange`` and their replies, on a connection the broker opened."""
 
-    def __init__(self, exchange: str, persistent: bool = False) -> None:
+    def __init__(self, exchange: str, persistent: bool = False,
+                 max_envelope_bytes: int = 0) -> None:
         self._exchange = exchange
         self._delivery_mode = 2 if persistent else 1
         self._connection: AbstractRobustConnection | None = None
@@ -67,7 +84,12 @@ class AmqpClient:
         self._reply_declared = False
         self._reply_lock = asyncio.Lock()
         self._pending: dict[str, asyncio.Future[PredictReply]] = {}
+        self._envelopes: dict[str, _Envelope] = {}
+        """Envelopes with members still waiting, by the envelope's correlation id."""
         self._ids = itertools.count(1)
+        self._max_envelope_bytes = max_envelope_bytes
+        self._lanes: dict[str, Lane] = {}
+        self._drains: set[asyncio.Task[None]] = set()  # strong references
 
     async def start(self, connection: AbstractRobustConnection) -> None:
         """Open the publishing channel on ``connection`` and declare the exchange it publishes
@@ -114,14 +136,12 @@ class AmqpClient:
             except Exception:
                 log.exception("could not consume the reply queue again after reconnecting")
 
-    async def request(self, request: PredictRequest) -> PredictReply:
-        """Publish to the request's model version and wait for the reply until its deadline."""
-        channel = self._publish_channel
-        if (channel is None or channel.is_closed or self._connection is None
-                or self._connection.is_closed):
+    async def request(self, request: PredictRequest, coalesce_rows: int = 1) -> PredictReply:
+        """Publish to the request's model version and wait for the reply until its deadline;
+        ``coalesce_rows``: the most rows one envelope to that version may carry."""
+        if not self._connected():
             raise BrokerUnavailable("Message broker unavailable: not connected")
-        remaining = request.remaining()
-        if remaining <= 0:
+        if request.remaining() <= 0:
             raise DeadlineExceeded("The request's deadline passed before it was queued")
         correlation_id = f"{next(self._ids):x}"
         future: asyncio.Future[PredictReply] = asyncio.get_running_loop().create_future()
@@ -129,55 +149,189 @@ class AmqpClient:
         future.add_done_callback(lambda _: self._pending.pop(correlation_id, None))
         timer = fail_at_deadline(future, request)
         try:
-            with broker_errors():
-                if not self._reply_declared:
+            if not self._reply_declared:
+                with broker_errors():
                     await self._declare_replies()
-                properties = Basic.Properties(
-                    content_type=TENSORS_CONTENT_TYPE, correlation_id=correlation_id,
-                    reply_to=self._reply_name,
-                    message_id=request.request_id or correlation_id,
-                    headers=request_headers(request.deadline, request.checked.outputs,
-                                            published=request.published or time.time()),
-                    expiration=str(max(1, int(remaining * 1000))),
-                    delivery_mode=self._delivery_mode)
-                await self._publish(channel, request, properties, remaining)
+            pending = Pending(request, correlation_id, future,
+                              sum(a.nbytes for a in request.inputs.values()))
+            key = routing_key(request.model, request.version)
+            lane = self._lanes.get(key)
+            if lane is None:
+                lane = self._lanes[key] = Lane()
+            if lane.busy and self._max_envelope_bytes:
+                lane.gather(pending, coalesce_rows, self._max_envelope_bytes)
+            else:
+                lane.busy = True
+                try:
+                    await self._publish(key, [pending])
+                finally:
+                    self._next_publish(key, lane)
             return await future
         finally:
             timer.cancel()
             future.cancel()
 
-    async def _publish(self, channel: aiormq.abc.AbstractChannel, request: PredictRequest,
-                       properties: Basic.Properties, remaining: float) -> None:
+    def _connected(self) -> bool:
+        channel = self._publish_channel
+        return not (channel is None or channel.is_closed or self._connection is None
+                    or self._connection.is_closed)
+
+    def _next_publish(self, key: str, lane: Lane) -> None:
+        """The lane's publish is confirmed: send what gathered meanwhile, or free the lane."""
+        if not lane.groups:
+            lane.busy = False
+            return
+        task = asyncio.create_task(self._drain(key, lane))
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
+
+    async def _drain(self, key: str, lane: Lane) -> None:
+        """Publish the lane's groups one after another (one confirm awaited at a time), failing
+        each group's requests with its publish's error."""
         try:
-            await channel.basic_publish(
-                encode_frame(request.inputs, request.dtypes), exchange=self._exchange,
-                routing_key=routing_key(request.model, request.version),
-                properties=properties, mandatory=True, timeout=remaining)
-        except aiormq.exceptions.PublishError:
-            raise ModelNotLoaded(
-                f"Model '{request.model}' version {request.version} is not loaded "
-                f"(no queue for it)") from None
-        except aiormq.exceptions.DeliveryError:
-            raise Overloaded(
-                f"Model '{request.model}' version {request.version} is overloaded: "
-                f"its queue is full") from None
-        except TimeoutError:
-            raise BrokerUnavailable(
-                "Message broker did not confirm the request before its deadline") from None
+            while lane.groups:
+                group = lane.groups.popleft()
+                try:
+                    await self._publish(key, group)
+                except InfernoError as exc:
+                    _fail(group, exc)
+        finally:
+            while lane.groups:  # cancelled (the facade is closing)
+                _fail(lane.groups.popleft(), BrokerUnavailable("Broker connection closed"))
+            lane.busy = False
+
+    async def _publish(self, key: str, group: list[Pending]) -> None:
+        """One message to ``key``: the request alone, or an envelope of several. Requests whose
+        wait ended while they gathered (deadline, disconnect) are left out."""
+        live = [p for p in group if not p.future.done()]
+        if not live:
+            return
+        channel = self._publish_channel
+        if channel is None or not self._connected():
+            raise BrokerUnavailable("Message broker unavailable: not connected")
+        now = time.time()
+        if len(live) == 1:
+            body, properties = self._single(live[0], now)
+        else:
+            body, properties = self._envelope(live, now)
+        request = live[0].request
+        with broker_errors():
+            try:
+                await channel.basic_publish(
+                    body, exchange=self._exchange, routing_key=key, properties=properties,
+                    mandatory=True, timeout=max(p.request.remaining(now) for p in live))
+            except aiormq.exceptions.PublishError:
+                raise ModelNotLoaded(
+                    f"Model '{request.model}' version {request.version} is not loaded "
+                    f"(no queue for it)") from None
+            except aiormq.exceptions.DeliveryError:
+                raise Overloaded(
+                    f"Model '{request.model}' version {request.version} is overloaded: "
+                    f"its queue is full") from None
+            except TimeoutError:
+                raise BrokerUnavailable(
+                    "Message broker did not confirm the request before its deadline") from None
+
+    def _single(self, pending: Pending, now: float) -> tuple[bytes, Basic.Properties]:
+        request = pending.request
+        return encode_frame(request.inputs, request.dtypes), Basic.Properties(
+            content_type=TENSORS_CONTENT_TYPE, correlation_id=pending.correlation_id,
+            reply_to=self._reply_name, message_id=request.request_id or pending.correlation_id,
+            headers=request_headers(request.deadline, request.checked.outputs,
+                                    published=request.published or now),
+            expiration=_expiration(request.remaining(now)), delivery_mode=self._delivery_mode)
+
+    def _envelope(self, group: list[Pending], now: float) -> tuple[bytes, Basic.Properties]:
+        envelope_id = f"{next(self._ids):x}"
+        members = []
+        for pending in group:
+            request = pending.request
+            headers = request_headers(request.deadline, request.checked.outputs,
+                                      published=request.published or now)
+            headers["message_id"] = request.request_id or pending.correlation_id
+            members.append((pending.correlation_id,
+                            encode_frame(request.inputs, request.dtypes), headers))
+        _Envelope(envelope_id, group, self._envelopes)
+        deadline = max(p.request.deadline for p in group)
+        return encode_request_envelope(members), Basic.Properties(
+            content_type=ENVELOPE_CONTENT_TYPE, correlation_id=envelope_id,
+            reply_to=self._reply_name, message_id=envelope_id,
+            headers={HEADER_ENVELOPE: ENVELOPE_VERSION,
+                     **request_headers(deadline, published=now)},
+            expiration=_expiration(deadline - now), delivery_mode=self._delivery_mode)
 
     async def _on_reply(self, message: DeliveredMessage) -> None:
         properties = message.header.properties
         correlation_id = properties.correlation_id or ""
-        future = self._pending.get(correlation_id)
-        if future is None or future.done():
-            # A late or duplicate reply (after a redelivery): nobody waits for it.
-            log.debug("reply %s dropped: nobody waits for it", correlation_id)
+        if properties.content_type == ENVELOPE_CONTENT_TYPE:
+            self._on_reply_envelope(correlation_id, message.body)
             return
         status = (properties.headers or {}).get(HEADER_STATUS)
-        future.set_result(decode_reply(
-            message.body, status if isinstance(status, (str, bytes)) else None))
+        reply = decode_reply(message.body, status if isinstance(status, (str, bytes)) else None)
+        future = self._pending.get(correlation_id)
+        if future is not None:
+            if not future.done():
+                future.set_result(reply)
+            return
+        envelope = self._envelopes.get(correlation_id)
+        if envelope is not None:  # the worker refused the whole envelope
+            error = reply.error or WorkerFailed("The worker answered an envelope with one reply")
+            envelope.fail(WorkerFailed(f"The worker could not read the request's envelope: "
+                                       f"{error}") if isinstance(error, InvalidInput) else error)
+            return
+        # A late or duplicate reply (after a redelivery): nobody waits for it.
+        log.debug("reply %s dropped: nobody waits for it", correlation_id)
+
+    def _on_reply_envelope(self, correlation_id: str, body: bytes) -> None:
+        try:
+            replies = decode_reply_envelope(body)
+        except InvalidInput as exc:
+            envelope = self._envelopes.get(correlation_id)
+            if envelope is not None:
+                envelope.fail(WorkerFailed(f"Malformed reply from the worker: {exc}"))
+            return
+        for member in replies:
+            future = self._pending.get(member.correlation_id)
+            if future is not None and not future.done():
+                future.set_result(decode_reply(member.body, member.status))
 
     def _on_connection_lost(self, *_: Any) -> None:
         # Replies to the lost exclusive queue are gone with it: fail the waiters now rather
         # than at their deadlines.
         self.fail_pending(BrokerUnavailable("Lost the connection to the message broker"))
+
+
+class _Envelope:
+    """The requests one envelope carried, registered under its correlation id until every one
+    of them is done: a worker that refuses the whole envelope answers to that id."""
+
+    __slots__ = ("_envelopes", "_id", "_members", "_waiting")
+
+    def __init__(self, envelope_id: str, members: list[Pending],
+                 envelopes: dict[str, _Envelope]) -> None:
+        self._id = envelope_id
+        self._members = members
+        self._envelopes = envelopes
+        self._waiting = len(members)
+        envelopes[envelope_id] = self
+        for pending in members:
+            pending.future.add_done_callback(self._member_done)
+
+    def fail(self, error: InfernoError) -> None:
+        _fail(self._members, error)
+
+    def _member_done(self, _: asyncio.Future[PredictReply]) -> None:
+        self._waiting -= 1
+        if not self._waiting:
+            del self._envelopes[self._id]
+
+
+def _fail(group: list[Pending], error: InfernoError) -> None:
+    for pending in group:
+        if not pending.future.done():
+            pending.future.set_exception(error)
+
+
+def _expiration(remaining: float) -> str:
+    """The AMQP ``expiration`` property: whole milliseconds, at least 1."""
+    return str(max(1, int(remaining * 1000)))

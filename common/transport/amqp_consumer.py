@@ -12,6 +12,9 @@ Replies, rejections and acknowledgements go through the channel's ``Outbox``
 settled tags below the lowest one still in flight, single acks for the settled ones behind it,
 always after the replies already queued on the same channel (one connection writes its frames in
 order). Replies do not wait for the socket to drain.
+
+An envelope (several requests in one message, common/wire/envelope.py) becomes one delivery per
+member, answered and settled through its ``EnvelopeSettlement`` (common/transport/amqp_envelope.py).
 """
 
 from __future__ import annotations
@@ -31,12 +34,20 @@ from pamqp.commands import Basic
 from common.errors import InvalidInput
 from common.model.config import ModelConfig
 from common.model.signature import Signature
+from common.transport.amqp_envelope import EnvelopeSettlement, MemberDelivery
 from common.transport.broker import Delivery, DeliveryHandler, Subscription
 from common.transport.outbox import Outbox
+from common.wire.envelope import (
+    ENVELOPE_CONTENT_TYPE,
+    check_envelope_version,
+    decode_request_envelope,
+)
 from common.wire.messages import (
     HEADER_STATUS,
+    TENSORS_CONTENT_TYPE,
     PredictReply,
     PredictRequest,
+    RequestHeaders,
     decode_inputs,
     encode_reply,
     parse_request_headers,
@@ -131,14 +142,41 @@ class QueueConsumer(Subscription):
         deliver = cast(Basic.Deliver, message.delivery)  # a consumer is only handed Deliver
         tag = cast(int, deliver.delivery_tag)
         outbox.delivered(tag)
+        properties = message.header.properties
         try:
-            request = _decode_request(self._config, message)
+            if _content_type(properties) == ENVELOPE_CONTENT_TYPE:
+                self._on_envelope(message, tag, outbox)
+                return
+            request = _decode_request(self._config, message.body, _content_type(properties),
+                                      properties, parse_request_headers(properties.headers),
+                                      properties.message_id)
         except InvalidInput as exc:
             # A poison message: answer it (if anyone asked) and dead-letter it, never requeue.
             _send_reply(outbox, message, PredictReply(error=exc), self._signature)
             outbox.reject(tag, requeue=False)
             return
         self._handler(_AmqpDelivery(message, tag, request, outbox, self._signature))
+
+    def _on_envelope(self, message: DeliveredMessage, tag: int, outbox: Outbox) -> None:
+        """Hand each member over; a member that does not pass is answered with its error. An
+        envelope that cannot be read as a whole raises ``InvalidInput`` (refused as poison)."""
+        properties = message.header.properties
+        check_envelope_version(properties.headers)
+        members = decode_request_envelope(message.body)
+        settlement = EnvelopeSettlement(message, tag, outbox, self._signature, len(members))
+        deliveries = []
+        for member in members:
+            try:
+                request = _decode_request(self._config, member.body, TENSORS_CONTENT_TYPE,
+                                          properties, parse_request_headers(member.headers),
+                                          member.headers.get("message_id"))
+            except InvalidInput as exc:
+                settlement.reply(member.correlation_id, PredictReply(error=exc))
+                settlement.settle()
+                continue
+            deliveries.append(MemberDelivery(member.correlation_id, request, settlement))
+        for delivery in deliveries:
+            self._handler(delivery)
 
     async def cancel(self) -> None:
         if self._cancelled:  # close() after cancel(): the consumer is already gone
@@ -160,14 +198,18 @@ class QueueConsumer(Subscription):
             await asyncio.wait_for(self._channel.close(), CANCEL_TIMEOUT_S)
 
 
-def _decode_request(config: ModelConfig, message: DeliveredMessage) -> PredictRequest:
-    """A producer's message as a validated request: what the facade checks of an HTTP request,
-    by the same ``Signature.validate_request``; ``InvalidInput`` when it does not pass."""
-    properties = message.header.properties
-    headers = parse_request_headers(properties.headers)
-    content_type = (properties.content_type or "").split(";")[0].strip()
+def _content_type(properties: Basic.Properties) -> str:
+    return (properties.content_type or "").split(";")[0].strip()
+
+
+def _decode_request(config: ModelConfig, body: bytes | memoryview, content_type: str,
+                    properties: Basic.Properties, headers: RequestHeaders, message_id: object
+                    ) -> PredictRequest:
+    """A producer's message (or an envelope's member: a tensor body with its own headers and
+    message id) as a validated request: what the facade checks of an HTTP request, by the same
+    ``Signature.validate_request``; ``InvalidInput`` when it does not pass."""
     signature = config.signature
-    inputs, outputs = decode_inputs(message.body, content_type, signature)
+    inputs, outputs = decode_inputs(body, content_type, signature)
     checked = signature.validate_request(inputs, outputs or headers.outputs,
                                          max_rows=config.batching.max_batch_size,
                                          model=config.name)
@@ -177,4 +219,5 @@ def _decode_request(config: ModelConfig, message: DeliveredMessage) -> PredictRe
                                       else 0.0)
     return PredictRequest(model=config.name, version=config.version, inputs=inputs,
                           checked=checked, deadline=deadline,
-                          request_id=properties.message_id or "", published=published)
+                          request_id=message_id if isinstance(message_id, str) else "",
+                          published=published)

@@ -82,8 +82,11 @@ class Broker(ABC):
     async def aclose(self) -> None: ...
 
     @abstractmethod
-    async def request(self, request: PredictRequest) -> PredictReply:
-        """Publish to the request's model version and wait for the reply until its deadline."""
+    async def request(self, request: PredictRequest, coalesce_rows: int = 1) -> PredictReply:
+        """Publish to the request's model version and wait for the reply until its deadline.
+
+        ``coalesce_rows`` (the version's ``max_batch_size``) bounds the rows of requests that
+        may travel together in one message, where the broker coalesces them (AMQP)."""
 
     @abstractmethod
     async def declare_queue(self, model: str, version: int, max_length: int) -> None:

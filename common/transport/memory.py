@@ -132,7 +132,7 @@ class InMemoryBroker(Broker):
     async def aclose(self) -> None:
         self._queues.clear()
 
-    async def request(self, request: PredictRequest) -> PredictReply:
+    async def request(self, request: PredictRequest, coalesce_rows: int = 1) -> PredictReply:
         queue = self._queues.get(queue_name(request.model, request.version))
         if queue is None:
             raise ModelNotLoaded(

@@ -33,6 +33,7 @@ from common.state.store import StateStore
 from common.transport.amqp_broker import AmqpBroker
 from common.transport.broker import Broker
 from common.transport.memory import InMemoryBroker
+from tests.contract.amqp_peers import amqp, producer  # noqa: F401 (fixtures)
 from tests.services import RedisSpace
 
 BrokerFactory = Callable[[], Awaitable[Broker]]

@@ -5,8 +5,9 @@ Only the AMQP broker has a wire: here messages are published straight to a model
 would, and a real ``AmqpBroker`` consumes them. What must hold:
 
 - a malformed message (bad body, unknown content type, a dtype that is not the signature's, a bad
-  header) gets an ``invalid_input`` reply to its ``reply_to``, never reaches the handler, and is
-  dead-lettered to ``inferno.dead-letter``, never retried;
+  header, an envelope of a version the worker does not read or that does not decode) gets an
+  ``invalid_input`` reply to its ``reply_to``, never reaches the handler, and is dead-lettered
+  to ``inferno.dead-letter``, never retried;
 - a JSON body (the HTTP v1 request shape) is decoded against the signature and served;
 - without ``reply_to`` a request is still served, and nobody is answered;
 - the alias routing key ``<model>`` reaches the version it is bound to, and nothing once unbound.
@@ -20,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,15 +29,12 @@ import aio_pika
 import numpy as np
 import orjson
 import pytest
-from aio_pika.abc import AbstractIncomingMessage
 
 from bench.services import rabbitmqctl
 from common.errors import InvalidInput, ModelNotLoaded
-from common.model.dtypes import DType, float_to_bf16_bits
-from common.model.signature import Signature
-from common.transport.amqp_broker import DEAD_LETTER_QUEUE, EXCHANGE, AmqpBroker
+from common.model.dtypes import DType
+from common.transport.amqp_broker import EXCHANGE, AmqpBroker
 from common.wire import (
-    HEADER_STATUS,
     JSON_CONTENT_TYPE,
     STATUS_OK,
     TENSORS_CONTENT_TYPE,
@@ -49,109 +46,30 @@ from common.wire import (
     queue_name,
     request_headers,
 )
+from common.wire.envelope import (
+    ENVELOPE_CONTENT_TYPE,
+    HEADER_ENVELOPE,
+    encode_request_envelope,
+)
+from tests.contract.amqp_peers import (
+    GOOD_BODY,
+    SIGNATURE,
+    TIMEOUT,
+    Producer,
+    X,
+    death_of,
+    serve,
+    status_of,
+)
 from tests.contract.configs import checked, config_for
 from tests.contract.test_broker_contract import Inbox
-
-# bfloat16 on purpose: its arrays are uint16 in numpy, but a producer must label them bfloat16.
-SIGNATURE = Signature.model_validate({
-    "inputs": [{"name": "x", "dtype": "bfloat16", "shape": ["batch", 2]},
-               {"name": "mask", "dtype": "bool", "shape": ["batch", 2], "optional": True}],
-    "outputs": [{"name": "y", "dtype": "bfloat16", "shape": ["batch", 2]},
-                {"name": "n", "dtype": "int64", "shape": ["batch"]}],
-})
-X = float_to_bf16_bits(np.array([[1.5, -2.0]], np.float32))
-GOOD_BODY = encode_frame({"x": X}, SIGNATURE.input_dtypes)
-TIMEOUT = 5.0
-
-
-@pytest.fixture
-async def amqp(amqp_url: str) -> AsyncIterator[AmqpBroker]:
-    """The consuming side: a worker's broker."""
-    broker = AmqpBroker(amqp_url)
-    await broker.start()  # declares the exchange, inferno.dlx and inferno.dead-letter
-    yield broker
-    await broker.aclose()
-
-
-@dataclass
-class Producer:
-    """A plain aio-pika producer with its own reply queue, watching the dead-letter queue."""
-
-    channel: aio_pika.abc.AbstractChannel
-    replies: asyncio.Queue[AbstractIncomingMessage]
-    reply_to: str
-    dead: dict[str, AbstractIncomingMessage]
-    dead_arrived: asyncio.Event
-
-    async def publish(self, model: str, body: bytes, content_type: str | None, *,
-                      headers: dict[str, Any] | None = None, reply: bool = True,
-                      message_id: str = "") -> str:
-        """Publish straight to version 1's queue (default exchange); return the message id."""
-        message_id = message_id or uuid.uuid4().hex
-        await self.channel.default_exchange.publish(
-            aio_pika.Message(body, content_type=content_type, message_id=message_id,
-                             correlation_id=message_id,
-                             reply_to=self.reply_to if reply else None,
-                             headers=headers if headers is not None
-                             else request_headers(time.time() + TIMEOUT),
-                             expiration=TIMEOUT),
-            routing_key=queue_name(model, 1))
-        return message_id
-
-    async def reply(self) -> AbstractIncomingMessage:
-        return await asyncio.wait_for(self.replies.get(), 2)
-
-    async def dead_letter(self, message_id: str) -> AbstractIncomingMessage:
-        """The dead-lettered copy of a message (the queue is shared: others' are skipped)."""
-        async def arrived() -> AbstractIncomingMessage:
-            while message_id not in self.dead:
-                self.dead_arrived.clear()
-                await self.dead_arrived.wait()
-            return self.dead[message_id]
-        return await asyncio.wait_for(arrived(), 2)
-
-
-@pytest.fixture
-async def producer(amqp: AmqpBroker, amqp_url: str) -> AsyncIterator[Producer]:
-    connection = await aio_pika.connect(amqp_url)
-    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-    replies: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-    reply_queue = await channel.declare_queue(exclusive=True)  # server-named
-    await reply_queue.consume(replies.put, no_ack=True)
-    dead: dict[str, AbstractIncomingMessage] = {}
-    dead_arrived = asyncio.Event()
-
-    async def on_dead(message: AbstractIncomingMessage) -> None:
-        dead[message.message_id or ""] = message
-        dead_arrived.set()
-
-    dead_queue = await channel.get_queue(DEAD_LETTER_QUEUE)
-    await dead_queue.consume(on_dead, no_ack=True)
-    yield Producer(channel, replies, reply_queue.name, dead, dead_arrived)
-    await connection.close()
-
-
-async def serve(broker: AmqpBroker, model: str) -> Inbox:
-    await broker.declare_queue(model, 1, max_length=10)
-    inbox = Inbox()
-    await broker.consume(config_for(model, SIGNATURE), inbox, prefetch=10)
-    return inbox
-
-
-def status_of(message: AbstractIncomingMessage) -> str:
-    status = (message.headers or {}).get(HEADER_STATUS)
-    return status.decode() if isinstance(status, bytes) else str(status)
-
-
-def death_of(message: AbstractIncomingMessage) -> dict[str, Any]:
-    """The one ``x-death`` entry RabbitMQ adds to a message it dead-letters."""
-    deaths: Any = (message.headers or {}).get("x-death")
-    assert isinstance(deaths, list) and len(deaths) == 1, deaths
-    return dict(deaths[0])
 
 
 def json_body(inputs: dict[str, Any], **extra: Any) -> bytes:
     return orjson.dumps({"inputs": inputs, **extra})
+
+
+ENVELOPE = encode_request_envelope([("m1", GOOD_BODY, request_headers(time.time() + 60))])
 
 
 @dataclass(frozen=True)
@@ -194,6 +112,14 @@ MALFORMED = [
               headers={"inferno-deadline": "soon"}),
     Malformed("bad-outputs-header", GOOD_BODY, TENSORS_CONTENT_TYPE, "inferno-outputs",
               headers={"inferno-outputs": 5}),
+    Malformed("envelope-unknown-version", ENVELOPE, ENVELOPE_CONTENT_TYPE,
+              "Unsupported envelope", headers={HEADER_ENVELOPE: 2}),
+    Malformed("envelope-without-version", ENVELOPE, ENVELOPE_CONTENT_TYPE,
+              "Unsupported envelope", headers={}),
+    Malformed("envelope-not-a-frame", b"\x08\x00", ENVELOPE_CONTENT_TYPE, "Malformed envelope",
+              headers={HEADER_ENVELOPE: 1}),
+    Malformed("envelope-members-unnamed", encode_frame({"m1": np.frombuffer(GOOD_BODY, np.uint8)}),
+              ENVELOPE_CONTENT_TYPE, "Malformed envelope", headers={HEADER_ENVELOPE: 1}),
 ]
 
 

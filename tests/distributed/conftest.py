@@ -22,11 +22,12 @@ import pytest
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from prometheus_client import CollectorRegistry
 
-from common.config import FacadeSettings, WorkerSettings
+from common.backends import create_broker
+from common.config import CommonSettings, FacadeSettings, WorkerSettings
 from common.metrics import WorkerMetrics
 from common.model.repository import ModelRepository
 from common.state.redis_store import RedisStateStore
-from common.transport.amqp_broker import AmqpBroker
+from common.transport.broker import Broker
 from common.wire.messages import request_headers
 from facade.app import Facade
 from tests.integration.conftest import make_repo
@@ -50,11 +51,12 @@ class Cluster:
                 "INFERNO_REPO_ROOT": str(self.repo), "INFERNO_HEARTBEAT_INTERVAL_S": "0.5",
                 "INFERNO_METRICS_PORT": "0", "INFERNO_DEVICE": "cpu", **extra}
 
-    async def _connect(self) -> tuple[ModelRepository, AmqpBroker, RedisStateStore]:
+    async def _connect(self, settings: CommonSettings
+                       ) -> tuple[ModelRepository, Broker, RedisStateStore]:
         """What each facade or worker process has of its own: repository, broker, store."""
         repository = ModelRepository(self.repo)
         repository.scan()
-        broker = AmqpBroker(self.broker_url)
+        broker = create_broker(settings)
         store = RedisStateStore(self.redis.url, self.redis.prefix)
         await broker.start()
         await store.start()
@@ -65,7 +67,7 @@ class Cluster:
                                "redis_url": self.redis.url, "redis_prefix": self.redis.prefix,
                                "access_log": False, "heartbeat_interval_s": 0.5,
                                "admin_timeout_s": 30, **settings})
-        repository, broker, store = await self._connect()
+        repository, broker, store = await self._connect(fs)
         facade = await Facade.create(fs, broker, store, repository, CollectorRegistry())
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=facade.app),
                                    base_url="http://inferno", timeout=60)
@@ -80,10 +82,10 @@ class Cluster:
                                  "drain_timeout_s": 10, "preload": ["mlp"], **settings})
 
     async def worker(self, **settings: Any) -> tuple[Reconciler, CollectorRegistry]:
-        repository, broker, store = await self._connect()
+        ws = self._worker_settings(**settings)
+        repository, broker, store = await self._connect(ws)
         registry = CollectorRegistry()
-        worker = Reconciler(self._worker_settings(**settings), broker, store, repository,
-                            WorkerMetrics(registry))
+        worker = Reconciler(ws, broker, store, repository, WorkerMetrics(registry))
         await worker.start()
         self.closers += [broker.aclose, store.aclose, worker.stop]
         return worker, registry
@@ -91,9 +93,10 @@ class Cluster:
     async def burst(self, **settings: Any) -> dict[str, str]:
         """A worker in burst mode, in this process: it drains what is queued for its models,
         stops and closes its connections; the versions it could not load come back."""
-        repository, broker, store = await self._connect()
+        ws = self._worker_settings(**settings)
+        repository, broker, store = await self._connect(ws)
         try:
-            return await Reconciler(self._worker_settings(**settings), broker, store, repository,
+            return await Reconciler(ws, broker, store, repository,
                                     WorkerMetrics(CollectorRegistry())).burst()
         finally:
             await store.aclose()

@@ -78,7 +78,9 @@ async def test_batches_form_across_facades(running: Cluster) -> None:
 
 async def test_full_queue_is_503_at_once(running: Cluster) -> None:
     await running.worker(preload=["slow"])
-    facade, client = await running.facade()
+    # One request per message: the queue's bound counts messages, and an envelope (several
+    # requests gathered while a publish awaited its confirm) would count once.
+    facade, client = await running.facade(envelope_max_bytes=0)
     await wait_ready(facade)
     # Each batch holds the single slot for 1.5 s: the worker takes prefetch (8) requests and the
     # queue max_length (8) more; the publish confirm of every other one is a nack.

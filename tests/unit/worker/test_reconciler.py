@@ -66,7 +66,7 @@ class RecordingBroker(InMemoryBroker):
         await super().delete_queue(model, version)
         self.aliases.get(model, set()).discard(version)  # its bindings go with the queue
 
-    async def request(self, request: PredictRequest) -> PredictReply:
+    async def request(self, request: PredictRequest, coalesce_rows: int = 1) -> PredictReply:
         self.requests += 1
         self._requested.set()
         return await super().request(request)  # queued before it first waits
