@@ -55,9 +55,9 @@ class CommonSettings(BaseSettings):
     """Publish requests persistent, so queued requests survive a broker restart. Each publish
     then waits for the broker's disk write before its confirm: several times the latency."""
     envelope_max_bytes: Annotated[int, Field(ge=0)] = MAX_ENVELOPE_BYTES
-    """Facades: requests to one model version that arrive while its last publish awaits the
-    broker's confirm travel together in one envelope message of at most this many tensor bytes
-    (and at most ``max_batch_size`` rows); 0 publishes every request alone."""
+    """Facades: while a publish to a model version awaits the broker's confirm, the requests to
+    it decoded in one event-loop turn travel together in envelope messages of at most this many
+    tensor bytes (and ``max_batch_size`` rows); 0 publishes every request alone."""
     metrics_buckets: Annotated[tuple[float, ...], NoDecode] = DEFAULT_BUCKETS
     """Latency histogram buckets in seconds, comma-separated (the facade's and the worker's)."""
     gc_freeze: bool = True

@@ -8,8 +8,9 @@ and its recovery. After a reconnection the reply queue is consumed again; the re
 waiting when the connection went fail at once (their replies went with the exclusive queue).
 
 Requests to one model version are coalesced (common/transport/coalescing.py): a request finding
-no publish of its version awaiting a confirm goes at once, alone; those arriving meanwhile go
-together, as one envelope (common/wire/envelope.py), when the confirm comes. The worker answers
+no publish of its version awaiting a confirm goes at once, alone; otherwise it joins the requests
+gathered in the same event-loop turn, which go together, as one envelope (common/wire/envelope.py),
+at the end of the turn. The worker answers
 an envelope with reply envelopes, resolved member by member; a single reply to the envelope's own
 correlation id (a worker that could not read it) fails every member.
 
@@ -89,7 +90,7 @@ class AmqpClient:
         self._ids = itertools.count(1)
         self._max_envelope_bytes = max_envelope_bytes
         self._lanes: dict[str, Lane] = {}
-        self._drains: set[asyncio.Task[None]] = set()  # strong references
+        self._publishing: set[asyncio.Task[None]] = set()  # strong references
 
     async def start(self, connection: AbstractRobustConnection) -> None:
         """Open the publishing channel on ``connection`` and declare the exchange it publishes
@@ -158,14 +159,11 @@ class AmqpClient:
             lane = self._lanes.get(key)
             if lane is None:
                 lane = self._lanes[key] = Lane()
-            if lane.busy and self._max_envelope_bytes:
-                lane.gather(pending, coalesce_rows, self._max_envelope_bytes)
+            if lane.in_flight and self._max_envelope_bytes:
+                if lane.gather(pending, coalesce_rows, self._max_envelope_bytes):
+                    asyncio.get_running_loop().call_soon(self._flush, key, lane)
             else:
-                lane.busy = True
-                try:
-                    await self._publish(key, [pending])
-                finally:
-                    self._next_publish(key, lane)
+                await self._publish_counted(key, lane, [pending])
             return await future
         finally:
             timer.cancel()
@@ -176,29 +174,25 @@ class AmqpClient:
         return not (channel is None or channel.is_closed or self._connection is None
                     or self._connection.is_closed)
 
-    def _next_publish(self, key: str, lane: Lane) -> None:
-        """The lane's publish is confirmed: send what gathered meanwhile, or free the lane."""
-        if not lane.groups:
-            lane.busy = False
-            return
-        task = asyncio.create_task(self._drain(key, lane))
-        self._drains.add(task)
-        task.add_done_callback(self._drains.discard)
+    def _flush(self, key: str, lane: Lane) -> None:
+        """The end of the event-loop turn: publish what gathered in it, one message per group."""
+        for group in lane.take():
+            task = asyncio.create_task(self._publish_group(key, lane, group))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
 
-    async def _drain(self, key: str, lane: Lane) -> None:
-        """Publish the lane's groups one after another (one confirm awaited at a time), failing
-        each group's requests with its publish's error."""
+    async def _publish_group(self, key: str, lane: Lane, group: list[Pending]) -> None:
         try:
-            while lane.groups:
-                group = lane.groups.popleft()
-                try:
-                    await self._publish(key, group)
-                except InfernoError as exc:
-                    _fail(group, exc)
+            await self._publish_counted(key, lane, group)
+        except InfernoError as exc:
+            _fail(group, exc)
+
+    async def _publish_counted(self, key: str, lane: Lane, group: list[Pending]) -> None:
+        lane.in_flight += 1
+        try:
+            await self._publish(key, group)
         finally:
-            while lane.groups:  # cancelled (the facade is closing)
-                _fail(lane.groups.popleft(), BrokerUnavailable("Broker connection closed"))
-            lane.busy = False
+            lane.in_flight -= 1
 
     async def _publish(self, key: str, group: list[Pending]) -> None:
         """One message to ``key``: the request alone, or an envelope of several. Requests whose

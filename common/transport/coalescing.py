@@ -1,18 +1,18 @@
 """Which requests share a queue message: the facade's publish lanes.
 
 The eager rule of the worker's batcher, applied to publishing: each model version (routing key)
-has a ``Lane`` with at most one publish awaiting the broker's confirm. A request that finds its
-lane free is published at once, alone, so a lone request waits for nothing. Requests that arrive
-while the lane is busy gather into groups, each bounded by the version's ``max_batch_size`` rows
-and a byte cap; when the confirm comes, the next group goes as one envelope
-(``common.wire.envelope``). The busier the facade, the longer a confirm takes and the more
-requests share a message, so the per-message cost falls as load rises.
+has a ``Lane`` that counts its publishes awaiting the broker's confirm. A request that finds none
+is published at once, alone, so a lone request waits for nothing. Otherwise the facade is busy
+with that version: the requests decoded in the same event-loop turn gather into groups, each
+bounded by the version's ``max_batch_size`` rows and a byte cap, and at the end of the turn each
+group goes as one envelope (``common.wire.envelope``). The busier the facade, the more requests one
+turn decodes and the more share a message, so the per-message cost falls as load rises; a request
+never waits for more than the rest of its own turn.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from dataclasses import dataclass
 
 from common.wire.messages import PredictReply, PredictRequest
@@ -33,25 +33,32 @@ class Pending:
 
 
 class Lane:
-    """One routing key's publishes: busy while a publish awaits its confirm."""
+    """One routing key's publishes in flight, and the groups gathering in this turn."""
 
-    __slots__ = ("_bytes", "_rows", "busy", "groups")
+    __slots__ = ("_bytes", "_groups", "_rows", "in_flight")
 
     def __init__(self) -> None:
-        self.busy = False
-        self.groups: deque[list[Pending]] = deque()
-        """Requests gathered while busy, oldest group first; each group is one message."""
+        self.in_flight = 0
+        """Publishes awaiting the broker's confirm."""
+        self._groups: list[list[Pending]] = []
         self._rows = 0  # of the newest group, the only one still gathering
         self._bytes = 0
 
-    def gather(self, pending: Pending, max_rows: int, max_bytes: int) -> None:
+    def gather(self, pending: Pending, max_rows: int, max_bytes: int) -> bool:
         """Add ``pending`` to the newest group, or start a new one when it would pass either
-        bound (a request alone past a bound still goes, alone)."""
+        bound (a request alone past a bound still goes, alone). True for the turn's first
+        request: the caller schedules ``take`` for the end of the turn."""
+        first = not self._groups
         rows = pending.request.checked.rows
-        if (not self.groups or self._rows + rows > max_rows
-                or self._bytes + pending.nbytes > max_bytes):
-            self.groups.append([])
+        if first or self._rows + rows > max_rows or self._bytes + pending.nbytes > max_bytes:
+            self._groups.append([])
             self._rows = self._bytes = 0
-        self.groups[-1].append(pending)
+        self._groups[-1].append(pending)
         self._rows += rows
         self._bytes += pending.nbytes
+        return first
+
+    def take(self) -> list[list[Pending]]:
+        """The groups gathered in this turn, one message each; the next turn starts afresh."""
+        groups, self._groups = self._groups, []
+        return groups

@@ -1,10 +1,10 @@
 """Envelopes on the real broker (docs/queue-protocol.md, "Envelopes"), from both ends.
 
 The facade's side, against a bare aio-pika consumer that plays the worker: a request that finds
-no publish of its version in flight goes alone, at once; those that arrive meanwhile go together,
-bounded by ``coalesce_rows``; a reply envelope answers each member by its correlation id; a single
-reply to the envelope's id (a worker that cannot read it) and a full queue fail every member at
-once, not at their deadlines.
+no publish of its version in flight goes alone, at once; those of the same event-loop turn that
+find one in flight go together at the end of the turn, bounded by ``coalesce_rows``; a reply
+envelope answers each member by its correlation id; a single reply to the envelope's id (a worker
+that cannot read it) and a full queue fail every member at once, not at their deadlines.
 
 The worker's side, against a plain producer: each member reaches the handler as a delivery of its
 own, a member that does not pass validation is answered alone, the answers come back in reply
@@ -112,7 +112,7 @@ async def test_requests_that_arrive_together_share_a_message_bounded_by_rows(
     tasks = [asyncio.create_task(amqp.request(numbered(model, i), coalesce_rows=2))
              for i in range(1, 7)]
 
-    # The first finds no publish in flight and goes alone; the other five gathered meanwhile,
+    # The first finds no publish in flight and goes alone; the other five gathered in that turn,
     # two rows to a message; a group of one left goes as a plain message.
     messages = [await raw_worker.next() for _ in range(4)]
     assert [m.content_type for m in messages] == [
