@@ -34,6 +34,7 @@ from common.transport.aiormq_frames import check_internals
 from common.transport.amqp_client import AmqpClient
 from common.transport.amqp_consumer import QueueConsumer
 from common.transport.amqp_errors import broker_errors
+from common.transport.amqp_prefetch import RowPrefetch
 from common.transport.broker import Broker, DeliveryHandler, Subscription
 from common.wire.envelope import MAX_ENVELOPE_BYTES
 from common.wire.messages import PredictReply, PredictRequest, queue_name, routing_key
@@ -156,7 +157,10 @@ class AmqpBroker(Broker):
             # transient message to a queue that may be gone (its facade died): nothing to await.
             channel = await self._connection.channel(publisher_confirms=False)
             await channel.set_qos(prefetch_count=prefetch)  # aio-pika restores it
+            # ``prefetch`` counts requests' rows; the channel's count follows the rows per
+            # message, at least a message per runner slot and a forming batch each.
+            rows = RowPrefetch(channel, prefetch, floor=2 * config.concurrency.max_concurrency)
             consumer = QueueConsumer(channel, queue_name(model, version), config, handler,
-                                     queue_exists)
+                                     queue_exists, rows)
             await consumer.start()
         return consumer

@@ -15,6 +15,7 @@ order). Replies do not wait for the socket to drain.
 
 An envelope (several requests in one message, common/wire/envelope.py) becomes one delivery per
 member, answered and settled through its ``EnvelopeSettlement`` (common/transport/amqp_envelope.py).
+The channel's prefetch follows the rows per message received (common/transport/amqp_prefetch.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from common.errors import InvalidInput
 from common.model.config import ModelConfig
 from common.model.signature import Signature
 from common.transport.amqp_envelope import EnvelopeSettlement, MemberDelivery
+from common.transport.amqp_prefetch import RowPrefetch
 from common.transport.broker import Delivery, DeliveryHandler, Subscription
 from common.transport.outbox import Outbox
 from common.wire.envelope import (
@@ -98,8 +100,10 @@ class QueueConsumer(Subscription):
     """One model version's queue consumed on a channel of its own, across reconnections."""
 
     def __init__(self, channel: AbstractRobustChannel, queue: str, config: ModelConfig,
-                 handler: DeliveryHandler, queue_exists: Callable[[], Awaitable[bool]]) -> None:
+                 handler: DeliveryHandler, queue_exists: Callable[[], Awaitable[bool]],
+                 prefetch: RowPrefetch) -> None:
         self._channel = channel
+        self._prefetch = prefetch
         self._queue_exists = queue_exists
         self._queue = queue
         self._config = config
@@ -145,7 +149,7 @@ class QueueConsumer(Subscription):
         properties = message.header.properties
         try:
             if _content_type(properties) == ENVELOPE_CONTENT_TYPE:
-                self._on_envelope(message, tag, outbox)
+                self._prefetch.received(self._on_envelope(message, tag, outbox))
                 return
             request = _decode_request(self._config, message.body, _content_type(properties),
                                       properties, parse_request_headers(properties.headers),
@@ -155,11 +159,13 @@ class QueueConsumer(Subscription):
             _send_reply(outbox, message, PredictReply(error=exc), self._signature)
             outbox.reject(tag, requeue=False)
             return
+        self._prefetch.received(request.checked.rows)
         self._handler(_AmqpDelivery(message, tag, request, outbox, self._signature))
 
-    def _on_envelope(self, message: DeliveredMessage, tag: int, outbox: Outbox) -> None:
+    def _on_envelope(self, message: DeliveredMessage, tag: int, outbox: Outbox) -> int:
         """Hand each member over; a member that does not pass is answered with its error. An
-        envelope that cannot be read as a whole raises ``InvalidInput`` (refused as poison)."""
+        envelope that cannot be read as a whole raises ``InvalidInput`` (refused as poison).
+        Returns the rows handed over."""
         properties = message.header.properties
         check_envelope_version(properties.headers)
         members = decode_request_envelope(message.body)
@@ -177,11 +183,13 @@ class QueueConsumer(Subscription):
             deliveries.append(MemberDelivery(member.correlation_id, request, settlement))
         for delivery in deliveries:
             self._handler(delivery)
+        return sum(d.request.checked.rows for d in deliveries)
 
     async def cancel(self) -> None:
         if self._cancelled:  # close() after cancel(): the consumer is already gone
             return
         self._cancelled = True
+        self._prefetch.cancel()
         self._channel.reopen_callbacks.discard(self._on_reopen)
         if self._outbox is None or self._tag is None:
             return
