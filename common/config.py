@@ -55,9 +55,9 @@ class CommonSettings(BaseSettings):
     """Publish requests persistent, so queued requests survive a broker restart. Each publish
     then waits for the broker's disk write before its confirm: several times the latency."""
     envelope_max_bytes: Annotated[int, Field(ge=0)] = MAX_ENVELOPE_BYTES
-    """Facades: while a publish to a model version awaits the broker's confirm, the requests to
-    it decoded in one event-loop turn travel together in envelope messages of at most this many
-    tensor bytes (and ``max_batch_size`` rows); 0 publishes every request alone."""
+    """Facades: the requests to one model version decoded in one event-loop turn travel together
+    in envelope messages of at most this many tensor bytes (and ``max_batch_size`` rows); 0
+    publishes every request alone, at once."""
     metrics_buckets: Annotated[tuple[float, ...], NoDecode] = DEFAULT_BUCKETS
     """Latency histogram buckets in seconds, comma-separated (the facade's and the worker's)."""
     gc_freeze: bool = True

@@ -7,10 +7,9 @@ replies go through aiormq (aio-pika's protocol layer); aio-pika keeps the connec
 and its recovery. After a reconnection the reply queue is consumed again; the requests that were
 waiting when the connection went fail at once (their replies went with the exclusive queue).
 
-Requests to one model version are coalesced (common/transport/coalescing.py): a request finding
-no publish of its version awaiting a confirm goes at once, alone; otherwise it joins the requests
-gathered in the same event-loop turn, which go together, as one envelope (common/wire/envelope.py),
-at the end of the turn. The worker answers
+Requests to one model version are coalesced (common/transport/coalescing.py): those decoded in
+one event-loop turn go together at the end of the turn, as one envelope (common/wire/envelope.py),
+or as a plain message when a turn has only one. The worker answers
 an envelope with reply envelopes, resolved member by member; a single reply to the envelope's own
 correlation id (a worker that could not read it) fails every member.
 
@@ -159,11 +158,11 @@ class AmqpClient:
             lane = self._lanes.get(key)
             if lane is None:
                 lane = self._lanes[key] = Lane()
-            if lane.in_flight and self._max_envelope_bytes:
+            if self._max_envelope_bytes:
                 if lane.gather(pending, coalesce_rows, self._max_envelope_bytes):
                     asyncio.get_running_loop().call_soon(self._flush, key, lane)
             else:
-                await self._publish_counted(key, lane, [pending])
+                await self._publish(key, [pending])
             return await future
         finally:
             timer.cancel()
@@ -177,22 +176,15 @@ class AmqpClient:
     def _flush(self, key: str, lane: Lane) -> None:
         """The end of the event-loop turn: publish what gathered in it, one message per group."""
         for group in lane.take():
-            task = asyncio.create_task(self._publish_group(key, lane, group))
+            task = asyncio.create_task(self._publish_group(key, group))
             self._publishing.add(task)
             task.add_done_callback(self._publishing.discard)
 
-    async def _publish_group(self, key: str, lane: Lane, group: list[Pending]) -> None:
-        try:
-            await self._publish_counted(key, lane, group)
-        except InfernoError as exc:
-            _fail(group, exc)
-
-    async def _publish_counted(self, key: str, lane: Lane, group: list[Pending]) -> None:
-        lane.in_flight += 1
+    async def _publish_group(self, key: str, group: list[Pending]) -> None:
         try:
             await self._publish(key, group)
-        finally:
-            lane.in_flight -= 1
+        except InfernoError as exc:
+            _fail(group, exc)
 
     async def _publish(self, key: str, group: list[Pending]) -> None:
         """One message to ``key``: the request alone, or an envelope of several. Requests whose

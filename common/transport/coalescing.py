@@ -1,13 +1,12 @@
 """Which requests share a queue message: the facade's publish lanes.
 
-The eager rule of the worker's batcher, applied to publishing: each model version (routing key)
-has a ``Lane`` that counts its publishes awaiting the broker's confirm. A request that finds none
-is published at once, alone, so a lone request waits for nothing. Otherwise the facade is busy
-with that version: the requests decoded in the same event-loop turn gather into groups, each
-bounded by the version's ``max_batch_size`` rows and a byte cap, and at the end of the turn each
-group goes as one envelope (``common.wire.envelope``). The busier the facade, the more requests one
-turn decodes and the more share a message, so the per-message cost falls as load rises; a request
-never waits for more than the rest of its own turn.
+Per model version (routing key) and per event-loop turn, the facade gathers the requests it has
+decoded into groups, each bounded by the version's ``max_batch_size`` rows and a byte cap, and at
+the end of the turn publishes each group as one envelope (``common.wire.envelope``), or as a
+plain message when it holds one request. A request never waits for more than the rest of its own
+turn, so a lone request goes at once; under load one turn decodes the requests that arrived
+together (a batch's replies release that many clients at once), and the per-message cost of the
+facade, the broker and the worker is shared by all of them.
 """
 
 from __future__ import annotations
@@ -33,13 +32,11 @@ class Pending:
 
 
 class Lane:
-    """One routing key's publishes in flight, and the groups gathering in this turn."""
+    """One routing key's groups gathering in this event-loop turn."""
 
-    __slots__ = ("_bytes", "_groups", "_rows", "in_flight")
+    __slots__ = ("_bytes", "_groups", "_rows")
 
     def __init__(self) -> None:
-        self.in_flight = 0
-        """Publishes awaiting the broker's confirm."""
         self._groups: list[list[Pending]] = []
         self._rows = 0  # of the newest group, the only one still gathering
         self._bytes = 0
