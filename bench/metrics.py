@@ -8,11 +8,14 @@ each facade's ``/metrics``. A snapshot is therefore the sum over every endpoint 
 (:func:`total`): a family is counted where it exists, and exists in one kind of process only.
 (``infer_queue_wait_seconds`` is not read: over AMQP the publish time is the message's
 ``timestamp`` property, whole seconds, so the worker's queue wait is off by up to a second.)
+Every process also exports ``process_cpu_seconds_total``; it is counted by role, which the
+families an endpoint declares tell: a facade's, a worker's, or both (the embedded server).
 This module has no dependencies: the load-generator process imports it too.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
@@ -40,13 +43,33 @@ class Snapshot:
     infer_batches: float = 0.0
     server_seconds: float = 0.0
     server_requests: float = 0.0
+    facade_cpu: float = 0.0
+    """CPU seconds of facade processes."""
+    worker_cpu: float = 0.0
+    """CPU seconds of worker processes."""
+    embedded_cpu: float = 0.0
+    """CPU seconds of embedded servers (facade and worker in one process)."""
+
+
+_FACADE_FAMILY = "# HELP infer_latency_seconds "
+_WORKER_FAMILY = "# HELP infer_batch_size "
+_CPU = "process_cpu_seconds_total "
+
+
+def _role_cpu(text: str) -> str:
+    facade, worker = _FACADE_FAMILY in text, _WORKER_FAMILY in text
+    return "embedded_cpu" if facade and worker else "facade_cpu" if facade else "worker_cpu"
 
 
 def parse(text: str, model: str) -> Snapshot:
     """The totals of ``model``'s families in one endpoint's Prometheus text."""
     wanted = f'model="{model}"'
-    totals = dict.fromkeys(_FAMILIES.values(), 0.0)
+    totals = dict.fromkeys((f.name for f in fields(Snapshot)), 0.0)
     for line in text.splitlines():
+        if line.startswith(_CPU):
+            with contextlib.suppress(IndexError, ValueError):
+                totals[_role_cpu(text)] += float(line.split()[1])
+            continue
         if not line.startswith("infer_"):
             continue
         name, brace, rest = line.partition("{")
@@ -104,6 +127,17 @@ class Window:
     def infer_seconds(self) -> float:
         """Model time summed over every batch (and every worker) in the window."""
         return self._delta("infer_seconds")
+
+    def cpu_ms_per_request(self, role: str, requests: int) -> float | None:
+        """CPU milliseconds the processes of ``role`` (``facade``, ``worker``, ``embedded``)
+        spent per request answered in the window; ``None`` when no such process reported."""
+        cpu = self._delta(f"{role}_cpu")
+        return _per(cpu, requests, 1000.0) if cpu > 0 else None
+
+    def cores(self, role: str, window_s: float) -> float | None:
+        """Cores the processes of ``role`` kept busy on average over the window."""
+        cpu = self._delta(f"{role}_cpu")
+        return _per(cpu, window_s) if cpu > 0 else None
 
     @property
     def server_ms(self) -> float | None:

@@ -4,6 +4,9 @@ Numbers are printed as measured; nothing here judges them. The ``server/direct``
 server's rows/s over the direct baseline's rows/s at the batch size the server formed: how much
 of the model's own throughput survives the serving path. ``model busy%`` is the model's time
 over the window (summed over workers): near 100 % per worker, the model is the bottleneck.
+``cpu ms/req`` and ``cores`` are the servers' own CPU over the window (``process_cpu_seconds_total``
+of every process): the embedded server's, or the facades' + the workers'; a role near 1.00
+core is a single-threaded process at its limit.
 ``rows/s`` is shown when a request carries several rows (``--rows``). The JSON document also
 has ``server_ms``, the mean predict latency the facades measured themselves.
 """
@@ -17,6 +20,8 @@ from typing import Any
 from bench.direct import SLICES, DirectResult
 from bench.load import LoadOutcome
 from bench.metrics import Window
+
+_ROLES = ("facade", "worker", "embedded")
 
 __all__ = ["LevelRow", "Report", "json_levels", "render_direct", "render_json", "render_levels",
            "render_table"]
@@ -49,6 +54,10 @@ class LevelRow:
     is the bottleneck; well below, the serving path is."""
     server_ms: float | None = None
     """Mean predict latency the facades measured, parse to response (the facades' metrics)."""
+    facade_cpu_ms: float | None = None
+    """CPU milliseconds per request of the facade processes (``process_cpu_seconds_total``)."""
+    worker_cpu_ms: float | None = None
+    embedded_cpu_ms: float | None = None
 
     @classmethod
     def from_outcome(cls, outcome: LoadOutcome, rows_per_request: int) -> LevelRow:
@@ -66,7 +75,24 @@ class LevelRow:
                             if outcome.client_cpu_s and outcome.window_s > 0 else None),
             model_busy_pct=(100.0 * window.infer_seconds / outcome.window_s
                             if window and outcome.window_s > 0 else None),
-            server_ms=window.server_ms if window else None)
+            server_ms=window.server_ms if window else None,
+            **{f"{role}_cpu_ms": window.cpu_ms_per_request(role, outcome.requests) if window
+               else None for role in _ROLES})
+
+    @property
+    def server_cpu(self) -> str:
+        """CPU ms per request, per role: ``facade+worker``, or the embedded server's alone."""
+        parts = [ms for ms in (self.embedded_cpu_ms, self.facade_cpu_ms, self.worker_cpu_ms)
+                 if ms is not None]
+        return "+".join(f"{ms:.2f}" for ms in parts) or "-"
+
+    @property
+    def server_cores(self) -> str:
+        """Cores busy per role over the window, in the order of ``server_cpu``."""
+        parts = [ms * self.req_per_s / 1000
+                 for ms in (self.embedded_cpu_ms, self.facade_cpu_ms, self.worker_cpu_ms)
+                 if ms is not None]
+        return "+".join(f"{cores:.2f}" for cores in parts) or "-"
 
     @property
     def direct_batch(self) -> int | None:
@@ -100,7 +126,7 @@ def _fmt(value: float | None, digits: int) -> str:
 
 _COLUMNS = (("concurrency", 11), ("req/s", 9), ("rows/s", 9), ("p50 ms", 8), ("p99 ms", 8),
             ("mean batch", 10), ("infer ms/batch", 14), ("model busy%", 11),
-            ("errors", 6),
+            ("errors", 6), ("cpu ms/req", 10), ("cores", 9),
             ("client cpu%", 11), ("direct rows/s @batch", 20), ("server/direct", 13))
 
 
@@ -114,6 +140,7 @@ def _cells(report: Report, level: LevelRow) -> dict[str, str]:
             "mean batch": _fmt(level.mean_batch, 2),
             "infer ms/batch": _fmt(level.infer_ms_per_batch, 3),
             "model busy%": _fmt(level.model_busy_pct, 0), "errors": str(level.errors),
+            "cpu ms/req": level.server_cpu, "cores": level.server_cores,
             "client cpu%": _fmt(level.client_cpu_pct, 0),
             "direct rows/s @batch": f"{direct.rows_per_s:.0f} @{direct.batch}" if direct else "-",
             "server/direct": ratio}

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from common.config import DEFAULT_BUCKETS
 
-__all__ = ["FacadeMetrics", "WorkerMetrics"]
+__all__ = ["FacadeMetrics", "WorkerMetrics", "process_registry"]
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def process_registry() -> CollectorRegistry:
+    """A process's registry, with the standard ``process_*`` families (CPU seconds, resident
+    memory, open files: what operators and ``python -m bench`` read per process)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    return registry
 
 
 class FacadeMetrics:

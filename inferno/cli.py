@@ -23,13 +23,13 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import uvicorn
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import start_http_server
 
 from common.backends import create_broker, create_state_store
 from common.config import CommonSettings, FacadeSettings, WorkerSettings
 from common.heap import GcPauses
 from common.logging import configure_logging
-from common.metrics import WorkerMetrics
+from common.metrics import WorkerMetrics, process_registry
 from common.model.repository import ModelRepository
 from facade.app import Facade
 from inferno.embedded import Embedded
@@ -125,7 +125,7 @@ async def _facade(settings: FacadeSettings) -> None:
     broker, store = create_broker(settings), create_state_store(settings)
     await broker.start()
     await store.start()
-    registry = CollectorRegistry()
+    registry = process_registry()
     GcPauses(registry).start()
     facade = await Facade.create(settings, broker, store, repository, registry)
     # In-flight requests may take up to their deadline to finish.
@@ -144,7 +144,7 @@ async def _facade(settings: FacadeSettings) -> None:
 async def _worker(settings: WorkerSettings) -> None:
     _require_cluster(settings, "worker")
     _set_torch_threads(settings)
-    registry = CollectorRegistry()
+    registry = process_registry()
     GcPauses(registry).start()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=registry)

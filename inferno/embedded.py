@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from common.config import FacadeSettings, WorkerSettings
-from common.metrics import WorkerMetrics
+from common.metrics import WorkerMetrics, process_registry
 from common.model.repository import ModelRepository
 from common.state.memory import InMemoryStateStore
 from common.transport.memory import InMemoryBroker
@@ -29,7 +29,7 @@ class Embedded:
     async def start(cls, facade_settings: FacadeSettings,
                     worker_settings: WorkerSettings) -> Embedded:
         """Start the worker (models load in the background) and the facade."""
-        registry = CollectorRegistry()
+        registry = process_registry()
         repository = ModelRepository(facade_settings.repo_root)
         repository.scan()
         broker, store = InMemoryBroker(), InMemoryStateStore()

@@ -181,10 +181,15 @@ class AmqpClient:
             task.add_done_callback(self._publishing.discard)
 
     async def _publish_group(self, key: str, group: list[Pending]) -> None:
+        """Publish one group in a task of its own: its requests learn its error, whatever it is
+        (their own tasks only wait for their replies)."""
         try:
             await self._publish(key, group)
         except InfernoError as exc:
             _fail(group, exc)
+        except Exception as exc:
+            log.exception("publishing %d request(s) to %s failed", len(group), key)
+            _fail(group, InfernoError(f"Could not publish the request: {type(exc).__name__}"))
 
     async def _publish(self, key: str, group: list[Pending]) -> None:
         """One message to ``key``: the request alone, or an envelope of several. Requests whose

@@ -22,6 +22,8 @@ def test_bench_runs_end_to_end_without_errors() -> None:
     level = json.loads(result.stdout)["levels"][0]
     assert level["concurrency"] == 2 and level["errors"] == 0
     assert level["requests"] > 0 and level["p50_ms"] > 0 and level["mean_batch"] >= 1
+    # The server's own CPU, from its process_cpu_seconds_total: one embedded process.
+    assert level["embedded_cpu_ms"] > 0 and level["facade_cpu_ms"] is None
 
 
 def test_bench_distributed_mode_runs_end_to_end(broker_root_url: str, redis_url: str) -> None:
@@ -36,6 +38,24 @@ def test_bench_distributed_mode_runs_end_to_end(broker_root_url: str, redis_url:
     assert report["config"]["mode"] == "distributed" and report["config"]["workers"] == 1
     level = report["levels"][0]
     assert level["errors"] == 0 and level["requests"] > 0 and level["mean_batch"] >= 1
+    assert level["facade_cpu_ms"] > 0 and level["worker_cpu_ms"] > 0  # each role's own CPU
+    assert level["embedded_cpu_ms"] is None
+
+
+def test_bench_scaling_runs_each_worker_count(broker_root_url: str, redis_url: str) -> None:
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("the distributed bench creates its vhost with rabbitmqctl")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--scaling", "--workers", "1,2", "--concurrency", "8",
+         "--duration", "1", "--warmup", "0.2", "--no-direct", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    document = json.loads(result.stdout)
+    assert [run["config"]["model"] for run in document["runs"]] == ["fixed", "fixed"]
+    rows = document["scaling"]
+    assert [(row["workers"], row["ideal"]) for row in rows] == [(1, 1.0), (2, 2.0)]
+    assert rows[0]["speedup"] == 1.0 and rows[1]["speedup"] > 0
+    assert all(row["model_busy_pct_per_worker"] > 0 for row in rows)
 
 
 def test_bench_both_modes_split_the_queue_hop_with_the_broker_floor(broker_root_url: str,
