@@ -89,6 +89,7 @@ class AmqpClient:
         self._ids = itertools.count(1)
         self._max_envelope_bytes = max_envelope_bytes
         self._lanes: dict[str, Lane] = {}
+        """The groups gathering in this event-loop turn, by routing key."""
         self._publishing: set[asyncio.Task[None]] = set()  # strong references
 
     async def start(self, connection: AbstractRobustConnection) -> None:
@@ -155,12 +156,12 @@ class AmqpClient:
             pending = Pending(request, correlation_id, future,
                               sum(a.nbytes for a in request.inputs.values()))
             key = routing_key(request.model, request.version)
-            lane = self._lanes.get(key)
-            if lane is None:
-                lane = self._lanes[key] = Lane()
             if self._max_envelope_bytes:
-                if lane.gather(pending, coalesce_rows, self._max_envelope_bytes):
-                    asyncio.get_running_loop().call_soon(self._flush, key, lane)
+                lane = self._lanes.get(key)
+                if lane is None:  # the turn's first request to this version
+                    lane = self._lanes[key] = Lane()
+                    asyncio.get_running_loop().call_soon(self._flush, key)
+                lane.gather(pending, coalesce_rows, self._max_envelope_bytes)
             else:
                 await self._publish(key, [pending])
             return await future
@@ -173,9 +174,9 @@ class AmqpClient:
         return not (channel is None or channel.is_closed or self._connection is None
                     or self._connection.is_closed)
 
-    def _flush(self, key: str, lane: Lane) -> None:
+    def _flush(self, key: str) -> None:
         """The end of the event-loop turn: publish what gathered in it, one message per group."""
-        for group in lane.take():
+        for group in self._lanes.pop(key).groups:
             task = asyncio.create_task(self._publish_group(key, group))
             self._publishing.add(task)
             task.add_done_callback(self._publishing.discard)

@@ -32,30 +32,23 @@ class Pending:
 
 
 class Lane:
-    """One routing key's groups gathering in this event-loop turn."""
+    """One routing key's requests of one event-loop turn, in groups of one message each."""
 
-    __slots__ = ("_bytes", "_groups", "_rows")
+    __slots__ = ("_bytes", "_rows", "groups")
 
     def __init__(self) -> None:
-        self._groups: list[list[Pending]] = []
+        self.groups: list[list[Pending]] = []
         self._rows = 0  # of the newest group, the only one still gathering
         self._bytes = 0
 
-    def gather(self, pending: Pending, max_rows: int, max_bytes: int) -> bool:
+    def gather(self, pending: Pending, max_rows: int, max_bytes: int) -> None:
         """Add ``pending`` to the newest group, or start a new one when it would pass either
-        bound (a request alone past a bound still goes, alone). True for the turn's first
-        request: the caller schedules ``take`` for the end of the turn."""
-        first = not self._groups
+        bound (a request alone past a bound still goes, alone)."""
         rows = pending.request.checked.rows
-        if first or self._rows + rows > max_rows or self._bytes + pending.nbytes > max_bytes:
-            self._groups.append([])
+        if (not self.groups or self._rows + rows > max_rows
+                or self._bytes + pending.nbytes > max_bytes):
+            self.groups.append([])
             self._rows = self._bytes = 0
-        self._groups[-1].append(pending)
+        self.groups[-1].append(pending)
         self._rows += rows
         self._bytes += pending.nbytes
-        return first
-
-    def take(self) -> list[list[Pending]]:
-        """The groups gathered in this turn, one message each; the next turn starts afresh."""
-        groups, self._groups = self._groups, []
-        return groups

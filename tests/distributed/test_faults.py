@@ -166,9 +166,10 @@ async def test_sigterm_stops_a_burst_worker_gracefully_and_loses_nothing(
         return encode_frame({"x": np.ones((1, 2), np.float32),
                              "delay_ms": np.full(1, delay_ms, np.float32)}), TENSORS_CONTENT_TYPE
 
-    # The first batch holds the first request (FIFO) and so the slot for 3 s at least: the
-    # SIGTERM below lands while it runs, however slowly this machine scrapes the worker.
-    requests = [body(3000)] + [body(500)] * (count - 1)
+    # The first batch holds the first request (FIFO) and so the slot for 6 s at least: the
+    # SIGTERM below lands while it runs, however slowly a loaded machine scrapes the worker
+    # (with 3 s, a CI run once saw the whole queue drained before the signal).
+    requests = [body(6000)] + [body(500)] * (count - 1)
     async with await aio_pika.connect_robust(running.broker_url) as connection:
         replies = await queue_requests(connection, "slow", requests)
         port = free_port()
@@ -179,7 +180,7 @@ async def test_sigterm_stops_a_burst_worker_gracefully_and_loses_nothing(
         assert await asyncio.to_thread(worker.wait, 30) == 0
         stderr = worker.stderr.read().decode() if worker.stderr else ""
         assert "stopping: finishing in-flight batches" in stderr
-        assert "burst: drained" not in stderr
+        assert "burst: drained" not in stderr, stderr
         answered = len(await replies_in(replies))
     vhost = running.broker_url.rsplit("/", 1)[1]
     ready, unacked = queue_counts(vhost, "inferno.slow.v1")

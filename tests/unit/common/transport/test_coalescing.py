@@ -1,6 +1,6 @@
 """``Lane``: which requests of one event-loop turn share a message. A group never passes the
 version's row bound or the byte cap, except a request that passes one alone (it goes alone, never
-refused); the first request of a turn says so, and a turn taken leaves nothing behind."""
+refused), and requests keep their order."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def pending(rows: int, nbytes: int = 8) -> Pending:
 
 
 def shapes(lane: Lane) -> list[list[int]]:
-    return [[p.request.checked.rows for p in group] for group in lane.take()]
+    return [[p.request.checked.rows for p in group] for group in lane.groups]
 
 
 async def test_groups_are_bounded_by_rows() -> None:
@@ -40,7 +40,7 @@ async def test_groups_are_bounded_by_bytes() -> None:
     lane = Lane()
     for nbytes in (40, 40, 30, 90):
         lane.gather(pending(1, nbytes), max_rows=100, max_bytes=100)
-    assert [[p.nbytes for p in g] for g in lane.take()] == [[40, 40], [30], [90]]
+    assert [[p.nbytes for p in g] for g in lane.groups] == [[40, 40], [30], [90]]
 
 
 async def test_a_request_past_a_bound_goes_alone() -> None:
@@ -49,14 +49,12 @@ async def test_a_request_past_a_bound_goes_alone() -> None:
     lane.gather(pending(9), max_rows=4, max_bytes=100)
     lane.gather(pending(1, 500), max_rows=4, max_bytes=100)
     lane.gather(pending(1), max_rows=4, max_bytes=100)
-    assert [len(g) for g in lane.take()] == [1, 1, 1, 1]
+    assert [len(g) for g in lane.groups] == [1, 1, 1, 1]
 
 
-async def test_the_first_request_of_a_turn_is_told_and_a_taken_turn_starts_afresh() -> None:
+async def test_requests_keep_their_order() -> None:
     lane = Lane()
-    firsts = [lane.gather(pending(1), max_rows=8, max_bytes=1000) for _ in range(3)]
-    assert firsts == [True, False, False]
-    assert shapes(lane) == [[1, 1, 1]]
-    assert lane.take() == []
-    assert lane.gather(pending(2), max_rows=8, max_bytes=1000)
-    assert shapes(lane) == [[2]]
+    requests = [pending(1) for _ in range(5)]
+    for request in requests:
+        lane.gather(request, max_rows=2, max_bytes=1000)
+    assert [p for group in lane.groups for p in group] == requests
