@@ -105,10 +105,13 @@ class AmqpClient:
         self._publisher.reopen_callbacks.add(self._on_publisher_reopened)
 
     def fail_pending(self, error: InfernoError) -> None:
-        """Fail every request still waiting for its reply (the connection is closing)."""
+        """Fail every request still waiting for its reply (the connection is closing), and stop
+        the publishes of those not sent yet."""
         for future in list(self._pending.values()):
             if not future.done():
                 future.set_exception(error)
+        for task in list(self._publishing):
+            task.cancel()
 
     async def _declare_replies(self) -> None:
         """The process's reply queue, declared and consumed once, on first use (workers that

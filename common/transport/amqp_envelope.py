@@ -34,8 +34,8 @@ __all__ = ["EnvelopeSettlement", "MemberDelivery"]
 class EnvelopeSettlement:
     """What one delivered envelope owes: its members' replies, then one ack or requeue."""
 
-    __slots__ = ("_message", "_outbox", "_replies", "_requeue", "_scheduled", "_signature",
-                 "_tag", "_unsettled")
+    __slots__ = ("_message", "_outbox", "_replies", "_requeue", "_scheduled", "_settled",
+                 "_signature", "_tag", "_unsettled")
 
     def __init__(self, message: DeliveredMessage, tag: int, outbox: Outbox, signature: Signature,
                  members: int) -> None:
@@ -47,6 +47,7 @@ class EnvelopeSettlement:
         self._replies: list[tuple[str, bytes, str]] = []
         self._requeue = False
         self._scheduled = False
+        self._settled = False
 
     def reply(self, correlation_id: str, reply: PredictReply) -> None:
         if not self._message.header.properties.reply_to:
@@ -77,8 +78,8 @@ class EnvelopeSettlement:
                                      content_type=ENVELOPE_CONTENT_TYPE,
                                      correlation_id=properties.correlation_id,
                                      headers={HEADER_ENVELOPE: ENVELOPE_VERSION}))
-        if not self._unsettled:
-            self._unsettled = -1  # settled: nothing more is written for this message
+        if not self._unsettled and not self._settled:
+            self._settled = True
             if self._requeue:
                 self._outbox.reject(self._tag, requeue=True)
             else:
