@@ -28,6 +28,8 @@ from worker.batcher import Batcher
 from worker.runtime import Runtime, create_runtime
 
 Array = npt.NDArray[Any]
+# bench.built traces the 4 -> 2 model with torch.jit.trace, which torch 2.13 marks deprecated.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
 
 
 class Threads:
