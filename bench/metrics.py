@@ -134,11 +134,6 @@ class Window:
         cpu = self._delta(f"{role}_cpu")
         return _per(cpu, requests, 1000.0) if cpu > 0 else None
 
-    def cores(self, role: str, window_s: float) -> float | None:
-        """Cores the processes of ``role`` kept busy on average over the window."""
-        cpu = self._delta(f"{role}_cpu")
-        return _per(cpu, window_s) if cpu > 0 else None
-
     @property
     def server_ms(self) -> float | None:
         """Mean predict latency the facades saw (parse to response), in milliseconds."""

@@ -80,19 +80,20 @@ class LevelRow:
                else None for role in _ROLES})
 
     @property
+    def _cpu_ms(self) -> list[float]:
+        """CPU ms per request of the roles present: the embedded server's, or facade, worker."""
+        return [ms for ms in (self.embedded_cpu_ms, self.facade_cpu_ms, self.worker_cpu_ms)
+                if ms is not None]
+
+    @property
     def server_cpu(self) -> str:
         """CPU ms per request, per role: ``facade+worker``, or the embedded server's alone."""
-        parts = [ms for ms in (self.embedded_cpu_ms, self.facade_cpu_ms, self.worker_cpu_ms)
-                 if ms is not None]
-        return "+".join(f"{ms:.2f}" for ms in parts) or "-"
+        return "+".join(f"{ms:.2f}" for ms in self._cpu_ms) or "-"
 
     @property
     def server_cores(self) -> str:
         """Cores busy per role over the window, in the order of ``server_cpu``."""
-        parts = [ms * self.req_per_s / 1000
-                 for ms in (self.embedded_cpu_ms, self.facade_cpu_ms, self.worker_cpu_ms)
-                 if ms is not None]
-        return "+".join(f"{cores:.2f}" for cores in parts) or "-"
+        return "+".join(f"{ms * self.req_per_s / 1000:.2f}" for ms in self._cpu_ms) or "-"
 
     @property
     def direct_batch(self) -> int | None:

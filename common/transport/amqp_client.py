@@ -228,24 +228,19 @@ class AmqpClient:
                     "Message broker did not confirm the request before its deadline") from None
 
     def _single(self, pending: Pending, now: float) -> tuple[bytes, Basic.Properties]:
-        request = pending.request
-        return encode_frame(request.inputs, request.dtypes), Basic.Properties(
+        body, headers, message_id = _encoded(pending, now)
+        return body, Basic.Properties(
             content_type=TENSORS_CONTENT_TYPE, correlation_id=pending.correlation_id,
-            reply_to=self._reply_name, message_id=request.request_id or pending.correlation_id,
-            headers=request_headers(request.deadline, request.checked.outputs,
-                                    published=request.published or now),
-            expiration=_expiration(request.remaining(now)), delivery_mode=self._delivery_mode)
+            reply_to=self._reply_name, message_id=message_id, headers=headers,
+            expiration=_expiration(pending.request.remaining(now)),
+            delivery_mode=self._delivery_mode)
 
     def _envelope(self, group: list[Pending], now: float) -> tuple[bytes, Basic.Properties]:
         envelope_id = f"{next(self._ids):x}"
         members = []
         for pending in group:
-            request = pending.request
-            headers = request_headers(request.deadline, request.checked.outputs,
-                                      published=request.published or now)
-            headers["message_id"] = request.request_id or pending.correlation_id
-            members.append((pending.correlation_id,
-                            encode_frame(request.inputs, request.dtypes), headers))
+            body, headers, message_id = _encoded(pending, now)
+            members.append((pending.correlation_id, body, {**headers, "message_id": message_id}))
         _Envelope(envelope_id, group, self._envelopes)
         deadline = max(p.request.deadline for p in group)
         return encode_request_envelope(members), Basic.Properties(
@@ -261,21 +256,20 @@ class AmqpClient:
         if properties.content_type == ENVELOPE_CONTENT_TYPE:
             self._on_reply_envelope(correlation_id, message.body)
             return
+        future = self._pending.get(correlation_id)
+        envelope = self._envelopes.get(correlation_id) if future is None else None
+        if (future is None or future.done()) and envelope is None:
+            # A late or duplicate reply (after a redelivery): nobody waits for it.
+            log.debug("reply %s dropped: nobody waits for it", correlation_id)
+            return
         status = (properties.headers or {}).get(HEADER_STATUS)
         reply = decode_reply(message.body, status if isinstance(status, (str, bytes)) else None)
-        future = self._pending.get(correlation_id)
         if future is not None:
-            if not future.done():
-                future.set_result(reply)
-            return
-        envelope = self._envelopes.get(correlation_id)
-        if envelope is not None:  # the worker refused the whole envelope
+            future.set_result(reply)
+        elif envelope is not None:  # the worker refused the whole envelope
             error = reply.error or WorkerFailed("The worker answered an envelope with one reply")
             envelope.fail(WorkerFailed(f"The worker could not read the request's envelope: "
                                        f"{error}") if isinstance(error, InvalidInput) else error)
-            return
-        # A late or duplicate reply (after a redelivery): nobody waits for it.
-        log.debug("reply %s dropped: nobody waits for it", correlation_id)
 
     def _on_reply_envelope(self, correlation_id: str, body: bytes) -> None:
         try:
@@ -319,6 +313,16 @@ class _Envelope:
         self._waiting -= 1
         if not self._waiting:
             del self._envelopes[self._id]
+
+
+def _encoded(pending: Pending, now: float) -> tuple[bytes, dict[str, Any], str]:
+    """A request's tensor body, ``inferno-*`` headers and message id: the same whether it
+    travels alone or in an envelope."""
+    request = pending.request
+    return (encode_frame(request.inputs, request.dtypes),
+            request_headers(request.deadline, request.checked.outputs,
+                            published=request.published or now),
+            request.request_id or pending.correlation_id)
 
 
 def _fail(group: list[Pending], error: InfernoError) -> None:

@@ -147,12 +147,13 @@ class QueueConsumer(Subscription):
         tag = cast(int, deliver.delivery_tag)
         outbox.delivered(tag)
         properties = message.header.properties
+        content_type = (properties.content_type or "").split(";")[0].strip()
         try:
-            if _content_type(properties) == ENVELOPE_CONTENT_TYPE:
+            if content_type == ENVELOPE_CONTENT_TYPE:
                 self._prefetch.received(self._on_envelope(message, tag, outbox))
                 return
-            request = _decode_request(self._config, message.body, _content_type(properties),
-                                      properties, parse_request_headers(properties.headers),
+            request = _decode_request(self._config, message.body, content_type, properties,
+                                      parse_request_headers(properties.headers),
                                       properties.message_id)
         except InvalidInput as exc:
             # A poison message: answer it (if anyone asked) and dead-letter it, never requeue.
@@ -204,10 +205,6 @@ class QueueConsumer(Subscription):
             self._outbox.flush()  # the last replies and acks go before the channel closes
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._channel.close(), CANCEL_TIMEOUT_S)
-
-
-def _content_type(properties: Basic.Properties) -> str:
-    return (properties.content_type or "").split(";")[0].strip()
 
 
 def _decode_request(config: ModelConfig, body: bytes | memoryview, content_type: str,

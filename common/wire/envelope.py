@@ -15,7 +15,7 @@ The message says ``content_type: application/x-inferno-envelope`` and carries th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,11 +92,7 @@ def encode_request_envelope(members: Sequence[tuple[str, bytes, Mapping[str, Any
 
 def decode_request_envelope(body: bytes | bytearray | memoryview) -> list[Member]:
     """The members of a request envelope, in order; ``InvalidInput`` when it is malformed."""
-    blobs, extra = _decode(body)
-    headers = extra.get(_MEMBERS)
-    if not isinstance(headers, dict) or headers.keys() != blobs.keys() or not all(
-            isinstance(h, dict) for h in headers.values()):
-        raise _malformed(f"'{_MEMBERS}' must map every member's correlation id to its headers")
+    blobs, headers = _decode(body, _MEMBERS, dict, "its headers")
     return [Member(cid, blob, headers[cid]) for cid, blob in blobs.items()]
 
 
@@ -108,15 +104,11 @@ def encode_reply_envelope(replies: Sequence[tuple[str, bytes, str]]) -> bytes:
 
 def decode_reply_envelope(body: bytes | bytearray | memoryview) -> list[MemberReply]:
     """The replies of a reply envelope; ``InvalidInput`` when it is malformed."""
-    blobs, extra = _decode(body)
-    status = extra.get(_STATUS)
-    if not isinstance(status, dict) or status.keys() != blobs.keys() or not all(
-            isinstance(s, str) for s in status.values()):
-        raise _malformed(f"'{_STATUS}' must map every member's correlation id to its status")
+    blobs, status = _decode(body, _STATUS, str, "its status")
     return [MemberReply(cid, blob, status[cid]) for cid, blob in blobs.items()]
 
 
-def _encode(blobs: Any, extra: dict[str, Any]) -> bytes:
+def _encode(blobs: Iterable[tuple[str, bytes]], extra: dict[str, Any]) -> bytes:
     arrays: dict[str, Array] = {}
     for correlation_id, blob in blobs:
         if correlation_id in arrays:
@@ -125,7 +117,10 @@ def _encode(blobs: Any, extra: dict[str, Any]) -> bytes:
     return encode_frame(arrays, extra=extra)
 
 
-def _decode(body: bytes | bytearray | memoryview) -> tuple[dict[str, memoryview], dict[str, Any]]:
+def _decode(body: bytes | bytearray | memoryview, key: str, kind: type, what: str
+            ) -> tuple[dict[str, memoryview], dict[str, Any]]:
+    """The member blobs by correlation id, and the header map ``key`` that must give each of
+    them exactly one value of type ``kind``."""
     try:
         arrays, extra = decode_frame(body)
     except InvalidInput as exc:
@@ -137,7 +132,11 @@ def _decode(body: bytes | bytearray | memoryview) -> tuple[dict[str, memoryview]
         blobs[correlation_id] = array.data
     if not blobs:
         raise _malformed("no members")
-    return blobs, extra
+    values = extra.get(key)
+    if not isinstance(values, dict) or values.keys() != blobs.keys() or not all(
+            isinstance(v, kind) for v in values.values()):
+        raise _malformed(f"'{key}' must map every member's correlation id to {what}")
+    return blobs, values
 
 
 def _malformed(detail: str) -> InvalidInput:
