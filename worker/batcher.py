@@ -230,9 +230,7 @@ class Batcher:
         """The model on one batch: on the version's thread, or on the event loop while it is
         a TorchScript model whose batches take less than the hand-off to a thread and back."""
         if self._inline:
-            started = time.perf_counter()
-            outputs = self._runtime.predict(inputs)
-            took = time.perf_counter() - started
+            outputs, took = _timed(self._runtime.predict, inputs)
         else:
             outputs, took = await asyncio.get_running_loop().run_in_executor(
                 self._executor, _timed, self._runtime.predict, inputs)
