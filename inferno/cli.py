@@ -182,7 +182,7 @@ async def _burst(worker: Reconciler, stop: asyncio.Event) -> dict[str, str]:
     """Drain the queues, unless a stop signal comes first: then stop as gracefully as ever."""
     log.info("worker %s draining %s (burst)", worker.worker_id,
              ",".join(worker.settings.models))
-    burst = asyncio.create_task(worker.burst(), name="worker burst")
+    burst = asyncio.create_task(worker.burst(stop), name="worker burst")
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({burst, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()

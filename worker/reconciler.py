@@ -88,11 +88,12 @@ class Reconciler:
                 newest = max(self._repository.versions(name))
                 await self._store.init_model(name, newest)
 
-    async def burst(self) -> dict[str, str]:
+    async def burst(self, stopping: asyncio.Event | None = None) -> dict[str, str]:
         """Reconcile once, serve until every loaded version's queue is empty and nothing is in
         flight, then stop gracefully (``stop``). Model changes during the burst are not
         followed. Returns the versions that failed to load (``name:version`` → why): requests
-        queued for them are still there. Cancelled, it still stops gracefully."""
+        queued for them are still there. Once ``stopping`` is set (a stop signal), or when
+        cancelled, it stops gracefully without draining the rest of the queues."""
         try:
             await self._claim_preloads()
             await self.reconcile()
@@ -100,12 +101,32 @@ class Reconciler:
             # Heartbeats go on: facades route to a burst worker while it drains.
             self._tasks = [asyncio.create_task(self._heartbeat_forever(),
                                                name="worker heartbeat")]
-            await self._drained()
-            log.info("burst: drained %s", ", ".join(f"{n}:{v}" for n, v in sorted(self._runners))
-                     or "nothing (no version loaded)")
+            if await self._drained_unless(stopping or asyncio.Event()):
+                log.info("burst: drained %s",
+                         ", ".join(f"{n}:{v}" for n, v in sorted(self._runners))
+                         or "nothing (no version loaded)")
         finally:
             await self.stop()
         return {f"{n}:{v}": why for (n, v), (_, why) in self._failed.items()}
+
+    async def _drained_unless(self, stopping: asyncio.Event) -> bool:
+        """``_drained``, unless ``stopping`` is set first: whether the queues were drained.
+        The event decides, not the cancellation of the burst alone: a cancellation that lands
+        in the broker and Redis client calls before the drain can be lost (under CI load a
+        burst stopped by SIGTERM went on to drain every queue and logged it), and Python
+        3.11's ``asyncio.wait_for``, which those clients use, is known to swallow one that
+        coincides with the completion of what it waits for."""
+        drain = asyncio.create_task(self._drained(), name="burst drain")
+        halt = asyncio.create_task(stopping.wait())
+        try:
+            await asyncio.wait({drain, halt}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            halt.cancel()
+            drain.cancel()  # not awaited: stop() settles what it was waiting for
+        if not drain.done() or drain.cancelled():
+            return False
+        drain.result()  # its error, if it failed
+        return True
 
     async def _drained(self) -> None:
         """Until every loaded version's queue is empty and its batcher idle.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -314,3 +315,25 @@ async def test_burst_reports_the_versions_it_could_not_load(
     await broker.wait_requests(1)
     assert await worker.burst() == {"flaky:1": FLAKY_ERROR}
     assert await reply == 4
+
+
+async def test_a_stopped_burst_stops_without_draining_the_rest(
+        worker: Reconciler, broker: RecordingBroker, store: InMemoryStateStore,
+        caplog: pytest.LogCaptureFixture) -> None:
+    await store.set_active("sum", 1)
+    await broker.declare_queue("sum", 1, max_length=100)
+    rows = [[float(i), 1.0] for i in range(40)]  # more than the prefetch of 32
+    replies = [asyncio.create_task(total(broker, 1, row)) for row in rows]
+    await broker.wait_requests(len(rows))
+    stopping = asyncio.Event()
+    stopping.set()  # the stop signal came while it was loading
+
+    with caplog.at_level(logging.INFO, logger="worker.reconciler"):
+        assert await worker.burst(stopping) == {}
+
+    assert "burst: drained" not in caplog.text
+    assert await broker.queue_depth("sum", 1) > 0  # left for the next worker
+    assert await store.workers() == [] and worker.loaded == {}
+    for reply in replies:
+        reply.cancel()
+    await asyncio.gather(*replies, return_exceptions=True)
