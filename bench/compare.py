@@ -9,8 +9,11 @@ scaling; plain FastAPI vs embedded, it is what Inferno costs over the hand-writt
 The direct baseline is measured once, after every run, and shown once.
 
 The side-by-side table (``side_by_side``) puts every run's req/s, p50, p99 and p99/p50 at each
-level under one another, with req/s over the embedded run's, and ends with the c=1 figures issue
-11 asks for: embedded p50 against plain FastAPI p50, distributed p50 minus the bare broker RPC.
+level under one another, with req/s over the embedded run's, the machine's busy share and the
+ceiling that share implies (what the same CPU per request would give on every core: the floor
+under a ratio the machine cannot reach), and ends with the c=1 figures issue 11 asks for:
+embedded p50 against plain FastAPI p50, distributed p50 minus the bare broker RPC, and the
+model's own batch-1 call inside that difference.
 
 With several worker counts (``--workers 1,2,4``, ``--scaling``) the scaling table (``scaling``)
 gives each count's req/s over the first count's, the linear ideal beside it, and the model time
@@ -94,6 +97,13 @@ class SideRow:
     p99_over_p50: float | None
     req_per_s_vs_embedded: float | None
     """This run's req/s over the embedded run's at the same level."""
+    machine_busy_pct: float | None
+    """Every core's busy share in the window: near 100, the machine, not the server, is the
+    limit."""
+    ceiling_vs_embedded: float | None
+    """The req/s this run's CPU per request would allow with every core busy (req/s over the
+    machine's busy share), over the embedded run's req/s: a ratio above it cannot be reached on
+    this machine without making a request cheaper, whatever the processes' layout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +116,9 @@ class Single:
     distributed_p50_ms: float | None
     floor_ms: float | None
     distributed_minus_floor_ms: float | None
+    model_ms: float | None = None
+    """One direct call of the model at batch 1 (the direct baseline's best slice): a c=1
+    request pays it on top of the RPC, so the RPC floor + this is distributed c=1's floor."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +136,11 @@ def _p50_at_1(report: Report | None) -> float | None:
     return level.p50_ms if level else None
 
 
+def _model_ms_at_1(report: Report) -> float | None:
+    single = report.direct_at(1)
+    return 1000.0 / single.calls_per_s if single and single.calls_per_s > 0 else None
+
+
 def side_by_side(reports: list[Report], floor_ms: float | None = None) -> SideBySide:
     by_mode = {mode: next((r for r in reports if r.config["mode"] == mode), None)
                for mode in ("plain", "embedded", "distributed")}
@@ -130,7 +148,10 @@ def side_by_side(reports: list[Report], floor_ms: float | None = None) -> SideBy
     embedded_rps = {lvl.concurrency: lvl.req_per_s for lvl in embedded.levels} if embedded else {}
     rows = [SideRow(level.concurrency, report.config["label"], level.req_per_s, level.p50_ms,
                     level.p99_ms, _ratio(level.p99_ms, level.p50_ms),
-                    _ratio(level.req_per_s, embedded_rps.get(level.concurrency)))
+                    _ratio(level.req_per_s, embedded_rps.get(level.concurrency)),
+                    level.machine_busy_pct,
+                    _ratio(_ratio(100.0 * level.req_per_s, level.machine_busy_pct),
+                           embedded_rps.get(level.concurrency)))
             for concurrency in dict.fromkeys(lvl.concurrency for r in reports for lvl in r.levels)
             for report in reports for level in report.levels if level.concurrency == concurrency]
     plain, emb, dist = (_p50_at_1(by_mode[m]) for m in ("plain", "embedded", "distributed"))
@@ -138,17 +159,19 @@ def side_by_side(reports: list[Report], floor_ms: float | None = None) -> SideBy
         plain_p50_ms=plain, embedded_p50_ms=emb, embedded_over_plain_p50=_ratio(emb, plain),
         distributed_p50_ms=dist, floor_ms=floor_ms,
         distributed_minus_floor_ms=dist - floor_ms if dist is not None and floor_ms is not None
-        else None))
+        else None, model_ms=_model_ms_at_1(reports[0])))
 
 
 def _render_side_by_side(table: SideBySide) -> str:
     width = max(len(row.server) for row in table.rows)
     lines = ["side by side:",
              f"{'concurrency':>11}  {'server':<{width}}  {'req/s':>9}  {'p50 ms':>8}  "
-             f"{'p99 ms':>8}  {'p99/p50':>7}  {'req/s vs embedded':>17}"]
+             f"{'p99 ms':>8}  {'p99/p50':>7}  {'req/s vs embedded':>17}  "
+             f"{'machine busy%':>13}  {'ceiling vs embedded':>19}"]
     lines.extend(f"{r.concurrency:>11}  {r.server:<{width}}  {r.req_per_s:>9.1f}  "
                  f"{_fmt(r.p50_ms, '.2f'):>8}  {_fmt(r.p99_ms, '.2f'):>8}  "
-                 f"{_fmt(r.p99_over_p50, '.2f'):>7}  {_fmt(r.req_per_s_vs_embedded, '.2f'):>17}"
+                 f"{_fmt(r.p99_over_p50, '.2f'):>7}  {_fmt(r.req_per_s_vs_embedded, '.2f'):>17}  "
+                 f"{_fmt(r.machine_busy_pct, '.0f'):>13}  {_fmt(r.ceiling_vs_embedded, '.2f'):>19}"
                  for r in table.rows)
     c1 = table.c1
     if c1.embedded_over_plain_p50 is not None and c1.embedded_p50_ms is not None:
@@ -160,6 +183,11 @@ def _render_side_by_side(table: SideBySide) -> str:
         lines.append(f"c=1 p50: distributed {c1.distributed_p50_ms:.2f} ms - bare aio-pika RPC "
                      f"{c1.floor_ms:.2f} ms (bench.rpc_floor) = "
                      f"{c1.distributed_minus_floor_ms:.2f} ms")
+        if c1.model_ms is not None:
+            lines.append(f"  of which the model's own call at batch 1 (direct) is "
+                         f"{c1.model_ms:.2f} ms, leaving "
+                         f"{c1.distributed_minus_floor_ms - c1.model_ms:.2f} ms for HTTP and "
+                         f"Inferno")
     return "\n".join(lines)
 
 

@@ -30,6 +30,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from bench.host import CpuTimes, busy_pct, cpu_times
 from bench.metrics import Snapshot, parse, total
 
 __all__ = ["Endpoint", "LevelSpec", "LoadOutcome", "read_response", "run_level"]
@@ -78,6 +79,8 @@ class LoadOutcome:
     metrics_after: Snapshot | None
     client_cpu_s: float = 0.0
     """CPU time (user + system) the load generator itself used inside the window."""
+    machine_busy_pct: float | None = None
+    """Busy share of all the machine's cores inside the window (``bench.host``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,8 @@ class _Level:
         self.errors = 0
         self.window_start = self.window_end = 0.0
         self.cpu_start = self.cpu_end = 0.0
+        self.machine_start: CpuTimes | None = None
+        self.machine_end: CpuTimes | None = None
 
     @staticmethod
     async def _open(target: Endpoint) -> Streams:
@@ -212,9 +217,11 @@ class _Level:
     async def _scrape_window(self) -> tuple[Snapshot | None, Snapshot | None]:
         await asyncio.sleep(max(0.0, self.window_start - time.perf_counter()))
         self.cpu_start = time.process_time()
+        self.machine_start = cpu_times()
         before = await self.scrape()
         await asyncio.sleep(max(0.0, self.window_end - time.perf_counter()))
         self.cpu_end = time.process_time()
+        self.machine_end = cpu_times()
         return before, await self.scrape()
 
     async def run(self) -> LoadOutcome:
@@ -240,7 +247,8 @@ class _Level:
             mean_s=sum(ordered) / len(ordered) if ordered else None,
             max_s=ordered[-1] if ordered else None,
             metrics_before=before, metrics_after=after,
-            client_cpu_s=self.cpu_end - self.cpu_start)
+            client_cpu_s=self.cpu_end - self.cpu_start,
+            machine_busy_pct=busy_pct(self.machine_start, self.machine_end))
 
 
 def _run(main: Coroutine[Any, Any, LoadOutcome]) -> LoadOutcome:

@@ -6,7 +6,9 @@ of the model's own throughput survives the serving path. ``model busy%`` is the 
 over the window (summed over workers): near 100 % per worker, the model is the bottleneck.
 ``cpu ms/req`` and ``cores`` are the servers' own CPU over the window (``process_cpu_seconds_total``
 of every process): the embedded server's, or the facades' + the workers'; a role near 1.00
-core is a single-threaded process at its limit.
+core is a single-threaded process at its limit. ``machine busy%`` is every core's busy share in
+the window (``/proc/stat``: servers, broker, load generator and anything else): near 100 the
+machine itself is the limit.
 ``rows/s`` is shown when a request carries several rows (``--rows``). The JSON document also
 has ``server_ms``, the mean predict latency the facades measured themselves.
 """
@@ -58,6 +60,8 @@ class LevelRow:
     """CPU milliseconds per request of the facade processes (``process_cpu_seconds_total``)."""
     worker_cpu_ms: float | None = None
     embedded_cpu_ms: float | None = None
+    machine_busy_pct: float | None = None
+    """Busy share of all the machine's cores in the window: near 100, the machine is the limit."""
 
     @classmethod
     def from_outcome(cls, outcome: LoadOutcome, rows_per_request: int) -> LevelRow:
@@ -76,6 +80,7 @@ class LevelRow:
             model_busy_pct=(100.0 * window.infer_seconds / outcome.window_s
                             if window and outcome.window_s > 0 else None),
             server_ms=window.server_ms if window else None,
+            machine_busy_pct=outcome.machine_busy_pct,
             **{f"{role}_cpu_ms": window.cpu_ms_per_request(role, outcome.requests) if window
                else None for role in _ROLES})
 
@@ -127,7 +132,7 @@ def _fmt(value: float | None, digits: int) -> str:
 
 _COLUMNS = (("concurrency", 11), ("req/s", 9), ("rows/s", 9), ("p50 ms", 8), ("p99 ms", 8),
             ("mean batch", 10), ("infer ms/batch", 14), ("model busy%", 11),
-            ("errors", 6), ("cpu ms/req", 10), ("cores", 9),
+            ("errors", 6), ("cpu ms/req", 10), ("cores", 9), ("machine busy%", 13),
             ("client cpu%", 11), ("direct rows/s @batch", 20), ("server/direct", 13))
 
 
@@ -142,6 +147,7 @@ def _cells(report: Report, level: LevelRow) -> dict[str, str]:
             "infer ms/batch": _fmt(level.infer_ms_per_batch, 3),
             "model busy%": _fmt(level.model_busy_pct, 0), "errors": str(level.errors),
             "cpu ms/req": level.server_cpu, "cores": level.server_cores,
+            "machine busy%": _fmt(level.machine_busy_pct, 0),
             "client cpu%": _fmt(level.client_cpu_pct, 0),
             "direct rows/s @batch": f"{direct.rows_per_s:.0f} @{direct.batch}" if direct else "-",
             "server/direct": ratio}

@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.host import busy_pct, cpu_times
 from bench.load import LoadOutcome
 from bench.metrics import Snapshot, parse, total
 from bench.payload import HttpRequest
@@ -86,7 +87,9 @@ def run_level(base_url: str, request: HttpRequest, model: str, concurrency: int,
             warm = _wrk(url, script, concurrency, max(1, math.ceil(warmup_s)))
             errors += sum(int(v) for v in warm[2:7])
         before = _scrape(metrics_urls, model)
+        machine_start = cpu_times()
         fields = _wrk(url, script, concurrency, max(1, math.ceil(duration_s)))
+        machine_end = cpu_times()
         after = _scrape(metrics_urls, model)
     requests, duration_us = int(fields[0]), int(fields[1])
     failed = [int(v) for v in fields[2:7]]
@@ -97,4 +100,5 @@ def run_level(base_url: str, request: HttpRequest, model: str, concurrency: int,
         concurrency=concurrency, requests=ok, errors=errors, window_s=duration_us / 1e6,
         p50_s=p50_us / 1e6 if requests else None, p99_s=p99_us / 1e6 if requests else None,
         mean_s=mean_us / 1e6 if requests else None, max_s=max_us / 1e6 if requests else None,
-        metrics_before=before, metrics_after=after)
+        metrics_before=before, metrics_after=after,
+        machine_busy_pct=busy_pct(machine_start, machine_end))

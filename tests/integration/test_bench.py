@@ -24,6 +24,8 @@ def test_bench_runs_end_to_end_without_errors() -> None:
     assert level["requests"] > 0 and level["p50_ms"] > 0 and level["mean_batch"] >= 1
     # The server's own CPU, from its process_cpu_seconds_total: one embedded process.
     assert level["embedded_cpu_ms"] > 0 and level["facade_cpu_ms"] is None
+    # The whole machine's busy share in the window (/proc/stat): the server at least ran.
+    assert 0 < level["machine_busy_pct"] <= 100
 
 
 def test_bench_distributed_mode_runs_end_to_end(broker_root_url: str, redis_url: str) -> None:
@@ -104,8 +106,11 @@ def test_bench_compare_runs_every_server_without_errors(model: str, broker_root_
         assert level["concurrency"] == 1 and level["errors"] == 0 and level["requests"] > 0
     rows = document["side_by_side"]["rows"]
     assert [row["server"] for row in rows] == [run["config"]["label"] for run in document["runs"]]
+    # A run that left cores idle could do more: its ceiling is above what it measured.
+    assert all(row["ceiling_vs_embedded"] >= row["req_per_s_vs_embedded"] for row in rows)
     single = document["side_by_side"]["c1"]
     assert single["embedded_over_plain_p50"] is not None
     assert single["floor_ms"] is not None and single["distributed_minus_floor_ms"] is not None
+    assert single["model_ms"] > 0  # the direct batch-1 call, part of distributed c=1's floor
     assert {d["batch"] for d in document["direct"]} >= {1, 64}
     assert document["errors"] == 0
