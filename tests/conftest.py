@@ -9,4 +9,4 @@ import os
 
 os.environ.setdefault("INFERNO_GC_FREEZE", "false")
 
-pytest_plugins = ["tests.services"]
+pytest_plugins = ["tests.services", "tests.gate"]

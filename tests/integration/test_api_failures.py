@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from inferno.embedded import Embedded
+from tests.gate import HOLD, Gate, until_done
 from tests.integration.conftest import Start, error_of, slow_body
 
 pytestmark = pytest.mark.asyncio
@@ -29,12 +30,17 @@ async def until(check: Callable[[], bool], timeout: float = 10) -> None:
             await asyncio.sleep(0.005)
 
 
-async def test_full_queue_answers_503_at_once_and_serves_the_rest(start_server: Start) -> None:
+async def test_full_queue_answers_503_at_once_and_serves_the_rest(start_server: Start,
+                                                                  gate: Gate) -> None:
     _, client = await start_server(preload=["slow"])
-    # Every request holds the single runner slot for 300 ms, so while the first batch runs the
-    # model takes exactly prefetch (4 rows x 1 slot x 2 = 8) + queue max_length (8) = 16.
-    responses = await asyncio.gather(*(
-        client.post("/v1/models/slow:predict", json=slow_body(300)) for _ in range(24)))
+    # Every request waits for the gate, so while the first batch holds the single runner slot
+    # the model takes exactly prefetch (4 rows x 1 slot x 2 = 8) + queue max_length (8) = 16,
+    # and the other 8 are refused while nothing has been computed.
+    calls = [asyncio.create_task(client.post("/v1/models/slow:predict", json=slow_body(HOLD)))
+             for _ in range(24)]
+    await until_done(calls, 8)
+    gate.open()
+    responses = await asyncio.gather(*calls)
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200] * 16 + [503] * 8
     refused = next(r for r in responses if r.status_code == 503)
@@ -45,13 +51,14 @@ async def test_full_queue_answers_503_at_once_and_serves_the_rest(start_server: 
 
 
 async def test_deadline_is_504_and_the_expired_request_is_never_computed(
-        start_server: Start) -> None:
+        start_server: Start, gate: Gate) -> None:
     embedded, client = await start_server(preload=["slow"])
-    holder = asyncio.create_task(client.post("/v1/models/slow:predict", json=slow_body(800)))
+    holder = asyncio.create_task(client.post("/v1/models/slow:predict", json=slow_body(HOLD)))
     await until(lambda: metric(embedded, "infer_batch_size_count", model="slow") == 1)
     late = await client.post("/v1/models/slow:predict", json=slow_body(0, timeout_ms=50))
     assert late.status_code == 504
     assert error_of(late)["code"] == "deadline_exceeded"
+    gate.open()
     assert (await holder).status_code == 200
     after = await client.post("/v1/models/slow:predict", json=slow_body(0))
     assert after.status_code == 200

@@ -20,6 +20,7 @@ import torch
 from tritonclient.http import InferenceServerClient, InferInput, InferResult
 from tritonclient.utils import InferenceServerException
 
+from tests.gate import HOLD, Gate
 from tests.v2.conftest import Served, ServeEmbedded, tensor, wanted
 
 pytestmark = pytest.mark.asyncio
@@ -276,30 +277,34 @@ def batches_started(server: Served) -> float:
 
 
 async def test_timeout_is_in_microseconds_and_answers_504(
-        serve_embedded: ServeEmbedded) -> None:
+        serve_embedded: ServeEmbedded, gate: Gate) -> None:
     server = await serve_embedded(preload=["slow"])
-    holder = asyncio.create_task(server.triton(lambda c: c.infer("slow", slow_inputs(600))))
+    holder = asyncio.create_task(server.triton(lambda c: c.infer("slow", slow_inputs(HOLD))))
     # The holder's batch starting on the worker thread has no public event: poll, bounded.
     async with asyncio.timeout(10):
         while batches_started(server) < 1:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
-    # 50 000 µs = 50 ms, over well before the holder's 600 ms batch ends.
+    # 50 000 µs = 50 ms, over while the gate holds the holder's batch.
     assert await server.refused(lambda c: c.infer("slow", slow_inputs(0), timeout=50_000)) == (
         504, "Model 'slow' did not answer within the request's deadline")
+    gate.open()
     # 5 000 000 µs = 5 s is enough to wait for the holder (read as ms it would be 83 minutes).
     waited = await server.triton(lambda c: c.infer("slow", slow_inputs(0), timeout=5_000_000))
     assert waited.as_numpy("y").tolist() == [[1.0, 2.0]]
     assert (await holder).as_numpy("y").tolist() == [[1.0, 2.0]]
 
 
-async def test_full_queue_answers_503_overloaded(serve_embedded: ServeEmbedded) -> None:
+async def test_full_queue_answers_503_overloaded(serve_embedded: ServeEmbedded,
+                                                 gate: Gate) -> None:
     server = await serve_embedded(preload=["slow"])
+    assert server.embedded is not None
+    registry = server.embedded.registry
 
     def flood(client: InferenceServerClient) -> list[tuple[int, str]]:
-        # tritonclient's own concurrency: 24 requests in flight on 24 connections. Each holds
-        # the single runner slot for 300 ms, so the model takes prefetch (4 rows x 1 slot x 2)
-        # + queue max_length (8) = 16 and refuses the other 8 at once.
-        pending = [client.async_infer("slow", slow_inputs(300)) for _ in range(24)]
+        # tritonclient's own concurrency: 24 requests in flight on 24 connections. Every batch
+        # waits for the gate, so the model takes prefetch (4 rows x 1 slot x 2) + queue
+        # max_length (8) = 16 and refuses the other 8 while nothing has been computed.
+        pending = [client.async_infer("slow", slow_inputs(HOLD)) for _ in range(24)]
         outcomes = []
         for request in pending:
             try:
@@ -309,7 +314,18 @@ async def test_full_queue_answers_503_overloaded(serve_embedded: ServeEmbedded) 
                 outcomes.append((int(exc.status() or 0), exc.message()))
         return outcomes
 
-    outcomes = sorted(await server.triton(flood, concurrency=24))
+    def refused() -> float:
+        return registry.get_sample_value(
+            "infer_exceptions_total", {"model": "slow", "route": "v2", "code": "overloaded"}
+        ) or 0.0
+
+    flooding = asyncio.create_task(server.triton(flood, concurrency=24))
+    # The refusals are answered while the gate holds the rest: their count is the event.
+    async with asyncio.timeout(30):
+        while refused() < 8:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    gate.open()
+    outcomes = sorted(await flooding)
     overloaded = (503, "Model 'slow' version 1 is overloaded: 8 requests already queued")
     assert outcomes == [(200, "")] * 16 + [overloaded] * 8
     assert (await server.triton(lambda c: c.infer("slow", slow_inputs(0)))).as_numpy("y") \
