@@ -103,7 +103,13 @@ class Cluster:
             await broker.aclose()
 
     def worker_process(self, **env: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen([sys.executable, "-m", "inferno", "worker"], cwd=ROOT,
+        return self._process("worker", env)
+
+    def facade_process(self, **env: str) -> subprocess.Popen[bytes]:
+        return self._process("facade", env)
+
+    def _process(self, role: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen([sys.executable, "-m", "inferno", role], cwd=ROOT,
                                    env=self.env(**env), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE)
         self.processes.append(process)

@@ -8,6 +8,7 @@ bounded).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import time
@@ -15,6 +16,7 @@ import urllib.request
 from collections.abc import Callable
 
 import aio_pika
+import httpx
 import numpy as np
 import pytest
 
@@ -219,3 +221,57 @@ async def test_broker_outage_is_503_not_a_hang_and_recovers(running: Cluster) ->
     responses = await asyncio.gather(*(client.post("/v1/models/mlp:predict", json=body)
                                        for _ in range(20)))
     assert [r.status_code for r in responses] == [200] * 20
+
+
+async def test_sigterm_stops_a_facade_under_load_losing_nothing(running: Cluster,
+                                                                gate: Gate) -> None:
+    await running.worker(preload=["slow", "sum"])  # in this process: the gate holds its batch
+    port = free_port()
+    facade = running.facade_process(INFERNO_PORT=str(port))
+    base = f"http://127.0.0.1:{port}"
+    # A connection per request: a refused connection is then a request never accepted, and
+    # anything else that fails is one the facade took and did not answer.
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    answered: list[int] = []
+    broken: list[str] = []
+    refused = 0
+
+    async def steady(client: httpx.AsyncClient, i: int) -> None:
+        nonlocal refused
+        while True:
+            try:
+                response = await client.post("/v1/models/sum:predict",
+                                             json={"inputs": {"x": {"data": [[i, 1.0]]}}})
+            except (httpx.ConnectError, httpx.ReadError):  # not listening, or reset unaccepted
+                refused += 1
+                return
+            except httpx.HTTPError as exc:
+                broken.append(repr(exc))
+                return
+            if response.status_code != 200 or response.json()["outputs"]["total"]["data"] != [
+                    i + 1.0]:
+                broken.append(f"{response.status_code} {response.text}")
+            answered.append(i)
+
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=fresh) as client:
+        async with asyncio.timeout(60):
+            while True:  # another process: poll its readiness
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get("/health/ready")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+        held = [asyncio.create_task(client.post("/v1/models/slow:predict", json=slow_body(HOLD)))
+                for _ in range(3)]
+        load = [asyncio.create_task(steady(client, i)) for i in range(4)]
+        await until(lambda: len(answered) >= 40)
+        facade.send_signal(signal.SIGTERM)
+        await asyncio.gather(*load)  # each load client ends on its first refused connection
+        # Nothing new is accepted, and the facade still waits for the held requests.
+        assert facade.poll() is None
+        gate.open()
+        responses = await asyncio.gather(*held)
+    assert [r.status_code for r in responses] == [200] * 3
+    assert await asyncio.to_thread(facade.wait, 30) == 0
+    assert broken == [] and refused == 4
+    stderr = facade.stderr.read().decode() if facade.stderr else ""
+    assert "stopped" in stderr
