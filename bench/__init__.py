@@ -19,4 +19,7 @@ size the server formed (the limit). The server is embedded (``inferno serve``), 
 - ``direct``: the in-process TorchScript baseline.
 - ``report``: one run's table and ``--json`` document.
 - ``compare``: several runs: their tables and level-by-level comparisons.
+- ``chaos`` (``python -m bench.chaos``): the chaos soak: load through two facades and three
+  workers while faults strike; ``chaos_load`` its requests and their outcomes, ``chaos_faults``
+  the faults, ``proxy`` the TCP proxy between the processes and the broker (the tests cut it too).
 """

@@ -87,6 +87,17 @@ class Cluster:
         roles.append(started)
         return started
 
+    def add_worker(self) -> subprocess.Popen[bytes]:
+        """One more worker, like those of the spec (not awaited: it joins when it is ready)."""
+        port = free_port()
+        return self._spawn("worker", f"http://127.0.0.1:{port}", {
+            "INFERNO_METRICS_PORT": str(port), "INFERNO_PRELOAD": self.spec.model}).process
+
+    @property
+    def worker_processes(self) -> list[subprocess.Popen[bytes]]:
+        """Every worker started, the running ones and those that exited (killed)."""
+        return [role.process for role in self._workers]
+
     def start(self) -> None:
         spec = self.spec
         if spec.broker_url is None:
@@ -96,9 +107,7 @@ class Cluster:
         self._stack.callback(self._delete_keys)
         self._stack.callback(self._stop_processes)
         for _ in range(spec.workers):
-            port = free_port()
-            self._spawn("worker", f"http://127.0.0.1:{port}", {
-                "INFERNO_METRICS_PORT": str(port), "INFERNO_PRELOAD": spec.model})
+            self.add_worker()
         for _ in range(spec.facades):
             port = free_port(spec.host)
             self._spawn("facade", f"http://{spec.host}:{port}", {

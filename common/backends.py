@@ -5,6 +5,7 @@ from __future__ import annotations
 from common.config import CommonSettings
 from common.state.memory import InMemoryStateStore
 from common.state.store import StateStore
+from common.tls import broker_ssl_context, redis_ssl_options
 from common.transport.broker import Broker
 from common.transport.memory import InMemoryBroker
 
@@ -20,7 +21,8 @@ def create_broker(settings: CommonSettings) -> Broker:
     return AmqpBroker(settings.broker_url, queue_type=settings.queue_type,
                       delivery_limit=settings.queue_delivery_limit,
                       persistent=settings.persistent_requests,
-                      max_envelope_bytes=settings.envelope_max_bytes)
+                      max_envelope_bytes=settings.envelope_max_bytes,
+                      ssl_context=broker_ssl_context(settings))
 
 
 def create_state_store(settings: CommonSettings) -> StateStore:
@@ -29,4 +31,5 @@ def create_state_store(settings: CommonSettings) -> StateStore:
         return InMemoryStateStore()
     from common.state.redis_store import RedisStateStore
 
-    return RedisStateStore(settings.redis_url, settings.redis_prefix)
+    return RedisStateStore(settings.redis_url, settings.redis_prefix,
+                           tls=redis_ssl_options(settings))

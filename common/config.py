@@ -7,11 +7,12 @@ means an in-memory state store. Unknown variables are ignored.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from common.model.config import Device
@@ -28,15 +29,43 @@ def _split(value: object) -> object:
     return value
 
 
+def _tls_needs_scheme(scheme: str, url_field: str
+                     ) -> Callable[[Path | None, ValidationInfo], Path | None]:
+    """A validator: a TLS file setting is only meaningful with a ``scheme`` URL."""
+    def check(value: Path | None, info: ValidationInfo) -> Path | None:
+        url = info.data.get(url_field)
+        if value is not None and not (isinstance(url, str) and url.startswith(scheme)):
+            raise ValueError(f"INFERNO_{str(info.field_name).upper()} is set, but "
+                             f"INFERNO_{url_field.upper()} does not start with {scheme}")
+        return value
+    return check
+
+
 class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="INFERNO_", extra="ignore")
+    # No setting's value is ever echoed in a validation error: URLs carry passwords.
+    model_config = SettingsConfigDict(env_prefix="INFERNO_", extra="ignore",
+                                      hide_input_in_errors=True)
 
     repo_root: Path = Path("models")
     """The model repository: ``<repo_root>/<name>/<version>/model.yaml``."""
-    broker_url: str | None = None
-    """AMQP URL of RabbitMQ; unset runs the embedded in-process broker."""
-    redis_url: str | None = None
-    """Redis URL of the shared state; unset keeps state in memory (one process)."""
+    broker_url: Annotated[str | None, Field(repr=False)] = None
+    """AMQP URL of RabbitMQ (``amqps://`` for TLS); unset runs the embedded in-process broker.
+    It may hold a password: it is left out of the settings' repr, and redacted in logs."""
+    redis_url: Annotated[str | None, Field(repr=False)] = None
+    """Redis URL of the shared state (``rediss://`` for TLS); unset keeps state in memory."""
+    broker_tls_ca_file: Path | None = None
+    """``amqps://`` only: CA bundle (PEM) that verifies the broker's certificate, instead of the
+    system's trust store. The certificate and its host name are always verified."""
+    broker_tls_cert_file: Path | None = None
+    """``amqps://`` only: client certificate (PEM) for mutual TLS; needs the key file."""
+    broker_tls_key_file: Path | None = None
+    """``amqps://`` only: the client certificate's private key (PEM)."""
+    redis_tls_ca_file: Path | None = None
+    """``rediss://`` only: CA bundle (PEM) that verifies Redis's certificate."""
+    redis_tls_cert_file: Path | None = None
+    """``rediss://`` only: client certificate (PEM) for mutual TLS; needs the key file."""
+    redis_tls_key_file: Path | None = None
+    """``rediss://`` only: the client certificate's private key (PEM)."""
     redis_prefix: str = "inferno"
     """Prefix of every Redis key and channel (isolates clusters sharing one Redis)."""
     log_level: str = "INFO"
@@ -66,6 +95,22 @@ class CommonSettings(BaseSettings):
     a process with torch loaded otherwise pauses serving for tens of milliseconds."""
 
     _split_buckets = field_validator("metrics_buckets", mode="before")(_split)
+    _broker_tls = field_validator("broker_tls_ca_file", "broker_tls_cert_file",
+                                  "broker_tls_key_file")(_tls_needs_scheme("amqps://",
+                                                                           "broker_url"))
+    _redis_tls = field_validator("redis_tls_ca_file", "redis_tls_cert_file",
+                                 "redis_tls_key_file")(_tls_needs_scheme("rediss://",
+                                                                         "redis_url"))
+
+    @model_validator(mode="after")
+    def _client_certificate_has_a_key(self) -> CommonSettings:
+        for service in ("broker", "redis"):
+            cert = getattr(self, f"{service}_tls_cert_file")
+            key = getattr(self, f"{service}_tls_key_file")
+            if (cert is None) != (key is None):
+                raise ValueError(f"INFERNO_{service.upper()}_TLS_CERT_FILE and "
+                                 f"INFERNO_{service.upper()}_TLS_KEY_FILE go together")
+        return self
 
     @field_validator("metrics_buckets")
     @classmethod
@@ -94,6 +139,27 @@ class FacadeSettings(CommonSettings):
     """How long load/unload/activate wait for workers to report the change (then 504)."""
     access_log: bool = True
     """One ``inferno.access`` log line per HTTP request (method, path, status, duration)."""
+    admin_token: SecretStr | None = None
+    """Bearer token of the admin calls (v1 ``:load``/``:unload``/``:activate``, the v2
+    repository extension). Unset: admin calls are open on a loopback ``host`` and refused (403)
+    on any other."""
+    api_token: SecretStr | None = None
+    """Bearer token of predict and metadata (v1 and v2); unset: they are open. Health and
+    ``/metrics`` are always open; the admin token is accepted here too."""
+    max_elements_per_tensor: Annotated[int, Field(ge=1)] = 16_777_216
+    """Most elements one input tensor may hold (16 Mi: 64 MiB of float32); more is a 422
+    naming the input, before anything is queued."""
+
+    @field_validator("admin_token", "api_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # ``INFERNO_ADMIN_TOKEN=`` (compose's ``${VAR:-}``) must not become a token that an empty
+        # ``Authorization: Bearer`` matches.
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+            return None
+        return value
 
     @model_validator(mode="after")
     def _timeouts_ordered(self) -> FacadeSettings:

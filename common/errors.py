@@ -6,6 +6,9 @@ facade as the same class (``error_from_code``), so the facade maps all of them i
 
     InfernoError (500, internal)
     ├── InvalidInput (422, invalid_input)          names the offending field
+    │   └── InvalidJson (400, invalid_json)        the body is not JSON at all
+    ├── Unauthorized (401, unauthorized)           no or a wrong bearer token
+    ├── Forbidden (403, forbidden)                 admin calls on a public address, no token set
     ├── ModelNotFound (404, model_not_found)       unknown model or version
     │   └── ModelNotLoaded (404, model_not_loaded) known, but no runner has it loaded
     ├── PayloadTooLarge (413, payload_too_large)
@@ -17,6 +20,7 @@ facade as the same class (``error_from_code``), so the facade maps all of them i
     ├── AdminTimeout (504, admin_timeout)          workers did not report a change in time
     ├── ModelFailed (500, model_failed)            the model raised: names the exception class
     └── WorkerFailed (500, worker_failed)          the serving machinery itself broke
+        └── PoisonRequest (500, poison_request)    the request's worker died on every delivery
 """
 
 from __future__ import annotations
@@ -25,14 +29,18 @@ __all__ = [
     "AdminTimeout",
     "BrokerUnavailable",
     "DeadlineExceeded",
+    "Forbidden",
     "InfernoError",
     "InvalidInput",
+    "InvalidJson",
     "ModelFailed",
     "ModelNotFound",
     "ModelNotLoaded",
     "Overloaded",
     "PayloadTooLarge",
+    "PoisonRequest",
     "StateUnavailable",
+    "Unauthorized",
     "Unavailable",
     "WorkerFailed",
     "error_from_code",
@@ -56,6 +64,27 @@ class InfernoError(Exception):
 class InvalidInput(InfernoError):
     status_code = 422
     code = "invalid_input"
+
+
+class InvalidJson(InvalidInput):
+    """The body could not be parsed as JSON at all (syntax, NaN, nesting past the parser's
+    limit): 400 on v1 and v2 alike; a body that parses but is wrong stays a 422 on v1."""
+
+    status_code = 400
+    code = "invalid_json"
+
+
+class Unauthorized(InfernoError):
+    """A guarded route without the right ``Authorization: Bearer`` token (answered with a
+    ``WWW-Authenticate: Bearer`` header)."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(InfernoError):
+    status_code = 403
+    code = "forbidden"
 
 
 class ModelNotFound(InfernoError):
@@ -106,6 +135,13 @@ class ModelFailed(InfernoError):
 
 class WorkerFailed(InfernoError):
     code = "worker_failed"
+
+
+class PoisonRequest(WorkerFailed):
+    """The request was given up: the worker holding it died (crash, ``os._exit``, OOM kill)
+    on every delivery the queue allowed. Retrying it is likely to kill another worker."""
+
+    code = "poison_request"
 
 
 def _subclasses(cls: type[InfernoError]) -> list[type[InfernoError]]:

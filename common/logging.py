@@ -2,11 +2,15 @@
 
 The request id lives in a context variable set by the facade's middleware, so every line logged
 while serving a request carries it without passing it around.
+
+Every line is redacted as it is written: a URL's password (``amqp://guest:***@host``) never
+reaches the log, whoever logged it (our code, aio-pika, redis-py, a traceback).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -14,7 +18,10 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "configure_logging", "request_id_var"]
+from common.log_writer import BackgroundHandler
+
+__all__ = ["JsonFormatter", "RedactingFormatter", "configure_logging", "redact",
+           "request_id_var"]
 
 request_id_var: ContextVar[str | None] = ContextVar("inferno_request_id", default=None)
 
@@ -22,6 +29,24 @@ request_id_var: ContextVar[str | None] = ContextVar("inferno_request_id", defaul
 # uvicorn's color_message repeats msg with terminal colour codes.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {
     "message", "asctime", "taskName", "color_message"}
+
+
+# scheme://user:password@ (user may be empty, as in redis://:password@host).
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)[^\s@]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    if "://" not in text:  # the common case costs one substring search
+        return text
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+class RedactingFormatter(logging.Formatter):
+    """The plain-text format, redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,13 +66,14 @@ class JsonFormatter(logging.Formatter):
                 line[key] = value
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+        return redact(orjson.dumps(line, default=str).decode())
 
 
 def configure_logging(level: str = "INFO", json: bool = True) -> None:
-    """Route every logger (uvicorn's too) through one handler on stderr."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json else logging.Formatter(
+    """Route every logger (uvicorn's too) through one handler on stderr, written by a thread
+    of its own (``common.log_writer``): a stalled stderr must not stall the server."""
+    handler = BackgroundHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if json else RedactingFormatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

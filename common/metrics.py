@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from common.config import DEFAULT_BUCKETS
+from common.tasks import Supervisor
 
-__all__ = ["FacadeMetrics", "WorkerMetrics", "process_registry"]
+__all__ = ["FacadeMetrics", "WorkerMetrics", "process_registry", "supervisor_for"]
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -20,6 +21,15 @@ def process_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     return registry
+
+
+def supervisor_for(registry: CollectorRegistry) -> Supervisor:
+    """A process's supervisor of background loops (common/tasks.py), with the gauge
+    ``inferno_loop_down{loop}``: 1 while that loop is down (failed, waiting for its restart),
+    0 once it runs again. A worker has no readiness endpoint: this gauge is its readiness."""
+    down = Gauge("inferno_loop_down", "1 while a supervised background loop is down",
+                 ["loop"], registry=registry)
+    return Supervisor(on_change=lambda loop, why: down.labels(loop).set(0 if why is None else 1))
 
 
 class FacadeMetrics:
@@ -54,7 +64,8 @@ class WorkerMetrics:
             "infer_model_errors", "Batches whose model call raised.", ["model", "error"],
             registry=registry)
         self.expired = Counter(
-            "infer_expired", "Requests dropped unanswered because their deadline passed.",
+            "infer_expired",
+            "Requests dropped unanswered: their deadline passed, or their caller left.",
             ["model"], registry=registry)
         self.model_loaded = Gauge(
             "model_loaded", "1 while this process has the model version loaded.",

@@ -15,8 +15,10 @@ from common.config import FacadeSettings
 from common.metrics import FacadeMetrics
 from common.model.repository import ModelRepository
 from common.state.store import StateStore
+from common.tasks import Supervisor
 from common.transport.broker import Broker
 from facade.admin_service import AdminService
+from facade.auth import Guard
 from facade.cluster_view import ClusterView
 from facade.data_plane import DataPlane
 from facade.errors import install_error_handlers
@@ -38,22 +40,26 @@ class Facade:
 
     @classmethod
     async def create(cls, settings: FacadeSettings, broker: Broker, store: StateStore,
-                     repository: ModelRepository, registry: CollectorRegistry) -> Facade:
+                     repository: ModelRepository, registry: CollectorRegistry,
+                     supervisor: Supervisor | None = None) -> Facade:
+        """``supervisor``: runs the view's background loops (a new one by default); its loops
+        that are down, the facade's or any other owner's, make the facade not ready."""
         metrics = FacadeMetrics(registry, settings.metrics_buckets)
         view = ClusterView(store, repository, metrics, settings.heartbeat_interval_s / 2,
-                           grace_s=settings.heartbeat_ttl_s)
+                           grace_s=settings.heartbeat_ttl_s, supervisor=supervisor)
         await view.start()
         plane = DataPlane(settings, broker, view, metrics)
         admin = AdminService(store, view, settings.admin_timeout_s)
+        guard = Guard.from_settings(settings)
         api = FastAPI(title="Inferno", version="0.1.0",
                       description="Inference server for PyTorch models")
         install_error_handlers(api)
-        api.include_router(v1_router(admin, view))
-        api.include_router(v2_router(admin, view))
+        api.include_router(v1_router(admin, view, guard))
+        api.include_router(v2_router(admin, view, guard))
         api.include_router(health_router(view, registry))
         document_predict_routes(api)
         app = Front(api, plane, max_body_bytes=settings.max_body_bytes,
-                    access_log=settings.access_log)
+                    access_log=settings.access_log, guard=guard)
         if settings.gc_freeze:
             heap.settle()  # the application is built: what it holds is here to stay
         return cls(app, api, view)

@@ -10,14 +10,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
 
 from common.errors import ModelNotLoaded, Unavailable
 from common.metrics import FacadeMetrics
 from common.model.repository import ModelEntry, ModelRepository
 from common.state.store import ModelState, StateEvent, StateStore, WorkerInfo
-from common.tasks import stop_tasks
+from common.tasks import Supervisor, stop_tasks
 
 __all__ = ["ClusterView"]
 
@@ -27,8 +27,11 @@ T = TypeVar("T")
 
 class ClusterView:
     def __init__(self, store: StateStore, repository: ModelRepository, metrics: FacadeMetrics,
-                 refresh_interval_s: float, grace_s: float) -> None:
+                 refresh_interval_s: float, grace_s: float,
+                 supervisor: Supervisor | None = None) -> None:
         self.repository = repository
+        self.supervisor = supervisor or Supervisor()
+        """Runs the view's loops; its loops that are down make the view not ready."""
         self.models: dict[str, ModelState] = {}
         self.workers: list[WorkerInfo] = []
         self._serving: dict[tuple[str, int], int] = {}
@@ -43,10 +46,19 @@ class ClusterView:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        events = self._store.events()
+        # Subscribed before the first read: no change between the two is missed.
+        first: list[AsyncIterator[StateEvent]] = [self._store.events()]
         await self.refresh()
-        self._tasks = [asyncio.create_task(self._watch(events), name="view events"),
-                       asyncio.create_task(self._refresh_forever(), name="view refresh")]
+
+        def watch() -> Coroutine[Any, Any, None]:
+            if first:
+                return self._watch(first.pop())
+            # A restart after a failure: changes may have been missed meanwhile.
+            self._stale.set()
+            return self._watch(self._store.events())
+
+        self._tasks = [self.supervisor.start("view events", watch),
+                       self.supervisor.start("view refresh", self._refresh_forever)]
 
     async def aclose(self) -> None:
         await stop_tasks(self._tasks)
@@ -103,9 +115,11 @@ class ClusterView:
         return self.repository.get(name, version)
 
     def ready(self) -> tuple[bool, list[str]]:
-        """Ready when every active model version has a live worker; else what is missing."""
+        """Ready when every active model version has a live worker and no supervised loop is
+        down; else what is missing (``<model>:<version>``, ``loop:<name>``)."""
         missing = [f"{s.name}:{s.active}" for s in self.models.values()
                    if s.active is not None and not self.serving(s.name, s.active)]
+        missing += [f"loop:{name}" for name in sorted(self.supervisor.down())]
         return not missing, missing
 
     async def wait_for(self, check: Callable[[], T | None], timeout: float) -> T | None:

@@ -6,12 +6,14 @@ data plane does everything between, in this order and nowhere else:
 
 1. ``parse``: the protocol reads its envelope (JSON, version asked in the body, timeout);
 2. route: the cluster view picks the model version (404 / 503 when none serves);
-3. ``decode``: the protocol decodes its tensors against that version's signature;
+3. ``decode``: the protocol decodes its tensors against that version's signature; no tensor may
+   hold more than ``INFERNO_MAX_ELEMENTS_PER_TENSOR`` elements;
 4. validate: ``Signature.validate_request``, the same check workers run on what producers send;
 5. deadline: the request's own timeout, else the model's, else the default, capped;
 6. publish and await the reply through the ``Broker`` (``broker.request``);
 7. ``encode``: the protocol writes its response;
-8. observe: every outcome is counted, errors by code, unexpected ones as ``internal``.
+8. observe: every outcome is counted, errors by code, unexpected ones as ``internal``, calls
+   cancelled because their client went away as ``cancelled``.
 
 The request's deadline is enforced in three places: here (the wait on the broker is bounded by
 it), in the message (the broker drops it when it expires in the queue) and in the worker (expired
@@ -20,6 +22,7 @@ requests are dropped before a batch runs).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Protocol, TypeVar
 
@@ -40,6 +43,8 @@ Array = npt.NDArray[Any]
 T_co = TypeVar("T_co", covariant=True)
 INTERNAL = "internal"
 """The error code counted for an exception that is not an ``InfernoError``."""
+CANCELLED = "cancelled"
+"""The code counted for a call cancelled before its answer: its client went away."""
 
 
 def positive(value: Any, what: str, unit: str = "") -> float | None:
@@ -86,6 +91,11 @@ class DataPlane:
             asked, timeout_ms = call.parse()
             config = self._view.route(model, pinned if pinned is not None else asked).config
             inputs, outputs = call.decode(config)
+            limit = self._settings.max_elements_per_tensor
+            for name, array in inputs.items():
+                if array.size > limit:
+                    raise InvalidInput(f"Input '{name}': {array.size} elements exceed the limit "
+                                       f"of {limit} per tensor")
             checked = config.signature.validate_request(
                 inputs, outputs, max_rows=config.batching.max_batch_size, model=config.name)
             now = time.time()
@@ -97,6 +107,9 @@ class DataPlane:
             return call.encode(config, reply.result())
         except InfernoError as exc:
             code = exc.code
+            raise
+        except asyncio.CancelledError:  # the client went away (facade.front) or a shutdown
+            code = CANCELLED
             raise
         except Exception:
             code = INTERNAL

@@ -1,19 +1,23 @@
 """The facade's outermost ASGI layer, in pure ASGI (no BaseHTTPMiddleware: it costs a task per
 request and breaks streaming).
 
-For every HTTP request: the request id (``x-request-id`` in, or a new one; echoed back), the body
-size limit (413 from Content-Length before reading, or while reading a chunked body) and one access
-log line when enabled.
+For every HTTP request: the request id (``x-request-id`` in when it is 1-128 visible ASCII
+characters, else a new one, so nothing raw from the client reaches a response header or a log
+line; echoed back), the body size limit (413 from Content-Length before reading, or while reading
+a chunked body) and one access log line when enabled.
 
 Predict requests are answered here, through the data plane: FastAPI's per-request machinery
 (middleware layers, route scan, dependency solving) costs more than the rest of a predict call
 (measured here, a null FastAPI route tops out at a third of a raw ASGI handler). ``PREDICT_ROUTES``
 lists them, each with the protocol call that reads its body; ``facade.openapi`` documents the same
-table in the OpenAPI schema. Everything else goes on to FastAPI.
+table in the OpenAPI schema. Here too, before the body is read: the API token when one is set
+(``facade.auth``: one header lookup in the loop that reads the others and one
+``hmac.compare_digest``) and the model name's syntax (422). Everything else goes on to FastAPI.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -25,8 +29,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import InfernoError, InvalidInput, PayloadTooLarge
 from common.logging import request_id_var
+from common.model.config import MODEL_NAME
+from facade.auth import Guard
 from facade.data_plane import DataPlane
-from facade.errors import HttpError, http_error, unexpected_error
+from facade.departure import Departure
+from facade.errors import HttpError, error_headers, http_error, unexpected_error
 from facade.v1_protocol import V1Call
 from facade.v2_protocol import V2Call
 
@@ -40,10 +47,16 @@ access_log = logging.getLogger("inferno.access")
 _ID_PREFIX = os.urandom(6).hex()
 _ids = itertools.count(1)
 
+CLIENT_LEFT = 499
+"""The access log's status of a predict whose client went away before its answer (nginx's)."""
 _JSON = (b"content-type", b"application/json")
 _OCTETS = (b"content-type", b"application/octet-stream")
 _V2_HEADER_LENGTH = b"inference-header-content-length"
 _PARAMETERS = {"{name}": r"([^/]+?)", "{version}": r"([^/]+)"}
+_MODEL_NAME = re.compile(MODEL_NAME)
+MAX_REQUEST_ID = 128
+_REQUEST_ID = re.compile(rb"[!-~]{1,%d}" % MAX_REQUEST_ID)
+"""A client's request id is kept only when it is visible ASCII (no space, CR, LF, NUL, ...)."""
 
 
 @dataclass(frozen=True)
@@ -72,11 +85,12 @@ PREDICT_ROUTES = (
 
 class Front:
     def __init__(self, app: ASGIApp, plane: DataPlane, max_body_bytes: int,
-                 access_log: bool) -> None:
+                 access_log: bool, guard: Guard | None = None) -> None:
         self.app = app
         self.plane = plane
         self.max_body = max_body_bytes
         self.access_log = access_log
+        self._guard = guard if guard is not None and guard.guards_api else None
         self._routes = [(r.pattern, r.protocol) for r in PREDICT_ROUTES]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -86,9 +100,13 @@ class Front:
         request_id = None
         length = None
         v2_header: str | None = None
+        authorization: bytes | None = None
         for key, value in scope["headers"]:
             if key == b"x-request-id":
-                request_id = value.decode("latin-1")[:128]
+                if _REQUEST_ID.fullmatch(value):
+                    request_id = value.decode("ascii")
+            elif key == b"authorization":
+                authorization = value
             elif key == b"content-length":
                 length = int(value) if value.isdigit() else None
             elif key == _V2_HEADER_LENGTH:
@@ -120,23 +138,38 @@ class Front:
             protocol, name, version = predict
             headers = [_JSON, id_header]
             try:
+                if self._guard is not None:
+                    self._guard.check_api(authorization)
+                if not _MODEL_NAME.match(name):
+                    raise InvalidInput(f"path.name: {name[:80]!r} is not a model name (letters, "
+                                       f"digits, '_' and '-', at most 64)")
                 if scope["method"] != "POST":
                     headers.append((b"allow", b"POST"))
                     raise HttpError(405, "Method Not Allowed")
                 pinned = _pinned(version)
                 body = await _read_body(body_receive)
-                if protocol == "v1":
-                    payload = await self.plane.infer(name, pinned, V1Call(body), request_id)
-                else:
-                    answer = await self.plane.infer(name, pinned, V2Call(body, v2_header),
-                                                    request_id)
-                    payload = answer.body
-                    if answer.header_length is not None:
-                        headers = [_OCTETS, id_header, (
-                            _V2_HEADER_LENGTH, str(answer.header_length).encode())]
+                departure = Departure(body_receive)
+                try:
+                    if protocol == "v1":
+                        payload = await self.plane.infer(name, pinned, V1Call(body), request_id)
+                    else:
+                        answer = await self.plane.infer(name, pinned, V2Call(body, v2_header),
+                                                        request_id)
+                        payload = answer.body
+                        if answer.header_length is not None:
+                            headers = [_OCTETS, id_header, (
+                                _V2_HEADER_LENGTH, str(answer.header_length).encode())]
+                except asyncio.CancelledError:
+                    if not departure.absorb():
+                        raise
+                    status = CLIENT_LEFT
+                    return  # nobody to answer
+                finally:
+                    departure.stop()
                 status = 200
             except InfernoError as exc:
                 status, payload = http_error(exc, path)
+                headers += error_headers(exc)
             except Exception as exc:
                 log.exception("predict %s failed unexpectedly", name)
                 status, payload = http_error(unexpected_error(exc), path)

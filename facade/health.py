@@ -1,4 +1,9 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics.
+
+Readiness is false while an active model version has no live worker, and while one of the
+process's supervised background loops (common/tasks.py) is down: ``waiting_for`` names both
+(``<model>:<version>``, ``loop:<name>``), and ``down`` says why each loop is down.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +24,15 @@ def health_router(view: ClusterView, registry: CollectorRegistry) -> APIRouter:
     async def live() -> Response:
         return Response(b'{"status":"live"}', media_type="application/json")
 
-    @router.get("/health/ready", summary="Every active model has a live worker")
+    @router.get("/health/ready",
+                summary="Every active model has a live worker, no background loop is down")
     async def ready() -> Response:
         ok, missing = view.ready()
-        body = {"status": "ready"} if ok else {"status": "not_ready", "waiting_for": missing}
+        body: dict[str, object] = {"status": "ready"}
+        if not ok:
+            body = {"status": "not_ready", "waiting_for": missing}
+            if down := view.supervisor.down():
+                body["down"] = down
         return Response(orjson.dumps(body), status_code=200 if ok else 503,
                         media_type="application/json")
 

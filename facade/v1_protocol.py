@@ -13,7 +13,7 @@ from typing import Any
 import numpy.typing as npt
 import orjson
 
-from common.errors import InvalidInput
+from common.errors import InvalidInput, InvalidJson
 from common.model.codecs import Codec, encode_tensor
 from common.model.config import ModelConfig
 from common.wire.json_request import decode_json_inputs, parse_json_object
@@ -59,7 +59,7 @@ class V1Call:
         self._codec = Codec.JSON
 
     def parse(self) -> tuple[int | None, float | None]:
-        self._body = parse_json_object(self._raw)
+        self._body = parse_json_object(self._raw, InvalidJson)
         return _version_of(self._body), positive(self._body.get("timeout_ms"), "'timeout_ms'")
 
     def decode(self, config: ModelConfig) -> tuple[dict[str, Array], list[str] | None]:

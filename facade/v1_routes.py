@@ -5,16 +5,21 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
+from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import ModelNotLoaded
 from common.model.config import MODEL_NAME
 from facade.admin_service import AdminService
+from facade.auth import Guard
 from facade.cluster_view import ClusterView
 
 __all__ = ["v1_router"]
+
+ModelName = Annotated[str, PathParam(pattern=MODEL_NAME)]
+"""A model name in a path: anything else is a 422 before a lookup."""
 
 
 class ModelRef(BaseModel):
@@ -31,24 +36,29 @@ def _json(payload: Any) -> Response:
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
-def v1_router(admin: AdminService, view: ClusterView) -> APIRouter:
+def v1_router(admin: AdminService, view: ClusterView, guard: Guard | None = None) -> APIRouter:
+    guard = guard or Guard(None, None, "127.0.0.1")
     router = APIRouter(tags=["v1"])
+    api_only, admin_only = [Depends(guard.api)], [Depends(guard.admin)]
 
-    @router.get("/v1/models", summary="Every model: versions, active, loaded, serving workers")
+    @router.get("/v1/models", summary="Every model: versions, active, loaded, serving workers",
+                dependencies=api_only)
     async def list_models() -> Response:
         return _json({"models": [_summary(view, n) for n in view.repository.names()],
                       "repository_errors": [str(p) for p in view.repository.problems]})
 
-    @router.get("/v1/models/{name}", summary="A model's versions with their full signatures")
-    async def model_metadata(name: str) -> Response:
+    @router.get("/v1/models/{name}", summary="A model's versions with their full signatures",
+                dependencies=api_only)
+    async def model_metadata(name: ModelName) -> Response:
         summary = _summary(view, name)
         summary["versions"] = [
             {**entry.config.describe(), "loaded": bool(view.serving(name, v))}
             for v, entry in sorted(view.repository.versions(name).items())]
         return _json(summary)
 
-    @router.get("/v1/models/{name}/active", summary="The active version and its signature")
-    async def active_version(name: str) -> Response:
+    @router.get("/v1/models/{name}/active", summary="The active version and its signature",
+                dependencies=api_only)
+    async def active_version(name: ModelName) -> Response:
         summary = _summary(view, name)
         if summary["active"] is None:
             raise ModelNotLoaded(f"Model '{name}' has no active version; "
@@ -57,15 +67,18 @@ def v1_router(admin: AdminService, view: ClusterView) -> APIRouter:
         return _json({**entry.config.describe(), "loaded": bool(
             view.serving(name, entry.config.version))})
 
-    @router.post("/v1/models:load", summary="Load a version (default: newest) on the workers")
+    @router.post("/v1/models:load", summary="Load a version (default: newest) on the workers",
+                 dependencies=admin_only)
     async def load(ref: ModelRef) -> Response:
         return _json(await admin.load(ref.name, ref.version))
 
-    @router.post("/v1/models:unload", summary="Unload a version (default: every version)")
+    @router.post("/v1/models:unload", summary="Unload a version (default: every version)",
+                 dependencies=admin_only)
     async def unload(ref: ModelRef) -> Response:
         return _json(await admin.unload(ref.name, ref.version))
 
-    @router.post("/v1/models:activate", summary="Switch the active version (hot swap)")
+    @router.post("/v1/models:activate", summary="Switch the active version (hot swap)",
+                 dependencies=admin_only)
     async def activate(ref: VersionRef) -> Response:
         return _json(await admin.activate(ref.name, ref.version))
 

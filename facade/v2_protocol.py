@@ -21,8 +21,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from common.errors import InvalidInput
-from common.model.codecs import decode_tensor, json_safe
+from common.errors import InvalidInput, InvalidJson
+from common.model.codecs import decode_tensor, json_safe, shaped
 from common.model.config import ModelConfig
 from common.model.dtypes import DType
 from common.model.signature import Signature
@@ -70,7 +70,7 @@ def header_length_of(value: str | None) -> int | None:
     """The ``Inference-Header-Content-Length`` HTTP header: absent, or a number of bytes."""
     if value is None:
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # "²" is a digit to str.isdigit
         raise InvalidInput(f"{HEADER_LENGTH} must be a number of bytes, got {value!r}")
     return int(value)
 
@@ -95,7 +95,9 @@ class V2Call:
             raise InvalidInput(f"{HEADER_LENGTH} {header_length} does not fit a body of "
                                f"{len(raw)} bytes")
         self._split = len(raw) if header_length is None else header_length
-        self._body = parse_json_object(raw[:self._split])
+        self._body = parse_json_object(raw[:self._split], InvalidJson)
+        if not isinstance(self._body.get("id", ""), str):
+            raise InvalidInput("'id' must be a string")
         return None, _timeout_ms(_parameters(self._body, "the request"))
 
     def decode(self, config: ModelConfig) -> tuple[dict[str, Array], list[str] | None]:
@@ -114,11 +116,12 @@ def _decode_inputs(body: dict[str, Any], signature: Signature,
     if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
         raise InvalidInput("'inputs' must be a list of tensors")
     names = [i.get("name") for i in inputs]
-    if len(set(names)) != len(names):
+    strings = [n for n in names if isinstance(n, str)]  # a list as a name is not hashable
+    if len(set(strings)) != len(strings):
         raise InvalidInput("Each input may be given only once")
-    signature.check_input_names(n for n in names if isinstance(n, str))
-    if not all(isinstance(n, str) for n in names):
-        raise InvalidInput("Every input needs a 'name'")
+    signature.check_input_names(strings)
+    if len(strings) != len(names):
+        raise InvalidInput("Every input needs a 'name' (a string)")
     specs = signature.input_specs
     arrays: dict[str, Array] = {}
     offset = 0
@@ -146,7 +149,7 @@ def _decode_inputs(body: dict[str, Any], signature: Signature,
             raise InvalidInput(
                 f"Input '{name}': shape {shape} of {datatype_of(dtype)} needs {expected} bytes; "
                 f"binary_data_size is {size} with {len(binary) - offset} bytes left in the body")
-        array = np.frombuffer(binary[offset:offset + size], dtype.numpy).reshape(shape)
+        array = shaped(name, np.frombuffer(binary[offset:offset + size], dtype.numpy), shape)
         # Where the JSON header's length leaves the bytes unaligned, one copy aligns them:
         # kernels on unaligned data are slower and may round differently.
         arrays[name] = array if array.flags.aligned else array.copy()

@@ -8,13 +8,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
+from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import Field
 
-from common.model.config import ModelConfig, ModelFormat
+from common.model.config import MODEL_NAME, ModelConfig, ModelFormat
 from common.model.signature import BATCH, TensorSpec
 from facade.admin_service import AdminService
+from facade.auth import Guard
 from facade.cluster_view import ClusterView
 from facade.v2_protocol import datatype_of
 
@@ -25,6 +27,7 @@ SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration"]
 _PLATFORMS = {ModelFormat.TORCHSCRIPT: "pytorch_libtorch", ModelFormat.PYTHON: "python"}
 Version = Annotated[int, Field(ge=1)]
+ModelName = Annotated[str, PathParam(pattern=MODEL_NAME)]
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -68,8 +71,10 @@ def _config(config: ModelConfig) -> dict[str, Any]:
     }
 
 
-def v2_router(admin: AdminService, view: ClusterView) -> APIRouter:
+def v2_router(admin: AdminService, view: ClusterView, guard: Guard | None = None) -> APIRouter:
+    guard = guard or Guard(None, None, "127.0.0.1")
     router = APIRouter(tags=["v2"])
+    api_only, admin_only = [Depends(guard.api)], [Depends(guard.admin)]
     repository = view.repository
 
     def resolve(name: str, version: int | None) -> ModelConfig:
@@ -84,7 +89,8 @@ def v2_router(admin: AdminService, view: ClusterView) -> APIRouter:
             version = state.active if state else None
         return version is not None and bool(view.serving(name, version))
 
-    @router.get("/v2", summary="Server metadata")
+    @router.get("/v2", summary="Server metadata",
+                dependencies=api_only)
     async def server_metadata() -> Response:
         return _json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
 
@@ -97,35 +103,42 @@ def v2_router(admin: AdminService, view: ClusterView) -> APIRouter:
         ok = view.ready()[0]
         return _json({"ready": ok}, 200 if ok else 400)
 
-    @router.get("/v2/models/{name}", summary="Model metadata (active version)")
-    async def model_metadata(name: str) -> Response:
+    @router.get("/v2/models/{name}", summary="Model metadata (active version)",
+                dependencies=api_only)
+    async def model_metadata(name: ModelName) -> Response:
         return _json(_metadata(resolve(name, None), sorted(repository.versions(name))))
 
-    @router.get("/v2/models/{name}/versions/{version}", summary="Model version metadata")
-    async def version_metadata(name: str, version: Version) -> Response:
+    @router.get("/v2/models/{name}/versions/{version}", summary="Model version metadata",
+                dependencies=api_only)
+    async def version_metadata(name: ModelName, version: Version) -> Response:
         return _json(_metadata(resolve(name, version), [version]))
 
-    @router.get("/v2/models/{name}/ready", summary="Model readiness (active version)")
-    async def model_ready(name: str) -> Response:
+    @router.get("/v2/models/{name}/ready", summary="Model readiness (active version)",
+                dependencies=api_only)
+    async def model_ready(name: ModelName) -> Response:
         repository.versions(name)
         ok = ready(name, None)
         return _json({"name": name, "ready": ok}, 200 if ok else 400)
 
-    @router.get("/v2/models/{name}/versions/{version}/ready", summary="Model version readiness")
-    async def version_ready(name: str, version: Version) -> Response:
+    @router.get("/v2/models/{name}/versions/{version}/ready", summary="Model version readiness",
+                dependencies=api_only)
+    async def version_ready(name: ModelName, version: Version) -> Response:
         repository.get(name, version)
         ok = ready(name, version)
         return _json({"name": name, "version": str(version), "ready": ok}, 200 if ok else 400)
 
-    @router.get("/v2/models/{name}/config", summary="Model configuration (Triton extension)")
-    async def model_config(name: str) -> Response:
+    @router.get("/v2/models/{name}/config", summary="Model configuration (Triton extension)",
+                dependencies=api_only)
+    async def model_config(name: ModelName) -> Response:
         return _json(_config(resolve(name, None)))
 
-    @router.get("/v2/models/{name}/versions/{version}/config", summary="Version configuration")
-    async def version_config(name: str, version: Version) -> Response:
+    @router.get("/v2/models/{name}/versions/{version}/config", summary="Version configuration",
+                dependencies=api_only)
+    async def version_config(name: ModelName, version: Version) -> Response:
         return _json(_config(resolve(name, version)))
 
-    @router.post("/v2/repository/index", summary="Every model version and its state")
+    @router.post("/v2/repository/index", summary="Every model version and its state",
+                 dependencies=admin_only)
     async def repository_index() -> Response:
         index = []
         for name in repository.names():
@@ -139,13 +152,15 @@ def v2_router(admin: AdminService, view: ClusterView) -> APIRouter:
                               "reason": "" if serving or wanted else "unloaded"})
         return _json(index)
 
-    @router.post("/v2/repository/models/{name}/load", summary="Load a model (newest version)")
-    async def repository_load(name: str) -> Response:
+    @router.post("/v2/repository/models/{name}/load", summary="Load a model (newest version)",
+                 dependencies=admin_only)
+    async def repository_load(name: ModelName) -> Response:
         await admin.load(name, None)
         return _json({})
 
-    @router.post("/v2/repository/models/{name}/unload", summary="Unload every version")
-    async def repository_unload(name: str) -> Response:
+    @router.post("/v2/repository/models/{name}/unload", summary="Unload every version",
+                 dependencies=admin_only)
+    async def repository_unload(name: ModelName) -> Response:
         state = view.models.get(name)
         if state is None or not state.desired:
             repository.versions(name)

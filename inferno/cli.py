@@ -29,7 +29,7 @@ from common.backends import create_broker, create_state_store
 from common.config import CommonSettings, FacadeSettings, WorkerSettings
 from common.heap import GcPauses
 from common.logging import configure_logging
-from common.metrics import WorkerMetrics, process_registry
+from common.metrics import WorkerMetrics, process_registry, supervisor_for
 from common.model.repository import ModelRepository
 from facade.app import Facade
 from inferno.embedded import Embedded
@@ -127,7 +127,8 @@ async def _facade(settings: FacadeSettings) -> None:
     await store.start()
     registry = process_registry()
     GcPauses(registry).start()
-    facade = await Facade.create(settings, broker, store, repository, registry)
+    facade = await Facade.create(settings, broker, store, repository, registry,
+                                 supervisor_for(registry))
     # In-flight requests may take up to their deadline to finish.
     server = _uvicorn(facade.app, settings, drain_s=settings.request_timeout_ms / 1000)
     log.info("facade on http://%s:%d", settings.host, settings.port)
@@ -154,7 +155,8 @@ async def _worker(settings: WorkerSettings) -> None:
     await broker.start()
     await store.start()
     worker = Reconciler(settings, broker, store, repository,
-                    WorkerMetrics(registry, settings.metrics_buckets))
+                        WorkerMetrics(registry, settings.metrics_buckets),
+                        supervisor_for(registry))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

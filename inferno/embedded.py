@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from common.config import FacadeSettings, WorkerSettings
-from common.metrics import WorkerMetrics, process_registry
+from common.metrics import WorkerMetrics, process_registry, supervisor_for
 from common.model.repository import ModelRepository
 from common.state.memory import InMemoryStateStore
 from common.transport.memory import InMemoryBroker
@@ -35,10 +35,13 @@ class Embedded:
         broker, store = InMemoryBroker(), InMemoryStateStore()
         await broker.start()
         await store.start()
+        # One supervisor for both sides: the facade's readiness tells of the worker's loops too.
+        supervisor = supervisor_for(registry)
         worker = Reconciler(worker_settings, broker, store, repository,
-                        WorkerMetrics(registry, facade_settings.metrics_buckets))
+                            WorkerMetrics(registry, facade_settings.metrics_buckets), supervisor)
         await worker.start()
-        facade = await Facade.create(facade_settings, broker, store, repository, registry)
+        facade = await Facade.create(facade_settings, broker, store, repository, registry,
+                                     supervisor)
         return cls(facade, worker, broker, store, registry)
 
     async def wait_ready(self, timeout: float) -> bool:

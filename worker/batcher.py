@@ -13,9 +13,11 @@ models always run on their thread, since their code may block):
   ``first arrival + max_batch_latency_ms`` (an event fires when the batch is full; no polling).
 
 Requests are concatenated along the batch dimension only when every non-batch dimension matches
-(a different ``seq`` waits for its own batch). Expired requests are dropped before a batch runs
-(never computed). A model exception fails only that batch's requests, with ``ModelFailed``; the
-reply and ack of a batch are shielded from cancellation, and the ack follows the reply.
+(a different ``seq`` waits for its own batch); an ``isolated`` delivery (a request retried after
+its worker died, a suspected poison request) shares its batch with none. Expired requests are
+dropped before a batch runs (never computed). A model exception fails only that batch's
+requests, with ``ModelFailed``; the reply and ack of a batch are shielded from cancellation, and
+the ack follows the reply.
 """
 
 from __future__ import annotations
@@ -107,7 +109,9 @@ class Batcher:
         put on the queue.
         """
         checked = delivery.request.checked
-        self._pending.append(_Item(delivery, checked.rows, checked.dims,
+        # An isolated delivery's key equals no other: it runs in a batch of its own.
+        key = object() if delivery.isolated else checked.dims
+        self._pending.append(_Item(delivery, checked.rows, key,
                                    asyncio.get_running_loop().time()))
         self._pending_rows += checked.rows
         self._idle.clear()
@@ -183,7 +187,7 @@ class Batcher:
         key: Hashable = None
         while self._pending and rows < self._max_rows:
             item = self._pending.popleft()
-            if item.delivery.request.deadline <= now:
+            if item.delivery.request.deadline <= now or item.delivery.abandoned:
                 expired.append(item.delivery)
                 self._pending_rows -= item.rows
             elif not batch or (item.key == key and rows + item.rows <= self._max_rows):

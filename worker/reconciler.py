@@ -19,14 +19,15 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from common import heap
 from common.config import WorkerSettings
 from common.metrics import WorkerMetrics
 from common.model.repository import ModelRepository
 from common.state.store import RESYNC, EventKind, StateEvent, StateStore, WorkerInfo
-from common.tasks import stop_tasks
+from common.tasks import Supervisor, stop_tasks
 from common.transport.broker import Broker
 from worker.loaded_model import LoadedModel
 from worker.runtime import resolve_device
@@ -44,8 +45,12 @@ is idle (its requests are on their way to the consumer: the broker has no "empty
 
 class Reconciler:
     def __init__(self, settings: WorkerSettings, broker: Broker, store: StateStore,
-                 repository: ModelRepository, metrics: WorkerMetrics) -> None:
+                 repository: ModelRepository, metrics: WorkerMetrics,
+                 supervisor: Supervisor | None = None) -> None:
         self.settings = settings
+        self.supervisor = supervisor or Supervisor()
+        """Runs the event watcher, the reconciler and the heartbeat, restarting any that fails;
+        ``supervisor.down()`` names those that are down."""
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._broker = broker
         self._store = store
@@ -62,6 +67,8 @@ class Reconciler:
         self._dirty = asyncio.Event()
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self._orphans: set[Key] = set()
+        """Queues of unloaded versions whose deletion failed: deleted on the next pass."""
 
     @property
     def loaded(self) -> dict[str, tuple[int, ...]]:
@@ -74,11 +81,21 @@ class Reconciler:
         """Claim the preloaded models' newest versions, then start converging in the background."""
         await self._claim_preloads()
         await self.heartbeat()
-        events = self._store.events()
+        # Subscribed before the first pass: no change after it is missed.
+        first: list[AsyncIterator[StateEvent]] = [self._store.events()]
+
+        def watch() -> Coroutine[Any, Any, None]:
+            if first:
+                return self._watch(first.pop())
+            # A restart after a failure: changes may have been missed meanwhile.
+            self._announced = None
+            self._dirty.set()
+            return self._watch(self._store.events())
+
         self._tasks = [
-            asyncio.create_task(self._watch(events), name="worker events"),
-            asyncio.create_task(self._reconcile_forever(), name="worker reconciler"),
-            asyncio.create_task(self._heartbeat_forever(), name="worker heartbeat"),
+            self.supervisor.start("worker events", watch),
+            self.supervisor.start("worker reconciler", self._reconcile_forever),
+            self.supervisor.start("worker heartbeat", self._heartbeat_forever),
         ]
 
     async def _claim_preloads(self) -> None:
@@ -99,8 +116,7 @@ class Reconciler:
             await self.reconcile()
             await self.heartbeat()
             # Heartbeats go on: facades route to a burst worker while it drains.
-            self._tasks = [asyncio.create_task(self._heartbeat_forever(),
-                                               name="worker heartbeat")]
+            self._tasks = [self.supervisor.start("worker heartbeat", self._heartbeat_forever)]
             if await self._drained_unless(stopping or asyncio.Event()):
                 log.info("burst: drained %s",
                          ", ".join(f"{n}:{v}" for n, v in sorted(self._runners))
@@ -173,12 +189,22 @@ class Reconciler:
             to_load = sorted(want - have - set(self._failed))
             to_unload = sorted(have - want)
             if to_load or to_unload:
-                await asyncio.gather(
+                results = await asyncio.gather(
                     *(self._load(key) for key in to_load),
-                    *(self._unload(key, delete_queue=True) for key in to_unload))
+                    *(self._unload(key, delete_queue=True) for key in to_unload),
+                    return_exceptions=True)
+                # Every load and unload has ended before the lock is released: one that failed
+                # must not leave the others running into the next pass.
+                failures = [r for r in results if isinstance(r, BaseException)]
+                if failures:
+                    raise failures[0]  # likely the broker away: the rest waits for the next pass
             if to_load and self.settings.gc_freeze:
                 heap.settle()  # what the models allocated is here to stay
             await self._point_aliases({n: s.active for n, s in models.items()})
+            self._orphans -= want  # wanted again: its queue is in use once more
+            for key in sorted(self._orphans):
+                await self._broker.delete_queue(*key)
+                self._orphans.discard(key)
         if to_load or to_unload:
             await self.heartbeat()
 
@@ -230,17 +256,27 @@ class Reconciler:
                       type(exc).__name__, exc)
 
     async def _unload(self, key: Key, delete_queue: bool) -> None:
-        runner = self._runners.pop(key)
+        """Drain the queue, stop consuming, release the model, delete the queue. The runner
+        stays in the table (reported in heartbeats, facades keep routing to it) until it no
+        longer consumes: a failure before that (the broker away while the queue drains)
+        leaves it loaded and consuming, as reported, for the next pass to unload."""
+        runner = self._runners[key]
         name, version = key
-        if self._aliased.get(name) == version:
-            del self._aliased[name]  # the binding goes with the queue
         if delete_queue:
             await self._wait_queue_empty(name, version)
         await runner.stop(self.settings.drain_timeout_s)
-        if delete_queue:
-            await self._broker.delete_queue(name, version)
+        del self._runners[key]
+        if self._aliased.get(name) == version:
+            del self._aliased[name]  # the binding goes with the queue
         self._metrics.model_loaded.labels(name, str(version)).set(0)
         log.info("unloaded %s version %d", name, version)
+        if delete_queue:
+            try:
+                await self._broker.delete_queue(name, version)
+            except Exception:
+                # Nothing consumes it any more; the next pass deletes it.
+                self._orphans.add(key)
+                raise
 
     async def _wait_queue_empty(self, name: str, version: int) -> None:
         # Requests published before the facades saw the unload are still answered. The broker

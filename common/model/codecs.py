@@ -21,7 +21,7 @@ import numpy.typing as npt
 from common.errors import InvalidInput
 from common.model.dtypes import DType, bf16_bits_to_float32, float_to_bf16_bits
 
-__all__ = ["Codec", "decode_tensor", "encode_tensor", "json_safe"]
+__all__ = ["Codec", "decode_tensor", "encode_tensor", "json_safe", "shaped"]
 
 Array = npt.NDArray[Any]
 
@@ -49,7 +49,8 @@ def decode_tensor(name: str, payload: Any, dtype: DType) -> Array:
         raise InvalidInput(f"Input '{name}': expected dtype {dtype.value}, got {declared}")
     shape = payload.get("shape")
     if shape is not None and not (
-        isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
+        isinstance(shape, list)
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
         raise InvalidInput(f"Input '{name}': 'shape' must be a list of non-negative integers")
     given = [k for k in ("data", *_RAW_KEYS) if k in payload]
@@ -77,7 +78,16 @@ def _from_b64(name: str, key: str, text: Any, shape: list[int] | None, dtype: DT
             f"Input '{name}': shape {shape} of {dtype.value} needs {expected} bytes, "
             f"got {len(raw)}"
         )
-    return np.frombuffer(raw, dtype=dtype.numpy).reshape(shape)
+    return shaped(name, np.frombuffer(raw, dtype=dtype.numpy), shape)
+
+
+def shaped(name: str, array: Array, shape: list[int]) -> Array:
+    """``array`` reshaped to ``shape``; a 422 where numpy cannot (an empty tensor declared with a
+    dimension past what an array may hold, e.g. ``[0, 2**64]``)."""
+    try:
+        return array.reshape(shape)
+    except ValueError as exc:
+        raise InvalidInput(f"Input '{name}': shape {shape} is not possible ({exc})") from None
 
 
 def _from_data(name: str, data: Any, shape: list[int] | None, dtype: DType) -> Array:
@@ -93,8 +103,9 @@ def _from_data(name: str, data: Any, shape: list[int] | None, dtype: DType) -> A
             f"Input '{name}': expected dtype {dtype.value}, got {_describe_kind(inferred)} data"
         )
     if shape is not None and list(inferred.shape) != shape:
-        if inferred.ndim == 1 and inferred.size == math.prod(shape):
-            inferred = inferred.reshape(shape)
+        # A flat list, or an empty one: nested lists cannot say [2, 0, 3], only [[], []].
+        if (inferred.ndim == 1 or inferred.size == 0) and inferred.size == math.prod(shape):
+            inferred = shaped(name, inferred, shape)
         else:
             raise InvalidInput(
                 f"Input '{name}': 'shape' {shape} does not match the data's shape "

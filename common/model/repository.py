@@ -1,9 +1,12 @@
 """The model repository on disk: ``<root>/<name>/<version>/model.yaml`` plus artifacts.
 
 A malformed model.yaml is reported (file, field, reason) and skipped: one broken model never stops
-the others from serving. Scanning reads only the YAML files, so it is cheap enough to redo when a
-name is not found (a model added after start-up becomes loadable without a restart); at most once
-a second, so clients naming unknown models cannot make it read the disk at will.
+the others from serving. So is a model whose directory, model.yaml or artifact resolves outside
+the repository root (a symlink, an ``artifact: ../../x``): nothing outside the root is read, and
+its name answers 422 (``InvalidInput``) rather than 404. Scanning reads only the YAML files, so
+it is cheap enough to redo when a name is not found (a model added after start-up becomes
+loadable without a restart); at most once a second, so clients naming unknown models cannot make
+it read the disk at will.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from common.errors import ModelNotFound
+from common.errors import InvalidInput, ModelNotFound
 from common.model.config import ModelConfig
 
 __all__ = ["ModelEntry", "ModelRepository", "RepositoryProblem"]
@@ -49,19 +52,34 @@ class ModelRepository:
     _models: dict[str, dict[int, ModelEntry]] = field(default_factory=dict)
     problems: list[RepositoryProblem] = field(default_factory=list)
     _scanned_at: float = -RESCAN_INTERVAL_S
+    _outside: set[str] = field(default_factory=set)
+    """Names whose files resolve outside the root: refused."""
 
     def scan(self) -> None:
         """Re-read every model.yaml under ``root``."""
         models: dict[str, dict[int, ModelEntry]] = {}
         problems: list[RepositoryProblem] = []
+        outside: set[str] = set()
+        root = self.root.resolve()
         for path in sorted(self.root.glob("*/*/model.yaml")):
+            if not path.resolve().is_relative_to(root):
+                outside.add(path.parent.parent.name)
+                problems.append(RepositoryProblem(
+                    path, "", "resolves outside the repository root (a symlink?): not read"))
+                continue
             entry = _load_entry(path, problems)
+            if entry is not None and entry.config.artifact is not None and not (
+                    entry.directory / entry.config.artifact).resolve().is_relative_to(root):
+                outside.add(entry.config.name)
+                problems.append(RepositoryProblem(
+                    path, "artifact", "resolves outside the repository root: not read"))
+                continue
             if entry is not None:
                 models.setdefault(entry.config.name, {})[entry.config.version] = entry
         for problem in problems:
             if problem not in self.problems:  # reported once, not on every rescan
                 log.error("skipping model: %s", problem)
-        self._models, self.problems = models, problems
+        self._models, self.problems, self._outside = models, problems, outside
         self._scanned_at = time.monotonic()
 
     def _rescan(self) -> None:
@@ -78,6 +96,9 @@ class ModelRepository:
         try:
             return self._models[name]
         except KeyError:
+            if name in self._outside:
+                raise InvalidInput(f"Model '{name}' is refused: its files lie outside the "
+                                   f"model repository") from None
             raise ModelNotFound(f"Model '{name}' not found in the repository") from None
 
     def get(self, name: str, version: int | None = None) -> ModelEntry:

@@ -98,11 +98,13 @@ def state_errors() -> Iterator[None]:
 
 
 class RedisStateStore(StateStore):
-    def __init__(self, url: str, prefix: str = "inferno") -> None:
+    def __init__(self, url: str, prefix: str = "inferno",
+                 tls: dict[str, Any] | None = None) -> None:
         self.keys = RedisKeys(prefix)
         # Short timeouts, no retry storms: a caller should learn of an outage in about a second.
+        # ``tls``: the ``ssl_*`` options of a rediss:// URL (common.tls.redis_ssl_options).
         self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
-                                           retry_on_timeout=False)
+                                           retry_on_timeout=False, **(tls or {}))
         self._update = self._redis.register_script(_UPDATE_MODEL)
         self._put_worker = self._redis.register_script(_PUT_WORKER)
         self._closed = asyncio.Event()
@@ -199,8 +201,9 @@ class RedisStateStore(StateStore):
                             continue
                         if message.get("type") != "message":
                             continue
-                        data = orjson.loads(message["data"])
-                        yield StateEvent(EventKind(data["kind"]), str(data["name"]))
+                        event = _parse_event(message["data"])
+                        if event is not None:
+                            yield event
                 except (RedisError, OSError) as exc:
                     log.warning("state events lost (%s); resubscribing in %.1fs", exc, backoff)
                     with contextlib.suppress(TimeoutError):
@@ -211,6 +214,17 @@ class RedisStateStore(StateStore):
             # Bounded: a connection cut mid-read can leave the close waiting on it.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pubsub.aclose(), 2)
+
+
+def _parse_event(data: bytes) -> StateEvent | None:
+    """A published event, or ``None`` (logged) for one this version does not know: a newer
+    process's event kind, or something else published on the channel. Listeners go on."""
+    try:
+        fields = orjson.loads(data)
+        return StateEvent(EventKind(fields["kind"]), str(fields["name"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        log.warning("state event ignored (%s: %s): %r", type(exc).__name__, exc, data[:200])
+        return None
 
 
 def _text(value: bytes | str) -> str:

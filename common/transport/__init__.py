@@ -2,8 +2,10 @@
 (embedded mode). The AMQP implementation is imported only where a broker URL is configured:
 ``amqp_broker`` (``AmqpBroker``: connection, topology) composes ``amqp_client`` (the facade's
 requests and replies) and ``amqp_consumer`` (the worker's deliveries, written through
-``outbox``); ``aiormq_frames`` holds the aiormq internals the outbox relies on, and
-``amqp_errors`` the conversion of AMQP errors into ``BrokerUnavailable``."""
+``outbox``; redelivered ones move to retry queues, ``amqp_retry``, and the callers of poison
+requests are answered from the dead letters, ``amqp_dead_letter``); ``aiormq_frames`` holds
+the aiormq internals the outbox relies on, and ``amqp_errors`` the conversion of AMQP errors
+into ``BrokerUnavailable``."""
 
 from common.transport.broker import Broker, Delivery, DeliveryHandler, Subscription
 from common.transport.memory import InMemoryBroker

@@ -10,18 +10,24 @@ docs/queue-protocol.md.
   its own prefetch; replies go to the request's ``reply_to`` through the default exchange, and
   the request is acknowledged only after its reply is published.
 
-Here is the topology between them, on an admin channel: the dead-letter exchange and queue, a
-durable bounded queue per model version with its pinned binding and, for the active version,
-the alias binding. aio-pika keeps the connection, the channels, the topology and their recovery;
-requests and replies go through aiormq, and the aiormq internals the worker relies on are
-checked before connecting (``check_internals``).
+Here is the topology between them, on an admin channel: the dead-letter exchange and queue, the
+poison exchange and queue behind it (common/transport/amqp_dead_letter.py), a durable bounded
+queue per model version with its pinned binding and, for the active version, the alias binding,
+and beside it the version's retry queue (common/transport/amqp_retry.py). A broker that consumes
+(a worker's) also moves redelivered messages to the retry queues and answers the callers of
+poison requests (``PoisonResponder``), on a channel with publisher confirms. aio-pika keeps the
+connection, the channels, the topology and their recovery; requests and replies go through
+aiormq, and the aiormq internals the worker relies on are checked before connecting
+(``check_internals``).
 
 Every aio-pika/aiormq failure is turned into ``BrokerUnavailable`` at this boundary
 (``broker_errors``).
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import ssl
 from typing import Any
 
 import aio_pika
@@ -32,9 +38,16 @@ from common.errors import BrokerUnavailable, ModelNotLoaded
 from common.model.config import ModelConfig
 from common.transport.aiormq_frames import check_internals
 from common.transport.amqp_client import AmqpClient
-from common.transport.amqp_consumer import QueueConsumer
+from common.transport.amqp_consumer import ConsumerGroup, QueueConsumer
+from common.transport.amqp_dead_letter import (
+    POISON_EXCHANGE,
+    POISON_QUEUE,
+    PoisonResponder,
+    poison_binding,
+)
 from common.transport.amqp_errors import broker_errors
 from common.transport.amqp_prefetch import RowPrefetch
+from common.transport.amqp_retry import Retrier, retry_queue_name
 from common.transport.broker import Broker, DeliveryHandler, Subscription
 from common.wire.envelope import MAX_ENVELOPE_BYTES
 from common.wire.messages import PredictReply, PredictRequest, queue_name, routing_key
@@ -50,21 +63,30 @@ RECONNECT_INTERVAL_S = 1.0  # aio-pika's default of 5 s is a long outage for a s
 class AmqpBroker(Broker):
     def __init__(self, url: str, queue_type: str = "classic", delivery_limit: int = 5,
                  persistent: bool = False,
-                 max_envelope_bytes: int = MAX_ENVELOPE_BYTES) -> None:
+                 max_envelope_bytes: int = MAX_ENVELOPE_BYTES,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self._url = url
+        self._ssl_context = ssl_context
+        """``amqps://``: the CA and client certificate to use (``common.tls``); ``None``: the
+        system's trust store."""
         self._queue_type = queue_type
         self._delivery_limit = delivery_limit
         self._client = AmqpClient(EXCHANGE, persistent=persistent,
                                   max_envelope_bytes=max_envelope_bytes)
         self._connection: AbstractRobustConnection | None = None
         self._admin: AbstractRobustChannel | None = None
+        self._retrier: Retrier | None = None
+        self._responder: PoisonResponder | None = None
+        """Started with the first consumer: workers answer the callers of poison requests."""
+        self._retries_lock = asyncio.Lock()  # versions load in parallel: one responder
 
     async def start(self) -> None:
         # Before connecting: a clear error now rather than an AttributeError mid-request.
         check_internals()
         with broker_errors():
             self._connection = await aio_pika.connect_robust(
-                self._url, reconnect_interval=RECONNECT_INTERVAL_S)
+                self._url, reconnect_interval=RECONNECT_INTERVAL_S,
+                ssl_context=self._ssl_context)
             await self._client.start(self._connection)
             self._admin = await self._connection.channel()
             dlx = await self._admin.declare_exchange(
@@ -72,6 +94,13 @@ class AmqpBroker(Broker):
             dead = await self._admin.declare_queue(
                 DEAD_LETTER_QUEUE, durable=True, arguments={"x-max-length": 10_000})
             await dead.bind(dlx)
+            # What the delivery limit dead-letters also goes to the poison responders' queue.
+            poison_exchange = await self._admin.declare_exchange(
+                POISON_EXCHANGE, aio_pika.ExchangeType.HEADERS, durable=True)
+            await poison_exchange.bind(dlx)
+            poison = await self._admin.declare_queue(
+                POISON_QUEUE, durable=True, arguments={"x-max-length": 10_000})
+            await poison.bind(poison_exchange, arguments=poison_binding())
 
     async def aclose(self) -> None:
         self._client.fail_pending(BrokerUnavailable("Broker connection closed"))
@@ -102,6 +131,10 @@ class AmqpBroker(Broker):
                 queue_name(model, version), durable=True,
                 arguments=self._queue_arguments(max_length))
             await queue.bind(EXCHANGE, routing_key(model, version))
+            # Reached by workers only (default exchange): redelivered requests, one per message.
+            await self._admin.declare_queue(
+                retry_queue_name(model, version), durable=True,
+                arguments=self._queue_arguments(max_length))
 
     async def bind_alias(self, model: str, version: int) -> None:
         assert self._admin is not None, "broker not started"
@@ -120,21 +153,26 @@ class AmqpBroker(Broker):
         assert self._admin is not None, "broker not started"
         with broker_errors():
             await self._admin.queue_delete(queue_name(model, version))
+            await self._admin.queue_delete(retry_queue_name(model, version))
 
     async def queue_depth(self, model: str, version: int) -> int:
-        depth = await self._peek_queue(model, version)
-        return 0 if depth is None else depth
+        """Ready messages of the version's queue and of its retry queue."""
+        depths = [await self._peek_queue(model, version),
+                  await self._peek(retry_queue_name(model, version))]
+        return sum(d or 0 for d in depths)
 
     async def _peek_queue(self, model: str, version: int) -> int | None:
-        """Ready messages in the queue, or ``None`` when it does not exist."""
+        """Ready messages in the version's queue, or ``None`` when it does not exist."""
+        return await self._peek(queue_name(model, version))
+
+    async def _peek(self, name: str) -> int | None:
         assert self._connection is not None, "broker not started"
         with broker_errors():
             # A throwaway channel: a passive declare of a missing queue closes its channel,
             # which must not be one that others share.
             async with self._connection.channel() as channel:
                 try:
-                    queue = await channel.declare_queue(queue_name(model, version),
-                                                        passive=True)
+                    queue = await channel.declare_queue(name, passive=True)
                 except aiormq.exceptions.ChannelNotFoundEntity:
                     return None
                 return int(queue.declaration_result.message_count or 0)
@@ -151,8 +189,14 @@ class AmqpBroker(Broker):
         async def queue_exists() -> bool:
             return await self._peek_queue(model, version) is not None
 
+        retry_name = retry_queue_name(model, version)
+
+        async def retry_queue_exists() -> bool:
+            return await self._peek(retry_name) is not None
+
         with broker_errors():
             await self._require_queue(model, version)
+            retrier = await self._start_retries()
             # No publisher confirms: replies and acks leave together, in order, and a reply is a
             # transient message to a queue that may be gone (its facade died): nothing to await.
             channel = await self._connection.channel(publisher_confirms=False)
@@ -161,6 +205,26 @@ class AmqpBroker(Broker):
             # message, at least a message per runner slot and a forming batch each.
             rows = RowPrefetch(channel, prefetch, floor=2 * config.concurrency.max_concurrency)
             consumer = QueueConsumer(channel, queue_name(model, version), config, handler,
-                                     queue_exists, rows)
+                                     queue_exists, rows, retry=(retrier, retry_name))
+            # The retry queue: one message in hand at a time, each in a batch of its own, so
+            # that a poison request that kills this worker takes no other retried request along.
+            retry_channel = await self._connection.channel(publisher_confirms=False)
+            await retry_channel.set_qos(prefetch_count=1)
+            retry = QueueConsumer(retry_channel, retry_name, config, handler, retry_queue_exists,
+                                  RowPrefetch(retry_channel, 1, floor=1), isolated=True)
             await consumer.start()
-        return consumer
+            await retry.start()
+        return ConsumerGroup(consumer, retry)
+
+    async def _start_retries(self) -> Retrier:
+        """The first consumer's: the channel that moves redelivered messages to the retry
+        queues and answers the callers of poison requests (publisher confirms on both)."""
+        assert self._connection is not None, "broker not started"
+        async with self._retries_lock:
+            if self._retrier is None:
+                channel = await self._connection.channel(publisher_confirms=True,
+                                                         on_return_raises=True)
+                responder = PoisonResponder(channel, self._delivery_limit)
+                await responder.start()
+                self._retrier, self._responder = Retrier(channel), responder
+            return self._retrier

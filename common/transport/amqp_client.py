@@ -155,7 +155,15 @@ class AmqpClient:
         try:
             if not self._reply_declared:
                 with broker_errors():
-                    await self._declare_replies()
+                    # Bounded like every wait of a request: on a silent link the declaration
+                    # would wait for the AMQP heartbeat timeout (a minute), past the deadline.
+                    try:
+                        async with asyncio.timeout(request.remaining()):
+                            await self._declare_replies()
+                    except TimeoutError:
+                        raise BrokerUnavailable(
+                            "Message broker did not declare the reply queue before the "
+                            "request's deadline") from None
             pending = Pending(request, correlation_id, future,
                               sum(a.nbytes for a in request.inputs.values()))
             key = routing_key(request.model, request.version)

@@ -16,6 +16,11 @@ order). Replies do not wait for the socket to drain.
 An envelope (several requests in one message, common/wire/envelope.py) becomes one delivery per
 member, answered and settled through its ``EnvelopeSettlement`` (common/transport/amqp_envelope.py).
 The channel's prefetch follows the rows per message received (common/transport/amqp_prefetch.py).
+
+A redelivered message (its worker died holding it) is not computed from the version's queue: it
+moves to the version's retry queue, one message per request (common/transport/amqp_retry.py),
+whose consumer holds one message at a time and hands each over ``isolated`` (a batch of its
+own), so that a poison request dies alone.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from common.model.config import ModelConfig
 from common.model.signature import Signature
 from common.transport.amqp_envelope import EnvelopeSettlement, MemberDelivery
 from common.transport.amqp_prefetch import RowPrefetch
+from common.transport.amqp_retry import Retrier, redeliveries
 from common.transport.broker import Delivery, DeliveryHandler, Subscription
 from common.transport.outbox import Outbox
 from common.wire.envelope import (
@@ -56,7 +62,7 @@ from common.wire.messages import (
     reply_content_type,
 )
 
-__all__ = ["QueueConsumer"]
+__all__ = ["ConsumerGroup", "QueueConsumer"]
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +71,12 @@ CANCEL_TIMEOUT_S = 5.0
 
 
 class _AmqpDelivery(Delivery):
-    __slots__ = ("_message", "_outbox", "_signature", "_tag", "request")
+    __slots__ = ("_message", "_outbox", "_signature", "_tag", "isolated", "request")
 
     def __init__(self, message: DeliveredMessage, tag: int, request: PredictRequest,
-                 outbox: Outbox, signature: Signature) -> None:
+                 outbox: Outbox, signature: Signature, isolated: bool) -> None:
         self.request = request
+        self.isolated = isolated
         self._tag = tag
         self._message = message
         self._outbox = outbox
@@ -97,12 +104,18 @@ def _send_reply(outbox: Outbox, message: DeliveredMessage, reply: PredictReply,
 
 
 class QueueConsumer(Subscription):
-    """One model version's queue consumed on a channel of its own, across reconnections."""
+    """One model version's queue consumed on a channel of its own, across reconnections.
+
+    ``retry``: the retrier and the retry queue that redelivered messages move to (the version's
+    queue); ``isolated``: every delivery runs in a batch of its own (the retry queue)."""
 
     def __init__(self, channel: AbstractRobustChannel, queue: str, config: ModelConfig,
                  handler: DeliveryHandler, queue_exists: Callable[[], Awaitable[bool]],
-                 prefetch: RowPrefetch) -> None:
+                 prefetch: RowPrefetch, retry: tuple[Retrier, str] | None = None,
+                 isolated: bool = False) -> None:
         self._channel = channel
+        self._retry = retry
+        self._isolated = isolated
         self._prefetch = prefetch
         self._queue_exists = queue_exists
         self._queue = queue
@@ -148,22 +161,38 @@ class QueueConsumer(Subscription):
         outbox.delivered(tag)
         properties = message.header.properties
         content_type = (properties.content_type or "").split(";")[0].strip()
+        redelivered = redeliveries(properties, bool(deliver.redelivered))
+        if self._retry is not None and redelivered:
+            retrier, retry_queue = self._retry
+            retrier.move(retry_queue, message.body, properties, content_type, redelivered,
+                         moved=lambda: outbox.ack(tag),
+                         in_place=lambda: self._take(message, tag, outbox, content_type, True))
+            return
+        self._take(message, tag, outbox, content_type, self._isolated)
+
+    def _take(self, message: DeliveredMessage, tag: int, outbox: Outbox, content_type: str,
+              isolated: bool) -> None:
+        """Decode the message and hand its request(s) over, or refuse it."""
+        properties = message.header.properties
         try:
             if content_type == ENVELOPE_CONTENT_TYPE:
-                self._prefetch.received(self._on_envelope(message, tag, outbox))
+                self._prefetch.received(self._on_envelope(message, tag, outbox, isolated))
                 return
             request = _decode_request(self._config, message.body, content_type, properties,
                                       parse_request_headers(properties.headers),
                                       properties.message_id)
         except InvalidInput as exc:
             # A poison message: answer it (if anyone asked) and dead-letter it, never requeue.
+            # Only producers send these (the facade validates first): INFO, not a warning.
+            log.info("refused message %s on %s: %s", properties.message_id, self._queue, exc)
             _send_reply(outbox, message, PredictReply(error=exc), self._signature)
             outbox.reject(tag, requeue=False)
             return
         self._prefetch.received(request.checked.rows)
-        self._handler(_AmqpDelivery(message, tag, request, outbox, self._signature))
+        self._handler(_AmqpDelivery(message, tag, request, outbox, self._signature, isolated))
 
-    def _on_envelope(self, message: DeliveredMessage, tag: int, outbox: Outbox) -> int:
+    def _on_envelope(self, message: DeliveredMessage, tag: int, outbox: Outbox,
+                     isolated: bool) -> int:
         """Hand each member over; a member that does not pass is answered with its error. An
         envelope that cannot be read as a whole raises ``InvalidInput`` (refused as poison).
         Returns the rows handed over."""
@@ -181,7 +210,8 @@ class QueueConsumer(Subscription):
                 settlement.reply(member.correlation_id, PredictReply(error=exc))
                 settlement.settle()
                 continue
-            deliveries.append(MemberDelivery(member.correlation_id, request, settlement))
+            deliveries.append(MemberDelivery(member.correlation_id, request, settlement,
+                                             isolated))
         for delivery in deliveries:
             self._handler(delivery)
         return sum(d.request.checked.rows for d in deliveries)
@@ -205,6 +235,19 @@ class QueueConsumer(Subscription):
             self._outbox.flush()  # the last replies and acks go before the channel closes
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._channel.close(), CANCEL_TIMEOUT_S)
+
+
+class ConsumerGroup(Subscription):
+    """The consumers of one version's queues (the queue and its retry queue), as one."""
+
+    def __init__(self, *consumers: QueueConsumer) -> None:
+        self._consumers = consumers
+
+    async def cancel(self) -> None:
+        await asyncio.gather(*(c.cancel() for c in self._consumers))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._consumers))
 
 
 def _decode_request(config: ModelConfig, body: bytes | memoryview, content_type: str,

@@ -89,11 +89,12 @@ class EnvelopeSettlement:
 class MemberDelivery(Delivery):
     """One member of an envelope, answered and settled through the envelope's settlement."""
 
-    __slots__ = ("_correlation_id", "_settlement", "request")
+    __slots__ = ("_correlation_id", "_settlement", "isolated", "request")
 
     def __init__(self, correlation_id: str, request: PredictRequest,
-                 settlement: EnvelopeSettlement) -> None:
+                 settlement: EnvelopeSettlement, isolated: bool = False) -> None:
         self.request = request
+        self.isolated = isolated
         self._correlation_id = correlation_id
         self._settlement = settlement
 

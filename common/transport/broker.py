@@ -42,6 +42,15 @@ class Delivery(ABC):
     """One request handed to a worker, to be answered and then settled exactly once."""
 
     request: PredictRequest
+    isolated: bool = False
+    """Run it in a batch of its own: it was delivered before and the worker holding it died (a
+    suspected poison request must not take a batch of innocent requests down with it)."""
+
+    @property
+    def abandoned(self) -> bool:
+        """Nobody waits for the answer any more (its caller went away): the worker drops it
+        instead of computing it. Only a transport that can tell says so (in-process)."""
+        return False
 
     @abstractmethod
     async def reply(self, reply: PredictReply) -> None:

@@ -41,6 +41,10 @@ class _MemoryDelivery(Delivery):
         self._consumer: _Consumer | None = None
         self._settled = False
 
+    @property
+    def abandoned(self) -> bool:
+        return self._future.done()  # answered at its deadline, or its caller went away
+
     async def reply(self, reply: PredictReply) -> None:
         if self._future.done():
             log.debug("late reply to %s dropped: the caller stopped waiting",

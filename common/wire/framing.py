@@ -42,6 +42,7 @@ Array = npt.NDArray[Any]
 _ALIGN = 8
 _LEN = struct.Struct("<I")
 _MAX_DIMS = 32  # numpy 1.x's limit; nobody sends more
+_MAX_BYTES = int(np.iinfo(np.intp).max)
 _DTYPES = {d.value: d for d in DType}
 
 
@@ -162,6 +163,9 @@ def _check_spec(spec: Any, size: int) -> tuple[str, DType, list[int], int, int]:
     if offset + nbytes > size:
         raise _malformed(f"tensor '{name}': bytes [{offset}, {offset + nbytes}) lie beyond the "
                          f"data region of {size} bytes")
+    if not nbytes and math.prod(d for d in shape if d) * dtype.numpy.itemsize > _MAX_BYTES:
+        # numpy refuses such a shape even when a 0 dimension leaves it empty ([0, 2**70]).
+        raise _malformed(f"tensor '{name}': shape {shape} is larger than any array can be")
     return name, dtype, shape, offset, nbytes
 
 

@@ -23,12 +23,18 @@ __all__ = ["decode_json_inputs", "parse_json_object"]
 Array = npt.NDArray[Any]
 
 
-def parse_json_object(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
-    """A body that must be one JSON object (HTTP bodies, v2 JSON headers, JSON queue messages)."""
+def parse_json_object(raw: bytes | bytearray | memoryview,
+                      malformed: type[InvalidInput] = InvalidInput) -> dict[str, Any]:
+    """A body that must be one JSON object (HTTP bodies, v2 JSON headers, JSON queue messages).
+
+    ``malformed`` is raised for a body that is not JSON at all: the HTTP adapters pass
+    ``InvalidJson`` (400); queue messages keep ``InvalidInput``, the contract's ``invalid_input``.
+    orjson refuses nesting deeper than 1024 levels, so no input reaches Python's recursion limit.
+    """
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"Request body is not valid JSON: {exc}") from None
+        raise malformed(f"Request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidInput("Request body must be a JSON object")
     return body

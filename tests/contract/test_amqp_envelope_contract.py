@@ -9,7 +9,8 @@ their deadlines.
 The worker's side, against a plain producer: each member reaches the handler as a delivery of its
 own, a member that does not pass validation is answered alone, the answers come back in reply
 envelopes, the message is acknowledged once all are settled, and a member given back requeues
-the whole envelope (every member is delivered again).
+the whole envelope: redelivered, its members move to the retry queue, one message each, and
+each is delivered again alone (tests/contract/test_amqp_poison_contract.py has the rest).
 """
 
 from __future__ import annotations
@@ -258,11 +259,20 @@ async def test_a_member_given_back_requeues_the_whole_envelope(
     await second.reject(requeue=True)  # e.g. the worker stops before its batch runs
     assert set(await replies_to(producer, envelope_id, 1)) == {"a"}
 
-    # At-least-once: redelivered whole, both members are computed again.
-    again = [await inbox.next(), await inbox.next()]
-    assert [d.request.request_id for d in again] == ["first", "second"]
-    for delivery in again:
+    # At-least-once: redelivered whole, the envelope moves to the retry queue as one message
+    # per member, both computed again, each alone (one in hand at a time) and answered alone.
+    again = []
+    for _ in range(2):
+        delivery = await inbox.next()
+        assert delivery.isolated
+        again.append(delivery.request.request_id)
         await delivery.reply(PredictReply({"y": X, "n": np.array([2], np.int64)}))
         await delivery.ack()
-    replies = await replies_to(producer, envelope_id, 2)
+    assert again == ["first", "second"]
+    replies = {}
+    for _ in range(2):
+        message = await producer.reply()
+        assert message.content_type == TENSORS_CONTENT_TYPE, message.content_type
+        replies[message.correlation_id] = decode_reply(
+            message.body, (message.headers or {}).get("inferno-status"))  # type: ignore[arg-type]
     assert {cid: int(r.result()["n"][0]) for cid, r in replies.items()} == {"a": 2, "b": 2}

@@ -108,6 +108,13 @@ MALFORMED = [
               JSON_CONTENT_TYPE, "expected dtype bool"),
     Malformed("json-missing-input", json_body({"mask": {"data": [[True, False]]}}),
               JSON_CONTENT_TYPE, "Missing required input(s): x"),
+    # numpy refuses to reshape an empty buffer to [0, 2**62]: a ValueError that used to escape
+    # the decoder (issue 12, hostile input), now an InvalidInput like the rest.
+    Malformed("json-impossible-shape", json_body({"x": {"b64": "", "shape": [0, 2**62]},
+                                                  "mask": {"data": [[True, False]]}}),
+              JSON_CONTENT_TYPE, "is not possible"),
+    Malformed("json-nested-past-the-parser", b'{"inputs": {"x": {"data": ' + b"[" * 5000
+              + b"]" * 5000 + b"}}}", JSON_CONTENT_TYPE, "not valid JSON"),
     Malformed("bad-deadline-header", GOOD_BODY, TENSORS_CONTENT_TYPE, "inferno-deadline",
               headers={"inferno-deadline": "soon"}),
     Malformed("bad-outputs-header", GOOD_BODY, TENSORS_CONTENT_TYPE, "inferno-outputs",
@@ -276,14 +283,17 @@ async def test_closing_a_subscription_frees_its_channel_and_returns_what_it_held
     before = await channels_in(vhost)
     held = Inbox()
     subscription = await amqp.consume(config_for(model, SIGNATURE), held, prefetch=10)
-    assert await channels_in(vhost) == before + 1  # a channel of its own (its prefetch)
+    # A channel of its own for the queue (its prefetch) and one for its retry queue, and the
+    # broker's first consumer opens the one that moves retries and answers poison requests.
+    assert await channels_in(vhost) == before + 3
     sent = await producer.publish(model, GOOD_BODY, TENSORS_CONTENT_TYPE)
     assert (await held.next()).request.request_id == sent  # handed out, never settled
 
     await subscription.close()
 
-    assert await channels_in(vhost) == before  # a worker that loads and unloads leaks none
+    assert await channels_in(vhost) == before + 1  # a worker that loads and unloads leaks none
     again = Inbox()
     await amqp.consume(config_for(model, SIGNATURE), again, prefetch=10)
     delivery = await again.next()
-    assert delivery.request.request_id == sent  # the one message published, handed out again
+    # The one message published, handed out again (through the retry queue: redelivered).
+    assert delivery.request.request_id == sent and delivery.isolated

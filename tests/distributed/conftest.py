@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import httpx
@@ -22,6 +23,7 @@ import pytest
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from prometheus_client import CollectorRegistry
 
+from bench.proxy import CuttableProxy
 from common.backends import create_broker
 from common.config import CommonSettings, FacadeSettings, WorkerSettings
 from common.metrics import WorkerMetrics
@@ -101,6 +103,15 @@ class Cluster:
         finally:
             await store.aclose()
             await broker.aclose()
+
+    async def broker_proxy(self) -> tuple[CuttableProxy, str]:
+        """A TCP proxy to the broker (stopped with the cluster) and the broker URL through it."""
+        target = urlsplit(self.broker_url)
+        proxy = CuttableProxy(target.hostname or "127.0.0.1", target.port or 5672)
+        await proxy.start()
+        self.closers.append(proxy.aclose)
+        return proxy, urlunsplit((target.scheme, f"{target.username}:{target.password}"
+                                                 f"@127.0.0.1:{proxy.port}", target.path, "", ""))
 
     def worker_process(self, **env: str) -> subprocess.Popen[bytes]:
         return self._process("worker", env)

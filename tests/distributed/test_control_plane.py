@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from bench.proxy import CuttableProxy
 from tests.distributed.conftest import Cluster, wait_ready
-from tests.distributed.proxy import CuttableProxy
 from tests.integration.conftest import error_of, x_rows
 
 pytestmark = pytest.mark.asyncio

@@ -11,9 +11,12 @@ import asyncio
 import contextlib
 import signal
 import socket
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import aio_pika
 import httpx
@@ -52,6 +55,23 @@ async def until(check: Callable[[], bool], timeout: float = 30) -> None:
     async with asyncio.timeout(timeout):
         while not check():  # noqa: ASYNC110 - another process: nothing to await
             await asyncio.sleep(0.02)
+
+
+async def until_ready(client: httpx.AsyncClient) -> None:
+    """Wait until a facade process answers ready (another process: poll, bounded)."""
+    async with asyncio.timeout(60):
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get("/health/ready")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+
+
+def rss_mib(process: subprocess.Popen[bytes]) -> float:
+    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {process.pid}")
 
 
 def queue_counts(vhost: str, queue: str) -> tuple[int, int]:
@@ -254,12 +274,7 @@ async def test_sigterm_stops_a_facade_under_load_losing_nothing(running: Cluster
             answered.append(i)
 
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=fresh) as client:
-        async with asyncio.timeout(60):
-            while True:  # another process: poll its readiness
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get("/health/ready")).status_code == 200:
-                        break
-                await asyncio.sleep(0.1)
+        await until_ready(client)
         held = [asyncio.create_task(client.post("/v1/models/slow:predict", json=slow_body(HOLD)))
                 for _ in range(3)]
         load = [asyncio.create_task(steady(client, i)) for i in range(4)]
@@ -275,3 +290,62 @@ async def test_sigterm_stops_a_facade_under_load_losing_nothing(running: Cluster
     assert broken == [] and refused == 4
     stderr = facade.stderr.read().decode() if facade.stderr else ""
     assert "stopped" in stderr
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    seconds: float
+    code: str | None
+    retry_after: str | None
+
+
+def p99(values: list[float]) -> float:
+    return sorted(values)[min(len(values) - 1, int(len(values) * 0.99))]
+
+
+async def test_overload_at_5x_is_503_at_once_and_leaves_memory_flat(running: Cluster) -> None:
+    # slow at 250 ms per batch of at most 4 rows, one batch at a time: at most 16 req/s.
+    worker = running.worker_process(INFERNO_PRELOAD="slow")
+    port = free_port()
+    facade = running.facade_process(INFERNO_PORT=str(port))
+    rate, seconds = 80, 4.0  # 5x what the model can do, offered open loop
+
+    async def call(client: httpx.AsyncClient) -> Outcome:
+        started = time.perf_counter()
+        try:
+            response = await client.post("/v1/models/slow:predict", json=slow_body(250))
+        except httpx.HTTPError as exc:  # no answer at all: lost
+            return Outcome(0, time.perf_counter() - started, repr(exc), None)
+        took = time.perf_counter() - started
+        code = error_of(response)["code"] if response.status_code != 200 else None
+        return Outcome(response.status_code, took, code, response.headers.get("retry-after"))
+
+    async def offer(client: httpx.AsyncClient) -> list[Outcome]:
+        loop = asyncio.get_running_loop()
+        start, calls = loop.time(), []
+        for i in range(int(rate * seconds)):
+            # The load's own schedule (open loop), not a synchronisation.
+            await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
+            calls.append(asyncio.create_task(call(client)))
+        return await asyncio.gather(*calls)
+
+    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
+                                 limits=limits) as client:
+        await until_ready(client)
+        await offer(client)  # warm-up: allocators, connections, the model's first batches
+        before = rss_mib(facade), rss_mib(worker)
+        outcomes = await offer(client)
+        after = rss_mib(facade), rss_mib(worker)
+    ok = [o for o in outcomes if o.status == 200]
+    refused = [o for o in outcomes if o.status == 503]
+    assert len(ok) + len(refused) == len(outcomes), {(o.status, o.code) for o in outcomes}
+    assert len(refused) >= len(outcomes) / 2 and ok  # most refused, the model still serves
+    assert {(o.code, o.retry_after) for o in refused} == {("overloaded", "1")}
+    # Refused at once, not after waiting: milliseconds, bounded loosely for a loaded machine.
+    assert p99([o.seconds for o in refused]) < 0.5
+    # The accepted wait behind a bounded queue, not up to their 30 s deadline: 8 messages of at
+    # most 4 requests each and 8 prefetched rows, 10 batches of 250 ms.
+    assert p99([o.seconds for o in ok]) < 6.0
+    assert after[0] - before[0] < 30 and after[1] - before[1] < 30, (before, after)

@@ -46,6 +46,7 @@ async def test_full_queue_answers_503_at_once_and_serves_the_rest(start_server: 
     refused = next(r for r in responses if r.status_code == 503)
     assert error_of(refused) == {"code": "overloaded", "message": (
         "Model 'slow' version 1 is overloaded: 8 requests already queued")}
+    assert refused.headers["retry-after"] == "1"  # every 503 says when to come back
     ok = await client.post("/v1/models/slow:predict", json=slow_body(0))
     assert ok.status_code == 200
 

@@ -118,10 +118,11 @@ async def test_invalid_input_is_422_with_a_message_naming_the_field(
     assert message in error["message"]
 
 
-async def test_invalid_json_is_422(client: httpx.AsyncClient) -> None:
+async def test_invalid_json_is_400(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/models/mlp:predict", content=b"{not json",
                                  headers={"content-type": "application/json"})
-    assert response.status_code == 422
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "invalid_json"
     assert "not valid JSON" in error_of(response)["message"]
 
 

@@ -1,6 +1,8 @@
 """The OpenAPI schema documents the predict endpoints that the ASGI front serves, and only those:
 each documented predict path is answered by the front (never FastAPI's 404/405), with a body that
-the documented request schema accepts.
+the documented request schema accepts. Every route documents the statuses it can answer with the
+protocol's error body, and the guarded ones the bearer scheme (test_fuzz.py holds the server to
+all of it).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def test_the_documented_predict_paths_are_the_fronts(schema: dict[str, Any]) -> 
     assert documented == {r.path for r in PREDICT_ROUTES}
     for route in PREDICT_ROUTES:
         assert set(schema["paths"][route.path]) == {"post"}
-        parameters = {p["name"] for p in schema["paths"][route.path]["post"]["parameters"]}
+        parameters = {p["name"] for p in schema["paths"][route.path]["post"]["parameters"]
+                      if p["in"] == "path"}
         assert parameters == ({"name", "version"} if "{version}" in route.path else {"name"})
 
 
@@ -59,3 +62,49 @@ def test_the_documented_v1_body_accepts_the_original_base64_key(schema: dict[str
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"inputs": {"x": {"b65": "x"}}},
                             request_schema(schema, "/v1/models/{name}:predict"))
+
+
+def operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(method, path, operation) for path, item in schema["paths"].items()
+            for method, operation in item.items()]
+
+
+def test_every_error_status_is_documented_with_the_protocols_body(schema: dict[str, Any]) -> None:
+    for method, path, operation in operations(schema):
+        for status, response in operation["responses"].items():
+            if status == "200" or path.endswith(("/ready", "/health/ready")):
+                continue
+            body = response["content"]["application/json"]["schema"]
+            want = "V2Error" if path.startswith("/v2") else "Error"
+            assert body == {"$ref": f"#/components/schemas/{want}"}, (method, path, status)
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+@pytest.mark.parametrize(("method", "path", "statuses"), [
+    ("post", "/v1/models/{name}:predict", {"400", "401", "404", "413", "422", "503", "504"}),
+    ("post", "/v2/models/{name}/infer", {"400", "401", "404", "413", "503", "504"}),
+    ("post", "/v1/models:load", {"400", "401", "403", "404", "413", "422", "503", "504"}),
+    ("post", "/v2/repository/models/{name}/unload", {"400", "401", "403", "404", "503", "504"}),
+    ("get", "/v1/models/{name}", {"401", "404", "422"}),
+    ("get", "/v2/models/{name}/versions/{version}", {"400", "401", "404"}),
+    ("get", "/health/ready", {"503"}),
+])
+def test_each_route_documents_what_it_can_answer(schema: dict[str, Any], method: str, path: str,
+                                                 statuses: set[str]) -> None:
+    assert statuses <= set(schema["paths"][path][method]["responses"])
+
+
+def test_the_guarded_routes_name_the_bearer_scheme(schema: dict[str, Any]) -> None:
+    scheme = schema["components"]["securitySchemes"]["bearer"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    for method, path, operation in operations(schema):
+        guarded = not path.startswith(("/health/", "/v2/health/", "/metrics"))
+        assert ("security" in operation) is guarded, (method, path)
+        assert ("401" in operation["responses"]) is guarded, (method, path)
+        admin = path.startswith(("/v1/models:", "/v2/repository/"))
+        assert ("403" in operation["responses"]) is admin, (method, path)
+
+
+def test_metrics_are_documented_as_text(schema: dict[str, Any]) -> None:
+    assert set(schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {
+        "text/plain"}

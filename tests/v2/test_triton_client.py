@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -358,3 +359,45 @@ async def test_custom_parameters_are_accepted_and_ignored(server: Served) -> Non
     result = await server.triton(lambda c: c.infer(
         "mlp", mlp_x(), outputs=wanted("label"), parameters={"tenant": "a", "beam": 4}))
     assert result.as_numpy("label").tolist() == mlp_reference(2)["label"].tolist()
+
+
+async def test_a_client_that_leaves_costs_no_model_compute(serve_embedded: ServeEmbedded,
+                                                           gate: Gate) -> None:
+    server = await serve_embedded(preload=["slow"])
+    assert server.embedded is not None
+    registry = server.embedded.registry
+    holder = asyncio.create_task(server.triton(lambda c: c.infer("slow", slow_inputs(HOLD))))
+    async with asyncio.timeout(10):
+        while batches_started(server) < 1:  # noqa: ASYNC110 - the worker thread: poll, bounded
+            await asyncio.sleep(0.005)
+    # A raw client queues a request behind the held batch, then closes its connection.
+    body = json.dumps({"inputs": [
+        {"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1.0, 2.0]},
+        {"name": "delay_ms", "datatype": "FP32", "shape": [1], "data": [0.0]}]}).encode()
+    host, port = server.url.split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                 b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    await writer.drain()
+
+    def cancelled() -> float:
+        return registry.get_sample_value(
+            "infer_exceptions_total", {"model": "slow", "route": "v2", "code": "cancelled"}
+        ) or 0.0
+
+    # Queued (the in-process queue's own count: no public event says so), then gone.
+    queue = server.embedded.broker._queues["inferno.slow.v1"]
+    async with asyncio.timeout(10):
+        while len(queue.ready) + sum(c.unacked for c in queue.consumers) < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    writer.close()
+    async with asyncio.timeout(10):  # the facade notices within Departure's watch delay
+        while cancelled() < 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    gate.open()
+    assert (await holder).as_numpy("y").tolist() == [[1.0, 2.0]]
+    after = await server.triton(lambda c: c.infer("slow", slow_inputs(0)))
+    assert after.as_numpy("y").tolist() == [[1.0, 2.0]]
+    # Two batches ran, the holder's and the last one's: the request whose client left never did.
+    assert batches_started(server) == 2
+    assert registry.get_sample_value("infer_expired_total", {"model": "slow"}) == 1

@@ -27,6 +27,9 @@ def every_class(cls: type[InfernoError] = InfernoError) -> list[type[InfernoErro
 EXPECTED = {
     "InfernoError": (500, "internal"),
     "InvalidInput": (422, "invalid_input"),
+    "InvalidJson": (400, "invalid_json"),
+    "Unauthorized": (401, "unauthorized"),
+    "Forbidden": (403, "forbidden"),
     "ModelNotFound": (404, "model_not_found"),
     "ModelNotLoaded": (404, "model_not_loaded"),
     "PayloadTooLarge": (413, "payload_too_large"),
@@ -38,6 +41,7 @@ EXPECTED = {
     "AdminTimeout": (504, "admin_timeout"),
     "ModelFailed": (500, "model_failed"),
     "WorkerFailed": (500, "worker_failed"),
+    "PoisonRequest": (500, "poison_request"),
 }
 
 

@@ -89,7 +89,7 @@ async def client(plane: RecordingPlane, behind: Behind) -> httpx.AsyncClient:
 @pytest.mark.parametrize(("path", "model", "pinned", "call"), [
     ("/v1/models/mlp:predict", "mlp", None, V1Call),
     ("/v1/models/mlp/versions/2:predict", "mlp", 2, V1Call),
-    ("/v1/models/a.b-c_d:predict", "a.b-c_d", None, V1Call),
+    ("/v1/models/a-b_c9:predict", "a-b_c9", None, V1Call),
     ("/v2/models/mlp/infer", "mlp", None, V2Call),
     ("/v2/models/mlp/versions/12/infer", "mlp", 12, V2Call),
 ])

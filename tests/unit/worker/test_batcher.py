@@ -351,3 +351,29 @@ async def test_wait_idle_returns_once_every_reply_is_sent_and_batching_goes_on(
     assert h.subscription.unacked == 0, "wait_idle returned before the ack"  # in-memory
     assert task.done() and task.result()["total"].tolist() == [3.0]
     assert (await h.infer({"x": [[5.0]]}))["total"].tolist() == [5.0]  # not stopped
+
+
+async def test_an_isolated_delivery_runs_in_a_batch_of_its_own(make_batcher: MakeBatcher) -> None:
+    h = await make_batcher("sum", max_batch_size=16)
+    submit = h.batcher.submit
+
+    def isolate_suspects(delivery: Delivery) -> None:
+        # Rows from 1000 up play the redelivered requests (the AMQP retry queue's deliveries).
+        delivery.isolated = bool(delivery.request.inputs["x"][0, 0] >= 1000)
+        submit(delivery)
+
+    h.batcher.submit = isolate_suspects  # type: ignore[method-assign]
+    h.probe.gate.clear()
+    holder = asyncio.create_task(h.infer({"x": rows(1, 3, 0)}))
+    await started(h)  # it holds the only runner slot: the rest pile up behind it
+    bases = [10, 1000, 20, 30, 2000, 40, 3000, 50]
+    tasks = [asyncio.create_task(h.infer({"x": rows(1, 3, b)})) for b in bases]
+    await h.wait_delivered(1 + len(bases))
+    h.probe.gate.set()
+
+    outputs = await asyncio.wait_for(asyncio.gather(holder, *tasks), 10)
+    for base, got in zip([0, *bases], outputs, strict=True):
+        np.testing.assert_array_equal(got["total"], rows(1, 3, base).sum(axis=1))
+    # The holder alone, the five others together, each suspect alone.
+    assert h.probe.batch_sizes == [1, 5, 1, 1, 1]
+    assert all(call["x"].shape[0] == 1 for call in h.probe.calls if call["x"][0, 0] >= 1000)

@@ -337,3 +337,61 @@ async def test_a_stopped_burst_stops_without_draining_the_rest(
     for reply in replies:
         reply.cancel()
     await asyncio.gather(*replies, return_exceptions=True)
+
+
+class BrokenSubscription(ForgetfulStore):
+    """The in-memory store whose next event subscription fails on its first read (once): what
+    a watcher meets when its store breaks in a way nobody handled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.break_next = False
+
+    def events(self) -> AsyncIterator[StateEvent]:
+        if self.break_next:
+            self.break_next = False
+            return self._broken()
+        return super().events()
+
+    async def _broken(self) -> AsyncIterator[StateEvent]:
+        raise ValueError("a bug in the watcher")
+        yield  # pragma: no cover - makes this an async generator
+
+
+async def test_a_failed_watcher_is_restarted_and_follows_changes_again(
+        versioned_repo: Path, broker: RecordingBroker) -> None:
+    from common.tasks import Backoff, Supervisor
+
+    store = BrokenSubscription()
+    changes: list[tuple[str, str | None]] = []
+    restarted = asyncio.Event()
+
+    def record(name: str, why: str | None) -> None:
+        changes.append((name, why))
+        if why is None:
+            restarted.set()
+
+    supervisor = Supervisor(Backoff(initial_s=0.001, max_s=0.01), on_change=record)
+    repository = ModelRepository(versioned_repo)
+    repository.scan()
+    worker = Reconciler(WorkerSettings(preload=[], device="cpu", state_reconcile_interval_s=3600),
+                        broker, store, repository, WorkerMetrics(CollectorRegistry()),
+                        supervisor)
+    store.break_next = True  # the worker's watcher
+    await worker.start()
+    try:
+        async with asyncio.timeout(10):
+            await restarted.wait()
+        assert changes == [("worker events", "ValueError: a bug in the watcher"),
+                           ("worker events", None)]
+        # Only an event can wake the reconciler (an hour between timed passes): the restarted
+        # watcher hears this one.
+        await store.set_active("sum", 1)
+        await until(store, lambda: _loaded(worker, {"sum": (1,)}))
+        assert supervisor.down() == {}
+    finally:
+        await worker.stop()
+
+
+async def _loaded(worker: Reconciler, loaded: dict[str, tuple[int, ...]]) -> bool:
+    return worker.loaded == loaded

@@ -1,0 +1,58 @@
+"""The log handler behind every process's stderr never blocks its caller: tried with a real pipe
+that nobody reads (its 64 KiB buffer fills after a few hundred lines), then read."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+
+from common.log_writer import BackgroundHandler
+
+
+def test_a_stream_nobody_reads_drops_lines_instead_of_blocking_then_says_so() -> None:
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w")
+    handler = BackgroundHandler(stream, max_queued=100)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("test-log-writer")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        done = threading.Event()
+
+        def log_a_lot() -> None:  # 20 MB: a blocking handler would stop at the first 64 KiB
+            for i in range(20_000):
+                logger.warning("line %d %s", i, "x" * 1000)
+            done.set()
+
+        threading.Thread(target=log_a_lot, daemon=True).start()
+        assert done.wait(30), "logging blocked on a full pipe"
+        assert handler.dropped > 0
+        # Once the pipe is read again, the writer catches up and reports what it dropped.
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"dropped" not in seen and time.monotonic() < deadline:
+            seen = seen[-4096:] + os.read(read_end, 1 << 16)
+        assert b"log line(s) dropped: the log stream was not read fast enough" in seen
+    finally:
+        logger.removeHandler(handler)
+        os.close(read_end)  # a writer still blocked on the pipe gets EPIPE, and stops
+        handler.close()
+        with contextlib.suppress(BrokenPipeError):
+            stream.close()
+
+
+def test_close_writes_what_is_queued() -> None:
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w")
+    handler = BackgroundHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for i in range(3):
+        handler.handle(logging.makeLogRecord({"msg": f"line {i}"}))
+    handler.close()
+    stream.close()
+    with os.fdopen(read_end) as lines:
+        assert lines.read() == "line 0\nline 1\nline 2\n"
