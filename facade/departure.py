@@ -6,8 +6,9 @@ answered within a millisecond or two. So a predict starts listening only when it
 after ``WATCH_AFTER_S``. Those that wait longer are the ones queued behind a backlog, and those are
 the ones whose client may give up. When the client leaves, the predict's task is cancelled:
 - a request not yet published is left out of its message;
-- an in-process worker drops a queued request whose caller has gone (``Delivery.abandoned``);
-- a request already in a RabbitMQ queue is still computed, and its reply is discarded.
+- a queued request is dropped before its batch (``Delivery.abandoned``): in process directly,
+  over RabbitMQ through a cancel notice to every worker (``common.transport.amqp_cancel``);
+- a request whose batch already started is computed, and its reply discarded.
 """
 
 from __future__ import annotations

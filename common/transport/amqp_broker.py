@@ -37,6 +37,7 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from common.errors import BrokerUnavailable, ModelNotLoaded
 from common.model.config import ModelConfig
 from common.transport.aiormq_frames import check_internals
+from common.transport.amqp_cancel import Cancellations
 from common.transport.amqp_client import AmqpClient
 from common.transport.amqp_consumer import ConsumerGroup, QueueConsumer
 from common.transport.amqp_dead_letter import (
@@ -76,6 +77,7 @@ class AmqpBroker(Broker):
         self._connection: AbstractRobustConnection | None = None
         self._admin: AbstractRobustChannel | None = None
         self._retrier: Retrier | None = None
+        self._cancellations = Cancellations()
         self._responder: PoisonResponder | None = None
         """Started with the first consumer: workers answer the callers of poison requests."""
         self._retries_lock = asyncio.Lock()  # versions load in parallel: one responder
@@ -205,20 +207,23 @@ class AmqpBroker(Broker):
             # message, at least a message per runner slot and a forming batch each.
             rows = RowPrefetch(channel, prefetch, floor=2 * config.concurrency.max_concurrency)
             consumer = QueueConsumer(channel, queue_name(model, version), config, handler,
-                                     queue_exists, rows, retry=(retrier, retry_name))
+                                     queue_exists, rows, retry=(retrier, retry_name),
+                                     cancellations=self._cancellations)
             # The retry queue: one message in hand at a time, each in a batch of its own, so
             # that a poison request that kills this worker takes no other retried request along.
             retry_channel = await self._connection.channel(publisher_confirms=False)
             await retry_channel.set_qos(prefetch_count=1)
             retry = QueueConsumer(retry_channel, retry_name, config, handler, retry_queue_exists,
-                                  RowPrefetch(retry_channel, 1, floor=1), isolated=True)
+                                  RowPrefetch(retry_channel, 1, floor=1), isolated=True,
+                                  cancellations=self._cancellations)
             await consumer.start()
             await retry.start()
         return ConsumerGroup(consumer, retry)
 
     async def _start_retries(self) -> Retrier:
         """The first consumer's: the channel that moves redelivered messages to the retry
-        queues and answers the callers of poison requests (publisher confirms on both)."""
+        queues and answers the callers of poison requests (publisher confirms on both), and the
+        listener of cancel notices."""
         assert self._connection is not None, "broker not started"
         async with self._retries_lock:
             if self._retrier is None:
@@ -226,5 +231,6 @@ class AmqpBroker(Broker):
                                                          on_return_raises=True)
                 responder = PoisonResponder(channel, self._delivery_limit)
                 await responder.start()
+                await self._cancellations.listen(self._connection)
                 self._retrier, self._responder = Retrier(channel), responder
             return self._retrier

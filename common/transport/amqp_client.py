@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import aio_pika
@@ -43,6 +44,7 @@ from common.errors import (
     Overloaded,
     WorkerFailed,
 )
+from common.transport.amqp_cancel import CANCEL_EXCHANGE, cancel_notice
 from common.transport.amqp_errors import broker_errors
 from common.transport.broker import fail_at_deadline
 from common.transport.coalescing import Lane, Pending
@@ -101,6 +103,9 @@ class AmqpClient:
                                                    on_return_raises=True)
         await self._publisher.declare_exchange(
             self._exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+        # Publishing to an exchange that does not exist would close the channel: declare it.
+        await self._publisher.declare_exchange(
+            CANCEL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True)
         self._publish_channel = await self._publisher.get_underlay_channel()
         self._publisher.reopen_callbacks.add(self._on_publisher_reopened)
 
@@ -152,6 +157,7 @@ class AmqpClient:
         self._pending[correlation_id] = future
         future.add_done_callback(lambda _: self._pending.pop(correlation_id, None))
         timer = fail_at_deadline(future, request)
+        pending: Pending | None = None
         try:
             if not self._reply_declared:
                 with broker_errors():
@@ -176,6 +182,10 @@ class AmqpClient:
             else:
                 await self._publish(key, [pending])
             return await future
+        except asyncio.CancelledError:  # the caller left: tell the workers, if it is queued
+            if pending is not None and pending.published:
+                self._background(self._cancel(correlation_id, request.deadline))
+            raise
         finally:
             timer.cancel()
             future.cancel()
@@ -188,9 +198,27 @@ class AmqpClient:
     def _flush(self, key: str) -> None:
         """The end of the event-loop turn: publish what gathered in it, one message per group."""
         for group in self._lanes.pop(key).groups:
-            task = asyncio.create_task(self._publish_group(key, group))
-            self._publishing.add(task)
-            task.add_done_callback(self._publishing.discard)
+            self._background(self._publish_group(key, group))
+
+    def _background(self, publish: Coroutine[Any, Any, None]) -> None:
+        """A publish in a task of its own, held until done (and cancelled by ``fail_pending``)."""
+        task = asyncio.create_task(publish)
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _cancel(self, correlation_id: str, deadline: float) -> None:
+        """Tell every worker that the request ``correlation_id`` lost its caller
+        (``common.transport.amqp_cancel``); best effort."""
+        channel = self._publish_channel
+        if channel is None or not self._connected() or deadline <= time.time():
+            return
+        try:
+            await channel.basic_publish(
+                b"", exchange=CANCEL_EXCHANGE, routing_key="",
+                properties=cancel_notice(self._reply_name, correlation_id, deadline),
+                timeout=max(0.001, deadline - time.time()))
+        except Exception as exc:  # the request is computed, and its reply discarded
+            log.debug("cancel notice of %s not sent: %s", correlation_id, exc)
 
     async def _publish_group(self, key: str, group: list[Pending]) -> None:
         """Publish one group in a task of its own: its requests learn its error, whatever it is
@@ -209,6 +237,8 @@ class AmqpClient:
         live = [p for p in group if not p.future.done()]
         if not live:
             return
+        for p in live:  # from here on, a caller that leaves must say so (_cancel)
+            p.published = True
         channel = self._publish_channel
         if channel is None or not self._connected():
             raise BrokerUnavailable("Message broker unavailable: not connected")

@@ -40,6 +40,7 @@ from pamqp.commands import Basic
 from common.errors import InvalidInput
 from common.model.config import ModelConfig
 from common.model.signature import Signature
+from common.transport.amqp_cancel import Cancellations
 from common.transport.amqp_envelope import EnvelopeSettlement, MemberDelivery
 from common.transport.amqp_prefetch import RowPrefetch
 from common.transport.amqp_retry import Retrier, redeliveries
@@ -71,16 +72,25 @@ CANCEL_TIMEOUT_S = 5.0
 
 
 class _AmqpDelivery(Delivery):
-    __slots__ = ("_message", "_outbox", "_signature", "_tag", "isolated", "request")
+    __slots__ = ("_cancellations", "_message", "_outbox", "_signature", "_tag", "isolated",
+                 "request")
 
     def __init__(self, message: DeliveredMessage, tag: int, request: PredictRequest,
-                 outbox: Outbox, signature: Signature, isolated: bool) -> None:
+                 outbox: Outbox, signature: Signature, isolated: bool,
+                 cancellations: Cancellations | None) -> None:
         self.request = request
         self.isolated = isolated
         self._tag = tag
         self._message = message
         self._outbox = outbox
         self._signature = signature
+        self._cancellations = cancellations
+
+    @property
+    def abandoned(self) -> bool:
+        properties = self._message.header.properties
+        return self._cancellations is not None and (
+            properties.reply_to or "", properties.correlation_id or "") in self._cancellations
 
     async def reply(self, reply: PredictReply) -> None:
         _send_reply(self._outbox, self._message, reply, self._signature)
@@ -107,13 +117,15 @@ class QueueConsumer(Subscription):
     """One model version's queue consumed on a channel of its own, across reconnections.
 
     ``retry``: the retrier and the retry queue that redelivered messages move to (the version's
-    queue); ``isolated``: every delivery runs in a batch of its own (the retry queue)."""
+    queue); ``isolated``: every delivery runs in a batch of its own (the retry queue);
+    ``cancellations``: the cancel notices, which tell a delivery whose caller left."""
 
     def __init__(self, channel: AbstractRobustChannel, queue: str, config: ModelConfig,
                  handler: DeliveryHandler, queue_exists: Callable[[], Awaitable[bool]],
                  prefetch: RowPrefetch, retry: tuple[Retrier, str] | None = None,
-                 isolated: bool = False) -> None:
+                 isolated: bool = False, cancellations: Cancellations | None = None) -> None:
         self._channel = channel
+        self._cancellations = cancellations
         self._retry = retry
         self._isolated = isolated
         self._prefetch = prefetch
@@ -189,7 +201,8 @@ class QueueConsumer(Subscription):
             outbox.reject(tag, requeue=False)
             return
         self._prefetch.received(request.checked.rows)
-        self._handler(_AmqpDelivery(message, tag, request, outbox, self._signature, isolated))
+        self._handler(_AmqpDelivery(message, tag, request, outbox, self._signature, isolated,
+                                    self._cancellations))
 
     def _on_envelope(self, message: DeliveredMessage, tag: int, outbox: Outbox,
                      isolated: bool) -> int:
@@ -211,7 +224,7 @@ class QueueConsumer(Subscription):
                 settlement.settle()
                 continue
             deliveries.append(MemberDelivery(member.correlation_id, request, settlement,
-                                             isolated))
+                                             isolated, self._cancellations))
         for delivery in deliveries:
             self._handler(delivery)
         return sum(d.request.checked.rows for d in deliveries)

@@ -18,6 +18,7 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from common.model.signature import Signature
+from common.transport.amqp_cancel import Cancellations
 from common.transport.broker import Delivery
 from common.transport.outbox import Outbox
 from common.wire.envelope import (
@@ -48,6 +49,11 @@ class EnvelopeSettlement:
         self._requeue = False
         self._scheduled = False
         self._settled = False
+
+    @property
+    def reply_to(self) -> str:
+        """The envelope's reply queue, every member's."""
+        return str(self._message.header.properties.reply_to or "")
 
     def reply(self, correlation_id: str, reply: PredictReply) -> None:
         if not self._message.header.properties.reply_to:
@@ -89,14 +95,21 @@ class EnvelopeSettlement:
 class MemberDelivery(Delivery):
     """One member of an envelope, answered and settled through the envelope's settlement."""
 
-    __slots__ = ("_correlation_id", "_settlement", "isolated", "request")
+    __slots__ = ("_cancellations", "_correlation_id", "_settlement", "isolated", "request")
 
     def __init__(self, correlation_id: str, request: PredictRequest,
-                 settlement: EnvelopeSettlement, isolated: bool = False) -> None:
+                 settlement: EnvelopeSettlement, isolated: bool = False,
+                 cancellations: Cancellations | None = None) -> None:
         self.request = request
         self.isolated = isolated
         self._correlation_id = correlation_id
         self._settlement = settlement
+        self._cancellations = cancellations
+
+    @property
+    def abandoned(self) -> bool:
+        return self._cancellations is not None and (
+            self._settlement.reply_to, self._correlation_id) in self._cancellations
 
     async def reply(self, reply: PredictReply) -> None:
         self._settlement.reply(self._correlation_id, reply)

@@ -49,7 +49,8 @@ class Delivery(ABC):
     @property
     def abandoned(self) -> bool:
         """Nobody waits for the answer any more (its caller went away): the worker drops it
-        instead of computing it. Only a transport that can tell says so (in-process)."""
+        instead of computing it. A transport says so when it can tell: in process, or over
+        AMQP from a cancel notice."""
         return False
 
     @abstractmethod

@@ -29,6 +29,8 @@ class Pending:
     """The reply; failed with the publish's error when the publish fails."""
     nbytes: int
     """Bytes of its input tensors (the envelope's byte cap counts these)."""
+    published: bool = False
+    """Handed to the broker: a caller that leaves now must tell the workers."""
 
 
 class Lane:

@@ -284,14 +284,15 @@ async def test_closing_a_subscription_frees_its_channel_and_returns_what_it_held
     held = Inbox()
     subscription = await amqp.consume(config_for(model, SIGNATURE), held, prefetch=10)
     # A channel of its own for the queue (its prefetch) and one for its retry queue, and the
-    # broker's first consumer opens the one that moves retries and answers poison requests.
-    assert await channels_in(vhost) == before + 3
+    # broker's first consumer opens the one that moves retries and answers poison requests and
+    # the one that listens for cancel notices.
+    assert await channels_in(vhost) == before + 4
     sent = await producer.publish(model, GOOD_BODY, TENSORS_CONTENT_TYPE)
     assert (await held.next()).request.request_id == sent  # handed out, never settled
 
     await subscription.close()
 
-    assert await channels_in(vhost) == before + 1  # a worker that loads and unloads leaks none
+    assert await channels_in(vhost) == before + 2  # a worker that loads and unloads leaks none
     again = Inbox()
     await amqp.consume(config_for(model, SIGNATURE), again, prefetch=10)
     delivery = await again.next()

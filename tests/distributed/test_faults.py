@@ -349,3 +349,29 @@ async def test_overload_at_5x_is_503_at_once_and_leaves_memory_flat(running: Clu
     # most 4 requests each and 8 prefetched rows, 10 batches of 250 ms.
     assert p99([o.seconds for o in ok]) < 6.0
     assert after[0] - before[0] < 30 and after[1] - before[1] < 30, (before, after)
+
+
+async def test_a_caller_that_leaves_is_not_computed_from_the_queue(running: Cluster,
+                                                                   gate: Gate) -> None:
+    worker, registry = await running.worker(preload=["slow"])
+    facade, client = await running.facade()
+    await wait_ready(facade)
+    vhost = running.broker_url.rsplit("/", 1)[1]
+
+    def batches() -> float:
+        return registry.get_sample_value("infer_batch_size_count", {"model": "slow"}) or 0.0
+
+    holder = asyncio.create_task(client.post("/v1/models/slow:predict", json=slow_body(HOLD)))
+    await until(lambda: batches() == 1)
+    leaving = asyncio.create_task(client.post("/v1/models/slow:predict", json=slow_body(0)))
+    # Published and in the worker's hands, behind the held batch; then its caller goes away.
+    await until(lambda: queue_counts(vhost, "inferno.slow.v1")[1] == 2)
+    leaving.cancel()
+    notices = worker._broker._cancellations  # type: ignore[attr-defined]  # no public event
+    await until(lambda: len(notices) == 1)
+    gate.open()
+    assert (await holder).status_code == 200
+    assert (await client.post("/v1/models/slow:predict", json=slow_body(0))).status_code == 200
+    # The holder's batch and the last one's: the request whose caller left never ran.
+    assert batches() == 2
+    assert registry.get_sample_value("infer_expired_total", {"model": "slow"}) == 1
