@@ -38,7 +38,9 @@ async def test_load_on_one_facade_predict_through_another(running: Cluster) -> N
     assert 'inferno_live_workers{model="mlp"} 2.0' in metrics
 
 
-async def test_activate_under_load_across_replicas_loses_nothing(running: Cluster) -> None:
+async def test_rollout_under_load_across_replicas_loses_nothing(running: Cluster) -> None:
+    """The documented rollout (docs/operations.md): load the new version, activate it, unload
+    the old one, while two facades serve steady traffic: no request fails."""
     await running.worker(preload=["mlp"])
     await running.worker(preload=["mlp"])
     (facade_a, client_a), (facade_b, client_b) = await running.facade(), await running.facade()
@@ -61,16 +63,24 @@ async def test_activate_under_load_across_replicas_loses_nothing(running: Cluste
 
     callers = [asyncio.create_task(caller(c)) for c in (client_a, client_b) * 4]
     await asyncio.wait_for(flowing.wait(), 30)
-    activated = await client_a.post("/v1/models:activate", json={"name": "mlp", "version": 1})
+    loaded = await client_a.post("/v1/models:load", json={"name": "mlp", "version": 1})
+    activated = await client_b.post("/v1/models:activate", json={"name": "mlp", "version": 1})
     after = len(versions)
     async with asyncio.timeout(30):
         while versions[-1] != 1 or len(versions) < after + 30:  # noqa: ASYNC110 - load runs on
             await asyncio.sleep(0.05)
+    unloaded = await client_a.post("/v1/models:unload", json={"name": "mlp", "version": 2})
+    after = len(versions)
+    async with asyncio.timeout(30):
+        while len(versions) < after + 30:  # noqa: ASYNC110 - load runs on
+            await asyncio.sleep(0.05)
     done.set()
     await asyncio.gather(*callers)
-    assert activated.status_code == 200, activated.text
+    for step in (loaded, activated, unloaded):
+        assert step.status_code == 200, step.text
     assert failures == []
     assert versions[0] == 2 and versions[-1] == 1
+    assert unloaded.json()["loaded"] == [1]
 
 
 async def test_a_dead_worker_leaves_the_view_within_three_heartbeats(running: Cluster) -> None:
