@@ -2,6 +2,9 @@
 
 A runtime speaks numpy at its edges (what the batcher concatenates and splits) and torch inside.
 ``predict`` is blocking and runs on the batcher's executor thread, under ``torch.inference_mode``.
+On the CPU the numpy memory is the tensor and the outputs are views of torch's (no copy); on CUDA
+a batch goes through reused pinned staging buffers, one asynchronous copy each way per tensor and
+one synchronisation per batch (``worker/device_buffers.py``).
 
 - ``torchscript``: ``torch.jit.load(artifact)``; ``forward`` takes the inputs positionally in
   signature order and returns a tensor, a tuple/list (signature output order) or a dict by name.
@@ -30,6 +33,7 @@ import torch
 from common.model.config import Device, ModelConfig, ModelFormat
 from common.model.dtypes import DType, float_to_bf16_bits
 from common.model.signature import BATCH, TensorSpec
+from worker.device_buffers import DeviceTransfer, StagedBatch, stageable
 
 __all__ = ["Runtime", "RuntimeContext", "create_runtime", "resolve_device"]
 
@@ -67,10 +71,20 @@ class RuntimeContext:
 
 
 class Runtime(ABC):
-    def __init__(self, context: RuntimeContext) -> None:
+    def __init__(self, context: RuntimeContext, transfer: DeviceTransfer | None = None) -> None:
+        """``transfer``: how batches reach the device; by default staged through reused pinned
+        buffers on CUDA (worker/device_buffers.py), none on the CPU (zero-copy)."""
         self.context = context
         self.config = context.config
         self.device = context.device
+        if transfer is None and self.device.type == "cuda":
+            transfer = DeviceTransfer(self.device)
+        self._transfer = transfer
+
+    @property
+    def transfer(self) -> DeviceTransfer | None:
+        """The host staging of this runtime's batches (None: they stay where they are)."""
+        return self._transfer
 
     @abstractmethod
     def load(self) -> None: ...
@@ -79,40 +93,60 @@ class Runtime(ABC):
     def _call(self, inputs: dict[str, torch.Tensor]) -> Mapping[str, Any]: ...
 
     def unload(self) -> None:
+        if self._transfer is not None:
+            self._transfer.clear()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
     def predict(self, inputs: Mapping[str, Array]) -> dict[str, Array]:
         """Run one batch; the outputs are numpy arrays in the signature's dtypes."""
-        specs = self.config.signature.input_specs
         with torch.inference_mode():
-            tensors = {n: self._to_tensor(a, specs[n].dtype) for n, a in inputs.items()}
+            if self._transfer is None:
+                return self._predict_in_place(inputs)
+            return self._predict_staged(inputs, self._transfer)
+
+    def _predict_in_place(self, inputs: Mapping[str, Array]) -> dict[str, Array]:
+        # CPU: the numpy memory is the tensor and the outputs are views of torch's (no copy).
+        specs = self.config.signature.input_specs
+        tensors = {n: self._to_tensor(a, specs[n].dtype) for n, a in inputs.items()}
+        produced = self._call(tensors)
+        return {s.name: self._to_numpy(s, _output(s, produced))
+                for s in self.config.signature.outputs}
+
+    def _predict_staged(self, inputs: Mapping[str, Array], transfer: DeviceTransfer
+                        ) -> dict[str, Array]:
+        # One copy into the lease's reused (pinned) buffer and one to the device per input; one
+        # copy back per output, all asynchronous, then one synchronisation for the batch.
+        specs = self.config.signature.input_specs
+        with transfer.batch() as batch:
+            tensors = {n: _as_dtype(batch.to_device(n, [a]), specs[n].dtype) if stageable(a)
+                       else self._to_tensor(a, specs[n].dtype) for n, a in inputs.items()}
             produced = self._call(tensors)
-            return {s.name: self._to_numpy(s, produced) for s in self.config.signature.outputs}
+            values = {s.name: _to_host(s, _output(s, produced), batch, transfer.device)
+                      for s in self.config.signature.outputs}
+            batch.synchronize()
+        return {s.name: self._to_numpy(s, values[s.name]) for s in self.config.signature.outputs}
 
     def warm_up(self) -> None:
-        """One batch of zeros at batch size 1 (symbolic dims 1), and at the largest batch on GPU."""
+        """One batch of zeros at batch size 1 (symbolic dims 1), and at the largest batch on GPU
+        (whenever batches are staged: the staging buffers are then sized for every runner, and
+        the first full batch allocates nothing)."""
         sizes = [1]
-        if self.device.type == "cuda" and self.config.batching.max_batch_size > 1:
+        if self._transfer is not None and self.config.batching.max_batch_size > 1:
             sizes.append(self.config.batching.max_batch_size)
         for rows in sizes:
             self.predict({s.name: np.zeros(_example_shape(s, rows), s.dtype.numpy)
                           for s in self.config.signature.inputs})
+        if self._transfer is not None:
+            self._transfer.provision(self.config.concurrency.max_concurrency)
 
     def _to_tensor(self, array: Array, dtype: DType) -> torch.Tensor:
-        tensor = torch.from_numpy(array)
-        if dtype is DType.BFLOAT16:
-            tensor = tensor.view(torch.bfloat16)
-        if self.device.type == "cuda":
-            # Pinned host memory makes the copy asynchronous and DMA-driven.
-            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        tensor = _as_dtype(torch.from_numpy(array), dtype)
+        if self.device.type != "cpu":
+            tensor = tensor.to(self.device)  # what the staging cannot take
         return tensor
 
-    def _to_numpy(self, spec: TensorSpec, produced: Mapping[str, Any]) -> Array:
-        if spec.name not in produced:
-            raise ValueError(f"model returned no output '{spec.name}' "
-                             f"(returned: {', '.join(sorted(produced)) or 'nothing'})")
-        value = produced[spec.name]
+    def _to_numpy(self, spec: TensorSpec, value: Any) -> Array:
         if isinstance(value, torch.Tensor):
             value = value.detach()
             if value.device.type != "cpu":
@@ -128,6 +162,28 @@ class Runtime(ABC):
         if spec.dtype is DType.BFLOAT16 and array.dtype != np.uint16:
             return float_to_bf16_bits(array)  # numbers, not bit patterns: round them
         return array if array.dtype == spec.dtype.numpy else array.astype(spec.dtype.numpy)
+
+
+def _output(spec: TensorSpec, produced: Mapping[str, Any]) -> Any:
+    if spec.name not in produced:
+        raise ValueError(f"model returned no output '{spec.name}' "
+                         f"(returned: {', '.join(sorted(produced)) or 'nothing'})")
+    return produced[spec.name]
+
+
+def _as_dtype(tensor: torch.Tensor, dtype: DType) -> torch.Tensor:
+    # bfloat16 travels as its uint16 bits: the same bytes, seen as bfloat16.
+    return tensor.view(torch.bfloat16) if dtype is DType.BFLOAT16 else tensor
+
+
+def _to_host(spec: TensorSpec, value: Any, batch: StagedBatch, device: torch.device) -> Any:
+    """A device output's copy back, started (converted to the signature's dtype on the device
+    first); anything else (numpy, a tensor already on the host) as it is."""
+    if not isinstance(value, torch.Tensor) or value.device.type != device.type:
+        return value
+    value = value.detach()
+    want = _TORCH_DTYPES[spec.dtype]
+    return batch.to_host(value if value.dtype == want else value.to(want))
 
 
 def _example_shape(spec: TensorSpec, rows: int) -> tuple[int, ...]:
