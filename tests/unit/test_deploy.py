@@ -1,5 +1,5 @@
-"""The deployment files: docker-compose.yml, deploy/Dockerfile, deploy/k8s/*.yaml,
-deploy/prometheus.yml.
+"""The deployment files: docker-compose.yml, deploy/Dockerfile, deploy/k8s (every overlay, as
+`kubectl kustomize` renders it), deploy/prometheus.yml.
 
 Docker and a cluster are not needed: the files are parsed and checked for what matters (commands,
 settings, health checks, grace periods against the drain timeout, names that must agree across
@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,12 @@ from prometheus_client import CollectorRegistry
 
 from common.config import FacadeSettings, WorkerSettings
 from facade.health import health_router
+from tests.unit.deploy import K8S, OVERLAYS, index, render
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
-K8S = ROOT / "deploy" / "k8s"
-K8S_FILES = sorted(K8S.glob("*.yaml"))
 
 BROKER_URL = "amqp://guest:guest@rabbitmq:5672/"
 REDIS_URL = "redis://redis:6379/0"
@@ -210,18 +209,22 @@ def test_dockerfile_copies_every_package(dockerfile: list[str]) -> None:
     assert packages <= copied, f"packages not in the image: {sorted(packages - copied)}"
 
 
-# --- deploy/k8s --------------------------------------------------------------------------------
+# --- deploy/k8s (rendered with kubectl kustomize, every overlay) ------------------------------
 
-def _documents() -> Iterator[dict[str, Any]]:
-    for path in K8S_FILES:
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc:
-                yield doc
+@pytest.fixture(scope="module", params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
 
 
 @pytest.fixture(scope="module")
-def k8s() -> dict[tuple[str, str], dict[str, Any]]:
-    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in _documents()}
+def documents(overlay: str) -> list[dict[str, Any]]:
+    return render(overlay)
+
+
+@pytest.fixture(scope="module")
+def k8s(documents: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return index(documents)
 
 
 @pytest.fixture(scope="module")
@@ -241,13 +244,47 @@ def _pod(k8s: dict[tuple[str, str], dict[str, Any]], name: str) -> dict[str, Any
     return pod
 
 
-def test_k8s_kinds(k8s: dict[tuple[str, str], dict[str, Any]]) -> None:
-    assert K8S_FILES
-    assert {("ConfigMap", "inferno-config"), ("Deployment", "inferno-facade"),
-            ("Service", "inferno-facade"), ("Deployment", "inferno-worker"),
-            ("HorizontalPodAutoscaler", "inferno-worker")} <= set(k8s)
-    for doc in _documents():
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_k8s_layout() -> None:
+    # The base has no autoscaler; each overlay adds exactly one, so applying an overlay is the
+    # choice between KEDA and the HPA (both on one Deployment would fight over its replicas).
+    assert {"keda", "hpa", "gpu"} <= set(OVERLAYS)
+    assert not list(K8S.glob("*.yaml")), "manifests live in base/ and overlays/"
+    base = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
+    for resource in base["resources"]:
+        kinds = {d["kind"] for d in yaml.safe_load_all((K8S / "base" / resource).read_text()) if d}
+        assert not kinds & {"HorizontalPodAutoscaler", "ScaledObject"}, resource
+
+
+def test_k8s_one_autoscaler(overlay: str, k8s: dict[tuple[str, str], dict[str, Any]]) -> None:
+    scalers = [key for key in k8s if key[0] in {"HorizontalPodAutoscaler", "ScaledObject"}]
+    assert len(scalers) == 1, f"{overlay}: {scalers}"
+    (scaler,) = scalers
+    target = k8s[scaler]["spec"]["scaleTargetRef"]
+    assert target["name"] == "inferno-worker"
+    assert ("Deployment", target["name"]) in k8s
+    assert target.get("kind", "Deployment") == "Deployment"
+
+
+def test_k8s_kinds(overlay: str, k8s: dict[tuple[str, str], dict[str, Any]],
+                   documents: list[dict[str, Any]]) -> None:
+    assert {("ConfigMap", "inferno-config"), ("Secret", "inferno-rabbitmq"),
+            ("Deployment", "inferno-facade"), ("Service", "inferno-facade"),
+            ("PodDisruptionBudget", "inferno-facade"), ("Deployment", "inferno-worker"),
+            ("PodDisruptionBudget", "inferno-worker")} <= set(k8s)
+    for doc in documents:
         assert "namespace" not in doc["metadata"], "manifests are namespace-less"
+
+
+def test_k8s_placeholders_are_only_the_secrets(documents: list[dict[str, Any]]) -> None:
+    # `kubectl apply -k <overlay> -l 'inferno.io/placeholder!=true'` (deploy/README.md) must skip
+    # every placeholder Secret and nothing else.
+    for doc in documents:
+        placeholder = doc["metadata"].get("labels", {}).get("inferno.io/placeholder") == "true"
+        assert placeholder == (doc["kind"] == "Secret"), doc["metadata"]["name"]
 
 
 def test_k8s_config_settings_are_valid(config: dict[str, str],
@@ -256,6 +293,16 @@ def test_k8s_config_settings_are_valid(config: dict[str, str],
     assert config["INFERNO_HOST"] == "0.0.0.0"
     assert "INFERNO_BROKER_URL" not in config  # composed from the Secret's credentials
     _check_settings({**config, "INFERNO_BROKER_URL": "amqp://u:p@rabbitmq:5672/"}, monkeypatch)
+
+
+@pytest.mark.parametrize("name", ["inferno-facade", "inferno-worker"])
+def test_k8s_pod_settings_are_valid(k8s: dict[tuple[str, str], dict[str, Any]],
+                                    config: dict[str, str], name: str,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # The container's own env (overlay patches included) on top of the ConfigMap, as in the pod.
+    literal = {k: e["value"] for k, e in _env(_container(k8s, name)).items() if "value" in e}
+    literal["INFERNO_BROKER_URL"] = "amqp://u:p@rabbitmq:5672/"
+    _check_settings({**config, **literal}, monkeypatch)
 
 
 @pytest.mark.parametrize("name", ["inferno-facade", "inferno-worker"])
@@ -287,6 +334,16 @@ def test_k8s_deployment_wiring(k8s: dict[tuple[str, str], dict[str, Any]], name:
     assert pod["securityContext"]["runAsNonRoot"] is True
 
 
+@pytest.mark.parametrize("name", ["inferno-facade", "inferno-worker"])
+def test_k8s_pdb_selects_its_pods(k8s: dict[tuple[str, str], dict[str, Any]], name: str) -> None:
+    selector = k8s["PodDisruptionBudget", name]["spec"]["selector"]["matchLabels"]
+    labels = k8s["Deployment", name]["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= labels.items()
+    other = "inferno-worker" if name == "inferno-facade" else "inferno-facade"
+    other_labels = k8s["Deployment", other]["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= other_labels.items(), "the PDB also selects the other role"
+
+
 def test_k8s_facade(k8s: dict[tuple[str, str], dict[str, Any]], config: dict[str, str]) -> None:
     assert k8s["Deployment", "inferno-facade"]["spec"]["replicas"] == 2
     container = _container(k8s, "inferno-facade")
@@ -296,15 +353,17 @@ def test_k8s_facade(k8s: dict[tuple[str, str], dict[str, Any]], config: dict[str
     assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
     routes = {getattr(r, "path", None)
               for r in health_router(None, CollectorRegistry()).routes}  # type: ignore[arg-type]
-    probes = [container[p]["httpGet"]["path"]
+    probes = [container[p]["httpGet"]
               for p in ("readinessProbe", "livenessProbe", "startupProbe") if p in container]
-    assert set(probes) <= routes
+    assert {probe["path"] for probe in probes} <= routes
+    assert {probe["port"] for probe in probes} <= set(ports)
     pre_stop = container["lifecycle"]["preStop"]
     sleep_s = (pre_stop["sleep"]["seconds"] if "sleep" in pre_stop
                else int(pre_stop["exec"]["command"][-1]))
     assert sleep_s > 0
     # preStop, then up to 10 s of uvicorn's graceful shutdown in `inferno facade`.
     assert _pod(k8s, "inferno-facade")["terminationGracePeriodSeconds"] > sleep_s + 10
+    assert container["image"] == "inferno:0.1.0"  # the CPU image, in every overlay
 
 
 def test_k8s_facade_service(k8s: dict[tuple[str, str], dict[str, Any]]) -> None:
@@ -322,11 +381,14 @@ def test_k8s_worker(k8s: dict[tuple[str, str], dict[str, Any]], config: dict[str
     assert ports["metrics"] == int(config["INFERNO_METRICS_PORT"])
     assert "readinessProbe" not in container  # no HTTP server; liveness = Redis heartbeat
     grace = _pod(k8s, "inferno-worker")["terminationGracePeriodSeconds"]
-    assert grace > float(config["INFERNO_DRAIN_TIMEOUT_S"])
+    drain = float(_env(container).get("INFERNO_DRAIN_TIMEOUT_S", {}).get(
+        "value", config["INFERNO_DRAIN_TIMEOUT_S"]))
+    assert grace > drain
     assert container["resources"]["requests"]["cpu"]  # the HPA's utilisation is relative to it
 
 
-def test_k8s_worker_hpa(k8s: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_k8s_worker_hpa() -> None:
+    k8s = index(render("hpa"))
     spec = k8s["HorizontalPodAutoscaler", "inferno-worker"]["spec"]
     assert spec["scaleTargetRef"] == {
         "apiVersion": "apps/v1", "kind": "Deployment", "name": "inferno-worker"}
@@ -342,9 +404,29 @@ def test_k8s_runs_as_the_image_user(k8s: dict[tuple[str, str], dict[str, Any]],
         assert str(_pod(k8s, name)["securityContext"]["runAsUser"]) == user.split(":")[0]
 
 
-@pytest.mark.parametrize("path", K8S_FILES, ids=lambda p: p.name)
-def test_k8s_schema(path: Path) -> None:
+def test_k8s_schema(overlay: str, documents: list[dict[str, Any]], tmp_path: Path) -> None:
+    """kubernetes-validate --strict on every core object of the rendered overlay (the KEDA
+    objects are validated against KEDA's schemas in test_k8s_keda.py)."""
     command = _tool("kubernetes_validate", "kubernetes-validate")
+    core = [doc for doc in documents if not doc["apiVersion"].startswith("keda.sh/")]
+    assert len(core) >= 7
+    paths = []
+    for i, doc in enumerate(core):
+        path = tmp_path / f"{i:02d}-{doc['kind']}-{doc['metadata']['name']}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        paths.append(str(path))
+    result = subprocess.run([*command, "--strict", "--quiet", *paths],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, f"{overlay}: {result.stdout}{result.stderr}"
+
+
+def test_k8s_schema_rejects_an_unknown_field(tmp_path: Path) -> None:
+    # The strict check above is not vacuous: a misspelt field fails it.
+    command = _tool("kubernetes_validate", "kubernetes-validate")
+    deployment = index(render("keda"))["Deployment", "inferno-worker"]
+    deployment["spec"]["template"]["spec"]["terminationGracePeriod"] = 60
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(deployment))
     result = subprocess.run([*command, "--strict", "--quiet", str(path)],
                             capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode != 0
