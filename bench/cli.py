@@ -98,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=_non_negative, default=1.0,
                         help="unmeasured seconds before each level's window (default 1)")
     parser.add_argument("--model", default="mlp",
-                        help="model name (default mlp); tiny: a 4 -> 2 Linear, fixed: 20 ms "
+                        help="model name (default mlp); minilm: sentence embeddings of short "
+                             "sentences (the minilm extra); tiny: a 4 -> 2 Linear, fixed: 20 ms "
                              "per batch of up to 4 rows: the bench builds these in a temporary "
                              "repository, used instead of --repo")
     parser.add_argument("--rows", type=int, default=1, help="rows per request (default 1)")
@@ -184,7 +185,7 @@ def _run_direct(args: argparse.Namespace, version: int | None, levels: list[Leve
           flush=True)
     try:
         return measure(Path(args.repo), args.model, version, batches, duration_s), None
-    except Exception as exc:  # a model without a local TorchScript artifact: report, go on
+    except Exception as exc:  # a model this process cannot load (an extra missing): go on
         return [], f"{type(exc).__name__}: {exc}"
 
 

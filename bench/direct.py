@@ -1,15 +1,18 @@
-"""The direct baseline: the model's TorchScript artifact called in this process, no server.
+"""The direct baseline: the model called in this process, no server.
 
-It is the limit the serving path is compared with: the same artifact, the same torch thread count
+It is the limit the serving path is compared with: the same model, the same torch thread count
 as the server (``WorkerSettings.intra_op_threads``), under ``torch.inference_mode``,
-at the batch sizes the server actually formed. It must run while no server competes for the CPU:
-the CLI runs it after the server has stopped.
+at the batch sizes the server actually formed. A TorchScript model is its artifact called with
+tensors; a Python model (``minilm``: string inputs) is the worker's own runtime
+(``worker.runtime``) loaded here and called with numpy batches, so it pays what the worker's
+model call pays (the entrypoint, the conversions) and nothing else. It must run while no server
+competes for the CPU: the CLI runs it after the server has stopped.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +36,7 @@ class DirectResult:
 
 def measure(repo: Path, name: str, version: int | None, batches: Iterable[int],
             duration_s: float) -> list[DirectResult]:
-    """Calls/s and rows/s at each batch size: the best of ``SLICES`` slices of ``duration_s``.
-
-    Raises ``ValueError`` for a model that is not TorchScript (a Python model has no artifact).
-    """
+    """Calls/s and rows/s at each batch size: the best of ``SLICES`` slices of ``duration_s``."""
     import numpy as np
     import torch
 
@@ -44,18 +44,33 @@ def measure(repo: Path, name: str, version: int | None, batches: Iterable[int],
     from common.config import WorkerSettings
     from common.model.config import ModelFormat
     from common.model.repository import ModelRepository
-    from worker.runtime import resolve_device
+    from worker.runtime import create_runtime, resolve_device
 
     entry = ModelRepository(repo).get(name, version)
     config = entry.config
-    if config.format is not ModelFormat.TORCHSCRIPT or config.artifact is None:
-        raise ValueError(f"model '{name}' is {config.format.value}, not torchscript")
     settings = WorkerSettings()
     torch.set_num_threads(settings.intra_op_threads)
     device = resolve_device(config.device or settings.device)
-    module = torch.jit.load(str(entry.directory / config.artifact), map_location=device)
-    module.eval()
     rng = np.random.default_rng(0)
+    call: Callable[[int], Callable[[], object]]
+    if config.format is ModelFormat.TORCHSCRIPT and config.artifact is not None:
+        module = torch.jit.load(str(entry.directory / config.artifact), map_location=device)
+        module.eval()
+
+        def call(batch: int) -> Callable[[], object]:
+            args: list[Any] = [
+                torch.from_numpy(example_array(s.dtype.value, s.shape, batch, rng))
+                .to(device=device, dtype=getattr(torch, s.dtype.value))
+                for s in config.signature.inputs]
+            return lambda: module(*args)
+    else:
+        runtime = create_runtime(config, entry.directory, settings.device)
+        runtime.load()
+
+        def call(batch: int) -> Callable[[], object]:
+            inputs = {s.name: example_array(s.dtype.value, s.shape, batch, rng)
+                      for s in config.signature.inputs}
+            return lambda: runtime.predict(inputs)
 
     def sync() -> None:
         if device.type == "cuda":
@@ -64,18 +79,15 @@ def measure(repo: Path, name: str, version: int | None, batches: Iterable[int],
     results = []
     with torch.inference_mode():
         for batch in batches:
-            args: list[Any] = [
-                torch.from_numpy(example_array(s.dtype.value, s.shape, batch, rng))
-                .to(device=device, dtype=getattr(torch, s.dtype.value))
-                for s in config.signature.inputs]
+            once = call(batch)
             for _ in range(5):
-                module(*args)
+                once()
             sync()
             best = 0.0
             for _ in range(SLICES):
                 calls, started = 0, time.perf_counter()
                 while time.perf_counter() - started < duration_s / SLICES:
-                    module(*args)
+                    once()
                     calls += 1
                 sync()
                 best = max(best, calls / (time.perf_counter() - started))

@@ -20,11 +20,23 @@ from urllib.parse import urlsplit
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BUILDERS", "HttpRequest", "ModelInfo", "TensorInfo", "example_array",
+__all__ = ["BUILDERS", "SENTENCES", "HttpRequest", "ModelInfo", "TensorInfo", "example_array",
            "local_model_info", "model_info"]
 
 SYMBOLIC_DIM = 8
 """Size given to a symbolic non-batch dimension (e.g. ``seq``) in generated inputs."""
+
+SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Inference servers batch requests to use the hardware well.",
+    "A man is eating a piece of bread.",
+    "The stock market fell sharply on Monday.",
+    "Please send me the report by Friday.",
+    "It is raining again in the city today.",
+    "Transformers turn text into vectors.",
+    "How far is the nearest train station?",
+)
+"""Short sentences (5 to 9 words) for ``string`` inputs, drawn at random per element."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +86,14 @@ def example_array(dtype: str, shape: Sequence[int | str], rows: int,
     """Plausible values of ``dtype``: the first dimension is ``rows``, symbolic ones 8.
 
     Floats are rounded to 6 decimals so a JSON body is the size a real client sends (~9 bytes a
-    number), not 20-digit reprs.
+    number), not 20-digit reprs. ``string`` elements are short English sentences (``SENTENCES``),
+    in an object array.
     """
     dims = [rows] + [d if isinstance(d, int) else SYMBOLIC_DIM for d in shape[1:]]
+    if dtype == "string":
+        texts = np.empty(dims, dtype=object)
+        texts.flat[:] = [SENTENCES[i] for i in rng.integers(0, len(SENTENCES), texts.size)]
+        return texts
     if dtype == "bool":
         return rng.random(dims) < 0.5
     if dtype.startswith(("int", "uint")):
@@ -117,7 +134,12 @@ def v1_json(model: ModelInfo, rows: int, seed: int) -> HttpRequest:
 
 
 def _raw(array: npt.NDArray[Any], dtype: str) -> bytes:
-    """Little-endian C-order bytes of ``array`` as ``dtype`` (bfloat16: its 16-bit patterns)."""
+    """Little-endian C-order bytes of ``array`` as ``dtype`` (bfloat16: its 16-bit patterns;
+    string: Triton's ``BYTES``, each element's uint32 length then its UTF-8)."""
+    if dtype == "string":
+        from common.model.strings import encode_prefixed
+
+        return encode_prefixed(array)
     if dtype == "bfloat16":
         from common.model.dtypes import float_to_bf16_bits
 

@@ -183,11 +183,14 @@ def render_direct(report: Report) -> str:
     if not report.direct:
         return f"direct baseline skipped: {report.direct_error or 'not requested'}"
     first = report.direct[0]
-    lines = [f"direct (torch.jit in the bench process, {first.device}, "
+    single = report.direct_at(1)
+    lines = [f"direct (the model called in the bench process, {first.device}, "
              f"{first.threads} torch threads, best of {SLICES} slices of "
-             f"{c['direct_duration_s'] / SLICES:g} s):",
-             f"{'batch':>7}  {'calls/s':>10}  {'rows/s':>10}"]
-    lines.extend(f"{d.batch:>7}  {d.calls_per_s:>10.0f}  {d.rows_per_s:>10.0f}"
+             f"{c['direct_duration_s'] / SLICES:g} s; vs batch 1: rows/s over batch 1's):",
+             f"{'batch':>7}  {'calls/s':>10}  {'rows/s':>10}  {'vs batch 1':>10}"]
+    lines.extend(f"{d.batch:>7}  {d.calls_per_s:>10.0f}  {d.rows_per_s:>10.0f}  "
+                 + (f"{d.rows_per_s / single.rows_per_s:>9.1f}x" if single and single.rows_per_s
+                    else f"{'-':>10}")
                  for d in report.direct)
     return "\n".join(lines)
 

@@ -20,11 +20,13 @@ from common.transport.broker import Broker
 from facade.admin_service import AdminService
 from facade.auth import Guard
 from facade.cluster_view import ClusterView
+from facade.console import console_router
 from facade.data_plane import DataPlane
 from facade.errors import install_error_handlers
 from facade.front import Front
 from facade.health import health_router
 from facade.openapi import document_predict_routes
+from facade.queue_stats import QueueWatch
 from facade.v1_routes import v1_router
 from facade.v2_routes import v2_router
 
@@ -32,11 +34,14 @@ __all__ = ["Facade"]
 
 
 class Facade:
-    def __init__(self, app: ASGIApp, api: FastAPI, view: ClusterView) -> None:
+    def __init__(self, app: ASGIApp, api: FastAPI, view: ClusterView,
+                 queues: QueueWatch) -> None:
         self.app = app
         """The ASGI app to serve: ``Front`` (request context, predict fast path) → FastAPI."""
         self.api = api
         self.view = view
+        self.queues = queues
+        """The broker's queues, read in the background: ``queues.snapshot()``."""
 
     @classmethod
     async def create(cls, settings: FacadeSettings, broker: Broker, store: StateStore,
@@ -48,6 +53,9 @@ class Facade:
         view = ClusterView(store, repository, metrics, settings.heartbeat_interval_s / 2,
                            grace_s=settings.heartbeat_ttl_s, supervisor=supervisor)
         await view.start()
+        queues = QueueWatch(broker, view, metrics, settings.queue_stats_interval_s,
+                            view.supervisor)
+        await queues.start()
         plane = DataPlane(settings, broker, view, metrics)
         admin = AdminService(store, view, settings.admin_timeout_s)
         guard = Guard.from_settings(settings)
@@ -57,12 +65,14 @@ class Facade:
         api.include_router(v1_router(admin, view, guard))
         api.include_router(v2_router(admin, view, guard))
         api.include_router(health_router(view, registry))
+        api.include_router(console_router(view, queues, registry, guard))
         document_predict_routes(api)
         app = Front(api, plane, max_body_bytes=settings.max_body_bytes,
                     access_log=settings.access_log, guard=guard)
         if settings.gc_freeze:
             heap.settle()  # the application is built: what it holds is here to stay
-        return cls(app, api, view)
+        return cls(app, api, view, queues)
 
     async def aclose(self) -> None:
+        await self.queues.aclose()
         await self.view.aclose()

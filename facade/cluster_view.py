@@ -111,8 +111,15 @@ class ClusterView:
             raise ModelNotLoaded(f"Model '{name}' version {version} is not loaded "
                                  f"(loaded: {', '.join(map(str, sorted(state.desired)))})")
         if not self.serving(name, version):
-            raise Unavailable(f"No live worker serves model '{name}' version {version} yet")
+            why = self.load_failure(name, version)
+            raise Unavailable(f"No live worker serves model '{name}' version {version} yet"
+                              + (f"; it failed to load: {why}" if why else ""))
         return self.repository.get(name, version)
+
+    def load_failure(self, name: str, version: int) -> str | None:
+        """Why a live worker could not load the version (the latest attempt), if one failed."""
+        attempts = [w.failed[key] for w in self.workers if (key := f"{name}:{version}") in w.failed]
+        return max(attempts)[1] if attempts else None
 
     def ready(self) -> tuple[bool, list[str]]:
         """Ready when every active model version has a live worker and no supervised loop is

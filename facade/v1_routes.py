@@ -97,4 +97,5 @@ def _summary(view: ClusterView, name: str) -> dict[str, Any]:
         "desired": sorted(state.desired) if state else [],
         "loaded": [v for v in versions if workers[str(v)]],
         "workers": {v: ids for v, ids in workers.items() if ids},
+        "failed": {str(v): why for v in versions if (why := view.load_failure(name, v))},
     }

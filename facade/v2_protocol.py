@@ -5,7 +5,9 @@
 A JSON request names each input's ``datatype`` and ``shape`` with ``data`` (flat row-major or
 nested), or, with the binary extension, ``parameters.binary_data_size``: the bytes follow the JSON
 header (its length in the ``Inference-Header-Content-Length`` HTTP header), in input order, and
-are read as numpy views on the request body, never copied or parsed as numbers. Outputs are
+are read as numpy views on the request body, never copied or parsed as numbers. ``BYTES`` (the
+``string`` dtype, UTF-8 text) takes ``data`` as a list of strings, and in binary each element as
+a uint32 length and its bytes (common/model/strings.py). Outputs are
 returned as JSON ``data`` or, when asked (``binary_data`` per output, ``binary_data_output`` for
 all), as raw bytes after the JSON header of the response.
 """
@@ -26,6 +28,7 @@ from common.model.codecs import decode_tensor, json_safe, shaped
 from common.model.config import ModelConfig
 from common.model.dtypes import DType
 from common.model.signature import Signature
+from common.model.strings import decode_prefixed, encode_prefixed
 from common.wire.json_request import parse_json_object
 from facade.data_plane import positive
 
@@ -40,7 +43,7 @@ _DATATYPES: dict[DType, str] = {
     DType.BOOL: "BOOL", DType.UINT8: "UINT8", DType.UINT16: "UINT16", DType.UINT32: "UINT32",
     DType.UINT64: "UINT64", DType.INT8: "INT8", DType.INT16: "INT16", DType.INT32: "INT32",
     DType.INT64: "INT64", DType.FLOAT16: "FP16", DType.BFLOAT16: "BF16",
-    DType.FLOAT32: "FP32", DType.FLOAT64: "FP64",
+    DType.FLOAT32: "FP32", DType.FLOAT64: "FP64", DType.STRING: "BYTES",
 }
 _DTYPES = {name: dtype for dtype, name in _DATATYPES.items()}
 
@@ -56,7 +59,7 @@ def dtype_of(datatype: Any, name: str) -> DType:
     except (KeyError, TypeError):
         known = ", ".join(_DATATYPES.values())
         raise InvalidInput(f"Input '{name}': unsupported datatype {datatype!r} "
-                           f"(supported: {known}; BYTES is not)") from None
+                           f"(supported: {known})") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +145,16 @@ def _decode_inputs(body: dict[str, Any], signature: Signature,
                 raise InvalidInput(f"Input '{name}': give 'data' or binary_data_size")
             arrays[name] = decode_tensor(name, {"data": tensor["data"], "shape": shape}, dtype)
             continue
-        expected = math.prod(shape) * dtype.numpy.itemsize
         if not isinstance(size, int) or isinstance(size, bool):
             raise InvalidInput(f"Input '{name}': binary_data_size must be an integer")
+        if dtype is DType.STRING:
+            if offset + size > len(binary):
+                raise InvalidInput(f"Input '{name}': binary_data_size is {size} with "
+                                   f"{len(binary) - offset} bytes left in the body")
+            arrays[name] = decode_prefixed(name, binary[offset:offset + size], shape)
+            offset += size
+            continue
+        expected = math.prod(shape) * dtype.numpy.itemsize
         if size != expected or offset + size > len(binary):
             raise InvalidInput(
                 f"Input '{name}': shape {shape} of {datatype_of(dtype)} needs {expected} bytes; "
@@ -197,12 +207,17 @@ def _encode(name: str, version: int, request_id: Any, result: dict[str, Array],
         dtype = dtypes[output]
         entry: dict[str, Any] = {"name": output, "datatype": datatype_of(dtype),
                                  "shape": list(array.shape)}
-        if binary.get(output, binary.get("*", False)):
+        if binary.get(output, binary.get("*", False)) and dtype is DType.STRING:
+            raw = encode_prefixed(array, f"output '{output}'")
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            buffers.append(raw)
+        elif binary.get(output, binary.get("*", False)):
             data = np.ascontiguousarray(array)
             entry["parameters"] = {"binary_data_size": data.nbytes}
             buffers.append(data.data.cast("B"))
         else:
-            entry["data"] = json_safe(array, dtype).reshape(-1)
+            entry["data"] = (array.reshape(-1).tolist() if dtype is DType.STRING
+                             else json_safe(array, dtype).reshape(-1))
         outputs.append(entry)
     head: dict[str, Any] = {"model_name": name, "model_version": str(version),
                             "outputs": outputs}

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from common.model.config import MODEL_NAME, ModelConfig, ModelFormat
+from common.model.dtypes import DType
 from common.model.signature import BATCH, TensorSpec
 from facade.admin_service import AdminService
 from facade.auth import Guard
@@ -50,10 +51,15 @@ def _metadata(config: ModelConfig, versions: list[int]) -> dict[str, Any]:
     }
 
 
+_TRITON_TYPE = {DType.STRING: "TYPE_STRING"}
+"""Where Triton's model configuration names a type otherwise than the protocol (BYTES)."""
+
+
 def _config(config: ModelConfig) -> dict[str, Any]:
     """Triton's model configuration: dims without the batch dimension, max_batch_size > 0."""
     def tensors(specs: list[TensorSpec]) -> list[dict[str, Any]]:
-        return [{"name": s.name, "data_type": f"TYPE_{datatype_of(s.dtype)}",
+        return [{"name": s.name, "data_type": _TRITON_TYPE.get(s.dtype,
+                                                               f"TYPE_{datatype_of(s.dtype)}"),
                  "dims": [d if isinstance(d, int) else -1 for d in s.shape if d != BATCH]}
                 for s in specs]
 
@@ -146,10 +152,11 @@ def v2_router(admin: AdminService, view: ClusterView, guard: Guard | None = None
             for version in sorted(repository.versions(name)):
                 serving = bool(view.serving(name, version))
                 wanted = state is not None and version in state.desired
+                failed = None if serving or not wanted else view.load_failure(name, version)
                 index.append({"name": name, "version": str(version),
                               "state": "READY" if serving else
-                              ("LOADING" if wanted else "UNAVAILABLE"),
-                              "reason": "" if serving or wanted else "unloaded"})
+                              ("LOADING" if wanted and not failed else "UNAVAILABLE"),
+                              "reason": failed or ("" if serving or wanted else "unloaded")})
         return _json(index)
 
     @router.post("/v2/repository/models/{name}/load", summary="Load a model (newest version)",

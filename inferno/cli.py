@@ -2,11 +2,13 @@
 
 ``inferno serve``: facade + worker in one process (embedded: in-process broker and state).
 ``inferno facade`` / ``inferno worker``: the distributed roles, over RabbitMQ and Redis.
+``inferno facade --workers N``: N facade processes on one port (``inferno.facade_processes``).
 ``inferno worker --burst``: drain the queues of the models it serves, then exit (a batch job).
 
 Each role's settings are read from the environment with the command line's flags over them
 (``FacadeSettings(**flags)``: init arguments win) and handed down as objects; the process
-environment is never written.
+environment is never written, except ``PROMETHEUS_MULTIPROC_DIR`` by the parent of
+``--workers``, for its children (prometheus-client reads it from the environment only).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import functools
 import logging
 import math
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
@@ -29,10 +32,16 @@ from common.backends import create_broker, create_state_store
 from common.config import CommonSettings, FacadeSettings, WorkerSettings
 from common.heap import GcPauses
 from common.logging import configure_logging
-from common.metrics import WorkerMetrics, process_registry, supervisor_for
+from common.metrics import (
+    WorkerMetrics,
+    multiprocess_registry,
+    process_registry,
+    supervisor_for,
+)
 from common.model.repository import ModelRepository
 from facade.app import Facade
 from inferno.embedded import Embedded
+from inferno.facade_processes import serve_processes, watch_parent
 from worker.reconciler import Reconciler
 
 __all__ = ["main", "parse_args", "settings_from"]
@@ -64,10 +73,23 @@ def _parser() -> argparse.ArgumentParser:
     for command in (serve, worker):
         command.add_argument("--device", choices=["cpu", "cuda", "auto"], help="INFERNO_DEVICE")
         command.add_argument("--preload", help="models to load at start, comma-separated, * all")
+    facade.add_argument(
+        "--workers", type=_positive, default=1, metavar="N",
+        help="run N facade processes on the port (default 1): each a whole facade with its own "
+             "connections, the kernel spreading new connections over them (SO_REUSEPORT); "
+             "/metrics from any of them tells of all (PROMETHEUS_MULTIPROC_DIR, a fresh "
+             "temporary directory unless set); SIGTERM stops them all gracefully")
     worker.add_argument("--models", help="models this worker serves, comma-separated (* all)")
     worker.add_argument("--burst", action="store_true", default=None,
                         help="drain the queues of the models it serves, then exit (INFERNO_BURST)")
     return parser
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
 
 
 def settings_from(cls: type[S], args: argparse.Namespace) -> S:
@@ -118,28 +140,38 @@ async def _serve(facade_settings: FacadeSettings, worker_settings: WorkerSetting
     log.info("stopped")
 
 
-async def _facade(settings: FacadeSettings) -> None:
+async def _facade(settings: FacadeSettings, sock: socket.socket | None = None) -> None:
+    """One facade process: alone on its port, or (``sock``) one of ``--workers``."""
     _require_cluster(settings, "facade")
     repository = ModelRepository(settings.repo_root)
     repository.scan()
     broker, store = create_broker(settings), create_state_store(settings)
     await broker.start()
     await store.start()
-    registry = process_registry()
+    registry = process_registry() if sock is None else multiprocess_registry()
     GcPauses(registry).start()
     facade = await Facade.create(settings, broker, store, repository, registry,
                                  supervisor_for(registry))
     # In-flight requests may take up to their deadline to finish.
     server = _uvicorn(facade.app, settings, drain_s=settings.request_timeout_ms / 1000)
-    log.info("facade on http://%s:%d", settings.host, settings.port)
+    if sock is None:
+        log.info("facade on http://%s:%d", settings.host, settings.port)
+    else:
+        watch_parent(lambda: setattr(server, "should_exit", True))
     _absorb_stop_signals()
     try:
-        await server.serve()
+        await server.serve(sockets=None if sock is None else [sock])
     finally:
         await facade.aclose()
         await store.aclose()
         await broker.aclose()
     log.info("stopped")
+
+
+def _facade_process(settings: FacadeSettings, sock: socket.socket) -> None:
+    """A child of ``inferno facade --workers``, in a process of its own (spawned)."""
+    configure_logging(settings.log_level, settings.log_json)
+    _run(functools.partial(_facade, settings, sock))
 
 
 async def _worker(settings: WorkerSettings) -> None:
@@ -221,7 +253,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         command = functools.partial(_serve, settings_from(FacadeSettings, args),
                                     settings_from(WorkerSettings, args))
     elif args.command == "facade":
-        command = functools.partial(_facade, settings_from(FacadeSettings, args))
+        settings = settings_from(FacadeSettings, args)
+        if args.workers > 1:
+            _require_cluster(settings, "facade")
+            sys.exit(serve_processes(settings, args.workers, _facade_process))
+        command = functools.partial(_facade, settings)
     else:
         command = functools.partial(_worker, settings_from(WorkerSettings, args))
     _run(command)

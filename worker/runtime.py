@@ -9,7 +9,9 @@ one synchronisation per batch (``worker/device_buffers.py``).
 - ``torchscript``: ``torch.jit.load(artifact)``; ``forward`` takes the inputs positionally in
   signature order and returns a tensor, a tuple/list (signature output order) or a dict by name.
 - ``python``: ``entrypoint: module:factory``; ``factory(context)`` returns a callable taking a dict
-  of tensors and returning a dict of tensors (or numpy arrays). ``module`` is looked up next to
+  of tensors and returning a dict of tensors (or numpy arrays). A ``string`` input arrives as
+  ``array.tolist()`` (a ``list[str]`` for shape ``[batch]``), never on the device; a string
+  output may be a (nested) list of ``str`` or a numpy array of them. ``module`` is looked up next to
   model.yaml first, then on ``sys.path``.
 """
 
@@ -33,6 +35,7 @@ import torch
 from common.model.config import Device, ModelConfig, ModelFormat
 from common.model.dtypes import DType, float_to_bf16_bits
 from common.model.signature import BATCH, TensorSpec
+from common.model.strings import string_array
 from worker.device_buffers import DeviceTransfer, StagedBatch, stageable
 
 __all__ = ["Runtime", "RuntimeContext", "create_runtime", "resolve_device"]
@@ -135,18 +138,21 @@ class Runtime(ABC):
         if self._transfer is not None and self.config.batching.max_batch_size > 1:
             sizes.append(self.config.batching.max_batch_size)
         for rows in sizes:
-            self.predict({s.name: np.zeros(_example_shape(s, rows), s.dtype.numpy)
-                          for s in self.config.signature.inputs})
+            self.predict({s.name: _example(s, rows) for s in self.config.signature.inputs})
         if self._transfer is not None:
             self._transfer.provision(self.config.concurrency.max_concurrency)
 
-    def _to_tensor(self, array: Array, dtype: DType) -> torch.Tensor:
+    def _to_tensor(self, array: Array, dtype: DType) -> Any:
+        if dtype is DType.STRING:
+            return array.tolist()  # Python models only (ModelConfig refuses TorchScript)
         tensor = _as_dtype(torch.from_numpy(array), dtype)
         if self.device.type != "cpu":
             tensor = tensor.to(self.device)  # what the staging cannot take
         return tensor
 
     def _to_numpy(self, spec: TensorSpec, value: Any) -> Array:
+        if spec.dtype is DType.STRING:
+            return string_array(value, spec.name)
         if isinstance(value, torch.Tensor):
             value = value.detach()
             if value.device.type != "cpu":
@@ -179,11 +185,22 @@ def _as_dtype(tensor: torch.Tensor, dtype: DType) -> torch.Tensor:
 def _to_host(spec: TensorSpec, value: Any, batch: StagedBatch, device: torch.device) -> Any:
     """A device output's copy back, started (converted to the signature's dtype on the device
     first); anything else (numpy, a tensor already on the host) as it is."""
-    if not isinstance(value, torch.Tensor) or value.device.type != device.type:
+    if (spec.dtype is DType.STRING or not isinstance(value, torch.Tensor)
+            or value.device.type != device.type):
         return value
     value = value.detach()
     want = _TORCH_DTYPES[spec.dtype]
     return batch.to_host(value if value.dtype == want else value.to(want))
+
+
+def _example(spec: TensorSpec, rows: int) -> Array:
+    """A warm-up input: zeros, or empty strings for a string input."""
+    shape = _example_shape(spec, rows)
+    if spec.dtype is DType.STRING:
+        array = np.empty(shape, dtype=object)
+        array.fill("")
+        return array
+    return np.zeros(shape, spec.dtype.numpy)
 
 
 def _example_shape(spec: TensorSpec, rows: int) -> tuple[int, ...]:

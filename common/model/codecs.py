@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from common.errors import InvalidInput
 from common.model.dtypes import DType, bf16_bits_to_float32, float_to_bf16_bits
+from common.model.strings import from_data
 
 __all__ = ["Codec", "decode_tensor", "encode_tensor", "json_safe", "shaped"]
 
@@ -58,6 +59,11 @@ def decode_tensor(name: str, payload: Any, dtype: DType) -> Array:
         got = f", got {' and '.join(given)}" if given else ""
         raise InvalidInput(f"Input '{name}': give exactly one of 'data' or 'b64' ('base64' is "
                            f"the same as 'b64'){got}")
+    if dtype is DType.STRING:
+        if given[0] != "data":
+            raise InvalidInput(f"Input '{name}': a string input takes 'data' (a list of "
+                               f"strings), not '{given[0]}'")
+        return from_data(name, payload["data"], shape)
     if given[0] != "data":
         return _from_b64(name, given[0], payload[given[0]], shape, dtype)
     return _from_data(name, payload["data"], shape, dtype)
@@ -142,8 +148,11 @@ def _describe_kind(array: Array) -> str:
     )
 
 
-def json_safe(array: Array, dtype: DType) -> Array:
-    """The array as orjson can write it: bfloat16 bits widened to float32 numbers."""
+def json_safe(array: Array, dtype: DType) -> Any:
+    """The array as orjson can write it: bfloat16 bits widened to float32 numbers, strings as
+    (nested) lists (orjson cannot write object arrays)."""
+    if dtype is DType.STRING:
+        return array.tolist()
     if dtype is DType.BFLOAT16:
         return bf16_bits_to_float32(array)
     return np.ascontiguousarray(array)
@@ -152,7 +161,7 @@ def json_safe(array: Array, dtype: DType) -> Array:
 def encode_tensor(array: Array, dtype: DType, codec: Codec) -> dict[str, Any]:
     """One output payload; the array itself is left for orjson (OPT_SERIALIZE_NUMPY) to write."""
     out: dict[str, Any] = {"dtype": dtype.value, "shape": list(array.shape)}
-    if codec is Codec.BASE64:
+    if codec is Codec.BASE64 and dtype is not DType.STRING:  # strings: always 'data'
         out["b64"] = base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
     else:
         out["data"] = json_safe(array, dtype)

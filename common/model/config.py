@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.model.codecs import Codec
+from common.model.dtypes import DType
 from common.model.signature import Signature
 
 __all__ = [
@@ -98,6 +99,12 @@ class ModelConfig(_Section):
     def _artifact_matches_format(self) -> ModelConfig:
         if self.format is ModelFormat.TORCHSCRIPT and not self.artifact:
             raise ValueError("format torchscript needs 'artifact' (the .pt file)")
+        if self.format is ModelFormat.TORCHSCRIPT:
+            strings = [s.name for s in (*self.signature.inputs, *self.signature.outputs)
+                       if s.dtype is DType.STRING]
+            if strings:
+                raise ValueError("TorchScript models take numeric tensors only: "
+                                 f"{', '.join(strings)} (string) need format python")
         if self.format is ModelFormat.PYTHON:
             if not self.entrypoint:
                 raise ValueError("format python needs 'entrypoint' (module:factory)")

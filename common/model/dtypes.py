@@ -30,6 +30,13 @@ class DType(StrEnum):
     BFLOAT16 = "bfloat16"
     FLOAT32 = "float32"
     FLOAT64 = "float64"
+    STRING = "string"
+    """UTF-8 text (the v2 protocol's ``BYTES``): a numpy object array of ``str``, see
+    common/model/strings.py."""
+
+    @property
+    def is_string(self) -> bool:
+        return self is DType.STRING
 
     @property
     def numpy(self) -> np.dtype[np.generic]:
@@ -38,23 +45,31 @@ class DType(StrEnum):
 
     @property
     def kind(self) -> str:
-        """numpy kind letter of the *logical* type: 'b', 'u', 'i' or 'f' (bfloat16 is 'f')."""
+        """numpy kind letter of the *logical* type: 'b', 'u', 'i', 'f' (bfloat16 is 'f') or 'O'
+        (string)."""
         return "f" if self is DType.BFLOAT16 else self.numpy.kind
 
     @classmethod
     def of(cls, array: npt.NDArray[np.generic]) -> DType:
         """The DType of a numpy array; a uint16 array is taken as uint16, never bfloat16."""
         try:
+            if array.dtype.kind == "O":
+                return DType.STRING
             return _BY_NUMPY[array.dtype.newbyteorder("<")]
         except KeyError:
             raise TypeError(f"unsupported numpy dtype {array.dtype}") from None
 
 
-_NUMPY: dict[DType, np.dtype[np.generic]] = {
-    d: np.dtype("<u2") if d is DType.BFLOAT16 else np.dtype(d.value).newbyteorder("<")
-    for d in DType
-}
-_BY_NUMPY = {dt: d for d, dt in _NUMPY.items() if d is not DType.BFLOAT16}
+def _storage(d: DType) -> np.dtype[np.generic]:
+    if d is DType.BFLOAT16:
+        return np.dtype("<u2")
+    if d is DType.STRING:
+        return np.dtype(object)
+    return np.dtype(d.value).newbyteorder("<")
+
+
+_NUMPY: dict[DType, np.dtype[np.generic]] = {d: _storage(d) for d in DType}
+_BY_NUMPY = {dt: d for d, dt in _NUMPY.items() if d not in (DType.BFLOAT16, DType.STRING)}
 
 
 def float_to_bf16_bits(values: npt.ArrayLike) -> npt.NDArray[np.uint16]:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from common.errors import InvalidInput
 from common.model.dtypes import DType
+from common.model.strings import DEFAULT_MAX_STRING_BYTES, check_strings
 
 __all__ = ["BATCH", "Checked", "Dim", "Signature", "TensorSpec"]
 
@@ -56,6 +57,19 @@ class TensorSpec(BaseModel):
     shape: list[Annotated[int, Field(ge=0)] | Annotated[str, Field(pattern=r"^[A-Za-z_]\w*$")]]
     optional: bool = False
     """An optional input may be left out of a request; outputs are never optional."""
+    max_string_bytes: Annotated[int, Field(ge=1)] | None = None
+    """A string input's bound on one element's UTF-8 bytes (default
+    ``DEFAULT_MAX_STRING_BYTES``); only string inputs take it."""
+
+    @model_validator(mode="after")
+    def _string_bound(self) -> TensorSpec:
+        if self.max_string_bytes is not None and self.dtype is not DType.STRING:
+            raise ValueError(f"'{self.name}': max_string_bytes is for string tensors only")
+        return self
+
+    @property
+    def string_limit(self) -> int:
+        return self.max_string_bytes or DEFAULT_MAX_STRING_BYTES
 
     @field_validator("shape")
     @classmethod
@@ -65,8 +79,11 @@ class TensorSpec(BaseModel):
         return shape
 
     def describe(self) -> dict[str, object]:
-        return {"name": self.name, "dtype": self.dtype.value, "shape": self.shape,
-                "optional": self.optional}
+        out: dict[str, object] = {"name": self.name, "dtype": self.dtype.value,
+                                  "shape": self.shape, "optional": self.optional}
+        if self.max_string_bytes is not None:
+            out["max_string_bytes"] = self.max_string_bytes
+        return out
 
 
 class Signature(BaseModel):
@@ -86,6 +103,8 @@ class Signature(BaseModel):
                 raise ValueError(f"duplicate {kind} name(s): {', '.join(dupes)}")
         if any(s.optional for s in self.outputs):
             raise ValueError("outputs cannot be optional")
+        if any(s.max_string_bytes is not None for s in self.outputs):
+            raise ValueError("max_string_bytes is for inputs only")
         return self
 
     # Cached: these are read on every request, and the model is frozen.
@@ -175,6 +194,8 @@ class Signature(BaseModel):
                     )
                 else:
                     bound.setdefault(dim, (size, name))
+            if spec.dtype is DType.STRING:
+                check_strings(name, array, spec.string_limit)
         if BATCH not in bound:
             raise InvalidInput("The request has no inputs: give at least one")
         rows = bound[BATCH][0]

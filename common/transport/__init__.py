@@ -7,7 +7,8 @@ requests are answered from the dead letters, ``amqp_dead_letter``); ``aiormq_fra
 the aiormq internals the outbox relies on, and ``amqp_errors`` the conversion of AMQP errors
 into ``BrokerUnavailable``."""
 
-from common.transport.broker import Broker, Delivery, DeliveryHandler, Subscription
+from common.transport.broker import Broker, Delivery, DeliveryHandler, QueueStats, Subscription
 from common.transport.memory import InMemoryBroker
 
-__all__ = ["Broker", "Delivery", "DeliveryHandler", "InMemoryBroker", "Subscription"]
+__all__ = ["Broker", "Delivery", "DeliveryHandler", "InMemoryBroker", "QueueStats",
+           "Subscription"]

@@ -49,7 +49,13 @@ from common.transport.amqp_dead_letter import (
 from common.transport.amqp_errors import broker_errors
 from common.transport.amqp_prefetch import RowPrefetch
 from common.transport.amqp_retry import Retrier, retry_queue_name
-from common.transport.broker import Broker, DeliveryHandler, Subscription
+from common.transport.broker import (
+    NO_QUEUE,
+    Broker,
+    DeliveryHandler,
+    QueueStats,
+    Subscription,
+)
 from common.wire.envelope import MAX_ENVELOPE_BYTES
 from common.wire.messages import PredictReply, PredictRequest, queue_name, routing_key
 
@@ -157,27 +163,35 @@ class AmqpBroker(Broker):
             await self._admin.queue_delete(queue_name(model, version))
             await self._admin.queue_delete(retry_queue_name(model, version))
 
-    async def queue_depth(self, model: str, version: int) -> int:
-        """Ready messages of the version's queue and of its retry queue."""
-        depths = [await self._peek_queue(model, version),
-                  await self._peek(retry_queue_name(model, version))]
-        return sum(d or 0 for d in depths)
+    async def queue_stats(self, model: str, version: int) -> QueueStats:
+        """Ready messages of the version's queue and of its retry queue; consumers of the
+        version's queue (each worker runner also consumes the retry queue: not counted twice)."""
+        main = await self._peek_queue(model, version) or NO_QUEUE
+        retry = await self._peek(retry_queue_name(model, version)) or NO_QUEUE
+        return QueueStats(messages=main.messages + retry.messages, consumers=main.consumers)
 
-    async def _peek_queue(self, model: str, version: int) -> int | None:
-        """Ready messages in the version's queue, or ``None`` when it does not exist."""
+    async def dead_letter_depth(self) -> int:
+        dead = await self._peek(DEAD_LETTER_QUEUE)
+        return 0 if dead is None else dead.messages
+
+    async def _peek_queue(self, model: str, version: int) -> QueueStats | None:
+        """The version's queue, or ``None`` when it does not exist."""
         return await self._peek(queue_name(model, version))
 
-    async def _peek(self, name: str) -> int | None:
+    async def _peek(self, name: str) -> QueueStats | None:
+        """A passive declare: the queue's ready messages and consumers, ``None`` if missing."""
         assert self._connection is not None, "broker not started"
         with broker_errors():
-            # A throwaway channel: a passive declare of a missing queue closes its channel,
-            # which must not be one that others share.
+            # A throwaway admin channel: a passive declare of a missing queue closes its
+            # channel, which must not be one that others share.
             async with self._connection.channel() as channel:
                 try:
                     queue = await channel.declare_queue(name, passive=True)
                 except aiormq.exceptions.ChannelNotFoundEntity:
                     return None
-                return int(queue.declaration_result.message_count or 0)
+                declared = queue.declaration_result
+                return QueueStats(messages=int(declared.message_count or 0),
+                                  consumers=int(declared.consumer_count or 0))
 
     async def _require_queue(self, model: str, version: int) -> None:
         if await self._peek_queue(model, version) is None:

@@ -44,6 +44,7 @@ from common.errors import (
     Overloaded,
     WorkerFailed,
 )
+from common.model.strings import framed_nbytes
 from common.transport.amqp_cancel import CANCEL_EXCHANGE, cancel_notice
 from common.transport.amqp_errors import broker_errors
 from common.transport.broker import fail_at_deadline
@@ -171,7 +172,7 @@ class AmqpClient:
                             "Message broker did not declare the reply queue before the "
                             "request's deadline") from None
             pending = Pending(request, correlation_id, future,
-                              sum(a.nbytes for a in request.inputs.values()))
+                              sum(map(framed_nbytes, request.inputs.values())))
             key = routing_key(request.model, request.version)
             if self._max_envelope_bytes:
                 lane = self._lanes.get(key)

@@ -9,7 +9,9 @@ semantics, checked by one contract test suite:
 - a request carries its deadline: the caller stops waiting then (``DeadlineExceeded``) and the
   broker drops it if it is still queued;
 - deliveries are acknowledged after their reply; a rejected delivery is requeued or dropped;
-  a consumer holds at most ``prefetch`` unacknowledged deliveries.
+  a consumer holds at most ``prefetch`` unacknowledged deliveries;
+- ``queue_stats`` tells what waits in a version's queue and how many consume it, as the broker
+  counts them (what the facade exports as ``inferno_queue_*``).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from common.errors import DeadlineExceeded
 from common.model.config import ModelConfig
 from common.wire.messages import PredictReply, PredictRequest
 
-__all__ = ["Broker", "Delivery", "DeliveryHandler", "Subscription", "fail_at_deadline"]
+__all__ = ["NO_QUEUE", "Broker", "Delivery", "DeliveryHandler", "QueueStats", "Subscription",
+           "fail_at_deadline"]
 
 
 def fail_at_deadline(future: asyncio.Future[PredictReply], request: PredictRequest
@@ -36,6 +40,22 @@ def _expire(future: asyncio.Future[PredictReply], request: PredictRequest) -> No
     if not future.done():
         future.set_exception(DeadlineExceeded(
             f"Model '{request.model}' did not answer within the request's deadline"))
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """A model version's queue as the broker counts it at one moment."""
+
+    messages: int
+    """Requests waiting, not yet handed to a consumer. AMQP: the ready messages of the version's
+    queue and of its retry queue; an envelope of several requests counts once, and what a
+    worker holds unacknowledged (its prefetch) is not counted."""
+    consumers: int
+    """Consumers of the version's queue: one per worker runner of the version."""
+
+
+NO_QUEUE = QueueStats(messages=0, consumers=0)
+"""What ``queue_stats`` says of a version without a queue."""
 
 
 class Delivery(ABC):
@@ -115,8 +135,18 @@ class Broker(ABC):
         """Stop routing the model's alias to this version's queue."""
 
     @abstractmethod
+    async def queue_stats(self, model: str, version: int) -> QueueStats:
+        """The version's queue now: requests waiting and consumers (``NO_QUEUE``, zeros, when
+        it does not exist). It asks the broker each time: keep it off the predict path."""
+
     async def queue_depth(self, model: str, version: int) -> int:
         """Requests waiting in the queue, not yet handed to a consumer."""
+        return (await self.queue_stats(model, version)).messages
+
+    async def dead_letter_depth(self) -> int | None:
+        """Messages in the broker's dead-letter queue (AMQP: ``inferno.dead-letter``: expired,
+        rejected and poison requests); ``None`` where there is none (in process)."""
+        return None
 
     @abstractmethod
     async def consume(self, config: ModelConfig, handler: DeliveryHandler,

@@ -17,9 +17,11 @@ from collections import deque
 from common.errors import ModelNotLoaded, Overloaded
 from common.model.config import ModelConfig
 from common.transport.broker import (
+    NO_QUEUE,
     Broker,
     Delivery,
     DeliveryHandler,
+    QueueStats,
     Subscription,
     fail_at_deadline,
 )
@@ -183,9 +185,11 @@ class InMemoryBroker(Broker):
     async def unbind_alias(self, model: str, version: int) -> None:
         pass  # nothing routes by alias here; unbinding a missing queue is harmless, as on AMQP
 
-    async def queue_depth(self, model: str, version: int) -> int:
+    async def queue_stats(self, model: str, version: int) -> QueueStats:
         queue = self._queues.get(queue_name(model, version))
-        return 0 if queue is None else len(queue.ready)
+        if queue is None:
+            return NO_QUEUE
+        return QueueStats(messages=len(queue.ready), consumers=len(queue.consumers))
 
     async def consume(self, config: ModelConfig, handler: DeliveryHandler,
                       prefetch: int) -> Subscription:

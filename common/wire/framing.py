@@ -15,9 +15,11 @@ little-endian::
               ...any other keys: the frame's "extra" (unknown keys are ignored)}
 
 Each tensor is C-contiguous, ``nbytes = itemsize(dtype) * prod(shape)``; ``bfloat16`` travels as
-its 16-bit patterns. The encoder pads the header with spaces and each buffer with zeros so every
-buffer starts 8-byte aligned; the decoder accepts any offsets (it copies only a buffer that lands
-unaligned in memory) and never trusts them: every malformed body is an ``InvalidInput``.
+its 16-bit patterns. A ``string`` tensor's bytes are ``prod(shape) + 1`` uint32 offsets and then
+one UTF-8 blob they index (``nbytes`` at least ``4 * (prod(shape) + 1)``; common/model/strings.py).
+The encoder pads the header with spaces and each buffer with zeros so every buffer starts 8-byte
+aligned; the decoder accepts any offsets (it copies only a buffer that lands unaligned in memory)
+and never trusts them: every malformed body is an ``InvalidInput``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import orjson
 
 from common.errors import InvalidInput
 from common.model.dtypes import DType
+from common.model.strings import decode_offsets, encode_offsets
 
 __all__ = ["decode_frame", "encode_frame"]
 
@@ -63,6 +66,19 @@ def encode_frame(tensors: Mapping[str, Array], dtypes: Mapping[str, DType] | Non
         dtype = dtypes.get(name) if dtypes is not None else None
         if dtype is None:
             dtype = DType.of(array)
+        if dtype is DType.STRING:
+            if array.dtype.kind != "O":
+                raise ValueError(f"tensor '{name}': a string tensor must be stored as an "
+                                 f"object array, got {array.dtype}")
+            raw = encode_offsets(array, f"tensor '{name}'")
+            entries.append({"name": name, "dtype": dtype.value, "shape": list(array.shape),
+                            "offset": offset, "nbytes": len(raw)})
+            buffers.append(raw)
+            pad = -len(raw) % _ALIGN
+            if pad:
+                buffers.append(b"\0" * pad)
+            offset += len(raw) + pad
+            continue
         if array.dtype != dtype.numpy:
             if array.dtype.newbyteorder("<") != dtype.numpy:
                 raise ValueError(f"tensor '{name}': a {dtype.value} tensor must be stored as "
@@ -122,6 +138,12 @@ def decode_frame(body: bytes | bytearray | memoryview,
         if dtypes is not None and name in dtypes and dtypes[name] is not dtype:
             raise InvalidInput(
                 f"Input '{name}': expected dtype {dtypes[name].value}, got {dtype.value}")
+        if dtype is DType.STRING:
+            region = view[start + offset:start + offset + nbytes]  # a view: no copy
+            arrays[name] = decode_offsets(name, region, shape)
+            if nbytes:
+                spans.append((offset, offset + nbytes, name))
+            continue
         array = np.frombuffer(view, dtype.numpy, math.prod(shape), start + offset).reshape(shape)
         if not array.flags.aligned:
             array = array.copy()
@@ -156,6 +178,15 @@ def _check_spec(spec: Any, size: int) -> tuple[str, DType, list[int], int, int]:
     offset, nbytes = spec.get("offset"), spec.get("nbytes")
     if not (_is_count(offset) and _is_count(nbytes)):
         raise _malformed(f"tensor '{name}': 'offset' and 'nbytes' must be non-negative integers")
+    if dtype is DType.STRING:
+        least = 4 * (math.prod(shape) + 1)
+        if nbytes < least:
+            raise _malformed(f"tensor '{name}': nbytes {nbytes} is too small for shape {shape} "
+                             f"of string (at least {least} bytes of offsets)")
+        if offset + nbytes > size:
+            raise _malformed(f"tensor '{name}': bytes [{offset}, {offset + nbytes}) lie beyond "
+                             f"the data region of {size} bytes")
+        return name, dtype, shape, offset, nbytes
     expected = math.prod(shape) * dtype.numpy.itemsize
     if nbytes != expected:
         raise _malformed(f"tensor '{name}': nbytes {nbytes} does not match shape {shape} of "

@@ -246,7 +246,10 @@ ALL_DTYPES = Signature.model_validate({
 
 
 def sample(dtype: DType) -> np.ndarray:
-    """Two values of ``dtype`` at the edges of its range (bfloat16: bit patterns of 1.5, -inf)."""
+    """Two values of ``dtype`` at the edges of its range (bfloat16: bit patterns of 1.5, -inf;
+    string: empty and multi-byte text)."""
+    if dtype is DType.STRING:
+        return np.array([["", "naïve 日本 😀"]], dtype=object)
     if dtype is DType.BOOL:
         return np.array([[True, False]])
     if dtype is DType.BFLOAT16:

@@ -188,9 +188,13 @@ INVALID: dict[str, tuple[Any, str]] = {
                              "Expected inputs: mask, tokens"),
     "duplicate input": ({"inputs": [BAG_JSON[0], BAG_JSON[0], BAG_JSON[1]]},
                         "Each input may be given only once"),
-    "BYTES": ({"inputs": [{**BAG_JSON[0], "datatype": "BYTES", "data": ["a"] * 4}, BAG_JSON[1]]},
-              "Input 'tokens': unsupported datatype 'BYTES' (supported: BOOL, UINT8, UINT16, "
-              "UINT32, UINT64, INT8, INT16, INT32, INT64, FP16, BF16, FP32, FP64; BYTES is not)"),
+    "BYTES for INT64": ({"inputs": [{**BAG_JSON[0], "datatype": "BYTES", "data": ["a"] * 4},
+                                    BAG_JSON[1]]},
+                        "Input 'tokens': expected datatype INT64, got BYTES"),
+    "unknown datatype": ({"inputs": [{**BAG_JSON[0], "datatype": "FP8"}, BAG_JSON[1]]},
+                         "Input 'tokens': unsupported datatype 'FP8' (supported: BOOL, UINT8, "
+                         "UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP16, BF16, FP32, "
+                         "FP64, BYTES)"),
     "negative dim": ({"inputs": [{**BAG_JSON[0], "shape": [1, -4]}, BAG_JSON[1]]},
                      "Input 'tokens': 'shape' must be a list of non-negative integers"),
     "no data": ({"inputs": [{"name": "tokens", "datatype": "INT64", "shape": [1, 4]},

@@ -368,3 +368,70 @@ def test_torchscript_on_cuda_matches_cpu() -> None:
     on_cuda = load(SAMPLE_MODELS, "mlp", 1, device=Device.CUDA).predict({"x": x})
     np.testing.assert_allclose(on_cuda["probs"], on_cpu["probs"], rtol=1e-3, atol=1e-5)
     np.testing.assert_array_equal(on_cuda["label"], on_cpu["label"])
+
+
+# --- strings ------------------------------------------------------------------------------------
+
+
+def _string_model(root: Path, device: str = "cpu") -> Path:
+    config = {"name": "echo", "version": 1, "format": "python", "entrypoint": "model:create",
+              "device": device,
+              "signature": {"inputs": [{"name": "text", "dtype": "string", "shape": ["batch"]},
+                                       {"name": "w", "dtype": "float32", "shape": ["batch"]}],
+                            "outputs": [{"name": "upper", "dtype": "string", "shape": ["batch"]},
+                                        {"name": "size", "dtype": "int64", "shape": ["batch"]}]}}
+    return write_model(root, config, {"model.py": """
+        import torch
+
+        def create(context):
+            seen = []
+            def predict(inputs):
+                texts = inputs["text"]
+                assert isinstance(texts, list) and all(isinstance(t, str) for t in texts)
+                assert isinstance(inputs["w"], torch.Tensor)
+                seen.append(list(texts))
+                return {"upper": [t.upper() for t in texts],
+                        "size": torch.tensor([len(t) for t in texts]) + inputs["w"].long()}
+            predict.seen = seen
+            return predict
+        """})
+
+
+def _strings(*values: str) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = list(values)
+    return array
+
+
+def test_a_python_model_takes_a_string_batch_as_a_list_and_returns_strings(
+        tmp_path: Path) -> None:
+    _string_model(tmp_path)
+    runtime = load(tmp_path, "echo")
+    out = runtime.predict({"text": _strings("héllo", "", "abc"),
+                           "w": np.array([0, 1, 2], np.float32)})
+    assert out["upper"].dtype == object and out["upper"].tolist() == ["HÉLLO", "", "ABC"]
+    assert out["size"].tolist() == [5, 1, 5]
+    runtime.warm_up()  # empty strings, not zeros
+    assert runtime._fn.seen[-1] == [""]  # type: ignore[attr-defined]
+
+
+def test_a_string_output_that_is_not_text_is_an_error(tmp_path: Path) -> None:
+    config = {"name": "bad", "version": 1, "format": "python", "entrypoint": "model:create",
+              "signature": {"inputs": [{"name": "x", "dtype": "float32", "shape": ["batch"]}],
+                            "outputs": [{"name": "y", "dtype": "string", "shape": ["batch"]}]}}
+    write_model(tmp_path, config, {"model.py": """
+        def create(context):
+            return lambda inputs: {"y": inputs["x"]}
+        """})
+    runtime = load(tmp_path, "bad")
+    with pytest.raises(TypeError, match="Output 'y': element 0 is not a string"):
+        runtime.predict({"x": np.zeros(1, np.float32)})
+
+
+@needs_cuda
+def test_strings_skip_the_cuda_staging(tmp_path: Path) -> None:
+    _string_model(tmp_path, "cuda")
+    runtime = load(tmp_path, "echo", device=Device.CUDA)
+    runtime.warm_up()
+    out = runtime.predict({"text": _strings("a", "bc"), "w": np.array([1, 1], np.float32)})
+    assert out["upper"].tolist() == ["A", "BC"] and out["size"].tolist() == [2, 3]

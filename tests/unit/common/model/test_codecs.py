@@ -18,6 +18,8 @@ NAME = "pixels"  # every error message must name the input
 
 def sample(dtype: DType) -> np.ndarray:
     """A 2x3 array of ``dtype`` with its extremes; finite values only (JSON has no NaN)."""
+    if dtype is DType.STRING:
+        return np.array([["", "héllo", "日本語"], ["a\x00b", "😀", "x" * 40]], dtype=object)
     if dtype is DType.BOOL:
         return np.array([[True, False, True], [False, False, True]])
     if dtype is DType.BFLOAT16:
@@ -36,6 +38,9 @@ def over_json(payload: dict[str, Any]) -> dict[str, Any]:
 
 def assert_same_bits(got: np.ndarray, want: np.ndarray) -> None:
     assert got.dtype == want.dtype and got.shape == want.shape
+    if want.dtype.kind == "O":
+        assert got.tolist() == want.tolist()
+        return
     assert got.tobytes() == want.tobytes()
 
 
@@ -60,7 +65,7 @@ def test_data_round_trip(dtype: DType) -> None:
     assert_same_bits(decode_tensor(NAME, payload, dtype), array.astype(dtype.numpy))
 
 
-@pytest.mark.parametrize("dtype", list(DType), ids=str)
+@pytest.mark.parametrize("dtype", [d for d in DType if d is not DType.STRING], ids=str)
 def test_b64_round_trip(dtype: DType) -> None:
     array = sample(dtype)
     payload = over_json(encode_tensor(array, dtype, Codec.BASE64))

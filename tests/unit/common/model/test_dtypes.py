@@ -12,7 +12,7 @@ ALL = list(DType)
 KINDS = {
     "bool": "b", "uint8": "u", "uint16": "u", "uint32": "u", "uint64": "u", "int8": "i",
     "int16": "i", "int32": "i", "int64": "i", "float16": "f", "bfloat16": "f", "float32": "f",
-    "float64": "f",
+    "float64": "f", "string": "O",
 }
 
 
@@ -28,7 +28,8 @@ def test_every_dtype_is_covered() -> None:
 
 @pytest.mark.parametrize("dtype", ALL, ids=str)
 def test_numpy_storage(dtype: DType) -> None:
-    expected = np.dtype("<u2") if dtype is DType.BFLOAT16 else np.dtype(dtype.value)
+    special = {DType.BFLOAT16: np.dtype("<u2"), DType.STRING: np.dtype(object)}
+    expected = special[dtype] if dtype in special else np.dtype(dtype.value)
     assert dtype.numpy == expected
     assert dtype.numpy.byteorder in "<=|"  # little-endian (or single byte)
 
@@ -38,7 +39,8 @@ def test_kind(dtype: DType) -> None:
     assert dtype.kind == KINDS[dtype.value]
 
 
-@pytest.mark.parametrize("dtype", [d for d in ALL if d is not DType.BFLOAT16], ids=str)
+@pytest.mark.parametrize("dtype", [d for d in ALL if d not in (DType.BFLOAT16, DType.STRING)],
+                         ids=str)
 def test_of_array(dtype: DType) -> None:
     assert DType.of(np.zeros(2, dtype.numpy)) is dtype
     # Byte order does not change the type.
@@ -49,7 +51,11 @@ def test_of_uint16_is_never_bfloat16() -> None:
     assert DType.of(np.zeros(1, np.uint16)) is DType.UINT16
 
 
-@pytest.mark.parametrize("dtype", [np.complex64, np.object_, np.str_, "datetime64[s]"])
+def test_of_an_object_array_is_string() -> None:
+    assert DType.of(np.array(["a", "b"], dtype=object)) is DType.STRING
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.str_, np.bytes_, "datetime64[s]"])
 def test_of_unsupported_dtype(dtype: object) -> None:
     with pytest.raises(TypeError, match="unsupported numpy dtype"):
         DType.of(np.zeros(1, dtype))

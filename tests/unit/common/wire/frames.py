@@ -14,6 +14,11 @@ from common.model.dtypes import DType, float_to_bf16_bits
 def sample(dtype: DType, shape: tuple[int, ...] = (2, 3)) -> np.ndarray:
     """An array of ``dtype`` (its storage type) with varied values, extremes included."""
     count = int(np.prod(shape))
+    if dtype is DType.STRING:
+        texts = ["", "héllo", "日本語", "a\x00b", "😀", "x" * 40]
+        values = np.empty(count, dtype=object)
+        values[:] = [texts[i % len(texts)] for i in range(count)]
+        return values.reshape(shape)
     if dtype is DType.BOOL:
         return (np.arange(count) % 3 == 0).reshape(shape)
     if dtype is DType.BFLOAT16:
@@ -32,6 +37,9 @@ def sample(dtype: DType, shape: tuple[int, ...] = (2, 3)) -> np.ndarray:
 
 def assert_same(got: np.ndarray, want: np.ndarray) -> None:
     assert got.dtype == want.dtype and got.shape == want.shape
+    if want.dtype.kind == "O":
+        assert got.tolist() == want.tolist()
+        return
     assert got.tobytes() == np.ascontiguousarray(want).tobytes()
 
 

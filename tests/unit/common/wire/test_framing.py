@@ -100,8 +100,12 @@ def test_tensors_is_a_reserved_extra_key() -> None:
 def test_encoding_refuses_storage_that_does_not_match_the_declared_dtype() -> None:
     with pytest.raises(ValueError, match="bfloat16 tensor must be stored as uint16"):
         encode_frame({"x": np.zeros(2, np.float32)}, {"x": DType.BFLOAT16})
+    with pytest.raises(ValueError, match="element 0 is not a str"):
+        encode_frame({"x": np.array([1], dtype=object)})
+    with pytest.raises(ValueError, match="string tensor must be stored as an object array"):
+        encode_frame({"x": np.zeros(2, np.float32)}, {"x": DType.STRING})
     with pytest.raises(TypeError, match="unsupported numpy dtype"):
-        encode_frame({"x": np.array(["a"], dtype=object)})
+        encode_frame({"x": np.array(["a"], dtype=np.str_)})
     with pytest.raises(TypeError, match="unsupported numpy dtype"):
         encode_frame({"x": np.zeros(2, np.complex64)})
 
@@ -236,3 +240,50 @@ def test_declared_dtypes_are_checked_when_expected() -> None:
         decode_frame(body, {"b": DType.BFLOAT16})
     arrays, _ = decode_frame(body, {"b": DType.UINT16, "other": DType.BOOL})
     assert arrays["b"].dtype == np.uint16
+
+
+# --- strings -----------------------------------------------------------------------------------
+
+
+def _texts(*values: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = list(values)
+    return array.reshape(shape or (len(values),))
+
+
+def test_string_tensors_travel_as_offsets_and_one_blob() -> None:
+    texts = _texts("a", "", "日本", "😀", shape=(2, 2))
+    body = encode_frame({"t": texts, "n": np.arange(3, dtype=np.int32)})
+    spec = header_of(body)["tensors"][0]
+    assert spec["dtype"] == "string" and spec["shape"] == [2, 2]
+    assert spec["nbytes"] == 4 * 5 + len("a日本😀".encode())
+    assert header_of(body)["tensors"][1]["offset"] % 8 == 0
+    arrays, _ = decode_frame(body, {"t": DType.STRING})
+    assert arrays["t"].dtype == object and arrays["t"].tolist() == texts.tolist()
+    assert_same(arrays["n"], np.arange(3, dtype=np.int32))
+
+
+def test_empty_string_tensors() -> None:
+    for shape in [(0,), (2, 0)]:
+        arrays, _ = decode_frame(encode_frame({"t": _texts(*[""] * 0).reshape(shape)}))
+        assert arrays["t"].shape == shape and arrays["t"].dtype == object
+
+
+@pytest.mark.parametrize(("spec", "data", "expected"), [
+    (entry("t", "string", (2,), 0, 11), b"\0" * 16, r"too small for shape \[2\] of string"),
+    (entry("t", "string", (1,), 0, 12), b"\0" * 8, "lie beyond the data region"),
+    (entry("t", "string", (1,), 0, 9), b"\0\0\0\0\2\0\0\0\xff\0\0\0", "must start at 0 and end"),
+    (entry("t", "string", (1,), 0, 9), b"\0\0\0\0\1\0\0\0\xff", "element 0 is not valid UTF-8"),
+    (entry("t", "string", (2,), 0, 14), b"\0\0\0\0\3\0\0\0\2\0\0\0ab",
+     "offset 2 is smaller than the one before it"),
+])
+def test_malformed_string_tensors_are_invalid_input(spec: dict[str, Any], data: bytes,
+                                                    expected: str) -> None:
+    with pytest.raises(InvalidInput, match=expected):
+        decode_frame(frame({"tensors": [spec]}, data))
+
+
+def test_a_string_frame_is_decoded_without_copying_the_body() -> None:
+    body = bytearray(encode_frame({"t": _texts("abc", "de")}))
+    arrays, _ = decode_frame(memoryview(body))
+    assert arrays["t"].tolist() == ["abc", "de"]

@@ -154,7 +154,8 @@ def test_error_replies_round_trip_to_the_same_class(cls: type[InfernoError]) -> 
 
 
 def test_outputs_that_cannot_be_encoded_become_an_error_reply() -> None:
-    for outputs, dtypes in [({"y": np.array(["a"], dtype=object)}, None),
+    for outputs, dtypes in [({"y": np.array([1], dtype=object)}, None),
+                            ({"y": np.array(["a"], dtype=np.str_)}, None),
                             ({"y": np.zeros(2, np.float64)}, {"y": DType.FLOAT32})]:
         body, status = encode_reply(PredictReply(outputs=outputs), dtypes)
         assert status == WorkerFailed.code
@@ -182,3 +183,33 @@ def test_bad_replies_never_raise(body: bytes, status: str | None, cls: type[Infe
 def test_names() -> None:
     assert routing_key("mnist", 3) == "mnist.v3"
     assert queue_name("mnist", 3) == "inferno.mnist.v3"
+
+
+def test_string_inputs_decode_from_both_content_types() -> None:
+    from common.model.signature import Signature
+
+    signature = Signature.model_validate({
+        "inputs": [{"name": "text", "dtype": "string", "shape": ["batch"]}],
+        "outputs": [{"name": "y", "dtype": "float32", "shape": ["batch"]}]})
+    texts = np.empty(2, dtype=object)
+    texts[:] = ["héllo", ""]
+    json_body = orjson.dumps({"inputs": {"text": {"data": ["héllo", ""]}}})
+    for body, content_type in [(encode_frame({"text": texts}), TENSORS_CONTENT_TYPE),
+                               (json_body, JSON_CONTENT_TYPE)]:
+        arrays, _ = decode_inputs(body, content_type, signature)
+        assert arrays["text"].dtype == object and arrays["text"].tolist() == ["héllo", ""]
+    with pytest.raises(InvalidInput, match="element 1 is not a string"):
+        decode_inputs(orjson.dumps({"inputs": {"text": {"data": ["a", 2]}}}), JSON_CONTENT_TYPE,
+                      signature)
+    with pytest.raises(InvalidInput, match="expected dtype string, got float32"):
+        decode_inputs(encode_frame({"text": np.zeros(2, np.float32)}), TENSORS_CONTENT_TYPE,
+                      signature)
+
+
+def test_string_outputs_go_in_a_tensor_reply() -> None:
+    texts = np.empty((2, 1), dtype=object)
+    texts[:, 0] = ["a", "日本"]
+    body, status = encode_reply(PredictReply(outputs={"y": texts}), {"y": DType.STRING})
+    assert status == STATUS_OK
+    reply = decode_reply(body, status)
+    assert reply.outputs["y"].tolist() == [["a"], ["日本"]]

@@ -57,12 +57,17 @@ def tensors(draw: st.DrawFn, dtype: DType | None = None,
             elements: dict[str, Any] | None = None) -> tuple[DType, Array]:
     """A dtype and an array of its storage type; any bit pattern (NaNs, -0.0, subnormals)."""
     dtype = dtype or draw(st.sampled_from(list(DType)))
+    if dtype is DType.STRING:  # any text, an object array of str
+        elements = st.text(st.characters(exclude_categories=["Cs"]), max_size=6)
     return dtype, draw(hnp.arrays(dtype.numpy, draw(shapes), elements=elements))
 
 
 def assert_same(got: Array, want: Array) -> None:
     """Equal dtype, shape and bytes: bitwise, so NaN payloads and -0.0 count."""
     assert got.dtype == want.dtype and got.shape == want.shape
+    if want.dtype.kind == "O":  # strings: equal text
+        assert got.tolist() == want.tolist()
+        return
     assert got.tobytes() == np.ascontiguousarray(want).tobytes()
 
 

@@ -1,0 +1,161 @@
+"""``inferno facade --workers 2`` as a real process tree (inferno/facade_processes.py): both
+children answer predicts on the one port, ``/metrics`` from either tells of both, and SIGTERM
+stops the parent and every child, exit 0.
+
+Which child answered is read where production shows it, not from a test-only header: each facade
+process has its own exclusive reply queue, named with its host and pid, so the reply queues in
+the vhost say which processes published requests. Each request goes on a fresh connection,
+which ``SO_REUSEPORT`` hashes to one of the children's sockets: 40 of them all landing on one
+child has a chance of 2^-39.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.services import rabbitmqctl
+from tests.distributed.conftest import ROOT, Cluster
+
+pytestmark = pytest.mark.asyncio
+
+REQUESTS = 40
+FRESH = httpx.Limits(max_keepalive_connections=0)  # a new connection per request
+
+
+def facade_processes(cluster: Cluster, port: int, log: Path, *flags: str,
+                     **env: str) -> subprocess.Popen[bytes]:
+    """``inferno facade --workers 2`` with its log in a file (a pipe nobody reads could fill
+    and stall it); killed, if still running, after the test (its children follow it)."""
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "inferno", "facade", "--workers", "2", *flags], cwd=ROOT,
+            env=cluster.env(INFERNO_PORT=str(port), INFERNO_ACCESS_LOG="false", **env),
+            stdout=subprocess.DEVNULL, stderr=stderr)
+    cluster.processes.append(process)
+    return process
+
+
+def text_of(log: Path) -> str:
+    return log.read_text()
+
+
+def facade_children(parent: subprocess.Popen[bytes]) -> list[int]:
+    """The facades' pids (multiprocessing's resource tracker is a child too)."""
+    return [c.pid for c in psutil.Process(parent.pid).children()
+            if any("spawn_main" in part for part in c.cmdline())]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def reply_queue_pids(cluster: Cluster) -> list[int]:
+    """The pids in the names of the vhost's reply queues (``inferno.reply.<host>.<pid>.<id>``)."""
+    vhost = cluster.broker_url.rsplit("/", 1)[1]
+    names = rabbitmqctl("list_queues", "-p", vhost, "--no-table-headers", "name").split()
+    return sorted(int(n.rsplit(".", 2)[1]) for n in names if n.startswith("inferno.reply."))
+
+
+def requests_counted(text: str, model: str) -> float:
+    return sum(s.value for family in text_string_to_metric_families(text)
+               for s in family.samples
+               if s.name == "infer_requests_total" and s.labels.get("model") == model)
+
+
+def gauge(text: str, name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    return None
+
+
+async def until_ready(client: httpx.AsyncClient, parent: subprocess.Popen[bytes],
+                      log: Path) -> None:
+    """Until the facade answers ready (another process: poll, bounded)."""
+    async with asyncio.timeout(90):
+        while True:
+            assert parent.poll() is None, f"the facade exited: {text_of(log)}"
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get("/health/ready")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+
+
+async def test_two_facade_processes_share_the_port_and_the_metrics(running: Cluster,
+                                                                   tmp_path: Path) -> None:
+    running.worker_process(INFERNO_PRELOAD="sum")
+    port, log = free_port(), tmp_path / "facade.log"
+    parent = facade_processes(running, port, log)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                                 limits=FRESH) as client:
+        await until_ready(client, parent, log)
+        children = facade_children(parent)
+        assert len(children) == 2, children
+
+        async def predict(i: int) -> None:
+            response = await client.post("/v1/models/sum:predict",
+                                         json={"inputs": {"x": {"data": [[i, 1.0]]}}})
+            assert response.status_code == 200, response.text
+            assert response.json()["outputs"]["total"]["data"] == [i + 1.0]
+
+        for start in range(0, REQUESTS, 8):  # a few at a time: 2 cores shared with the workers
+            await asyncio.gather(*(predict(i) for i in range(start, start + 8)))
+
+        # Both children published requests, each from a reply queue of its own.
+        assert reply_queue_pids(running) == sorted(children)
+
+        # Whichever child serves /metrics counts every child's requests, and reads the cluster
+        # (one worker, one consumer) as it is, not once per process.
+        for _ in range(10):
+            text = (await client.get("/metrics")).text
+            assert requests_counted(text, "sum") == REQUESTS
+            assert gauge(text, "inferno_live_workers", model="sum") == 1
+            assert "process_cpu_seconds_total" not in text  # no ProcessCollector here
+        async with asyncio.timeout(30):  # the queue watch reads every 2 s: poll, bounded
+            while gauge(text, "inferno_queue_consumers", model="sum", version="1") != 1:
+                await asyncio.sleep(0.1)
+                text = (await client.get("/metrics")).text
+
+    parent.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(parent.wait, 60) == 0, text_of(log)
+    assert not [pid for pid in children if psutil.pid_exists(pid)], "a child outlived its parent"
+    assert "stopped" in text_of(log)
+
+
+async def test_a_child_that_cannot_start_fails_the_parent(running: Cluster,
+                                                          tmp_path: Path) -> None:
+    port, log = free_port(), tmp_path / "facade.log"
+    # Nothing listens on port 1: each child's broker connection is refused at start-up.
+    parent = facade_processes(running, port, log,
+                              INFERNO_BROKER_URL="amqp://guest:guest@127.0.0.1:1/")
+    assert await asyncio.to_thread(parent.wait, 120) == 1
+    assert "exited 1" in text_of(log)
+
+
+async def test_children_stop_when_their_parent_is_killed(running: Cluster,
+                                                         tmp_path: Path) -> None:
+    port, log = free_port(), tmp_path / "facade.log"
+    parent = facade_processes(running, port, log)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        await until_ready(client, parent, log)  # no worker: ready with no active model
+    children = [psutil.Process(pid) for pid in facade_children(parent)]
+    assert len(children) == 2
+    parent.kill()  # no signal to forward: the children see their parent's pipe close
+    await asyncio.to_thread(parent.wait, 30)
+    _, alive = await asyncio.to_thread(psutil.wait_procs, children, 60)
+    assert not alive, f"children outlived a killed parent: {text_of(log)}"
