@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.services import rabbitmqctl
 from tests.distributed.conftest import ROOT, Cluster
+from tests.http import free_port
 
 pytestmark = pytest.mark.asyncio
 
@@ -53,14 +54,6 @@ def facade_children(parent: subprocess.Popen[bytes]) -> list[int]:
     """The facades' pids (multiprocessing's resource tracker is a child too)."""
     return [c.pid for c in psutil.Process(parent.pid).children()
             if any("spawn_main" in part for part in c.cmdline())]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def reply_queue_pids(cluster: Cluster) -> list[int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -27,15 +26,10 @@ from bench.services import rabbitmqctl
 from common.wire.messages import TENSORS_CONTENT_TYPE, encode_frame
 from tests.distributed.conftest import Cluster, queue_requests, replies_in, wait_ready
 from tests.gate import HOLD, Gate, until_done
+from tests.http import free_port
 from tests.integration.conftest import error_of, slow_body
 
 pytestmark = pytest.mark.asyncio
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def scrape(port: int, sample: str) -> float:

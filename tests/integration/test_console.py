@@ -3,11 +3,9 @@ page itself in a headless Chromium against a live ``inferno serve``."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.http import free_port, request_json
 from tests.integration.conftest import Start, x_rows
 from tests.tools import require_tool
 
@@ -173,32 +172,12 @@ async def test_unknown_static_name_is_404(start_server: Start, name: str) -> Non
 # --- the page in a browser, against a live `inferno serve` --------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _request(url: str, body: dict[str, Any] | None = None,
-             token: str | None = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=data, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 @pytest.fixture
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A live ``inferno serve`` on a free port; more environment variables by indirect
     parametrisation (``@pytest.mark.parametrize("served", [{...}], indirect=True)``)."""
     extra: dict[str, str] = getattr(request, "param", {})
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "inferno", "serve", "--port", str(port), "--repo",
@@ -211,7 +190,7 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     while True:
         assert process.poll() is None, (tmp_path / "serve.log").read_text()
         try:
-            if _request(f"{base}/health/ready")[0] == 200:
+            if request_json(f"{base}/health/ready")[0] == 200:
                 break
         except (urllib.error.URLError, ConnectionError):
             pass
@@ -250,7 +229,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 
 def _minilm_serves(base: str) -> bool:
-    status, _ = _request(f"{base}/v1/models/minilm:predict",
+    status, _ = request_json(f"{base}/v1/models/minilm:predict",
                          {"inputs": {"text": {"data": ["hello"]}}})
     return status == 200
 
@@ -293,7 +272,7 @@ def test_console_in_a_browser(served: str, browser: Any) -> None:
         'article[data-model="mlp"] [data-field="active"]').text)
     assert row("mlp", 2).get_attribute("data-active") == "false"
     assert "active" in css('[data-field="state"]', row("mlp", 1)).text
-    status, active = _request(f"{base}/v1/models/mlp/active")
+    status, active = request_json(f"{base}/v1/models/mlp/active")
     assert status == 200 and active["version"] == 1
     notice = browser.find_element(By.ID, "notice")
     assert notice.get_attribute("data-kind") == "ok", notice.text
@@ -348,8 +327,8 @@ def test_console_asks_for_the_token(served: str, browser: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    assert _request(f"{served}/console/api/state")[0] == 401
-    assert _request(f"{served}/console/api/state", token=API)[0] == 200
+    assert request_json(f"{served}/console/api/state")[0] == 401
+    assert request_json(f"{served}/console/api/state", token=API)[0] == 200
     wait = WebDriverWait(browser, 60)
     browser.get(f"{served}/console")
     health = wait.until(lambda b: b.find_element(By.ID, "health"))

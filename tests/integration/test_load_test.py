@@ -11,7 +11,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ import pytest
 from common.model.dtypes import DType
 from common.model.signature import Signature, TensorSpec
 from common.wire.json_request import decode_json_inputs
+from tests.http import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "load_test.py"
@@ -64,12 +64,6 @@ def run_locust(host: str, tmp_path: Path, *args: str, users: int = 8, run_time: 
     entries = json.loads(stats.read_text()) if stats.exists() else []
     return Run(done.returncode, sum(e["num_requests"] for e in entries),
                sum(e["num_failures"] for e in entries), output)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get_json(url: str) -> tuple[int, Any]:

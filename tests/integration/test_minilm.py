@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.http import free_port, request_json
 from tests.integration.conftest import Start
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,27 +37,11 @@ def reference() -> Any:
     return lambda texts: model.encode(texts, normalize_embeddings=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _request(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 @contextlib.contextmanager
 def _serve(tmp_path: Path, until: str, env: dict[str, str]) -> Iterator[str]:
     """``inferno serve`` of the sample models (bag and minilm loaded); yields its base URL once
     ``until`` holds: ``ready``, or ``minilm failed`` (reported as not loadable, bag loaded)."""
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "inferno", "serve", "--port", str(port), "--repo",
@@ -71,7 +54,7 @@ def _serve(tmp_path: Path, until: str, env: dict[str, str]) -> Iterator[str]:
         while True:
             assert process.poll() is None, (tmp_path / "serve.log").read_text()
             try:
-                if until == "ready" and _request(f"{base}/health/ready")[0] == 200:
+                if until == "ready" and request_json(f"{base}/health/ready")[0] == 200:
                     break
                 listing = _listing(base) if until == "minilm failed" else {}
                 if listing and listing["minilm"]["failed"] and listing["bag"]["loaded"]:
@@ -88,7 +71,7 @@ def _serve(tmp_path: Path, until: str, env: dict[str, str]) -> Iterator[str]:
 
 
 def _listing(base: str) -> dict[str, Any]:
-    return {m["name"]: m for m in _request(f"{base}/v1/models")[1]["models"]}
+    return {m["name"]: m for m in request_json(f"{base}/v1/models")[1]["models"]}
 
 
 def _embedding(body: dict[str, Any], rows: int) -> np.ndarray:
@@ -100,10 +83,10 @@ def _embedding(body: dict[str, Any], rows: int) -> np.ndarray:
 def test_serve_embeds_a_sentence(tmp_path: Path, reference: Any) -> None:
     """What the README's curl shows."""
     with _serve(tmp_path, "ready", {}) as base:
-        status, body = _request(f"{base}/v1/models/minilm:predict",
+        status, body = request_json(f"{base}/v1/models/minilm:predict",
                                 {"inputs": {"text": {"data": ["Inferno batches requests."]}}})
         assert status == 200, body
-        _, three = _request(f"{base}/v1/models/minilm:predict",
+        _, three = request_json(f"{base}/v1/models/minilm:predict",
                             {"inputs": {"text": {"data": SENTENCES}}})
     vector = _embedding(body, 1)
     np.testing.assert_allclose(np.linalg.norm(vector, axis=1), 1.0, atol=1e-5)
@@ -127,11 +110,11 @@ def test_without_the_extra_minilm_is_unavailable_and_the_rest_serves(tmp_path: P
         assert INSTALL in why
         assert listing["minilm"]["loaded"] == [] and listing["bag"]["loaded"] == [1]
         assert listing["bag"]["failed"] == {}
-        status, body = _request(f"{base}/v1/models/minilm:predict",
+        status, body = request_json(f"{base}/v1/models/minilm:predict",
                                 {"inputs": {"text": {"data": ["a sentence"]}}})
         assert status == 503 and body["error"]["code"] == "unavailable", body
         assert INSTALL in body["error"]["message"]
-        status, body = _request(f"{base}/v1/models/bag:predict", {"inputs": {
+        status, body = request_json(f"{base}/v1/models/bag:predict", {"inputs": {
             "tokens": {"data": [[5, 7, 9]]}, "mask": {"data": [[True, True, False]]}}})
         assert status == 200 and body["outputs"]["sum"]["data"] == [12], body
         index = {(m["name"], m["version"]): m for m in _request_v2_index(base)}
@@ -140,7 +123,7 @@ def test_without_the_extra_minilm_is_unavailable_and_the_rest_serves(tmp_path: P
 
 
 def _request_v2_index(base: str) -> list[dict[str, Any]]:
-    status, body = _request(f"{base}/v2/repository/index", {})
+    status, body = request_json(f"{base}/v2/repository/index", {})
     assert status == 200, body
     return body  # type: ignore[no-any-return]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,29 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.http import free_port, request_json
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _request(url: str, body: dict[str, object] | None = None) -> tuple[int, dict[str, object]]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 @pytest.fixture
 def served() -> object:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "INFERNO_LOG_LEVEL": "INFO"}
     process = subprocess.Popen(
         [sys.executable, "-m", "inferno", "serve", "--port", str(port), "--repo",
@@ -49,7 +33,7 @@ def served() -> object:
     while True:
         assert process.poll() is None, process.communicate()[1]
         try:
-            if _request(f"{base}/health/ready")[0] == 200:
+            if request_json(f"{base}/health/ready")[0] == 200:
                 break
         except (urllib.error.URLError, ConnectionError):
             pass
@@ -64,11 +48,11 @@ def served() -> object:
 def test_serve_answers_http_and_stops_gracefully(served: tuple[subprocess.Popen[str], str]
                                                  ) -> None:
     process, base = served
-    status, body = _request(f"{base}/v1/models/mlp:predict",
+    status, body = request_json(f"{base}/v1/models/mlp:predict",
                             {"inputs": {"x": {"data": [[0.1] * 256]}}})
     assert status == 200
     assert body["model"] == "mlp" and body["version"] == 2
-    status, body = _request(f"{base}/v1/models/mlp:predict", {"inputs": {"x": {"data": [1]}}})
+    status, body = request_json(f"{base}/v1/models/mlp:predict", {"inputs": {"x": {"data": [1]}}})
     assert status == 422
     assert body["error"]["code"] == "invalid_input"  # type: ignore[index]
 
