@@ -12,8 +12,9 @@ watch's last reading (``Facade.queues``), and this process's metrics registry, a
 counters and histogram buckets. The page turns two readings into rates and percentiles (the
 counters' deltas over its window), so the server keeps no state per viewer.
 
-Batch sizes are the worker's ``infer_batch_size`` histogram: in embedded mode it is in the same
-registry; a facade of a distributed cluster has none and says so (``batch: null``).
+Batch sizes come from the workers' heartbeats (``WorkerInfo.batches``: cumulative batches and
+rows per model), summed over the live workers: the same source in embedded and distributed mode,
+since a distributed facade runs no batches and its registry has no batch histogram.
 
 Neither route is in the OpenAPI schema: they serve the page, not API clients.
 """
@@ -112,14 +113,17 @@ def console_state(view: ClusterView, queues: Mapping[tuple[str, int], QueueStats
                 "queue": None if queue is None else {"messages": queue.messages,
                                                      "consumers": queue.consumers},
             })
+        batches = [w.batches[name] for w in view.workers if name in w.batches]
         models.append({"name": name, "active": state.active if state else None,
-                       "versions": versions, "metrics": metrics.model(name)})
+                       "versions": versions,
+                       "metrics": {**metrics.model(name),
+                                   "batch": {"batches": sum(n for n, _ in batches),
+                                             "rows": sum(r for _, r in batches)}}})
     return {
         "at": time.time(),
         "ready": ready,
         "waiting_for": waiting,
         "auth": {"admin_open": guard.admin_open, "api_token": guard.guards_api},
-        "batch_sizes": metrics.has_batches,
         "queues": bool(queues),
         "dead_letters": dead_letters,
         "workers": [{"id": w.worker_id, "host": w.host, "device": w.device,
@@ -155,18 +159,14 @@ class _Metrics:
         self.requests: dict[str, float] = {}
         self.errors: dict[str, dict[str, float]] = {}
         self.latency: dict[str, _Histogram] = {}
-        self.batches: dict[str, _Histogram] = {}
-        self.has_batches = False
 
     def model(self, name: str) -> dict[str, Any]:
         errors = self.errors.get(name, {})
-        latency, batch = self.latency.get(name), self.batches.get(name)
         return {
             "requests": int(self.requests.get(name, 0)),
             "errors": int(sum(errors.values())),
             "errors_by_code": {code: int(n) for code, n in sorted(errors.items())},
-            "latency": (latency or _Histogram()).to_json(),
-            "batch": None if not self.has_batches else (batch or _Histogram()).to_json(),
+            "latency": (self.latency.get(name) or _Histogram()).to_json(),
         }
 
 
@@ -185,12 +185,9 @@ def _read_metrics(families: Iterable[Metric]) -> _Metrics:
                     codes = out.errors.setdefault(s.labels["model"], {})
                     code = s.labels["code"]
                     codes[code] = codes.get(code, 0.0) + s.value
-        elif family.name in ("infer_latency_seconds", "infer_batch_size"):
-            if family.name == "infer_batch_size":
-                out.has_batches = True
-            table = out.latency if family.name == "infer_latency_seconds" else out.batches
+        elif family.name == "infer_latency_seconds":
             for s in family.samples:
-                hist = table.setdefault(s.labels["model"], _Histogram())
+                hist = out.latency.setdefault(s.labels["model"], _Histogram())
                 if s.name.endswith("_bucket"):
                     hist.add_bucket(s.labels["le"], s.value)
                 elif s.name.endswith("_sum"):

@@ -235,7 +235,8 @@ class Reconciler:
                           capacity=sum(r.entry.config.concurrency.max_concurrency
                                        for r in self._runners.values()),
                           started_at=self._started_at,
-                          failed={f"{n}:{v}": why for (n, v), why in self._failed.items()})
+                          failed={f"{n}:{v}": why for (n, v), why in self._failed.items()},
+                          batches=self._metrics.batch_totals())
         try:
             await self._store.put_worker(info, ttl_s=self.settings.heartbeat_ttl_s,
                                          announce=info != self._announced)

@@ -41,6 +41,10 @@ class WorkerInfo:
     started_at: float = 0.0
     failed: dict[str, tuple[float, str]] = field(default_factory=dict)
     """``name:version`` → (epoch of the attempt, why it could not be loaded)."""
+    batches: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False)
+    """Model name → (batches run, rows in them) since the worker started: cumulative, so a
+    reader turns two heartbeats into a mean batch size. Not compared: a heartbeat whose only
+    news is its counters renews the lease without a change event."""
 
     def serves(self, model: str, version: int) -> bool:
         return version in self.loaded.get(model, ())
@@ -49,14 +53,16 @@ class WorkerInfo:
         return {"worker_id": self.worker_id, "host": self.host, "device": self.device,
                 "loaded": {m: list(v) for m, v in self.loaded.items()},
                 "capacity": self.capacity, "started_at": self.started_at,
-                "failed": {k: list(v) for k, v in self.failed.items()}}
+                "failed": {k: list(v) for k, v in self.failed.items()},
+                "batches": {m: list(v) for m, v in self.batches.items()}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorkerInfo:
         return cls(worker_id=data["worker_id"], host=data["host"], device=data["device"],
                    loaded={m: tuple(v) for m, v in data["loaded"].items()},
                    capacity=data["capacity"], started_at=data["started_at"],
-                   failed={k: (v[0], v[1]) for k, v in data.get("failed", {}).items()})
+                   failed={k: (v[0], v[1]) for k, v in data.get("failed", {}).items()},
+                   batches={m: (v[0], v[1]) for m, v in data.get("batches", {}).items()})
 
 
 class EventKind(StrEnum):

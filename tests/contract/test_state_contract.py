@@ -12,6 +12,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 
 from common.state.store import RESYNC, EventKind, ModelState, StateEvent, StateStore, WorkerInfo
@@ -280,9 +281,12 @@ async def test_a_worker_id_with_colons_and_unicode(store: StateStore, model: str
     # Worker ids are often host:pid; hosts and error texts may be anything.
     info = WorkerInfo(worker_id=f"{model}:node-1:4242", host="höst-ä", device="cuda:0",
                       loaded={model: (1, 3)}, capacity=4, started_at=1700000000.25,
-                      failed={f"{model}:2": (1700000001.5, "RuntimeError: ✗ no GPU")})
+                      failed={f"{model}:2": (1700000001.5, "RuntimeError: ✗ no GPU")},
+                      batches={model: (7, 19)})
     await store.put_worker(info, ttl_s=10)
-    assert [w for w in await store.workers() if w.worker_id == info.worker_id] == [info]
+    [stored] = [w for w in await store.workers() if w.worker_id == info.worker_id]
+    assert stored == info
+    assert stored.batches == {model: (7, 19)}  # not compared by ==: checked on its own
     await store.remove_worker(info.worker_id)
     assert info.worker_id not in {w.worker_id for w in await store.workers()}
 
@@ -293,13 +297,25 @@ async def test_a_worker_id_with_colons_and_unicode(store: StateStore, model: str
 def test_worker_info_round_trips_through_a_dict() -> None:
     info = WorkerInfo(worker_id="w1", host="h", device="cuda:0",
                       loaded={"mlp": (1, 2), "bag": (1,)}, capacity=3, started_at=12.5,
-                      failed={"mlp:3": (99.0, "ValueError: nope")})
+                      failed={"mlp:3": (99.0, "ValueError: nope")},
+                      batches={"mlp": (4, 10), "bag": (0, 0)})
     data = info.to_dict()
     assert data["loaded"] == {"mlp": [1, 2], "bag": [1]}
-    assert WorkerInfo.from_dict(data) == info
+    assert data["batches"] == {"mlp": [4, 10], "bag": [0, 0]}
+    back = WorkerInfo.from_dict(orjson.loads(orjson.dumps(data)))
+    assert back == info and back.batches == info.batches
 
 
-def test_worker_info_from_an_older_dict_without_failed() -> None:
+def test_worker_info_from_an_older_dict_without_failed_or_batches() -> None:
     data = WorkerInfo(worker_id="w1", host="h", device="cpu").to_dict()
-    del data["failed"]
-    assert WorkerInfo.from_dict(data).failed == {}
+    del data["failed"], data["batches"]
+    old = WorkerInfo.from_dict(data)
+    assert old.failed == {} and old.batches == {}
+
+
+def test_batch_counters_alone_are_no_news() -> None:
+    # The reconciler announces a heartbeat only when it differs from the last one announced:
+    # counters change with every batch and must not turn each heartbeat into an event.
+    base = WorkerInfo(worker_id="w1", host="h", device="cpu", loaded={"mlp": (2,)})
+    assert WorkerInfo(worker_id="w1", host="h", device="cpu", loaded={"mlp": (2,)},
+                      batches={"mlp": (9, 40)}) == base

@@ -76,11 +76,8 @@ export class ModelsPanel {
         : ` (${(s.errorShare * 100).toFixed(1)}%)`}` : "—");
     setText(card.stats.p50, formatSeconds(s.p50));
     setText(card.stats.p99, formatSeconds(s.p99));
-    setText(card.stats.batch, !s.batchAvailable ? "n/a (distributed)"
-      : s.batchMean === null ? "—" : `${s.batchMean.toFixed(1)} rows`);
-    card.stats.batch.title = s.batchAvailable ? "mean rows per batch run by the model"
-      : "this facade's process runs no batches: batch sizes are the workers' " +
-        "infer_batch_size histogram, on their /metrics";
+    setText(card.stats.batch, s.batchMean === null || s.batchMean === undefined ? "—"
+      : `${s.batchMean.toFixed(1)} rows`);
     setText(card.stats.total, `${model.metrics.requests} (${model.metrics.errors} failed)`);
     for (const version of model.versions) {
       const row = card.versions.get(version.version)

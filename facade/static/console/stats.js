@@ -68,8 +68,7 @@ export function modelStats(history, name) {
   const now = newest ? modelOf(newest, name) : null;
   if (!now) return null;
   const out = { requests: now.requests, errors: now.errors, seconds: 0, rate: null,
-                errorRate: null, errorShare: null, p50: null, p99: null, batchMean: null,
-                batchAvailable: now.batch !== null };
+                errorRate: null, errorShare: null, p50: null, p99: null, batchMean: null };
   if (!span) return out;
   const before = modelOf(span[0], name);
   const seconds = span[1].at - span[0].at;
@@ -77,14 +76,17 @@ export function modelStats(history, name) {
   const requests = increase(now.requests, before.requests);
   const errors = increase(now.errors, before.errors);
   const latency = bucketDelta(now.latency, before.latency);
-  const batch = bucketDelta(now.batch, before.batch);
+  // Summed over the live workers: a worker that left or restarted makes both go down.
+  const reset = now.batch.batches < before.batch.batches || now.batch.rows < before.batch.rows;
+  const batches = reset ? now.batch.batches : now.batch.batches - before.batch.batches;
+  const rows = reset ? now.batch.rows : now.batch.rows - before.batch.rows;
   out.seconds = seconds;
   out.rate = requests / seconds;
   out.errorRate = errors / seconds;
   out.errorShare = requests > 0 ? errors / requests : null;
   out.p50 = quantile(0.5, latency);
   out.p99 = quantile(0.99, latency);
-  out.batchMean = batch && batch.count > 0 ? batch.sum / batch.count : null;
+  out.batchMean = batches > 0 ? rows / batches : null;
   return out;
 }
 

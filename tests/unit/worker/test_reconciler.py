@@ -166,6 +166,23 @@ async def test_only_a_heartbeat_with_news_is_an_event(worker: Reconciler,
     assert [w.worker_id for w in await store.workers()] == [worker.worker_id]
 
 
+async def test_the_heartbeat_carries_batch_counters_without_an_event(
+        make_worker: MakeWorker, broker: RecordingBroker, store: InMemoryStateStore) -> None:
+    worker = make_worker(models=["sum"])
+    await store.set_active("sum", 1)
+    await worker.reconcile()  # loads sum v1 and announces it
+    heartbeat = await heartbeat_of(store, worker)
+    assert heartbeat is not None and heartbeat.batches == {"sum": (0, 0)}  # none run yet
+    events = store.events()
+    for row in ([1, 2], [3, 4], [5, 6]):  # one after the other: a batch each
+        await total(broker, 1, row)
+    await worker.heartbeat()
+    heartbeat = await heartbeat_of(store, worker)
+    assert heartbeat is not None and heartbeat.batches == {"sum": (3, 3)}
+    await store.set_active("sum", 1)  # a marker: the next event, if the heartbeat was quiet
+    assert await next_event(events) == StateEvent(EventKind.MODEL, "sum")
+
+
 async def test_a_store_that_resynced_hears_from_the_worker_again(
         worker: Reconciler, store: InMemoryStateStore) -> None:
     await worker.heartbeat()
