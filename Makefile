@@ -18,7 +18,7 @@ serve: $(VENV)/.installed  ## serve the sample models on http://127.0.0.1:8000
 	$(VENV)/bin/inferno serve
 
 test: $(VENV)/.installed  ## the whole test suite
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 lint: $(VENV)/.installed  ## ruff + mypy (strict on common, facade, worker, inferno)
 	$(VENV)/bin/ruff check .

@@ -149,6 +149,9 @@ class FacadeSettings(CommonSettings):
     max_elements_per_tensor: Annotated[int, Field(ge=1)] = 16_777_216
     """Most elements one input tensor may hold (16 Mi: 64 MiB of float32); more is a 422
     naming the input, before anything is queued."""
+    facade_processes: Annotated[int, Field(ge=1)] = 1
+    """Facade processes ``inferno facade`` runs on its port (``--workers``); over 1, each is a
+    whole facade and the kernel spreads connections over them (``inferno.facade_processes``)."""
     queue_stats_interval_s: Annotated[float, Field(gt=0)] = 2.0
     """How often the facade reads, off the predict path, the depth and consumers of every known
     model version's queue and the dead-letter queue's depth from the broker (the

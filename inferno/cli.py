@@ -51,7 +51,8 @@ log = logging.getLogger("inferno")
 S = TypeVar("S", bound=CommonSettings)
 
 _FLAGS = (("host", "host"), ("port", "port"), ("repo", "repo_root"), ("device", "device"),
-          ("preload", "preload"), ("models", "models"), ("burst", "burst"))
+          ("preload", "preload"), ("models", "models"), ("burst", "burst"),
+          ("workers", "facade_processes"))
 """Command-line flag → the settings field it sets."""
 
 
@@ -74,9 +75,10 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--device", choices=["cpu", "cuda", "auto"], help="INFERNO_DEVICE")
         command.add_argument("--preload", help="models to load at start, comma-separated, * all")
     facade.add_argument(
-        "--workers", type=_positive, default=1, metavar="N",
-        help="run N facade processes on the port (default 1): each a whole facade with its own "
-             "connections, the kernel spreading new connections over them (SO_REUSEPORT); "
+        "--workers", type=_positive, metavar="N",
+        help="run N facade processes on the port (INFERNO_FACADE_PROCESSES, default 1): each "
+             "a whole facade with its own connections, the kernel spreading new connections "
+             "over them (SO_REUSEPORT); "
              "/metrics from any of them tells of all (PROMETHEUS_MULTIPROC_DIR, a fresh "
              "temporary directory unless set); SIGTERM stops them all gracefully")
     worker.add_argument("--models", help="models this worker serves, comma-separated (* all)")
@@ -254,9 +256,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                                     settings_from(WorkerSettings, args))
     elif args.command == "facade":
         settings = settings_from(FacadeSettings, args)
-        if args.workers > 1:
+        if settings.facade_processes > 1:
             _require_cluster(settings, "facade")
-            sys.exit(serve_processes(settings, args.workers, _facade_process))
+            sys.exit(serve_processes(settings, settings.facade_processes, _facade_process))
         command = functools.partial(_facade, settings)
     else:
         command = functools.partial(_worker, settings_from(WorkerSettings, args))

@@ -1,16 +1,25 @@
-"""``inferno facade --workers N``: the flag, its bounds and its help; the process tree itself is
+"""``inferno facade --workers N`` (``INFERNO_FACADE_PROCESSES``): the flag, its bounds and its
+help; the process tree itself is
 tested for real in tests/distributed/test_facade_processes.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from inferno.cli import _parser, parse_args
+from common.config import FacadeSettings
+from inferno.cli import _parser, parse_args, settings_from
 
 
-def test_workers_defaults_to_one_process() -> None:
-    assert parse_args(["facade"]).workers == 1
-    assert parse_args(["facade", "--workers", "4"]).workers == 4
+def test_processes_from_the_flag_or_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INFERNO_FACADE_PROCESSES", raising=False)
+    assert settings_from(FacadeSettings, parse_args(["facade"])).facade_processes == 1
+    monkeypatch.setenv("INFERNO_FACADE_PROCESSES", "3")  # a container with a fixed command
+    assert settings_from(FacadeSettings, parse_args(["facade"])).facade_processes == 3
+    flag = settings_from(FacadeSettings, parse_args(["facade", "--workers", "2"]))
+    assert flag.facade_processes == 2  # the flag wins
+    monkeypatch.setenv("INFERNO_FACADE_PROCESSES", "0")
+    with pytest.raises(ValueError, match="facade_processes"):
+        settings_from(FacadeSettings, parse_args(["facade"]))
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "two"])
