@@ -1,6 +1,5 @@
 """``inferno facade --workers N`` (``INFERNO_FACADE_PROCESSES``): the flag, its bounds and its
-help; the process tree itself is
-tested for real in tests/distributed/test_facade_processes.py."""
+help; the process tree itself is tested for real in tests/distributed/test_facade_processes.py."""
 
 from __future__ import annotations
 
