@@ -31,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
 from common.errors import InfernoError, ModelFailed, WorkerFailed
@@ -39,7 +38,7 @@ from common.metrics import WorkerMetrics
 from common.model.config import BatchWait, ModelConfig, ModelFormat
 from common.transport.broker import Delivery
 from common.wire.messages import PredictReply
-from worker.runtime import Runtime
+from worker.runtime import Parts, Runtime
 
 __all__ = ["Batcher"]
 
@@ -213,8 +212,7 @@ class Batcher:
         self._batch_size.observe(rows)
         replies: list[PredictReply]
         try:
-            inputs = _concatenate(batch)
-            outputs = await self._predict(inputs)
+            outputs = await self._predict(_parts(batch))
             replies = self._split(batch, outputs, rows)
         except Exception as exc:
             self._model_errors.labels(self._config.name, type(exc).__name__).inc()
@@ -230,14 +228,14 @@ class Batcher:
             raise
         self._settle([i.delivery for i in batch], replies)
 
-    async def _predict(self, inputs: dict[str, Array]) -> dict[str, Array]:
+    async def _predict(self, parts: Parts) -> dict[str, Array]:
         """The model on one batch: on the version's thread, or on the event loop while it is
         a TorchScript model whose batches take less than the hand-off to a thread and back."""
         if self._inline:
-            outputs, took = _timed(self._runtime.predict, inputs)
+            outputs, took = _timed(self._runtime.predict_parts, parts)
         else:
             outputs, took = await asyncio.get_running_loop().run_in_executor(
-                self._executor, _timed, self._runtime.predict, inputs)
+                self._executor, _timed, self._runtime.predict_parts, parts)
         self._inference.observe(took)
         self._model_s = took if self._model_s is None else self._model_s + (
             took - self._model_s) * _MEAN_WEIGHT
@@ -291,18 +289,17 @@ class Batcher:
         self.start()
 
 
-def _timed(predict: Callable[[dict[str, Array]], dict[str, Array]], inputs: dict[str, Array]
+def _timed(predict: Callable[[Parts], dict[str, Array]], parts: Parts
            ) -> tuple[dict[str, Array], float]:
     started = time.perf_counter()
-    outputs = predict(inputs)
+    outputs = predict(parts)
     return outputs, time.perf_counter() - started
 
 
-def _concatenate(batch: list[_Item]) -> dict[str, Array]:
-    if len(batch) == 1:
-        return batch[0].delivery.request.inputs
+def _parts(batch: list[_Item]) -> Parts:
+    # Not concatenated here: the runtime does it where the rows go (a staging buffer on a GPU).
     names = batch[0].delivery.request.inputs.keys()
-    return {n: np.concatenate([i.delivery.request.inputs[n] for i in batch]) for n in names}
+    return {n: [i.delivery.request.inputs[n] for i in batch] for n in names}
 
 
 async def _reply_and_ack(deliveries: list[Delivery], replies: list[PredictReply] | None) -> None:

@@ -1,10 +1,12 @@
 """Model runtimes: load a model version, run one batch, unload.
 
-A runtime speaks numpy at its edges (what the batcher concatenates and splits) and torch inside.
-``predict`` is blocking and runs on the batcher's executor thread, under ``torch.inference_mode``.
-On the CPU the numpy memory is the tensor and the outputs are views of torch's (no copy); on CUDA
-a batch goes through reused pinned staging buffers, one asynchronous copy each way per tensor and
-one synchronisation per batch (``worker/device_buffers.py``).
+A runtime speaks numpy at its edges and torch inside. The batcher hands ``predict_parts`` each
+request's arrays (``Parts``) and splits the outputs; ``predict`` takes one array per input. Both
+block and run on the batcher's executor thread, under ``torch.inference_mode``. On the CPU the
+requests are concatenated once (not at all for one request: the numpy memory is the tensor) and
+the outputs are views of torch's; on CUDA they are concatenated straight into reused pinned
+staging buffers, then one asynchronous copy each way per tensor and one synchronisation per
+batch (``worker/device_buffers.py``).
 
 - ``torchscript``: ``torch.jit.load(artifact)``; ``forward`` takes the inputs positionally in
   signature order and returns a tensor, a tuple/list (signature output order) or a dict by name.
@@ -22,7 +24,7 @@ import importlib.util
 import sys
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -38,9 +40,12 @@ from common.model.signature import BATCH, TensorSpec
 from common.model.strings import string_array
 from worker.device_buffers import DeviceTransfer, StagedBatch, stageable
 
-__all__ = ["Runtime", "RuntimeContext", "create_runtime", "resolve_device"]
+__all__ = ["Parts", "Runtime", "RuntimeContext", "create_runtime", "resolve_device"]
 
 Array = npt.NDArray[Any]
+Parts = Mapping[str, Sequence[Array]]
+"""A batch as its requests' arrays: per input, one array per request, in the batch's order
+(each with the same non-batch dimensions), to be concatenated along the batch dimension."""
 ModelFn = Callable[[dict[str, torch.Tensor]], Mapping[str, Any]]
 
 # Inputs decoded from base64 are read-only numpy views; the model never writes to them (inference
@@ -103,10 +108,14 @@ class Runtime(ABC):
 
     def predict(self, inputs: Mapping[str, Array]) -> dict[str, Array]:
         """Run one batch; the outputs are numpy arrays in the signature's dtypes."""
+        return self.predict_parts({name: (array,) for name, array in inputs.items()})
+
+    def predict_parts(self, parts: Parts) -> dict[str, Array]:
+        """Run one batch given as its requests' arrays, concatenated where they are used."""
         with torch.inference_mode():
             if self._transfer is None:
-                return self._predict_in_place(inputs)
-            return self._predict_staged(inputs, self._transfer)
+                return self._predict_in_place({n: _joined(p) for n, p in parts.items()})
+            return self._predict_staged(parts, self._transfer)
 
     def _predict_in_place(self, inputs: Mapping[str, Array]) -> dict[str, Array]:
         # CPU: the numpy memory is the tensor and the outputs are views of torch's (no copy).
@@ -116,14 +125,15 @@ class Runtime(ABC):
         return {s.name: self._to_numpy(s, _output(s, produced))
                 for s in self.config.signature.outputs}
 
-    def _predict_staged(self, inputs: Mapping[str, Array], transfer: DeviceTransfer
-                        ) -> dict[str, Array]:
-        # One copy into the lease's reused (pinned) buffer and one to the device per input; one
-        # copy back per output, all asynchronous, then one synchronisation for the batch.
+    def _predict_staged(self, parts: Parts, transfer: DeviceTransfer) -> dict[str, Array]:
+        # One copy into the lease's reused (pinned) buffer, the requests concatenated by it, and
+        # one to the device per input; one copy back per output, all asynchronous, then one
+        # synchronisation for the batch.
         specs = self.config.signature.input_specs
         with transfer.batch() as batch:
-            tensors = {n: _as_dtype(batch.to_device(n, [a]), specs[n].dtype) if stageable(a)
-                       else self._to_tensor(a, specs[n].dtype) for n, a in inputs.items()}
+            tensors = {n: _as_dtype(batch.to_device(n, p), specs[n].dtype)
+                       if all(stageable(a) for a in p)
+                       else self._to_tensor(_joined(p), specs[n].dtype) for n, p in parts.items()}
             produced = self._call(tensors)
             values = {s.name: _to_host(s, _output(s, produced), batch, transfer.device)
                       for s in self.config.signature.outputs}
@@ -168,6 +178,10 @@ class Runtime(ABC):
         if spec.dtype is DType.BFLOAT16 and array.dtype != np.uint16:
             return float_to_bf16_bits(array)  # numbers, not bit patterns: round them
         return array if array.dtype == spec.dtype.numpy else array.astype(spec.dtype.numpy)
+
+
+def _joined(parts: Sequence[Array]) -> Array:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _output(spec: TensorSpec, produced: Mapping[str, Any]) -> Any:

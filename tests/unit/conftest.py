@@ -37,7 +37,7 @@ from common.transport.broker import Delivery, Subscription
 from common.transport.memory import InMemoryBroker
 from common.wire.messages import PredictReply, PredictRequest
 from worker.batcher import Batcher
-from worker.runtime import Runtime, create_runtime
+from worker.runtime import Parts, Runtime, create_runtime
 
 TEST_MODELS = Path(__file__).resolve().parents[1] / "models"
 SAMPLE_MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -54,6 +54,8 @@ class Probe:
         self.config = runtime.config
         self.calls: list[dict[str, Array]] = []
         """Inputs of every batch, in the order the model was called."""
+        self.requests: list[int] = []
+        """Requests of every batch: the arrays per input the runtime was handed, unconcatenated."""
         self.spans: list[tuple[float, float]] = []
         """(monotonic start, monotonic end) of every finished batch, in the order they ended."""
         self.gate = threading.Event()
@@ -70,18 +72,19 @@ class Probe:
     def batch_sizes(self) -> list[int]:
         return [next(iter(call.values())).shape[0] for call in self.calls]
 
-    def predict(self, inputs: Mapping[str, Array]) -> dict[str, Array]:
+    def predict_parts(self, parts: Parts) -> dict[str, Array]:
         start = time.monotonic()
-        rows = next(iter(inputs.values())).shape[0]
+        rows = sum(a.shape[0] for a in next(iter(parts.values())))
         with self._lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
-            self.calls.append({name: np.array(a, copy=True) for name, a in inputs.items()})
+            self.calls.append({name: np.concatenate(p) for name, p in parts.items()})
+            self.requests.append(len(next(iter(parts.values()))))
         self._loop.call_soon_threadsafe(self.started.put_nowait, rows)
         try:
             if not self.gate.wait(10):
                 raise TimeoutError("the probe's gate was never opened")
-            return self.runtime.predict(inputs)
+            return self.runtime.predict_parts(parts)
         finally:
             with self._lock:
                 self.active -= 1

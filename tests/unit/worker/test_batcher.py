@@ -49,6 +49,8 @@ async def test_concurrent_requests_share_batches_and_each_caller_gets_its_own_ro
     assert max(sizes) > 1, "64 concurrent requests were never batched"
     assert max(sizes) <= 16
     assert sum(sizes) == total_rows
+    # The runtime gets each request's array, concatenated where the rows go (worker/runtime.py).
+    assert sum(h.probe.requests) == len(inputs) and max(h.probe.requests) > 1
     assert h.metric("infer_batch_size_count") == len(sizes)
     assert h.metric("infer_batch_size_sum") == total_rows
 

@@ -168,6 +168,24 @@ def test_a_batch_makes_one_copy_per_input_and_output_and_one_synchronisation() -
         4, 4, 8, 2)
 
 
+def test_a_batch_of_several_requests_is_copied_once_straight_into_the_buffer(
+        tmp_path: Path) -> None:
+    runtime = staged(model(tmp_path, "echo", ECHO), "echo")
+    transfer = runtime.transfer
+    assert transfer is not None
+    parts = [rows(1, 0), rows(2, 100), rows(3, 200)]
+
+    y = runtime.predict_parts({"x": parts})["y"]
+
+    np.testing.assert_array_equal(y, np.concatenate(parts))
+    # One host copy (into the staging buffer, which holds the whole batch), not a concatenation
+    # first and a copy of it after.
+    assert (transfer.stats.host_copies, transfer.stats.to_device) == (1, 1)
+    with transfer.batch() as batch:
+        np.testing.assert_array_equal(batch.staging.buffer("x")[:18].numpy().reshape(6, 3),
+                                      np.concatenate(parts))
+
+
 def test_consecutive_batches_reuse_one_staging_and_its_buffers(tmp_path: Path) -> None:
     runtime = staged(model(tmp_path, "echo", ECHO), "echo")
     transfer = runtime.transfer
