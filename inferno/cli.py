@@ -19,10 +19,12 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from multiprocessing.synchronize import Event
 from typing import Any, TypeVar
 
 import uvicorn
@@ -142,8 +144,10 @@ async def _serve(facade_settings: FacadeSettings, worker_settings: WorkerSetting
     log.info("stopped")
 
 
-async def _facade(settings: FacadeSettings, sock: socket.socket | None = None) -> None:
-    """One facade process: alone on its port, or (``sock``) one of ``--workers``."""
+async def _facade(settings: FacadeSettings, sock: socket.socket | None = None,
+                  started: Event | None = None) -> None:
+    """One facade process: alone on its port, or (``sock``) one of ``--workers``, which sets
+    ``started`` once connected, so that its parent can tell a crash from a failed start."""
     _require_cluster(settings, "facade")
     repository = ModelRepository(settings.repo_root)
     repository.scan()
@@ -160,6 +164,9 @@ async def _facade(settings: FacadeSettings, sock: socket.socket | None = None) -
         log.info("facade on http://%s:%d", settings.host, settings.port)
     else:
         watch_parent(lambda: setattr(server, "should_exit", True))
+    if started is not None:
+        started.set()
+        log.info("facade process %d started", os.getpid())
     _absorb_stop_signals()
     try:
         await server.serve(sockets=None if sock is None else [sock])
@@ -170,10 +177,10 @@ async def _facade(settings: FacadeSettings, sock: socket.socket | None = None) -
     log.info("stopped")
 
 
-def _facade_process(settings: FacadeSettings, sock: socket.socket) -> None:
+def _facade_process(settings: FacadeSettings, sock: socket.socket, started: Event) -> None:
     """A child of ``inferno facade --workers``, in a process of its own (spawned)."""
     configure_logging(settings.log_level, settings.log_json)
-    _run(functools.partial(_facade, settings, sock))
+    _run(functools.partial(_facade, settings, sock, started))
 
 
 async def _worker(settings: WorkerSettings) -> None:

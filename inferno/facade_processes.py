@@ -13,13 +13,17 @@ serving. It
   the spreading to whichever process wakes first, which under light load is mostly the same
   one); the first binds the configured port (0: any), the others the port it got;
 - starts the children with multiprocessing's ``spawn`` (a fresh interpreter each: nothing of
-  the parent's state, no fork of threads), each running the facade on its socket; the parent
-  then closes its copies, so a child that dies takes its socket and its share of connections
-  with it;
+  the parent's state, no fork of threads), each running the facade on its socket and setting
+  its ``started`` event once connected to the broker and the store; the parent keeps its copy
+  of every socket, so that a replacement can take one over;
 - forwards SIGTERM and SIGINT to the children as SIGTERM (a graceful stop: in-flight requests
   finish); a child whose parent dies stops the same way (``watch_parent``);
-- waits for them all. A child that exits before any stop signal (a start-up failure, a crash)
-  makes the parent stop the others and exit non-zero: a partial facade is not left serving.
+- replaces a child that exits, before any stop signal, after it had started (a crash): the new
+  one serves the same socket, and the connections the kernel handed that socket meanwhile wait
+  in its backlog instead of being refused. A child that exits before it started (bad settings,
+  a broker or store out of reach) makes the parent stop the others and exit non-zero: a
+  partial facade is not left serving, and a replacement that cannot start ends a crash loop
+  the same way.
 
 Each child is a whole facade (its broker connection, its own exclusive reply queue named by
 host and pid, its view of the state store, its queue watch). Linux spreads connections over
@@ -39,6 +43,8 @@ import signal
 import socket
 import tempfile
 from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from types import FrameType
 
@@ -53,9 +59,9 @@ log = logging.getLogger("inferno")
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 BACKLOG = 2048  # uvicorn's default
 
-ChildMain = Callable[[FacadeSettings, socket.socket], None]
-"""What a child runs: the facade on the socket it is handed (a module-level function: spawn
-imports it by name)."""
+ChildMain = Callable[[FacadeSettings, socket.socket, Event], None]
+"""What a child runs: the facade on the socket it is handed, setting the event once it has
+started (a module-level function: spawn imports it by name)."""
 
 
 def serve_processes(settings: FacadeSettings, count: int, child: ChildMain) -> int:
@@ -67,9 +73,24 @@ def serve_processes(settings: FacadeSettings, count: int, child: ChildMain) -> i
     sockets = _listeners(settings.host, settings.port, count)
     port = sockets[0].getsockname()[1]
     context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=child, args=(settings, sock), name=f"facade-{i}")
-                for i, sock in enumerate(sockets)]
+    children: list[BaseProcess] = []
+    """Every child started, replacements included (all are stopped and joined at the end)."""
+    started: dict[int, Event] = {}
+    """Sentinel of a running child → its event, set once it has started."""
+    slot: dict[int, int] = {}
+    """Sentinel of a running child → the index of its socket."""
     stopping = False
+
+    def spawn(index: int) -> BaseProcess:
+        event = context.Event()
+        process = context.Process(target=child, args=(settings, sockets[index], event),
+                                  name=f"facade-{index}")
+        process.start()
+        children.append(process)
+        started[process.sentinel], slot[process.sentinel] = event, index
+        if stopping:
+            stop()  # a signal came while it was starting
+        return process
 
     def stop(*_: object) -> None:
         nonlocal stopping
@@ -86,28 +107,30 @@ def serve_processes(settings: FacadeSettings, count: int, child: ChildMain) -> i
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     failed: list[str] = []
     try:
-        for process in children:
-            process.start()
-        if stopping:
-            stop()  # a signal came while the children were starting
-        for sock in sockets:
-            sock.close()  # the children hold theirs
+        running = [spawn(index) for index in range(count)]
         log.info("facade on http://%s:%d: %d processes %s", settings.host, port, count,
-                 ",".join(str(p.pid) for p in children))
-        running = list(children)
+                 ",".join(str(p.pid) for p in running))
         while running:
             ready = multiprocessing.connection.wait([p.sentinel for p in running])
             for process in [p for p in running if p.sentinel in ready]:
                 running.remove(process)
                 process.join()  # its sentinel closed: it is exiting
                 mark_process_dead(process.pid, str(metrics_dir))  # type: ignore[no-untyped-call]
-                if process.exitcode != 0 or not stopping:
-                    failed.append(f"{process.name} (pid {process.pid}) exited "
-                                  f"{process.exitcode}")
-                    if not stopping:
-                        log.error("facade process %s (pid %s) exited %s: stopping the others",
-                                  process.name, process.pid, process.exitcode)
-                        stop()
+                had_started = started.pop(process.sentinel).is_set()
+                index = slot.pop(process.sentinel)
+                what = f"{process.name} (pid {process.pid}) exited {process.exitcode}"
+                if stopping:
+                    if process.exitcode != 0:
+                        failed.append(what)
+                elif had_started:
+                    replacement = spawn(index)
+                    running.append(replacement)
+                    log.error("facade process %s: started pid %s on its socket", what,
+                              replacement.pid)
+                else:
+                    failed.append(f"{what} before it started")
+                    log.error("facade process %s before it started: stopping the others", what)
+                    stop()
     finally:
         stop()
         for process in children:

@@ -1,6 +1,7 @@
 """``inferno facade --workers 2`` as a real process tree (inferno/facade_processes.py): both
-children answer predicts on the one port, ``/metrics`` from either tells of both, and SIGTERM
-stops the parent and every child, exit 0.
+children answer predicts on the one port, ``/metrics`` from either tells of both, a child that
+crashes is replaced on its socket with no request refused, and SIGTERM stops the parent and
+every child, exit 0.
 
 Which child answered is read where production shows it, not from a test-only header: each facade
 process has its own exclusive reply queue, named with its host and pid, so the reply queues in
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -128,6 +131,48 @@ async def test_two_facade_processes_share_the_port_and_the_metrics(running: Clus
     assert await asyncio.to_thread(parent.wait, 60) == 0, text_of(log)
     assert not [pid for pid in children if psutil.pid_exists(pid)], "a child outlived its parent"
     assert "stopped" in text_of(log)
+
+
+async def test_a_child_that_crashes_is_replaced_on_its_socket(running: Cluster,
+                                                              tmp_path: Path) -> None:
+    running.worker_process(INFERNO_PRELOAD="sum")
+    port, log = free_port(), tmp_path / "facade.log"
+    parent = facade_processes(running, port, log)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
+                                 limits=FRESH) as client:
+        await until_ready(client, parent, log)
+        children = facade_children(parent)
+        assert len(children) == 2, children
+        async with asyncio.timeout(60):  # both started (each logs it): poll the log, bounded
+            while len(re.findall(r"facade process \d+ started", text_of(log))) < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+
+        async def predict(i: int) -> int:
+            response = await client.post("/v1/models/sum:predict",
+                                         json={"inputs": {"x": {"data": [[i, 1.0]]}}})
+            return response.status_code
+
+        victim = children[0]
+        os.kill(victim, signal.SIGKILL)
+        # Sent while the replacement starts: the connections hashed to the dead child's socket
+        # wait in its backlog for the new child, and none is refused.
+        statuses = []
+        for start in range(0, REQUESTS, 8):
+            statuses += await asyncio.gather(*(predict(i) for i in range(start, start + 8)))
+        assert statuses == [200] * REQUESTS, text_of(log)
+        async with asyncio.timeout(60):
+            while len(now := facade_children(parent)) < 2 or victim in now:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        assert f"(pid {victim}) exited -9: started pid" in text_of(log)
+        assert parent.poll() is None
+        # The replacement serves: its reply queue is there, and the dead child's went with it.
+        async with asyncio.timeout(60):
+            while reply_queue_pids(running) != sorted(now):
+                await asyncio.gather(*(predict(i) for i in range(8)))
+
+    parent.send_signal(signal.SIGTERM)
+    # A crash that was replaced is no failure.
+    assert await asyncio.to_thread(parent.wait, 60) == 0, text_of(log)
 
 
 async def test_a_child_that_cannot_start_fails_the_parent(running: Cluster,
