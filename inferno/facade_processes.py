@@ -74,7 +74,7 @@ def serve_processes(settings: FacadeSettings, count: int, child: ChildMain) -> i
     port = sockets[0].getsockname()[1]
     context = multiprocessing.get_context("spawn")
     children: list[BaseProcess] = []
-    """Every child started, replacements included (all are stopped and joined at the end)."""
+    """The children started and not replaced (all are stopped and joined at the end)."""
     started: dict[int, Event] = {}
     """Sentinel of a running child → its event, set once it has started."""
     slot: dict[int, int] = {}
@@ -123,6 +123,8 @@ def serve_processes(settings: FacadeSettings, count: int, child: ChildMain) -> i
                     if process.exitcode != 0:
                         failed.append(what)
                 elif had_started:
+                    children.remove(process)
+                    process.close()  # its pipe: a crash loop must not leak descriptors
                     replacement = spawn(index)
                     running.append(replacement)
                     log.error("facade process %s: started pid %s on its socket", what,
