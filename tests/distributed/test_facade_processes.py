@@ -19,6 +19,8 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -92,73 +94,82 @@ async def until_ready(client: httpx.AsyncClient, parent: subprocess.Popen[bytes]
             await asyncio.sleep(0.1)
 
 
-async def test_two_facade_processes_share_the_port_and_the_metrics(running: Cluster,
-                                                                   tmp_path: Path) -> None:
-    running.worker_process(INFERNO_PRELOAD="sum")
+@dataclass
+class Served:
+    parent: subprocess.Popen[bytes]
+    log: Path
+    client: httpx.AsyncClient
+    children: list[int]
+
+    async def predict(self, i: int) -> httpx.Response:
+        """``sum`` of the row [i, 1] (i + 1), on a connection of its own."""
+        return await self.client.post("/v1/models/sum:predict",
+                                      json={"inputs": {"x": {"data": [[i, 1.0]]}}})
+
+    async def predict_all(self, count: int = REQUESTS) -> list[httpx.Response]:
+        responses: list[httpx.Response] = []
+        for start in range(0, count, 8):  # a few at a time: 2 cores shared with the worker
+            responses += await asyncio.gather(*(self.predict(i)
+                                                for i in range(start, start + 8)))
+        return responses
+
+
+@contextlib.asynccontextmanager
+async def serving_sum(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Served]:
+    """A worker for ``sum`` and ``inferno facade --workers 2`` in front of it, ready."""
+    cluster.worker_process(INFERNO_PRELOAD="sum")
     port, log = free_port(), tmp_path / "facade.log"
-    parent = facade_processes(running, port, log)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30,
+    parent = facade_processes(cluster, port, log)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
                                  limits=FRESH) as client:
         await until_ready(client, parent, log)
         children = facade_children(parent)
         assert len(children) == 2, children
+        yield Served(parent, log, client, children)
 
-        async def predict(i: int) -> None:
-            response = await client.post("/v1/models/sum:predict",
-                                         json={"inputs": {"x": {"data": [[i, 1.0]]}}})
+
+async def test_two_facade_processes_share_the_port_and_the_metrics(running: Cluster,
+                                                                   tmp_path: Path) -> None:
+    async with serving_sum(running, tmp_path) as served:
+        for i, response in enumerate(await served.predict_all()):
             assert response.status_code == 200, response.text
             assert response.json()["outputs"]["total"]["data"] == [i + 1.0]
 
-        for start in range(0, REQUESTS, 8):  # a few at a time: 2 cores shared with the workers
-            await asyncio.gather(*(predict(i) for i in range(start, start + 8)))
-
         # Both children published requests, each from a reply queue of its own.
-        assert reply_queue_pids(running) == sorted(children)
+        assert reply_queue_pids(running) == sorted(served.children)
 
         # Whichever child serves /metrics counts every child's requests, and reads the cluster
         # (one worker, one consumer) as it is, not once per process.
         for _ in range(10):
-            text = (await client.get("/metrics")).text
+            text = (await served.client.get("/metrics")).text
             assert requests_counted(text, "sum") == REQUESTS
             assert gauge(text, "inferno_live_workers", model="sum") == 1
             assert "process_cpu_seconds_total" not in text  # no ProcessCollector here
         async with asyncio.timeout(30):  # the queue watch reads every 2 s: poll, bounded
             while gauge(text, "inferno_queue_consumers", model="sum", version="1") != 1:
                 await asyncio.sleep(0.1)
-                text = (await client.get("/metrics")).text
+                text = (await served.client.get("/metrics")).text
 
-    parent.send_signal(signal.SIGTERM)
-    assert await asyncio.to_thread(parent.wait, 60) == 0, text_of(log)
-    assert not [pid for pid in children if psutil.pid_exists(pid)], "a child outlived its parent"
-    assert "stopped" in text_of(log)
+    served.parent.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(served.parent.wait, 60) == 0, text_of(served.log)
+    assert not [pid for pid in served.children if psutil.pid_exists(pid)], \
+        "a child outlived its parent"
+    assert "stopped" in text_of(served.log)
 
 
 async def test_a_child_that_crashes_is_replaced_on_its_socket(running: Cluster,
                                                               tmp_path: Path) -> None:
-    running.worker_process(INFERNO_PRELOAD="sum")
-    port, log = free_port(), tmp_path / "facade.log"
-    parent = facade_processes(running, port, log)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
-                                 limits=FRESH) as client:
-        await until_ready(client, parent, log)
-        children = facade_children(parent)
-        assert len(children) == 2, children
+    async with serving_sum(running, tmp_path) as served:
+        parent, log = served.parent, served.log
         async with asyncio.timeout(60):  # both started (each logs it): poll the log, bounded
             while len(re.findall(r"facade process \d+ started", text_of(log))) < 2:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
 
-        async def predict(i: int) -> int:
-            response = await client.post("/v1/models/sum:predict",
-                                         json={"inputs": {"x": {"data": [[i, 1.0]]}}})
-            return response.status_code
-
-        victim = children[0]
+        victim = served.children[0]
         os.kill(victim, signal.SIGKILL)
         # Sent while the replacement starts: the connections hashed to the dead child's socket
         # wait in its backlog for the new child, and none is refused.
-        statuses = []
-        for start in range(0, REQUESTS, 8):
-            statuses += await asyncio.gather(*(predict(i) for i in range(start, start + 8)))
+        statuses = [r.status_code for r in await served.predict_all()]
         assert statuses == [200] * REQUESTS, text_of(log)
         async with asyncio.timeout(60):
             while len(now := facade_children(parent)) < 2 or victim in now:  # noqa: ASYNC110
@@ -168,7 +179,7 @@ async def test_a_child_that_crashes_is_replaced_on_its_socket(running: Cluster,
         # The replacement serves: its reply queue is there, and the dead child's went with it.
         async with asyncio.timeout(60):
             while reply_queue_pids(running) != sorted(now):
-                await asyncio.gather(*(predict(i) for i in range(8)))
+                await served.predict_all(8)
 
     parent.send_signal(signal.SIGTERM)
     # A crash that was replaced is no failure.
