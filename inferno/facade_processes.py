@@ -43,6 +43,7 @@ import signal
 import socket
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -64,6 +65,16 @@ ChildMain = Callable[[FacadeSettings, socket.socket, Event], None]
 started (a module-level function: spawn imports it by name)."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Child:
+    index: int
+    """Its socket's."""
+    process: BaseProcess
+    started: Event
+    """Set by the child once connected: exiting after it is a crash (replaced), before it a
+    failed start (the group stops)."""
+
+
 def serve_processes(settings: FacadeSettings, count: int, child: ChildMain) -> int:
     """Run ``count`` children of ``child`` on one port until they have all exited; the exit
     status: 0 when every child exited 0 after a stop signal, else 1."""
@@ -73,32 +84,27 @@ def serve_processes(settings: FacadeSettings, count: int, child: ChildMain) -> i
     sockets = _listeners(settings.host, settings.port, count)
     port = sockets[0].getsockname()[1]
     context = multiprocessing.get_context("spawn")
-    children: list[BaseProcess] = []
-    """The children started and not replaced (all are stopped and joined at the end)."""
-    started: dict[int, Event] = {}
-    """Sentinel of a running child → its event, set once it has started."""
-    slot: dict[int, int] = {}
-    """Sentinel of a running child → the index of its socket."""
+    running: dict[int, _Child] = {}
+    """Sentinel → the child, for every child started and not yet reaped."""
     stopping = False
 
-    def spawn(index: int) -> BaseProcess:
-        event = context.Event()
-        process = context.Process(target=child, args=(settings, sockets[index], event),
+    def spawn(index: int) -> _Child:
+        started = context.Event()
+        process = context.Process(target=child, args=(settings, sockets[index], started),
                                   name=f"facade-{index}")
         process.start()
-        children.append(process)
-        started[process.sentinel], slot[process.sentinel] = event, index
+        running[process.sentinel] = entry = _Child(index, process, started)
         if stopping:
             stop()  # a signal came while it was starting
-        return process
+        return entry
 
     def stop(*_: object) -> None:
         nonlocal stopping
         stopping = True
-        for process in children:
-            if process.pid is not None and process.exitcode is None:
+        for entry in list(running.values()):
+            if entry.process.pid is not None and entry.process.exitcode is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGTERM)
+                    os.kill(entry.process.pid, signal.SIGTERM)
 
     def on_signal(sig: int, _frame: FrameType | None) -> None:
         log.info("%s: stopping %d facade processes", signal.Signals(sig).name, count)
@@ -107,37 +113,34 @@ def serve_processes(settings: FacadeSettings, count: int, child: ChildMain) -> i
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     failed: list[str] = []
     try:
-        running = [spawn(index) for index in range(count)]
+        first = [spawn(index) for index in range(count)]
         log.info("facade on http://%s:%d: %d processes %s", settings.host, port, count,
-                 ",".join(str(p.pid) for p in running))
+                 ",".join(str(c.process.pid) for c in first))
         while running:
-            ready = multiprocessing.connection.wait([p.sentinel for p in running])
-            for process in [p for p in running if p.sentinel in ready]:
-                running.remove(process)
+            ready = multiprocessing.connection.wait(list(running))
+            for sentinel in [s for s in list(running) if s in ready]:
+                entry = running.pop(sentinel)
+                process = entry.process
                 process.join()  # its sentinel closed: it is exiting
                 mark_process_dead(process.pid, str(metrics_dir))  # type: ignore[no-untyped-call]
-                had_started = started.pop(process.sentinel).is_set()
-                index = slot.pop(process.sentinel)
                 what = f"{process.name} (pid {process.pid}) exited {process.exitcode}"
                 if stopping:
                     if process.exitcode != 0:
                         failed.append(what)
-                elif had_started:
-                    children.remove(process)
+                elif entry.started.is_set():
                     process.close()  # its pipe: a crash loop must not leak descriptors
-                    replacement = spawn(index)
-                    running.append(replacement)
+                    replacement = spawn(entry.index)
                     log.error("facade process %s: started pid %s on its socket", what,
-                              replacement.pid)
+                              replacement.process.pid)
                 else:
                     failed.append(f"{what} before it started")
                     log.error("facade process %s before it started: stopping the others", what)
                     stop()
     finally:
         stop()
-        for process in children:
-            if process.pid is not None:
-                process.join()
+        for entry in list(running.values()):
+            if entry.process.pid is not None:
+                entry.process.join()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         for sock in sockets:
