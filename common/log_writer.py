@@ -7,6 +7,10 @@ request id is a context variable) and queues it; one thread writes what has queu
 per write. When the queue is full the line is dropped and counted, and the writer says how many
 it dropped as soon as the stream takes lines again: losing log lines is better than stopping to
 serve.
+
+A line may be logged at any point of another log call (a signal handler, a finaliser, a weakref
+callback), so queueing takes no lock: ``queue.SimpleQueue.put`` is reentrant, where
+``queue.Queue.put`` waits for the lock its interrupted caller holds, forever.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ class BackgroundHandler(logging.Handler):
     def __init__(self, stream: TextIO, max_queued: int = MAX_QUEUED) -> None:
         super().__init__()
         self.stream = stream
-        self._lines: queue.Queue[object] = queue.Queue(max_queued)
+        self._lines: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._max_queued = max_queued
         self._dropped = 0  # written by callers, read and reset by the writer: a count, not exact
         self._writer = threading.Thread(target=self._write, name="log-writer", daemon=True)
         self._writer.start()
@@ -45,10 +50,10 @@ class BackgroundHandler(logging.Handler):
         except Exception:
             self.handleError(record)
             return
-        try:
-            self._lines.put_nowait(line)
-        except queue.Full:
+        if self._lines.qsize() >= self._max_queued:  # a bound, give or take a racing caller
             self._dropped += 1
+        else:
+            self._lines.put(line)
 
     def _write(self) -> None:
         while True:
@@ -75,7 +80,6 @@ class BackgroundHandler(logging.Handler):
     def close(self) -> None:
         """Write what is queued (at most a second of it: a stream nobody reads never drains)."""
         if self._writer.is_alive():
-            with contextlib.suppress(queue.Full):
-                self._lines.put(_STOP, timeout=1.0)
+            self._lines.put(_STOP)
             self._writer.join(timeout=1.0)
         super().close()

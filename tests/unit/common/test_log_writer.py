@@ -6,10 +6,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 
 from common.log_writer import BackgroundHandler
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_a_stream_nobody_reads_drops_lines_instead_of_blocking_then_says_so() -> None:
@@ -56,3 +62,41 @@ def test_close_writes_what_is_queued() -> None:
     stream.close()
     with os.fdopen(read_end) as lines:
         assert lines.read() == "line 0\nline 1\nline 2\n"
+
+
+# Logs again at every line run inside a log call, as a signal handler, a finaliser (``__del__``)
+# or a weakref callback may: the handler must not wait for a lock its own caller holds.
+_NESTED = textwrap.dedent("""
+    import logging, sys
+    from common.log_writer import BackgroundHandler
+
+    handler = BackgroundHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    nested = False
+
+    def each_line(frame, event, arg):
+        global nested
+        if event == "line" and not nested:
+            nested = True
+            handler.handle(logging.makeLogRecord({"msg": "nested"}))
+            nested = False
+        return each_line
+
+    sys.settrace(lambda frame, event, arg: None if nested else each_line)
+    handler.handle(logging.makeLogRecord({"msg": "outer"}))
+    sys.settrace(None)
+    handler.close()
+""")
+
+
+def test_a_line_can_be_logged_at_any_point_of_another_log_call() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        done = subprocess.run([sys.executable, "-c", _NESTED], env=env, capture_output=True,
+                              text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("deadlocked: a line logged inside another log call waited for "
+                             "a lock its caller held") from None
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stderr
+    assert "outer" in lines and lines.count("nested") >= 3, done.stdout
