@@ -152,6 +152,9 @@ class FacadeSettings(CommonSettings):
     facade_processes: Annotated[int, Field(ge=1)] = 1
     """Facade processes ``inferno facade`` runs on its port (``--workers``); over 1, each is a
     whole facade and the kernel spreads connections over them (``inferno.facade_processes``)."""
+    facade_stall_timeout_s: Annotated[float, Field(ge=1)] = 5.0
+    """With several facade processes: one whose event loop has not run for this long is killed
+    (its threads' stacks written on stderr first) and replaced on its socket."""
     queue_stats_interval_s: Annotated[float, Field(gt=0)] = 2.0
     """How often the facade reads, off the predict path, the depth and consumers of every known
     model version's queue and the dead-letter queue's depth from the broker (the

@@ -5,6 +5,9 @@
 ``inferno facade --workers N``: N facade processes on one port (``inferno.facade_processes``).
 ``inferno worker --burst``: drain the queues of the models it serves, then exit (a batch job).
 
+Every role's stop signal arms a ``HardStop`` (the process ends even if its loop is stuck), and
+SIGUSR1 makes any of these processes write its threads' stacks on stderr (``faulthandler``).
+
 Each role's settings are read from the environment with the command line's flags over them
 (``FacadeSettings(**flags)``: init arguments win) and handed down as objects; the process
 environment is never written, except ``PROMETHEUS_MULTIPROC_DIR`` by the parent of
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import functools
 import logging
 import math
@@ -24,7 +28,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from multiprocessing.synchronize import Event
+from types import FrameType
 from typing import Any, TypeVar
 
 import uvicorn
@@ -43,7 +47,8 @@ from common.metrics import (
 from common.model.repository import ModelRepository
 from facade.app import Facade
 from inferno.embedded import Embedded
-from inferno.facade_processes import serve_processes, watch_parent
+from inferno.facade_processes import Heartbeat, die_with_parent, serve_processes
+from inferno.hard_stop import HardStop
 from worker.reconciler import Reconciler
 
 __all__ = ["main", "parse_args", "settings_from"]
@@ -122,11 +127,25 @@ def _absorb_stop_signals() -> None:
         signal.signal(sig, lambda *_: None)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, whose stop signal also arms a hard stop."""
+
+    def __init__(self, config: uvicorn.Config, hard_stop: HardStop) -> None:
+        super().__init__(config)
+        self._hard_stop = hard_stop
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._hard_stop.arm()
+        super().handle_exit(sig, frame)
+
+
 def _uvicorn(app: Any, settings: FacadeSettings, drain_s: float) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(
+    hard_stop = HardStop(drain_s)
+    hard_stop.start()
+    return _Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, http="httptools", lifespan="off",
         access_log=False, log_config=None,
-        timeout_graceful_shutdown=math.ceil(drain_s)))
+        timeout_graceful_shutdown=math.ceil(drain_s)), hard_stop)
 
 
 async def _serve(facade_settings: FacadeSettings, worker_settings: WorkerSettings) -> None:
@@ -145,9 +164,10 @@ async def _serve(facade_settings: FacadeSettings, worker_settings: WorkerSetting
 
 
 async def _facade(settings: FacadeSettings, sock: socket.socket | None = None,
-                  started: Event | None = None) -> None:
-    """One facade process: alone on its port, or (``sock``) one of ``--workers``, which sets
-    ``started`` once connected, so that its parent can tell a crash from a failed start."""
+                  heartbeat: Heartbeat | None = None) -> None:
+    """One facade process: alone on its port, or (``sock``) one of ``--workers``, whose
+    ``heartbeat`` starts once connected: its parent tells a crash from a failed start by it,
+    and a stuck loop."""
     _require_cluster(settings, "facade")
     repository = ModelRepository(settings.repo_root)
     repository.scan()
@@ -160,12 +180,11 @@ async def _facade(settings: FacadeSettings, sock: socket.socket | None = None,
                                  supervisor_for(registry))
     # In-flight requests may take up to their deadline to finish.
     server = _uvicorn(facade.app, settings, drain_s=settings.request_timeout_ms / 1000)
-    if sock is None:
+    beating = None
+    if heartbeat is None:
         log.info("facade on http://%s:%d", settings.host, settings.port)
     else:
-        watch_parent(lambda: setattr(server, "should_exit", True))
-    if started is not None:
-        started.set()
+        beating = asyncio.create_task(heartbeat.beat(), name="heartbeat")
         log.info("facade process %d started", os.getpid())
     _absorb_stop_signals()
     try:
@@ -174,13 +193,19 @@ async def _facade(settings: FacadeSettings, sock: socket.socket | None = None,
         await facade.aclose()
         await store.aclose()
         await broker.aclose()
+        if heartbeat is not None and beating is not None:
+            beating.cancel()
+            heartbeat.retire()  # exiting on purpose: no longer a stall to watch for
     log.info("stopped")
 
 
-def _facade_process(settings: FacadeSettings, sock: socket.socket, started: Event) -> None:
+def _facade_process(settings: FacadeSettings, sock: socket.socket,
+                    heartbeat: Heartbeat) -> None:
     """A child of ``inferno facade --workers``, in a process of its own (spawned)."""
+    die_with_parent()
     configure_logging(settings.log_level, settings.log_json)
-    _run(functools.partial(_facade, settings, sock, started))
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    _run(functools.partial(_facade, settings, sock, heartbeat))
 
 
 async def _worker(settings: WorkerSettings) -> None:
@@ -200,8 +225,16 @@ async def _worker(settings: WorkerSettings) -> None:
                         supervisor_for(registry))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    hard_stop = HardStop(settings.drain_timeout_s)
+    hard_stop.start()
+
+    def on_stop(_sig: int, _frame: FrameType | None) -> None:
+        # A Python-level handler, not the loop's: it runs even while the loop is stuck.
+        hard_stop.arm()
+        loop.call_soon_threadsafe(stop.set)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        signal.signal(sig, on_stop)
     failed: dict[str, str] = {}
     try:
         if settings.burst:
@@ -257,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     common = settings_from(CommonSettings, args)
     configure_logging(common.log_level, common.log_json)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     command: Callable[[], Coroutine[Any, Any, None]]
     if args.command == "serve":
         command = functools.partial(_serve, settings_from(FacadeSettings, args),

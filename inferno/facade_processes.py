@@ -13,11 +13,15 @@ serving. It
   the spreading to whichever process wakes first, which under light load is mostly the same
   one); the first binds the configured port (0: any), the others the port it got;
 - starts the children with multiprocessing's ``spawn`` (a fresh interpreter each: nothing of
-  the parent's state, no fork of threads), each running the facade on its socket and setting
-  its ``started`` event once connected to the broker and the store; the parent keeps its copy
-  of every socket, so that a replacement can take one over;
+  the parent's state, no fork of threads), each running the facade on its socket; the parent
+  keeps its copy of every socket, so that a replacement can take one over;
+- watches each child's ``Heartbeat``: its event loop writes the time into memory the parent
+  shares every ``BEAT_S``. A child whose loop has not run for ``facade_stall_timeout_s``
+  (deadlocked, spinning, SIGSTOPped) is sent SIGUSR1 (its threads' stacks on stderr, for the
+  post-mortem), then SIGKILL, and replaced: a stuck child would keep taking its share of new
+  connections and answer none;
 - forwards SIGTERM and SIGINT to the children as SIGTERM (a graceful stop: in-flight requests
-  finish); a child whose parent dies stops the same way (``watch_parent``);
+  finish; a child whose loop is stuck ends by its ``HardStop`` or by the stall watch);
 - replaces a child that exits, before any stop signal, after it had started (a crash): the new
   one serves the same socket, and the connections the kernel handed that socket meanwhile wait
   in its backlog instead of being refused. A child that exits before it started (bad settings,
@@ -25,27 +29,34 @@ serving. It
   partial facade is not left serving, and a replacement that cannot start ends a crash loop
   the same way.
 
+A child asks the kernel for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), so a parent
+killed outright does not leave children serving, even children whose loop is stuck.
+
 Each child is a whole facade (its broker connection, its own exclusive reply queue named by
-host and pid, its view of the state store, its queue watch). Linux spreads connections over
-``SO_REUSEPORT`` sockets; platforms without it are refused.
+host and pid, its view of the state store, its queue watch). Linux only: it spreads connections
+over ``SO_REUSEPORT`` sockets, and has ``PR_SET_PDEATHSIG``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
-from multiprocessing.synchronize import Event
 from pathlib import Path
 from types import FrameType
 
@@ -53,16 +64,49 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from common.config import FacadeSettings
 
-__all__ = ["METRICS_DIR_VARIABLE", "serve_processes", "watch_parent"]
+__all__ = ["BEAT_S", "METRICS_DIR_VARIABLE", "Heartbeat", "die_with_parent", "serve_processes"]
 
 log = logging.getLogger("inferno")
 
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 BACKLOG = 2048  # uvicorn's default
+BEAT_S = 0.25
+"""How often a child's event loop beats, and how often the parent looks."""
+DUMP_S = 0.5
+"""Between SIGUSR1 (the stacks) and SIGKILL to a stalled child."""
+_PR_SET_PDEATHSIG = 1
 
-ChildMain = Callable[[FacadeSettings, socket.socket, Event], None]
-"""What a child runs: the facade on the socket it is handed, setting the event once it has
-started (a module-level function: spawn imports it by name)."""
+
+class Heartbeat:
+    """A child's event loop as its parent sees it: the ``time.monotonic()`` of its latest turn,
+    in memory both share (on Linux one clock for every process). 0: not started yet (an exit
+    then is a failed start); infinity: not watched any more (stopping on purpose, or killed)."""
+
+    def __init__(self, context: SpawnContext) -> None:
+        self._at = context.RawValue("d", 0.0)
+
+    @property
+    def started(self) -> bool:
+        return bool(self._at.value > 0)
+
+    def stalled_for(self) -> float:
+        """Seconds since the loop last beat (0 while not watched)."""
+        at: float = self._at.value
+        return 0.0 if at == 0 or math.isinf(at) else time.monotonic() - at
+
+    def retire(self) -> None:
+        self._at.value = math.inf
+
+    async def beat(self) -> None:
+        """In the child, on its loop, from the moment it serves."""
+        while True:
+            self._at.value = time.monotonic()
+            await asyncio.sleep(BEAT_S)
+
+
+ChildMain = Callable[[FacadeSettings, socket.socket, Heartbeat], None]
+"""What a child runs: the facade on the socket it is handed, beating once it has started (a
+module-level function: spawn imports it by name)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,16 +114,14 @@ class _Child:
     index: int
     """Its socket's."""
     process: BaseProcess
-    started: Event
-    """Set by the child once connected: exiting after it is a crash (replaced), before it a
-    failed start (the group stops)."""
+    heartbeat: Heartbeat
 
 
 def serve_processes(settings: FacadeSettings, count: int, child: ChildMain) -> int:
     """Run ``count`` children of ``child`` on one port until they have all exited; the exit
     status: 0 when every child exited 0 after a stop signal, else 1."""
-    if not hasattr(socket, "SO_REUSEPORT"):
-        raise SystemExit("inferno facade --workers needs SO_REUSEPORT (Linux)")
+    if sys.platform != "linux":
+        raise SystemExit("inferno facade --workers needs Linux (SO_REUSEPORT, PR_SET_PDEATHSIG)")
     metrics_dir, made = _metrics_dir()
     sockets = _listeners(settings.host, settings.port, count)
     port = sockets[0].getsockname()[1]
@@ -89,11 +131,11 @@ def serve_processes(settings: FacadeSettings, count: int, child: ChildMain) -> i
     stopping = False
 
     def spawn(index: int) -> _Child:
-        started = context.Event()
-        process = context.Process(target=child, args=(settings, sockets[index], started),
+        heartbeat = Heartbeat(context)
+        process = context.Process(target=child, args=(settings, sockets[index], heartbeat),
                                   name=f"facade-{index}")
         process.start()
-        running[process.sentinel] = entry = _Child(index, process, started)
+        running[process.sentinel] = entry = _Child(index, process, heartbeat)
         if stopping:
             stop()  # a signal came while it was starting
         return entry
@@ -117,7 +159,11 @@ def serve_processes(settings: FacadeSettings, count: int, child: ChildMain) -> i
         log.info("facade on http://%s:%d: %d processes %s", settings.host, port, count,
                  ",".join(str(c.process.pid) for c in first))
         while running:
-            ready = multiprocessing.connection.wait(list(running))
+            ready = multiprocessing.connection.wait(list(running), timeout=BEAT_S)
+            for entry in list(running.values()):
+                stalled = entry.heartbeat.stalled_for()
+                if stalled > settings.facade_stall_timeout_s:
+                    _kill_stalled(entry, stalled)
             for sentinel in [s for s in list(running) if s in ready]:
                 entry = running.pop(sentinel)
                 process = entry.process
@@ -127,7 +173,7 @@ def serve_processes(settings: FacadeSettings, count: int, child: ChildMain) -> i
                 if stopping:
                     if process.exitcode != 0:
                         failed.append(what)
-                elif entry.started.is_set():
+                elif entry.heartbeat.started:
                     process.close()  # its pipe: a crash loop must not leak descriptors
                     replacement = spawn(entry.index)
                     log.error("facade process %s: started pid %s on its socket", what,
@@ -152,6 +198,20 @@ def serve_processes(settings: FacadeSettings, count: int, child: ChildMain) -> i
         return 1
     log.info("stopped")
     return 0
+
+
+def _kill_stalled(entry: _Child, stalled: float) -> None:
+    pid = entry.process.pid
+    if pid is None:  # not started: nothing beats yet
+        return
+    entry.heartbeat.retire()
+    log.error("facade process %s (pid %d) stopped answering: its event loop has not run for "
+              "%.1f s; killing it (its threads' stacks follow on stderr)",
+              entry.process.name, pid, stalled)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGUSR1)
+        time.sleep(DUMP_S)  # a stopped (SIGSTOP) process dumps nothing: SIGKILL still ends it
+        os.kill(pid, signal.SIGKILL)
 
 
 def _metrics_dir() -> tuple[Path, bool]:
@@ -189,18 +249,13 @@ def _listeners(host: str, port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
-def watch_parent(on_gone: Callable[[], None]) -> None:
-    """In a child: call ``on_gone`` (on the running loop) once the parent process is gone, so
-    that a parent killed outright does not leave its children serving."""
+def die_with_parent() -> None:
+    """In a child, first thing: have the kernel send it SIGTERM when its parent dies, however
+    the parent died and whatever the child's loop is doing then."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"prctl(PR_SET_PDEATHSIG): {os.strerror(error)}")
     parent = multiprocessing.parent_process()
-    sentinel = getattr(parent, "sentinel", None)
-    if sentinel is None:
-        return
-    loop = asyncio.get_running_loop()
-
-    def gone() -> None:
-        loop.remove_reader(sentinel)
-        log.warning("the parent process is gone: stopping")
-        on_gone()
-
-    loop.add_reader(sentinel, gone)
+    if parent is not None and os.getppid() != parent.pid:  # it died before the call
+        raise SystemExit("inferno facade: the parent process is gone")

@@ -1,7 +1,10 @@
 """``inferno facade --workers 2`` as a real process tree (inferno/facade_processes.py): both
 children answer predicts on the one port, ``/metrics`` from either tells of both, a child that
-crashes is replaced on its socket with no request refused, and SIGTERM stops the parent and
-every child, exit 0.
+crashes or stops answering is replaced on its socket with no request refused, SIGTERM stops the
+parent and every child (exit 0, or bounded when a child's loop is stuck), and children end with
+their parent.
+
+A child stops answering for real: SIGSTOP, or a main thread blocked on a lock (``stalls``).
 
 Which child answered is read where production shows it, not from a test-only header: each facade
 process has its own exclusive reply queue, named with its host and pid, so the reply queues in
@@ -30,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.services import rabbitmqctl
 from tests.distributed.conftest import ROOT, Cluster
+from tests.distributed.stalls import BLOCKED, STALL_ENV, STOPPED_WITHIN_S, until_logged
 from tests.http import free_port
 
 pytestmark = pytest.mark.asyncio
@@ -38,13 +42,13 @@ REQUESTS = 40
 FRESH = httpx.Limits(max_keepalive_connections=0)  # a new connection per request
 
 
-def facade_processes(cluster: Cluster, port: int, log: Path, *flags: str,
+def facade_processes(cluster: Cluster, port: int, log: Path, workers: int = 2,
                      **env: str) -> subprocess.Popen[bytes]:
-    """``inferno facade --workers 2`` with its log in a file (a pipe nobody reads could fill
+    """``inferno facade --workers N`` with its log in a file (a pipe nobody reads could fill
     and stall it); killed, if still running, after the test (its children follow it)."""
     with log.open("wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "inferno", "facade", "--workers", "2", *flags], cwd=ROOT,
+            [sys.executable, "-m", "inferno", "facade", "--workers", str(workers)], cwd=ROOT,
             env=cluster.env(INFERNO_PORT=str(port), INFERNO_ACCESS_LOG="false", **env),
             stdout=subprocess.DEVNULL, stderr=stderr)
     cluster.processes.append(process)
@@ -53,6 +57,25 @@ def facade_processes(cluster: Cluster, port: int, log: Path, *flags: str,
 
 def text_of(log: Path) -> str:
     return log.read_text()
+
+
+def state_of(parent: subprocess.Popen[bytes], log: Path) -> str:
+    """What a failed test says of the process tree: each facade child's state, and the log's
+    end after SIGUSR1 asked each child for its threads' stacks."""
+    lines = [f"parent {parent.pid}: {'running' if parent.poll() is None else parent.returncode}"]
+    with contextlib.suppress(psutil.Error):
+        for pid in facade_children(parent):
+            child = psutil.Process(pid)
+            lines.append(f"child {pid}: {child.status()}, cpu {child.cpu_times()}")
+            os.kill(pid, signal.SIGUSR1)
+    return "\n".join(lines) + "\n--- log (end) ---\n" + text_of(log)[-6000:]
+
+
+async def until_started(log: Path) -> None:
+    """Until both children have started (each logs it)."""
+    async with asyncio.timeout(60):
+        while len(re.findall(r"facade process \d+ started", text_of(log))) < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
 
 
 def facade_children(parent: subprocess.Popen[bytes]) -> list[int]:
@@ -102,9 +125,14 @@ class Served:
     children: list[int]
 
     async def predict(self, i: int) -> httpx.Response:
-        """``sum`` of the row [i, 1] (i + 1), on a connection of its own."""
-        return await self.client.post("/v1/models/sum:predict",
-                                      json={"inputs": {"x": {"data": [[i, 1.0]]}}})
+        """``sum`` of the row [i, 1] (i + 1), on a connection of its own; a request that gets
+        no answer fails the test with the process tree's state."""
+        try:
+            return await self.client.post("/v1/models/sum:predict",
+                                          json={"inputs": {"x": {"data": [[i, 1.0]]}}})
+        except httpx.HTTPError as exc:
+            raise AssertionError(f"request {i}: {exc!r}\n{state_of(self.parent, self.log)}"
+                                 ) from None
 
     async def predict_all(self, count: int = REQUESTS) -> list[httpx.Response]:
         responses: list[httpx.Response] = []
@@ -115,17 +143,28 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def serving_sum(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Served]:
-    """A worker for ``sum`` and ``inferno facade --workers 2`` in front of it, ready."""
+async def serving_sum(cluster: Cluster, tmp_path: Path, **env: str) -> AsyncIterator[Served]:
+    """A worker for ``sum`` and ``inferno facade --workers 2`` in front of it, ready, both
+    children started."""
     cluster.worker_process(INFERNO_PRELOAD="sum")
     port, log = free_port(), tmp_path / "facade.log"
-    parent = facade_processes(cluster, port, log)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
+    parent = facade_processes(cluster, port, log, **env)
+    # A request answers in milliseconds: 15 s without an answer is a hang, reported fast.
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15,
                                  limits=FRESH) as client:
         await until_ready(client, parent, log)
+        await until_started(log)
         children = facade_children(parent)
         assert len(children) == 2, children
         yield Served(parent, log, client, children)
+
+
+async def replaced(served: Served, victim: int) -> list[int]:
+    """The children once ``victim`` has been replaced: two of them, the victim not among them."""
+    async with asyncio.timeout(60):
+        while len(now := facade_children(served.parent)) < 2 or victim in now:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    return now
 
 
 async def test_two_facade_processes_share_the_port_and_the_metrics(running: Cluster,
@@ -149,6 +188,11 @@ async def test_two_facade_processes_share_the_port_and_the_metrics(running: Clus
             while gauge(text, "inferno_queue_consumers", model="sum", version="1") != 1:
                 await asyncio.sleep(0.1)
                 text = (await served.client.get("/metrics")).text
+        # The children's GC pauses, merged (each flushes its own every second: poll, bounded).
+        async with asyncio.timeout(30):
+            while not gauge(text, "inferno_gc_pause_seconds_count", generation="0"):
+                await asyncio.sleep(0.1)
+                text = (await served.client.get("/metrics")).text
 
     served.parent.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(served.parent.wait, 60) == 0, text_of(served.log)
@@ -161,19 +205,13 @@ async def test_a_child_that_crashes_is_replaced_on_its_socket(running: Cluster,
                                                               tmp_path: Path) -> None:
     async with serving_sum(running, tmp_path) as served:
         parent, log = served.parent, served.log
-        async with asyncio.timeout(60):  # both started (each logs it): poll the log, bounded
-            while len(re.findall(r"facade process \d+ started", text_of(log))) < 2:  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
-
         victim = served.children[0]
         os.kill(victim, signal.SIGKILL)
         # Sent while the replacement starts: the connections hashed to the dead child's socket
         # wait in its backlog for the new child, and none is refused.
         statuses = [r.status_code for r in await served.predict_all()]
         assert statuses == [200] * REQUESTS, text_of(log)
-        async with asyncio.timeout(60):
-            while len(now := facade_children(parent)) < 2 or victim in now:  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
+        now = await replaced(served, victim)
         assert f"(pid {victim}) exited -9: started pid" in text_of(log)
         assert parent.poll() is None
         # The replacement serves: its reply queue is there, and the dead child's went with it.
@@ -196,15 +234,51 @@ async def test_a_child_that_cannot_start_fails_the_parent(running: Cluster,
     assert "exited 1" in text_of(log)
 
 
-async def test_children_stop_when_their_parent_is_killed(running: Cluster,
-                                                         tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["SIGSTOP", "SIGUSR2"], ids=["stopped", "loop-blocked"])
+async def test_a_child_that_stops_answering_is_replaced_on_its_socket(
+        running: Cluster, tmp_path: Path, how: str) -> None:
+    async with serving_sum(running, tmp_path, **STALL_ENV) as served:
+        parent, log = served.parent, served.log
+        victim, other = served.children
+        os.kill(victim, signal.Signals[how])
+        await until_logged(f"(pid {victim}) stopped answering", log)
+        await replaced(served, victim)
+        text = text_of(log)
+        assert f"(pid {victim}) exited -9: started pid" in text, text
+        if how == "SIGUSR2":  # where it hung, from its own stacks (a stopped process has none)
+            assert "in _block" in text, text
+        statuses = [r.status_code for r in await served.predict_all()]
+        assert statuses == [200] * REQUESTS, text_of(log)
+
+        # The other child stops answering too, and then SIGTERM: the tree still ends, bounded
+        # (the stall watch or the child's own hard stop ends the stuck one).
+        os.kill(other, signal.Signals[how])
+        if how == "SIGUSR2":  # blocked before the stop signal comes
+            await until_logged(BLOCKED, log, count=2)
+        parent.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(parent.wait, STOPPED_WITHIN_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"not stopped in {STOPPED_WITHIN_S} s: "
+                                 f"{state_of(parent, log)}") from None
+        assert not psutil.pid_exists(other), state_of(parent, log)
+
+
+async def test_children_stop_when_their_parent_is_killed_even_one_whose_loop_is_stuck(
+        running: Cluster, tmp_path: Path) -> None:
     port, log = free_port(), tmp_path / "facade.log"
-    parent = facade_processes(running, port, log)
+    # No stall watch to speak of: the stuck child must end by itself once its parent is gone.
+    parent = facade_processes(running, port, log,
+                              **{**STALL_ENV, "INFERNO_FACADE_STALL_TIMEOUT_S": "600"})
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
         await until_ready(client, parent, log)  # no worker: ready with no active model
+    await until_started(log)
     children = [psutil.Process(pid) for pid in facade_children(parent)]
     assert len(children) == 2
-    parent.kill()  # no signal to forward: the children see their parent's pipe close
+    os.kill(children[0].pid, signal.SIGUSR2)
+    await until_logged(BLOCKED, log)
+    parent.kill()  # no signal to forward: the kernel sends each child SIGTERM (PDEATHSIG)
     await asyncio.to_thread(parent.wait, 30)
-    _, alive = await asyncio.to_thread(psutil.wait_procs, children, 60)
+    _, alive = await asyncio.to_thread(psutil.wait_procs, children, STOPPED_WITHIN_S)
     assert not alive, f"children outlived a killed parent: {text_of(log)}"
+    assert "exiting now" in text_of(log), text_of(log)  # the stuck one, by its hard stop
