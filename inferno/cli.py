@@ -29,7 +29,7 @@ import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvicorn
 from prometheus_client import start_http_server
@@ -46,10 +46,11 @@ from common.metrics import (
 )
 from common.model.repository import ModelRepository
 from facade.app import Facade
-from inferno.embedded import Embedded
 from inferno.facade_processes import Heartbeat, die_with_parent, serve_processes
 from inferno.hard_stop import HardStop
-from worker.reconciler import Reconciler
+
+if TYPE_CHECKING:
+    from worker.reconciler import Reconciler
 
 __all__ = ["main", "parse_args", "settings_from"]
 
@@ -149,6 +150,8 @@ def _uvicorn(app: Any, settings: FacadeSettings, drain_s: float) -> uvicorn.Serv
 
 
 async def _serve(facade_settings: FacadeSettings, worker_settings: WorkerSettings) -> None:
+    from inferno.embedded import Embedded  # the worker side, here only: see inferno/__init__
+
     _set_torch_threads(worker_settings)
     embedded = await Embedded.start(facade_settings, worker_settings)
     GcPauses(embedded.registry).start()
@@ -209,6 +212,8 @@ def _facade_process(settings: FacadeSettings, sock: socket.socket,
 
 
 async def _worker(settings: WorkerSettings) -> None:
+    from worker.reconciler import Reconciler  # the worker side, here only: see inferno/__init__
+
     _require_cluster(settings, "worker")
     _set_torch_threads(settings)
     registry = process_registry()

@@ -71,6 +71,19 @@ def state_of(parent: subprocess.Popen[bytes], log: Path) -> str:
     return "\n".join(lines) + "\n--- log (end) ---\n" + text_of(log)[-6000:]
 
 
+async def until_served(client: httpx.AsyncClient, model: str) -> None:
+    """Until every child sees a worker serving ``model``: 20 answers in a row on fresh
+    connections, spread by the kernel over both children (a child left unasked: 2^-19)."""
+    async with asyncio.timeout(90):
+        seen = 0
+        while seen < 20:
+            listed = (await client.get("/v1/models")).json()["models"]
+            serving = any(m["name"] == model and m["loaded"] for m in listed)
+            seen = seen + 1 if serving else 0
+            if not serving:
+                await asyncio.sleep(0.1)
+
+
 async def until_started(log: Path) -> None:
     """Until both children have started (each logs it)."""
     async with asyncio.timeout(60):
@@ -154,6 +167,7 @@ async def serving_sum(cluster: Cluster, tmp_path: Path, **env: str) -> AsyncIter
                                  limits=FRESH) as client:
         await until_ready(client, parent, log)
         await until_started(log)
+        await until_served(client, "sum")
         children = facade_children(parent)
         assert len(children) == 2, children
         yield Served(parent, log, client, children)
