@@ -1,10 +1,11 @@
 """``python -m bench.chaos``: a chaos soak of a distributed cluster, bounded and on loopback.
 
-Two facades and three workers (``bench.cluster``: a fresh vhost, a Redis prefix of their own,
-deleted afterwards) serve the ``bag`` model under steady load through both facades
-(``bench.chaos_load``), while faults come one after another at random intervals
-(``bench.chaos_faults``: worker SIGKILL, closed broker connections, a broker application
-restart, killed and paused Redis clients, a cut broker link, a silent broker link). Facades
+Two facades of two processes each (``inferno facade --workers 2``) and three workers
+(``bench.cluster``: a fresh vhost, a Redis prefix of their own, deleted afterwards) serve the
+``bag`` model under steady load through both facades (``bench.chaos_load``), while faults come
+one after another at random intervals (``bench.chaos_faults``: worker SIGKILL, closed broker
+connections, a broker application restart, killed and paused Redis clients, a cut broker link,
+a silent broker link, a facade process stopped). Facades
 and workers reach the broker through a TCP proxy of this process (``bench.proxy``), so cutting
 it cuts their link.
 
@@ -95,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="each request's deadline (timeout_ms), default 5000")
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--facades", type=int, default=2)
+    parser.add_argument("--facade-processes", type=int, default=2,
+                        help="processes of each facade (--workers); facade_stall needs 2+")
     parser.add_argument("--broker-url", default=DEFAULT_BROKER,
                         help="the broker's root URL: the run creates a vhost there")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
@@ -129,7 +132,8 @@ async def _soak(args: argparse.Namespace, kinds: list[str], rng: random.Random) 
                               f"{broker.password or 'guest'}@127.0.0.1:{proxy.port}",
                               f"/{vhost}", "", ""))
         cluster = Cluster(ClusterSpec(MODEL, workers=args.workers, facades=args.facades,
-                                      repo=str(REPO), broker_url=proxied))
+                                      repo=str(REPO), broker_url=proxied,
+                                      facade_processes=args.facade_processes))
         client_name = cluster.redis_prefix
         separator = "&" if "?" in args.redis_url else "?"
         cluster.spec = dataclasses.replace(
@@ -144,7 +148,8 @@ async def _soak(args: argparse.Namespace, kinds: list[str], rng: random.Random) 
         stack.callback(restore)
         print(f"chaos: {len(order)} faults, about {spacing:.1f} s apart: {', '.join(order)}",
               file=sys.stderr)
-        load = Load(cluster.facade_urls, MODEL, args.concurrency, args.rate, args.timeout_ms)
+        load = Load(cluster.facade_urls, MODEL, args.concurrency, args.rate, args.timeout_ms,
+                    faults.stopped_ports)
         run.outcomes = load.outcomes
         traffic = asyncio.create_task(load.run())
         supervisor = asyncio.create_task(_supervise_workers(faults, run))
@@ -223,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if unknown or not kinds:
         sys.exit(f"unknown fault kind(s): {', '.join(unknown) or '(none given)'}; "
                  f"choose from {', '.join(ALL_FAULTS)}")
+    if "facade_stall" in kinds and args.facade_processes < 2:
+        sys.exit("facade_stall stops one of a facade's processes: it needs "
+                 "--facade-processes 2 or more")
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     print(f"chaos: seed {seed}, {args.duration:.0f} s, faults {','.join(kinds)}",
           file=sys.stderr)

@@ -9,24 +9,33 @@
 | ``redis_pause`` | ``CLIENT PAUSE 2000 ALL`` | **the whole Redis** |
 | ``proxy_cut`` | close every proxied broker connection, refuse new ones a while | the run |
 | ``proxy_stall`` | stop forwarding a while, connections left open (a silent link) | the run |
+| ``facade_stall`` | SIGSTOP a facade child (``--workers``) until its parent replaces it | the run |
 
 Every process of the run connects to Redis with ``client_name=<the run's prefix>``, so
 ``redis_kill`` reaches only them. ``stop_app`` and ``redis_pause`` cannot be narrowed: they hit
 everyone sharing the broker or Redis. ``Faults.restore`` undoes whatever a fault left undone
-(``start_app``, ``CLIENT UNPAUSE``, the proxy), and is called in ``finally``.
+(``start_app``, ``CLIENT UNPAUSE``, the proxy, SIGCONT), and is called in ``finally``.
+
+A stopped facade child holds the connections it had accepted; nothing can answer the requests on
+them, and once its parent kills it their clients see the connection close. ``stopped_ports``
+records those connections' client ports, so that the load counts them apart
+(``chaos_load.STOPPED``) from a request lost while its connection was in good hands.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import random
 import signal
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+import psutil
 import redis
 
 from bench.cluster import Cluster
@@ -36,11 +45,13 @@ from bench.services import rabbitmqctl
 __all__ = ["ALL_FAULTS", "GLOBAL_FAULTS", "Faults"]
 
 ALL_FAULTS = ("worker_kill", "close_connections", "stop_app", "redis_kill", "redis_pause",
-              "proxy_cut", "proxy_stall")
+              "proxy_cut", "proxy_stall", "facade_stall")
 GLOBAL_FAULTS = ("stop_app", "redis_pause")
 """Faults that reach every user of the shared broker or Redis, not only this run."""
 
 PAUSE_MS = 2000
+REPLACED_WITHIN_S = 30.0
+"""How long a stopped facade child's parent may take to replace it (then the fault failed)."""
 
 
 @dataclass
@@ -55,8 +66,11 @@ class Faults:
     rng: random.Random
     killed: set[int] = dataclasses.field(default_factory=set)
     """Pids of the workers this soak killed."""
+    stopped_ports: set[int] = dataclasses.field(default_factory=set)
+    """Client ports of the connections that stopped facade children held."""
     _app_stopped: bool = False
     _paused: bool = False
+    _stopped_child: int | None = None
 
     def inject(self, kind: str) -> str:
         """Inject one fault and undo it; a line saying what was done."""
@@ -141,6 +155,29 @@ class Faults:
             self.proxy.resume()
         return f"broker link silent for {hold:.1f} s"
 
+    def _facade_stall(self) -> str:
+        index = self.rng.randrange(len(self.cluster.facade_processes))
+        parent = psutil.Process(self.cluster.facade_processes[index].pid)
+        port = urlsplit(self.cluster.facade_urls[index]).port
+        children = _facade_children(parent)
+        if not children:
+            raise RuntimeError(f"facade pid {parent.pid} has no child to stop (--workers 1?)")
+        victim = self.rng.choice(children)
+        victim.suspend()  # SIGSTOP
+        self._stopped_child = victim.pid
+        held = {c.raddr.port for c in victim.net_connections(kind="tcp")
+                if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port and c.raddr}
+        self.stopped_ports.update(held)
+        started = time.monotonic()
+        while victim.is_running() or len(_facade_children(parent)) < len(children):
+            if time.monotonic() - started > REPLACED_WITHIN_S:
+                raise RuntimeError(f"facade child pid {victim.pid} (stopped) not replaced "
+                                   f"in {REPLACED_WITHIN_S:.0f} s")
+            time.sleep(0.05)
+        self._stopped_child = None
+        return (f"stopped facade child pid {victim.pid} ({len(held)} connection(s)); its "
+                f"parent replaced it in {time.monotonic() - started:.1f} s")
+
     def _admin(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, socket_timeout=10)
 
@@ -162,7 +199,20 @@ class Faults:
         with contextlib.suppress(Exception):
             self.proxy.resume()
             self.proxy.restore()
+        if self._stopped_child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._stopped_child, signal.SIGCONT)
+                undone.append(f"facade child pid {self._stopped_child} continued")
+            self._stopped_child = None
         return undone
+
+
+def _facade_children(parent: psutil.Process) -> list[psutil.Process]:
+    """A facade's serving children (multiprocessing's resource tracker is a child too)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return [c for c in parent.children()
+                if c.is_running() and any("spawn_main" in part for part in c.cmdline())]
+    return []
 
 
 def services_healthy(redis_url: str) -> list[str]:

@@ -8,6 +8,9 @@ requests one after another at its share of ``--rate``. A request carries a uniqu
 - ``ok``: 200 with this request's own answer;
 - an error code: the facade answered with a clear error (``{"error": {"code": ...}}``);
 - ``lost``: no answer within the request's deadline + 1 s (or the connection died without one);
+- ``facade_stopped``: the connection died without an answer, and it was one that a facade
+  process held when the soak stopped it (``chaos_faults``' ``facade_stall``): the request was in
+  that process's hands alone, and its client learnt of the loss at once, not at its deadline;
 - ``duplicate``: a 200 carrying another request's answer: a reply delivered to the wrong
   caller, or a second reply to a caller (over HTTP/1.1 an extra response on the connection
   shows as the answer to the caller's next request). Either way a caller got a reply that was
@@ -25,11 +28,12 @@ from urllib.parse import urlsplit
 
 import orjson
 
-__all__ = ["Load", "Outcome"]
+__all__ = ["DUPLICATE", "LOST", "OK", "STOPPED", "Load", "Outcome"]
 
 LOST = "lost"
 OK = "ok"
 DUPLICATE = "duplicate"
+STOPPED = "facade_stopped"
 
 
 @dataclass(slots=True)
@@ -52,6 +56,9 @@ class Load:
     rate: float
     """Requests per second in all (each client sends at most its share)."""
     timeout_ms: int
+    stopped_ports: set[int] = field(default_factory=set)
+    """Client ports of connections held by a facade process the soak stopped (filled in by
+    the fault, read here)."""
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -69,6 +76,7 @@ class Load:
         facade = index % len(self.facade_urls)
         interval = self.concurrency / self.rate
         streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        local_port = 0
         next_at = time.monotonic() + interval * index / self.concurrency
         try:
             while not self._stop.is_set():
@@ -87,11 +95,16 @@ class Load:
                     if streams is None:
                         streams = await asyncio.wait_for(
                             asyncio.open_connection(host, port), 2)
+                        local_port = streams[1].get_extra_info("sockname")[1]
                     async with asyncio.timeout(self.timeout_ms / 1000 + 1.0):
                         await self._one(streams, host, number, outcome)
                 except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                     if not outcome.result:
-                        outcome.result = LOST
+                        # A timeout is a loss wherever it happened: the stopped process's
+                        # parent must end it well within a request's deadline.
+                        stopped = (not isinstance(exc, TimeoutError)
+                                   and local_port in self.stopped_ports)
+                        outcome.result = STOPPED if stopped else LOST
                         outcome.detail = f"{type(exc).__name__}: {exc}"
                     if streams is not None:
                         streams[1].close()

@@ -2,8 +2,9 @@
 
 Each run gets a fresh RabbitMQ vhost (unless ``--broker-url`` names one) and a unique Redis key
 prefix; ``inferno worker`` processes, each preloading only the benchmarked model and exposing
-its Prometheus metrics on a free port, and ``inferno facade`` processes on free ports, all with
-access logs off, log level WARNING and a 0.5 s heartbeat. The cluster is ready when every
+its Prometheus metrics on a free port, and ``inferno facade`` processes on free ports (each
+``--workers`` ``facade_processes``, a stalled one replaced after 2 s), all with access logs off,
+log level WARNING and a 0.5 s heartbeat. The cluster is ready when every
 facade answers ``/health/ready`` and its ``GET /v1/models`` shows the model's active version
 served by all N workers.
 
@@ -28,6 +29,7 @@ from bench.services import DEFAULT_BROKER, DEFAULT_REDIS, delete_keys, fresh_vho
 __all__ = ["Cluster", "ClusterSpec"]
 
 HEARTBEAT_INTERVAL_S = "0.5"
+FACADE_STALL_TIMEOUT_S = "2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,8 @@ class ClusterSpec:
     """An existing broker and vhost; ``None`` creates a vhost on the local broker."""
     redis_url: str = DEFAULT_REDIS
     ready_timeout_s: float = 180.0
+    facade_processes: int = 1
+    """Processes of each facade (``inferno facade --workers``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,11 @@ class Cluster:
     @property
     def facade_urls(self) -> list[str]:
         return [f.url for f in self._facades]
+
+    @property
+    def facade_processes(self) -> list[subprocess.Popen[bytes]]:
+        """Every facade, as ``facade_urls`` lists them (with ``--workers``, the parent)."""
+        return [f.process for f in self._facades]
 
     @property
     def metrics_urls(self) -> list[str]:
@@ -111,7 +120,9 @@ class Cluster:
         for _ in range(spec.facades):
             port = free_port(spec.host)
             self._spawn("facade", f"http://{spec.host}:{port}", {
-                "INFERNO_HOST": spec.host, "INFERNO_PORT": str(port)})
+                "INFERNO_HOST": spec.host, "INFERNO_PORT": str(port),
+                "INFERNO_FACADE_PROCESSES": str(spec.facade_processes),
+                "INFERNO_FACADE_STALL_TIMEOUT_S": FACADE_STALL_TIMEOUT_S})
         self._wait_ready()
 
     def _delete_keys(self) -> None:

@@ -52,3 +52,4 @@ def test_the_short_chaos_soak_loses_nothing(broker_root_url: str, redis_url: str
     counts = {line.split()[0]: int(line.split()[1]) for line in lines[1:-1]
               if line.split()[0] in ALL_FAULTS}
     assert set(counts) == set(ALL_FAULTS) and min(counts.values()) >= 1, result.stdout
+    assert "could not be injected" not in result.stdout, result.stdout + tail
