@@ -196,9 +196,8 @@ async def _facade(settings: FacadeSettings, sock: socket.socket | None = None,
         await facade.aclose()
         await store.aclose()
         await broker.aclose()
-        if heartbeat is not None and beating is not None:
-            beating.cancel()
-            heartbeat.retire()  # exiting on purpose: no longer a stall to watch for
+        if beating is not None:
+            beating.cancel()  # exiting on purpose: no stall to watch for any more
     log.info("stopped")
 
 
@@ -206,8 +205,7 @@ def _facade_process(settings: FacadeSettings, sock: socket.socket,
                     heartbeat: Heartbeat) -> None:
     """A child of ``inferno facade --workers``, in a process of its own (spawned)."""
     die_with_parent()
-    configure_logging(settings.log_level, settings.log_json)
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    _set_up_process(settings)
     _run(functools.partial(_facade, settings, sock, heartbeat))
 
 
@@ -276,6 +274,11 @@ async def _burst(worker: Reconciler, stop: asyncio.Event) -> dict[str, str]:
     return {}
 
 
+def _set_up_process(settings: CommonSettings) -> None:
+    configure_logging(settings.log_level, settings.log_json)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the stacks, even when stuck
+
+
 def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     try:
         import uvloop
@@ -294,8 +297,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     common = settings_from(CommonSettings, args)
-    configure_logging(common.log_level, common.log_json)
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    _set_up_process(common)
     command: Callable[[], Coroutine[Any, Any, None]]
     if args.command == "serve":
         command = functools.partial(_serve, settings_from(FacadeSettings, args),

@@ -98,10 +98,14 @@ class Heartbeat:
         self._at.value = math.inf
 
     async def beat(self) -> None:
-        """In the child, on its loop, from the moment it serves."""
-        while True:
-            self._at.value = time.monotonic()
-            await asyncio.sleep(BEAT_S)
+        """In the child, on its loop, from the moment it serves until cancelled (then it
+        retires: the child is exiting on purpose)."""
+        try:
+            while True:
+                self._at.value = time.monotonic()
+                await asyncio.sleep(BEAT_S)
+        finally:
+            self.retire()
 
 
 ChildMain = Callable[[FacadeSettings, socket.socket, Heartbeat], None]
