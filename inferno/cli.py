@@ -140,8 +140,11 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def _uvicorn(app: Any, settings: FacadeSettings, drain_s: float) -> uvicorn.Server:
-    hard_stop = HardStop(drain_s)
+def _uvicorn(app: Any, settings: FacadeSettings, drain_s: float,
+             drains: int = 1) -> uvicorn.Server:
+    """uvicorn on ``app``, waiting ``drain_s`` for requests in progress when stopped; the
+    process's hard stop allows ``drains`` such waits (embedded mode's worker drains after)."""
+    hard_stop = HardStop(drain_s * drains)
     hard_stop.start()
     return _Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, http="httptools", lifespan="off",
@@ -155,7 +158,8 @@ async def _serve(facade_settings: FacadeSettings, worker_settings: WorkerSetting
     _set_torch_threads(worker_settings)
     embedded = await Embedded.start(facade_settings, worker_settings)
     GcPauses(embedded.registry).start()
-    server = _uvicorn(embedded.facade.app, facade_settings, worker_settings.drain_timeout_s)
+    server = _uvicorn(embedded.facade.app, facade_settings, worker_settings.drain_timeout_s,
+                      drains=2)
     log.info("serving %s on http://%s:%d (embedded mode)", facade_settings.repo_root,
              facade_settings.host, facade_settings.port)
     _absorb_stop_signals()
