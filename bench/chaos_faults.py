@@ -42,7 +42,7 @@ from bench.cluster import Cluster
 from bench.proxy import ThreadedProxy
 from bench.services import rabbitmqctl
 
-__all__ = ["ALL_FAULTS", "GLOBAL_FAULTS", "Faults"]
+__all__ = ["ALL_FAULTS", "GLOBAL_FAULTS", "Faults", "facade_children"]
 
 ALL_FAULTS = ("worker_kill", "close_connections", "stop_app", "redis_kill", "redis_pause",
               "proxy_cut", "proxy_stall", "facade_stall")
@@ -159,7 +159,7 @@ class Faults:
         index = self.rng.randrange(len(self.cluster.facade_processes))
         parent = psutil.Process(self.cluster.facade_processes[index].pid)
         port = urlsplit(self.cluster.facade_urls[index]).port
-        children = _facade_children(parent)
+        children = facade_children(parent)
         if not children:
             raise RuntimeError(f"facade pid {parent.pid} has no child to stop (--workers 1?)")
         victim = self.rng.choice(children)
@@ -169,7 +169,7 @@ class Faults:
                 if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port and c.raddr}
         self.stopped_ports.update(held)
         started = time.monotonic()
-        while victim.is_running() or len(_facade_children(parent)) < len(children):
+        while victim.is_running() or len(facade_children(parent)) < len(children):
             if time.monotonic() - started > REPLACED_WITHIN_S:
                 raise RuntimeError(f"facade child pid {victim.pid} (stopped) not replaced "
                                    f"in {REPLACED_WITHIN_S:.0f} s")
@@ -207,12 +207,15 @@ class Faults:
         return undone
 
 
-def _facade_children(parent: psutil.Process) -> list[psutil.Process]:
-    """A facade's serving children (multiprocessing's resource tracker is a child too)."""
-    with contextlib.suppress(psutil.NoSuchProcess):
-        return [c for c in parent.children()
-                if c.is_running() and any("spawn_main" in part for part in c.cmdline())]
-    return []
+def facade_children(parent: psutil.Process) -> list[psutil.Process]:
+    """The serving children of an ``inferno facade --workers`` (multiprocessing's resource
+    tracker is a child too); one killed and not yet reaped (a zombie) is not among them."""
+    found = []
+    for child in parent.children():
+        with contextlib.suppress(psutil.NoSuchProcess):  # a zombie raises a subclass of it
+            if any("spawn_main" in part for part in child.cmdline()):
+                found.append(child)
+    return found
 
 
 def services_healthy(redis_url: str) -> list[str]:

@@ -31,6 +31,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.chaos_faults import facade_children as serving_children
 from bench.services import rabbitmqctl
 from tests.distributed.conftest import ROOT, Cluster
 from tests.distributed.stalls import BLOCKED, STALL_ENV, STOPPED_WITHIN_S, until_logged
@@ -92,9 +93,7 @@ async def until_started(log: Path) -> None:
 
 
 def facade_children(parent: subprocess.Popen[bytes]) -> list[int]:
-    """The facades' pids (multiprocessing's resource tracker is a child too)."""
-    return [c.pid for c in psutil.Process(parent.pid).children()
-            if any("spawn_main" in part for part in c.cmdline())]
+    return [child.pid for child in serving_children(psutil.Process(parent.pid))]
 
 
 def reply_queue_pids(cluster: Cluster) -> list[int]:
