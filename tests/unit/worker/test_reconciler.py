@@ -25,9 +25,11 @@ from prometheus_client import CollectorRegistry
 from common.config import WorkerSettings
 from common.errors import ModelNotLoaded
 from common.metrics import WorkerMetrics
+from common.model.config import ModelConfig
 from common.model.repository import ModelRepository
 from common.state.memory import InMemoryStateStore
 from common.state.store import RESYNC, EventKind, ModelState, StateEvent, WorkerInfo
+from common.transport.broker import Delivery, DeliveryHandler, Subscription
 from common.transport.memory import InMemoryBroker
 from common.wire.messages import PredictReply, PredictRequest
 from tests.unit.conftest import FLAKY_ERROR, fix_flaky, sum_request
@@ -48,6 +50,9 @@ class RecordingBroker(InMemoryBroker):
         """Model → versions its alias routes to, as RabbitMQ's bindings would say."""
         self.requests = 0
         self._requested = asyncio.Event()
+        self.hold_deliveries = False
+        """Deliveries reach the worker only when it cancels its consumer (as AMQP's in flight
+        arrive before its cancel-ok): a worker stopped at once serves exactly one prefetch."""
 
     def _record(self, call: str, model: str, version: int) -> None:
         self.topology.append((call, model, version, frozenset(self.aliases.get(model, ()))))
@@ -67,6 +72,14 @@ class RecordingBroker(InMemoryBroker):
         await super().delete_queue(model, version)
         self.aliases.get(model, set()).discard(version)  # its bindings go with the queue
 
+    async def consume(self, config: ModelConfig, handler: DeliveryHandler,
+                      prefetch: int) -> Subscription:
+        if not self.hold_deliveries:
+            return await super().consume(config, handler, prefetch)
+        held: list[Delivery] = []
+        return HeldUntilCancel(await super().consume(config, held.append, prefetch),
+                               held, handler)
+
     async def request(self, request: PredictRequest, coalesce_rows: int = 1) -> PredictReply:
         self.requests += 1
         self._requested.set()
@@ -78,6 +91,17 @@ class RecordingBroker(InMemoryBroker):
             while self.requests < total:
                 self._requested.clear()
                 await self._requested.wait()
+
+
+class HeldUntilCancel(Subscription):
+    def __init__(self, consumer: Subscription, held: list[Delivery],
+                 handler: DeliveryHandler) -> None:
+        self._consumer, self._held, self._handler = consumer, held, handler
+
+    async def cancel(self) -> None:
+        await self._consumer.cancel()
+        while self._held:
+            self._handler(self._held.pop(0))
 
 
 class ForgetfulStore(InMemoryStateStore):
@@ -344,6 +368,7 @@ async def test_a_stopped_burst_stops_without_draining_the_rest(
     await broker.wait_requests(len(rows))
     stopping = asyncio.Event()
     stopping.set()  # the stop signal came while it was loading
+    broker.hold_deliveries = True  # else under load a batch is answered and more delivered
 
     with caplog.at_level(logging.INFO, logger="worker.reconciler"):
         assert await worker.burst(stopping) == {}
