@@ -23,12 +23,20 @@ STOPPED_WITHIN_S = DRAIN_S + GRACE_S + 10
 and 10 s of slack for a loaded machine."""
 
 
+def text_of(log: Path) -> str:
+    return log.read_text()
+
+
 def times_logged(text: str, log: Path) -> int:
-    return log.read_text().count(text)
+    return text_of(log).count(text)
 
 
 async def until_logged(text: str, log: Path, count: int = 1, timeout_s: float = 60) -> None:
     """Until ``text`` is in the log ``count`` times (another process: poll, bounded)."""
-    async with asyncio.timeout(timeout_s):
-        while times_logged(text, log) < count:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
+    try:
+        async with asyncio.timeout(timeout_s):
+            while times_logged(text, log) < count:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"{text!r} not logged {count} time(s) in {timeout_s} s; the log "
+                             f"ends:\n{text_of(log)[-6000:]}") from None

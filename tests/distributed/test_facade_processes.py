@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.chaos_faults import facade_children as serving_children
 from bench.services import rabbitmqctl
 from tests.distributed.conftest import ROOT, Cluster
-from tests.distributed.stalls import BLOCKED, STALL_ENV, STOPPED_WITHIN_S, until_logged
+from tests.distributed.stalls import BLOCKED, STALL_ENV, STOPPED_WITHIN_S, text_of, until_logged
 from tests.http import free_port
 
 pytestmark = pytest.mark.asyncio
@@ -54,10 +54,6 @@ def facade_processes(cluster: Cluster, port: int, log: Path, workers: int = 2,
             stdout=subprocess.DEVNULL, stderr=stderr)
     cluster.processes.append(process)
     return process
-
-
-def text_of(log: Path) -> str:
-    return log.read_text()
 
 
 def state_of(parent: subprocess.Popen[bytes], log: Path) -> str:
@@ -173,7 +169,9 @@ async def serving_sum(cluster: Cluster, tmp_path: Path, **env: str) -> AsyncIter
 
 
 async def replaced(served: Served, victim: int) -> list[int]:
-    """The children once ``victim`` has been replaced: two of them, the victim not among them."""
+    """The children once ``victim`` has been replaced, as the parent logs after it starts the
+    new one: two of them, the victim not among them."""
+    await until_logged(f"(pid {victim}) exited -9: started pid", served.log)
     async with asyncio.timeout(60):
         while len(now := facade_children(served.parent)) < 2 or victim in now:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
@@ -225,7 +223,6 @@ async def test_a_child_that_crashes_is_replaced_on_its_socket(running: Cluster,
         statuses = [r.status_code for r in await served.predict_all()]
         assert statuses == [200] * REQUESTS, text_of(log)
         now = await replaced(served, victim)
-        assert f"(pid {victim}) exited -9: started pid" in text_of(log)
         assert parent.poll() is None
         # The replacement serves: its reply queue is there, and the dead child's went with it.
         async with asyncio.timeout(60):
@@ -256,10 +253,10 @@ async def test_a_child_that_stops_answering_is_replaced_on_its_socket(
         os.kill(victim, signal.Signals[how])
         await until_logged(f"(pid {victim}) stopped answering", log)
         await replaced(served, victim)
-        text = text_of(log)
-        assert f"(pid {victim}) exited -9: started pid" in text, text
-        if how == "SIGUSR2":  # where it hung, from its own stacks (a stopped process has none)
-            assert "in _block" in text, text
+        if how == "SIGUSR2":  # where it hung, from its own stacks (a stopped process has none),
+            # which the parent's log lines may cut: faulthandler writes a frame in pieces
+            text = text_of(log)
+            assert re.search(r" in (\{\"ts\"[^\n]*\n)*_block", text), text
         statuses = [r.status_code for r in await served.predict_all()]
         assert statuses == [200] * REQUESTS, text_of(log)
 

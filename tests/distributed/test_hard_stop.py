@@ -14,7 +14,7 @@ import pytest
 
 from inferno.hard_stop import EXIT_STUCK
 from tests.distributed.conftest import ROOT, Cluster
-from tests.distributed.stalls import BLOCKED, STALL_ENV, STOPPED_WITHIN_S, until_logged
+from tests.distributed.stalls import BLOCKED, STALL_ENV, STOPPED_WITHIN_S, text_of, until_logged
 from tests.http import free_port
 
 pytestmark = pytest.mark.asyncio
@@ -32,10 +32,6 @@ def start(cluster: Cluster, role: str, log: Path) -> subprocess.Popen[bytes]:
                                            INFERNO_LOG_JSON="false", **STALL_ENV))
     cluster.processes.append(process)
     return process
-
-
-def text_of(log: Path) -> str:
-    return log.read_text()
 
 
 @pytest.mark.parametrize("role", ["facade", "worker"])
