@@ -25,6 +25,8 @@ __all__ = ["BackgroundHandler"]
 
 MAX_QUEUED = 10_000
 """Lines waiting for the stream; at about 200 bytes each, 2 MB at most."""
+WAIT_S = 1.0
+"""The longest ``flush`` and ``close`` wait for the writer: a stream nobody reads never drains."""
 
 _STOP = object()
 
@@ -65,6 +67,7 @@ class BackgroundHandler(logging.Handler):
                     break
             stop = _STOP in lines
             text = [line for line in lines if isinstance(line, str)]
+            flushed = [line for line in lines if isinstance(line, threading.Event)]
             if self._dropped:
                 dropped, self._dropped = self._dropped, 0
                 text.append(f"{dropped} log line(s) dropped: the log stream was not read fast "
@@ -74,12 +77,22 @@ class BackgroundHandler(logging.Handler):
                 if text:
                     self.stream.write("\n".join(text) + "\n")
                     self.stream.flush()
+            for written in flushed:
+                written.set()
             if stop:
                 return
 
+    def flush(self) -> None:
+        """Until what was queued before is written (``WAIT_S`` at most): before another
+        process writes on the same stream."""
+        if self._writer.is_alive():
+            written = threading.Event()
+            self._lines.put(written)
+            written.wait(WAIT_S)
+
     def close(self) -> None:
-        """Write what is queued (at most a second of it: a stream nobody reads never drains)."""
+        """Write what is queued (``WAIT_S`` at most)."""
         if self._writer.is_alive():
             self._lines.put(_STOP)
-            self._writer.join(timeout=1.0)
+            self._writer.join(WAIT_S)
         super().close()

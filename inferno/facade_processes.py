@@ -212,6 +212,8 @@ def _kill_stalled(entry: _Child, stalled: float) -> None:
     log.error("facade process %s (pid %d) stopped answering: its event loop has not run for "
               "%.1f s; killing it (its threads' stacks follow on stderr)",
               entry.process.name, pid, stalled)
+    for handler in logging.getLogger().handlers:
+        handler.flush()  # that line before the child's stacks, not cutting them
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGUSR1)
         time.sleep(DUMP_S)  # a stopped (SIGSTOP) process dumps nothing: SIGKILL still ends it

@@ -254,7 +254,7 @@ async def test_a_child_that_stops_answering_is_replaced_on_its_socket(
         await until_logged(f"(pid {victim}) stopped answering", log)
         await replaced(served, victim)
         if how == "SIGUSR2":  # where it hung, from its own stacks (a stopped process has none),
-            # which the parent's log lines may cut: faulthandler writes a frame in pieces
+            # which another process's log lines may cut: faulthandler writes a frame in pieces
             text = text_of(log)
             assert re.search(r" in (\{\"ts\"[^\n]*\n)*_block", text), text
         statuses = [r.status_code for r in await served.predict_all()]

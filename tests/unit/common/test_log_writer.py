@@ -4,6 +4,7 @@ that nobody reads (its 64 KiB buffer fills after a few hundred lines), then read
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import subprocess
@@ -62,6 +63,23 @@ def test_close_writes_what_is_queued() -> None:
     stream.close()
     with os.fdopen(read_end) as lines:
         assert lines.read() == "line 0\nline 1\nline 2\n"
+
+
+class SlowStream(io.StringIO):
+    def write(self, text: str) -> int:
+        time.sleep(0.05)  # a line queued is not yet written when its caller goes on
+        return super().write(text)
+
+
+def test_flush_returns_once_what_was_queued_is_written() -> None:
+    stream = SlowStream()
+    handler = BackgroundHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for i in range(3):
+        handler.handle(logging.makeLogRecord({"msg": f"line {i}"}))
+    handler.flush()
+    assert stream.getvalue() == "line 0\nline 1\nline 2\n"
+    handler.close()
 
 
 # Logs again at every line run inside a log call, as a signal handler, a finaliser (``__del__``)
