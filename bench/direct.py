@@ -41,9 +41,9 @@ def measure(repo: Path, name: str, version: int | None, batches: Iterable[int],
     import torch
 
     from bench.payload import example_array
-    from common.config import WorkerSettings
     from common.model.config import ModelFormat
     from common.model.repository import ModelRepository
+    from common.settings import WorkerSettings
     from worker.runtime import create_runtime, resolve_device
 
     entry = ModelRepository(repo).get(name, version)

@@ -55,8 +55,8 @@ def create_app(repo: Path, name: str) -> Any:
     import torch
     from fastapi import FastAPI, HTTPException
 
-    from common.config import WorkerSettings
     from common.model.repository import ModelRepository
+    from common.settings import WorkerSettings
 
     config = (entry := ModelRepository(repo).get(name)).config
     if config.artifact is None:

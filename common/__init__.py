@@ -8,12 +8,12 @@
 - beside them: settings (``config``), the error tree (``errors``), ``metrics``, ``logging``.
 """
 
-from common.config import CommonSettings, FacadeSettings, WorkerSettings
 from common.errors import InfernoError
 from common.model.config import ModelConfig
 from common.model.dtypes import DType
 from common.model.repository import ModelRepository
 from common.model.signature import Signature, TensorSpec
+from common.settings import CommonSettings, FacadeSettings, WorkerSettings
 from common.state.memory import InMemoryStateStore
 from common.state.store import ModelState, StateStore, WorkerInfo
 from common.transport.broker import Broker, Delivery, Subscription

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.config import CommonSettings
+from common.settings import CommonSettings
 from common.state.memory import InMemoryStateStore
 from common.state.store import StateStore
 from common.tls import broker_ssl_context, redis_ssl_options
@@ -16,7 +16,7 @@ def create_broker(settings: CommonSettings) -> Broker:
     """AMQP when ``INFERNO_BROKER_URL`` is set, else the in-process broker."""
     if settings.broker_url is None:
         return InMemoryBroker()
-    from common.transport.amqp_broker import AmqpBroker
+    from common.transport.amqp.broker import AmqpBroker
 
     return AmqpBroker(settings.broker_url, queue_type=settings.queue_type,
                       delivery_limit=settings.queue_delivery_limit,

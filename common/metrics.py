@@ -25,8 +25,8 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from common.config import DEFAULT_BUCKETS
-from common.tasks import Supervisor
+from common.settings import DEFAULT_BUCKETS
+from common.supervisor import Supervisor
 
 __all__ = ["ClusterGauge", "FacadeMetrics", "WorkerMetrics", "multiprocess_registry",
            "process_registry", "supervisor_for"]
@@ -126,7 +126,7 @@ class ClusterGauge(Collector):
 
 
 def supervisor_for(registry: CollectorRegistry) -> Supervisor:
-    """A process's supervisor of background loops (common/tasks.py), with the gauge
+    """A process's supervisor of background loops (common/supervisor.py), with the gauge
     ``inferno_loop_down{loop}``: 1 while that loop is down (failed, waiting for its restart),
     0 once it runs again. A worker has no readiness endpoint: this gauge is its readiness.
     Across the processes of ``inferno facade --workers`` it is the highest of the live ones."""

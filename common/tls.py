@@ -11,7 +11,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from common.config import CommonSettings
+from common.settings import CommonSettings
 
 __all__ = ["broker_ssl_context", "redis_ssl_options"]
 

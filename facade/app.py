@@ -11,11 +11,11 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
 from common import heap
-from common.config import FacadeSettings
 from common.metrics import FacadeMetrics
 from common.model.repository import ModelRepository
+from common.settings import FacadeSettings
 from common.state.store import StateStore
-from common.tasks import Supervisor
+from common.supervisor import Supervisor
 from common.transport.broker import Broker
 from facade.admin_service import AdminService
 from facade.auth import Guard

@@ -22,8 +22,8 @@ import logging
 from pydantic import SecretStr
 from starlette.requests import Request
 
-from common.config import FacadeSettings
 from common.errors import Forbidden, Unauthorized
+from common.settings import FacadeSettings
 
 __all__ = ["Guard", "is_loopback"]
 

@@ -17,7 +17,7 @@ from common.errors import ModelNotLoaded, Unavailable
 from common.metrics import FacadeMetrics
 from common.model.repository import ModelEntry, ModelRepository
 from common.state.store import ModelState, StateEvent, StateStore, WorkerInfo
-from common.tasks import Supervisor, stop_tasks
+from common.supervisor import Supervisor, stop_tasks
 
 __all__ = ["ClusterView"]
 

@@ -29,10 +29,10 @@ from typing import Any, Protocol, TypeVar
 import numpy.typing as npt
 from prometheus_client import Counter, Histogram
 
-from common.config import FacadeSettings
 from common.errors import InfernoError, InvalidInput
 from common.metrics import FacadeMetrics
 from common.model.config import ModelConfig
+from common.settings import FacadeSettings
 from common.transport.broker import Broker
 from common.wire.messages import PredictRequest
 from facade.cluster_view import ClusterView

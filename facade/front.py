@@ -32,7 +32,7 @@ from common.logging import request_id_var
 from common.model.config import MODEL_NAME
 from facade.auth import Guard
 from facade.data_plane import DataPlane
-from facade.departure import Departure
+from facade.disconnects import DisconnectWatch
 from facade.errors import HttpError, error_headers, http_error, unexpected_error
 from facade.v1_protocol import V1Call
 from facade.v2_protocol import V2Call
@@ -148,7 +148,7 @@ class Front:
                     raise HttpError(405, "Method Not Allowed")
                 pinned = _pinned(version)
                 body = await _read_body(body_receive)
-                departure = Departure(body_receive)
+                watch = DisconnectWatch(body_receive)
                 try:
                     if protocol == "v1":
                         payload = await self.plane.infer(name, pinned, V1Call(body), request_id)
@@ -160,12 +160,12 @@ class Front:
                             headers = [_OCTETS, id_header, (
                                 _V2_HEADER_LENGTH, str(answer.header_length).encode())]
                 except asyncio.CancelledError:
-                    if not departure.absorb():
+                    if not watch.absorb():
                         raise
                     status = CLIENT_LEFT
                     return  # nobody to answer
                 finally:
-                    departure.stop()
+                    watch.stop()
                 status = 200
             except InfernoError as exc:
                 status, payload = http_error(exc, path)

@@ -1,7 +1,7 @@
 """Liveness, readiness and Prometheus metrics.
 
 Readiness is false while an active model version has no live worker, and while one of the
-process's supervised background loops (common/tasks.py) is down: ``waiting_for`` names both
+process's supervised background loops (common/supervisor.py) is down: ``waiting_for`` names both
 (``<model>:<version>``, ``loop:<name>``), and ``down`` says why each loop is down.
 """
 

@@ -22,7 +22,7 @@ from types import MappingProxyType
 
 from common.errors import BrokerUnavailable
 from common.metrics import FacadeMetrics
-from common.tasks import Supervisor, stop_tasks
+from common.supervisor import Supervisor, stop_tasks
 from common.transport.broker import Broker, QueueStats
 from facade.cluster_view import ClusterView
 

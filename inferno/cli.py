@@ -35,7 +35,6 @@ import uvicorn
 from prometheus_client import start_http_server
 
 from common.backends import create_broker, create_state_store
-from common.config import CommonSettings, FacadeSettings, WorkerSettings
 from common.heap import GcPauses
 from common.logging import configure_logging
 from common.metrics import (
@@ -45,6 +44,7 @@ from common.metrics import (
     supervisor_for,
 )
 from common.model.repository import ModelRepository
+from common.settings import CommonSettings, FacadeSettings, WorkerSettings
 from facade.app import Facade
 from inferno.facade_processes import Heartbeat, die_with_parent, serve_processes
 from inferno.hard_stop import HardStop

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from common.config import FacadeSettings, WorkerSettings
 from common.metrics import WorkerMetrics, process_registry, supervisor_for
 from common.model.repository import ModelRepository
+from common.settings import FacadeSettings, WorkerSettings
 from common.state.memory import InMemoryStateStore
 from common.transport.memory import InMemoryBroker
 from facade.app import Facade

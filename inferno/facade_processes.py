@@ -62,7 +62,7 @@ from types import FrameType
 
 from prometheus_client.multiprocess import mark_process_dead
 
-from common.config import FacadeSettings
+from common.settings import FacadeSettings
 
 __all__ = ["BEAT_S", "METRICS_DIR_VARIABLE", "Heartbeat", "die_with_parent", "serve_processes"]
 

@@ -7,9 +7,9 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common.config import WorkerSettings
 from common.metrics import WorkerMetrics
 from common.model.repository import ModelEntry
+from common.settings import WorkerSettings
 from common.transport.broker import Broker, Subscription
 from worker.batcher import Batcher
 from worker.runtime import Runtime, create_runtime

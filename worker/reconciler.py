@@ -23,11 +23,11 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from common import heap
-from common.config import WorkerSettings
 from common.metrics import WorkerMetrics
 from common.model.repository import ModelRepository
+from common.settings import WorkerSettings
 from common.state.store import RESYNC, EventKind, StateEvent, StateStore, WorkerInfo
-from common.tasks import Supervisor, stop_tasks
+from common.supervisor import Supervisor, stop_tasks
 from common.transport.broker import Broker
 from worker.loaded_model import LoadedModel
 from worker.runtime import resolve_device

@@ -2,7 +2,7 @@
 
 Per-message AMQP work (frames, properties, a confirm, a delivery, a reply and an ack) costs the
 facade and the worker more CPU than the request itself, so the facade gathers the requests to one
-model version decoded in one event-loop turn (common/transport/coalescing.py) and sends them as
+model version decoded in one event-loop turn (common/transport/amqp/coalescing.py) and sends them as
 one message (docs/queue-protocol.md, "Envelopes"). An envelope is a tensor frame
 (``common.wire.framing``) whose tensors are the members' own bodies as ``uint8`` blobs, named by
 their correlation ids; the header keeps each member's ``inferno-*`` headers (request) or status

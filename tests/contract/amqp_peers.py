@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from common.model.dtypes import float_to_bf16_bits
 from common.model.signature import Signature
-from common.transport.amqp_broker import DEAD_LETTER_QUEUE, AmqpBroker
+from common.transport.amqp.broker import DEAD_LETTER_QUEUE, AmqpBroker
 from common.wire import HEADER_STATUS, encode_frame, queue_name, request_headers
 from tests.contract.configs import config_for
 from tests.contract.test_broker_contract import Inbox

@@ -27,7 +27,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from common.errors import InvalidInput, Overloaded, WorkerFailed
 from common.model.dtypes import DType
-from common.transport.amqp_broker import AmqpBroker
+from common.transport.amqp.broker import AmqpBroker
 from common.wire import (
     TENSORS_CONTENT_TYPE,
     PredictReply,

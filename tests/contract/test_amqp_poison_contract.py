@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from common.errors import PoisonRequest
-from common.transport.amqp_broker import AmqpBroker
-from common.transport.amqp_retry import retry_queue_name
+from common.transport.amqp.broker import AmqpBroker
+from common.transport.amqp.retry import retry_queue_name
 from common.wire import (
     ENVELOPE_CONTENT_TYPE,
     TENSORS_CONTENT_TYPE,

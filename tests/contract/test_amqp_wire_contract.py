@@ -33,7 +33,7 @@ import pytest
 from bench.services import rabbitmqctl
 from common.errors import InvalidInput, ModelNotLoaded
 from common.model.dtypes import DType
-from common.transport.amqp_broker import EXCHANGE, AmqpBroker
+from common.transport.amqp.broker import EXCHANGE, AmqpBroker
 from common.wire import (
     JSON_CONTENT_TYPE,
     STATUS_OK,

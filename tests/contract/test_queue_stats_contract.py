@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from common.transport.amqp_broker import AmqpBroker
+from common.transport.amqp.broker import AmqpBroker
 from common.transport.broker import NO_QUEUE, Broker, QueueStats
 from tests.contract.test_broker_contract import (
     Inbox,

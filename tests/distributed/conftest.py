@@ -25,9 +25,9 @@ from prometheus_client import CollectorRegistry
 
 from bench.proxy import CuttableProxy
 from common.backends import create_broker
-from common.config import CommonSettings, FacadeSettings, WorkerSettings
 from common.metrics import WorkerMetrics
 from common.model.repository import ModelRepository
+from common.settings import CommonSettings, FacadeSettings, WorkerSettings
 from common.state.redis_store import RedisStateStore
 from common.transport.broker import Broker
 from common.wire.messages import request_headers

@@ -25,9 +25,9 @@ import httpx
 import pytest
 
 from bench.services import rabbitmqctl
-from common.transport.amqp_broker import DEAD_LETTER_QUEUE
-from common.transport.amqp_dead_letter import POISON_QUEUE
-from common.transport.amqp_retry import retry_queue_name
+from common.transport.amqp.broker import DEAD_LETTER_QUEUE
+from common.transport.amqp.dead_letter import POISON_QUEUE
+from common.transport.amqp.retry import retry_queue_name
 from common.wire.messages import queue_name
 from tests.distributed.conftest import Cluster, wait_ready
 from tests.integration.conftest import error_of

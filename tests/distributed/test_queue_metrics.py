@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.state.redis_store import RedisStateStore
-from common.transport.amqp_broker import AmqpBroker
+from common.transport.amqp.broker import AmqpBroker
 from common.transport.broker import QueueStats
 from common.wire import JSON_CONTENT_TYPE
 from tests.distributed.conftest import Cluster, queue_requests, replies_in

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from common.config import FacadeSettings, WorkerSettings
+from common.settings import FacadeSettings, WorkerSettings
 from inferno.embedded import Embedded
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -38,7 +38,7 @@ from schemathesis.python import asgi
 from schemathesis.schemas import APIOperation, BaseSchema
 from starlette.types import Receive, Scope, Send
 
-from common.config import FacadeSettings, WorkerSettings
+from common.settings import FacadeSettings, WorkerSettings
 from inferno.embedded import Embedded
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,11 +14,11 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from common.config import FacadeSettings
 from common.errors import BrokerUnavailable, StateUnavailable
 from common.logging import JsonFormatter, RedactingFormatter, redact
+from common.settings import FacadeSettings
 from common.state.redis_store import RedisStateStore
-from common.transport.amqp_broker import AmqpBroker
+from common.transport.amqp.broker import AmqpBroker
 from tests.integration.conftest import Start, x_rows
 
 ADMIN = "ADMINSECRET-7f3a9c"

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from common.config import FacadeSettings, WorkerSettings
+from common.settings import FacadeSettings, WorkerSettings
 from facade.health import health_router
 from tests.unit.deploy import K8S, OVERLAYS, index, render
 

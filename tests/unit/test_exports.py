@@ -76,15 +76,19 @@ def test_package_exports_are_the_real_classes() -> None:
     assert inferno.Embedded is Embedded
 
 
-def imported_packages(package: str) -> set[str]:
+def imports_of(path: Path) -> set[str]:
+    """The top-level packages one module imports (absolute imports only)."""
     found: set[str] = set()
-    for path in (MAIN / package).rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                found.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                found.add(node.module.split(".")[0])
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
     return found
+
+
+def imported_packages(package: str) -> set[str]:
+    return set().union(*(imports_of(path) for path in (MAIN / package).rglob("*.py")))
 
 
 @pytest.mark.parametrize(("package", "forbidden"), [
@@ -95,3 +99,12 @@ def imported_packages(package: str) -> set[str]:
 def test_layering(package: str, forbidden: set[str]) -> None:
     """facade and worker import only common; only the ``inferno`` launcher imports both."""
     assert not imported_packages(package) & forbidden
+
+
+def test_amqp_libraries_are_imported_only_by_the_amqp_transport() -> None:
+    amqp = MAIN / "common" / "transport" / "amqp"
+    importers = [path.relative_to(MAIN) for package in PACKAGES
+                 for path in (MAIN / package).rglob("*.py")
+                 if imports_of(path) & {"aio_pika", "aiormq", "pamqp"}]
+    assert importers, "the AMQP transport imports its libraries"
+    assert all((MAIN / path).is_relative_to(amqp) for path in importers), importers

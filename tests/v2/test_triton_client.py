@@ -391,7 +391,7 @@ async def test_a_client_that_leaves_costs_no_model_compute(serve_embedded: Serve
         while len(queue.ready) + sum(c.unacked for c in queue.consumers) < 2:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
     writer.close()
-    async with asyncio.timeout(10):  # the facade notices within Departure's watch delay
+    async with asyncio.timeout(10):  # the facade notices within DisconnectWatch's watch delay
         while cancelled() < 1:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
     gate.open()

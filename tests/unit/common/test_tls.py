@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from common.backends import create_broker, create_state_store
-from common.config import CommonSettings
+from common.settings import CommonSettings
 from common.tls import broker_ssl_context, redis_ssl_options
 
 CN = "inferno-test-ca"

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from common.config import WorkerSettings
 from common.errors import AdminTimeout, ModelFailed, ModelNotFound, ModelNotLoaded
 from common.metrics import FacadeMetrics, WorkerMetrics
 from common.model.config import Device
 from common.model.repository import ModelRepository
+from common.settings import WorkerSettings
 from common.state.memory import InMemoryStateStore
 from common.state.store import ModelState
 from common.transport.memory import InMemoryBroker

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from common.config import FacadeSettings
 from common.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -30,6 +29,7 @@ from common.metrics import FacadeMetrics
 from common.model.config import ModelConfig
 from common.model.repository import ModelRepository
 from common.model.signature import Checked
+from common.settings import FacadeSettings
 from common.state.memory import InMemoryStateStore
 from common.state.store import WorkerInfo
 from common.transport.broker import Delivery

@@ -16,10 +16,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from starlette.types import Message, Receive, Scope, Send
 
-from common.config import FacadeSettings
 from common.errors import DeadlineExceeded, InvalidInput, ModelNotFound
 from common.metrics import FacadeMetrics
 from common.model.repository import ModelRepository
+from common.settings import FacadeSettings
 from common.state.memory import InMemoryStateStore
 from common.transport.memory import InMemoryBroker
 from facade.cluster_view import ClusterView

@@ -20,7 +20,7 @@ from common.metrics import FacadeMetrics
 from common.model.repository import ModelRepository
 from common.state.memory import InMemoryStateStore
 from common.state.store import StateEvent, WorkerInfo
-from common.tasks import Backoff, Supervisor
+from common.supervisor import Backoff, Supervisor
 from facade.cluster_view import ClusterView
 from facade.health import health_router
 from tests.unit.conftest import SAMPLE_MODELS

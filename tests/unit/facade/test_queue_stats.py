@@ -22,7 +22,7 @@ from common.metrics import FacadeMetrics
 from common.model.repository import ModelRepository
 from common.state.memory import InMemoryStateStore
 from common.state.store import WorkerInfo
-from common.tasks import Backoff, Supervisor
+from common.supervisor import Backoff, Supervisor
 from common.transport.broker import NO_QUEUE, QueueStats
 from common.transport.memory import InMemoryBroker
 from common.wire.messages import PredictRequest

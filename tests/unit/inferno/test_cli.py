@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from common.config import CommonSettings, FacadeSettings, WorkerSettings
 from common.model.config import Device
+from common.settings import CommonSettings, FacadeSettings, WorkerSettings
 from inferno.cli import parse_args, settings_from
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.config import FacadeSettings
+from common.settings import FacadeSettings
 from inferno.cli import _parser, parse_args, settings_from
 
 

@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from common.config import WorkerSettings
 from common.errors import ModelNotLoaded
 from common.metrics import WorkerMetrics
 from common.model.config import ModelConfig
 from common.model.repository import ModelRepository
+from common.settings import WorkerSettings
 from common.state.memory import InMemoryStateStore
 from common.state.store import RESYNC, EventKind, ModelState, StateEvent, WorkerInfo
 from common.transport.broker import Delivery, DeliveryHandler, Subscription
@@ -402,7 +402,7 @@ class BrokenSubscription(ForgetfulStore):
 
 async def test_a_failed_watcher_is_restarted_and_follows_changes_again(
         versioned_repo: Path, broker: RecordingBroker) -> None:
-    from common.tasks import Backoff, Supervisor
+    from common.supervisor import Backoff, Supervisor
 
     store = BrokenSubscription()
     changes: list[tuple[str, str | None]] = []

@@ -1,4 +1,4 @@
-"""The answer to a dead-lettered request (common/transport/amqp_dead_letter.py): ``poison_request``
+"""The answer to a dead-lettered request (common/transport/amqp/dead_letter.py): ``poison_request``
 to its own ``reply_to`` and correlation id for a request over the delivery limit, one per member
 for an envelope; nothing for the other dead-letter reasons, for fire-and-forget requests and for
 callers past their deadline. On the broker: tests/contract/test_amqp_poison_contract.py."""
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from common.errors import PoisonRequest
-from common.transport.amqp_dead_letter import poison_binding, poison_reply
+from common.transport.amqp.dead_letter import poison_binding, poison_reply
 from common.wire import (
     ENVELOPE_CONTENT_TYPE,
     HEADER_ENVELOPE,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from common.transport.amqp_prefetch import RowPrefetch
+from common.transport.amqp.prefetch import RowPrefetch
 
 
 class StandInChannel:

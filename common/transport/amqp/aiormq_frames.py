@@ -1,6 +1,6 @@
 """The aiormq and pamqp internals Inferno relies on, in one place, checked at start-up.
 
-The worker's ``Outbox`` (common/transport/outbox.py) writes a channel's replies, rejections and
+The worker's ``Outbox`` (outbox.py) writes a channel's replies, rejections and
 acks as one frame set per event-loop turn. aiormq's public API cannot: each ``basic_publish`` and
 ``basic_ack`` is a write of its own, and a publish a task. So the frames are built here with
 pamqp and handed to the connection's writer directly, which relies on exactly this, beyond
@@ -89,7 +89,7 @@ def check_internals(library: object = INSTALLED, aiormq_version: str | None = No
         found = aiormq_version or _installed_version("aiormq")
         raise UnsupportedAiormq(
             f"aiormq {found} (pamqp {_installed_version('pamqp')}) lacks what Inferno's worker "
-            f"writes frames with (common/transport/aiormq_frames.py): {', '.join(missing)}. "
+            f"writes frames with (aiormq_frames.py): {', '.join(missing)}. "
             f"Install the aiormq and pamqp versions pyproject.toml names.")
 
 

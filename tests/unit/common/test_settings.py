@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from common.config import DEFAULT_BUCKETS, CommonSettings, FacadeSettings, WorkerSettings
 from common.model.config import Device
+from common.settings import DEFAULT_BUCKETS, CommonSettings, FacadeSettings, WorkerSettings
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from common.tasks import Backoff, Supervisor, stop_tasks
+from common.supervisor import Backoff, Supervisor, stop_tasks
 
 FAST = Backoff(initial_s=0.001, max_s=0.01)
 
@@ -53,7 +53,7 @@ async def test_a_loop_that_raises_is_restarted_and_down_until_then(
             down_at_failure.update(supervisor.down())
 
     supervisor.add_listener(record)
-    with caplog.at_level(logging.ERROR, logger="common.tasks"):
+    with caplog.at_level(logging.ERROR, logger="common.supervisor"):
         task = supervisor.start("the loop", loop)
         async with asyncio.timeout(10):
             await restarted.wait()

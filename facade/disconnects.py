@@ -7,7 +7,7 @@ after ``WATCH_AFTER_S``. Those that wait longer are the ones queued behind a bac
 the ones whose client may give up. When the client leaves, the predict's task is cancelled:
 - a request not yet published is left out of its message;
 - a queued request is dropped before its batch (``Delivery.abandoned``): in process directly,
-  over RabbitMQ through a cancel notice to every worker (``common.transport.amqp_cancel``);
+  over RabbitMQ through a cancel notice to every worker (``common.transport.amqp.cancel``);
 - a request whose batch already started is computed, and its reply discarded.
 """
 
@@ -17,12 +17,12 @@ import asyncio
 
 from starlette.types import Receive
 
-__all__ = ["WATCH_AFTER_S", "Departure"]
+__all__ = ["WATCH_AFTER_S", "DisconnectWatch"]
 
 WATCH_AFTER_S = 0.05
 
 
-class Departure:
+class DisconnectWatch:
     """Watches the current task's client from ``WATCH_AFTER_S`` on until ``stop``."""
 
     __slots__ = ("_receive", "_task", "_timer", "_watcher", "left")

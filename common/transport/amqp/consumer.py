@@ -8,17 +8,17 @@ channel (qos, the passively declared queue) and ``reopen_callbacks`` registers t
 on the new protocol channel.
 
 Replies, rejections and acknowledgements go through the channel's ``Outbox``
-(common/transport/outbox.py), coalesced per event-loop turn: one ``ack(multiple=True)`` for the
+(outbox.py), coalesced per event-loop turn: one ``ack(multiple=True)`` for the
 settled tags below the lowest one still in flight, single acks for the settled ones behind it,
 always after the replies already queued on the same channel (one connection writes its frames in
 order). Replies do not wait for the socket to drain.
 
 An envelope (several requests in one message, common/wire/envelope.py) becomes one delivery per
-member, answered and settled through its ``EnvelopeSettlement`` (common/transport/amqp_envelope.py).
-The channel's prefetch follows the rows per message received (common/transport/amqp_prefetch.py).
+member, answered and settled through its ``EnvelopeSettlement`` (settlement.py).
+The channel's prefetch follows the rows per message received (prefetch.py).
 
 A redelivered message (its worker died holding it) is not computed from the version's queue: it
-moves to the version's retry queue, one message per request (common/transport/amqp_retry.py),
+moves to the version's retry queue, one message per request (retry.py),
 whose consumer holds one message at a time and hands each over ``isolated`` (a batch of its
 own), so that a poison request dies alone.
 """
@@ -40,12 +40,12 @@ from pamqp.commands import Basic
 from common.errors import InvalidInput
 from common.model.config import ModelConfig
 from common.model.signature import Signature
-from common.transport.amqp_cancel import Cancellations
-from common.transport.amqp_envelope import EnvelopeSettlement, MemberDelivery
-from common.transport.amqp_prefetch import RowPrefetch
-from common.transport.amqp_retry import Retrier, redeliveries
+from common.transport.amqp.cancel import Cancellations
+from common.transport.amqp.outbox import Outbox
+from common.transport.amqp.prefetch import RowPrefetch
+from common.transport.amqp.retry import Retrier, redeliveries
+from common.transport.amqp.settlement import EnvelopeSettlement, MemberDelivery
 from common.transport.broker import Delivery, DeliveryHandler, Subscription
-from common.transport.outbox import Outbox
 from common.wire.envelope import (
     ENVELOPE_CONTENT_TYPE,
     check_envelope_version,

@@ -18,9 +18,9 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from common.model.signature import Signature
-from common.transport.amqp_cancel import Cancellations
+from common.transport.amqp.cancel import Cancellations
+from common.transport.amqp.outbox import Outbox
 from common.transport.broker import Delivery
-from common.transport.outbox import Outbox
 from common.wire.envelope import (
     ENVELOPE_CONTENT_TYPE,
     ENVELOPE_VERSION,

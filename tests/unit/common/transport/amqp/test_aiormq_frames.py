@@ -13,7 +13,7 @@ import aiormq
 import pytest
 from pamqp.commands import Basic
 
-from common.transport.aiormq_frames import (
+from common.transport.amqp.aiormq_frames import (
     ATTRIBUTES,
     INSTALLED,
     PARAMETERS,

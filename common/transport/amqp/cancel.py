@@ -1,7 +1,7 @@
 """Requests whose caller left: the facade says so, and every worker drops them unbatched.
 
 A message in a RabbitMQ queue cannot be taken back. When a predict's caller goes away after its
-request was published (``facade.departure``), the facade publishes a **cancel notice** to the
+request was published (``facade.disconnects``), the facade publishes a **cancel notice** to the
 fanout exchange ``inferno.cancel``: an empty body with the request's ``reply_to`` and
 ``correlation_id``, expiring with the request's deadline. Every worker consumes that exchange
 through an exclusive queue of its own and keeps each notice until the request's deadline. A

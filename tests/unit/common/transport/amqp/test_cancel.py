@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from common.transport import amqp_cancel
-from common.transport.amqp_cancel import Cancellations, cancel_notice
+from common.transport.amqp import cancel as amqp_cancel
+from common.transport.amqp.cancel import Cancellations, cancel_notice
 from common.wire.messages import HEADER_DEADLINE
 
 

@@ -1,8 +1,8 @@
 """What one worker channel owes the broker, written once per event-loop turn.
 
-The AMQP consumer (common/transport/amqp_consumer.py) hands each channel's replies, rejections
+The AMQP consumer (consumer.py) hands each channel's replies, rejections
 and acknowledgements to its ``Outbox``; at the end of the turn they leave as one frame set, in
-order. The frames are built and written by common/transport/aiormq_frames.py, the one module that
+order. The frames are built and written by aiormq_frames.py, the one module that
 touches aiormq's internals.
 """
 
@@ -14,8 +14,8 @@ import logging
 import aiormq
 from pamqp.commands import Basic
 
-from common.transport import aiormq_frames
-from common.transport.aiormq_frames import Frame
+from common.transport.amqp import aiormq_frames
+from common.transport.amqp.aiormq_frames import Frame
 
 __all__ = ["Outbox"]
 

@@ -19,7 +19,7 @@ from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
-from common.transport.outbox import Outbox
+from common.transport.amqp.outbox import Outbox
 
 CHANNEL = 7
 

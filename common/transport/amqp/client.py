@@ -7,14 +7,14 @@ replies go through aiormq (aio-pika's protocol layer); aio-pika keeps the connec
 and its recovery. After a reconnection the reply queue is consumed again; the requests that were
 waiting when the connection went fail at once (their replies went with the exclusive queue).
 
-Requests to one model version are coalesced (common/transport/coalescing.py): those decoded in
+Requests to one model version are coalesced (coalescing.py): those decoded in
 one event-loop turn go together at the end of the turn, as one envelope (common/wire/envelope.py),
 or as a plain message when a turn has only one. The worker answers
 an envelope with reply envelopes, resolved member by member; a single reply to the envelope's own
 correlation id (a worker that could not read it) fails every member.
 
 Every publish and every wait is bounded by the request's deadline (a publish during an outage can
-hang until the connection is back: aio-pika #636). ``AmqpBroker`` (common/transport/amqp_broker.py)
+hang until the connection is back: aio-pika #636). ``AmqpBroker`` (broker.py)
 owns the connection and composes this client with the topology and consumers.
 """
 
@@ -45,10 +45,10 @@ from common.errors import (
     WorkerFailed,
 )
 from common.model.strings import framed_nbytes
-from common.transport.amqp_cancel import CANCEL_EXCHANGE, cancel_notice
-from common.transport.amqp_errors import broker_errors
+from common.transport.amqp.cancel import CANCEL_EXCHANGE, cancel_notice
+from common.transport.amqp.coalescing import Lane, Pending
+from common.transport.amqp.errors import broker_errors
 from common.transport.broker import fail_at_deadline
-from common.transport.coalescing import Lane, Pending
 from common.wire.envelope import (
     ENVELOPE_CONTENT_TYPE,
     ENVELOPE_VERSION,
@@ -209,7 +209,7 @@ class AmqpClient:
 
     async def _cancel(self, correlation_id: str, deadline: float) -> None:
         """Tell every worker that the request ``correlation_id`` lost its caller
-        (``common.transport.amqp_cancel``); best effort."""
+        (``common.transport.amqp.cancel``); best effort."""
         channel = self._publish_channel
         if channel is None or not self._connected() or deadline <= time.time():
             return

@@ -3,17 +3,17 @@ docs/queue-protocol.md.
 
 ``AmqpBroker`` owns the connection and composes two sides:
 
-- the facade's requests (``common.transport.amqp_client``): a publishing channel with confirms,
+- the facade's requests (``common.transport.amqp.client``): a publishing channel with confirms,
   which declares the ``inferno.predict`` exchange it publishes to, one exclusive reply queue per
   process, futures keyed by correlation id;
-- the worker's consumers (``common.transport.amqp_consumer``): a channel per consumed queue with
+- the worker's consumers (``common.transport.amqp.consumer``): a channel per consumed queue with
   its own prefetch; replies go to the request's ``reply_to`` through the default exchange, and
   the request is acknowledged only after its reply is published.
 
 Here is the topology between them, on an admin channel: the dead-letter exchange and queue, the
-poison exchange and queue behind it (common/transport/amqp_dead_letter.py), a durable bounded
+poison exchange and queue behind it (dead_letter.py), a durable bounded
 queue per model version with its pinned binding and, for the active version, the alias binding,
-and beside it the version's retry queue (common/transport/amqp_retry.py). A broker that consumes
+and beside it the version's retry queue (retry.py). A broker that consumes
 (a worker's) also moves redelivered messages to the retry queues and answers the callers of
 poison requests (``PoisonResponder``), on a channel with publisher confirms. aio-pika keeps the
 connection, the channels, the topology and their recovery; requests and replies go through
@@ -36,19 +36,19 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from common.errors import BrokerUnavailable, ModelNotLoaded
 from common.model.config import ModelConfig
-from common.transport.aiormq_frames import check_internals
-from common.transport.amqp_cancel import Cancellations
-from common.transport.amqp_client import AmqpClient
-from common.transport.amqp_consumer import ConsumerGroup, QueueConsumer
-from common.transport.amqp_dead_letter import (
+from common.transport.amqp.aiormq_frames import check_internals
+from common.transport.amqp.cancel import Cancellations
+from common.transport.amqp.client import AmqpClient
+from common.transport.amqp.consumer import ConsumerGroup, QueueConsumer
+from common.transport.amqp.dead_letter import (
     POISON_EXCHANGE,
     POISON_QUEUE,
     PoisonResponder,
     poison_binding,
 )
-from common.transport.amqp_errors import broker_errors
-from common.transport.amqp_prefetch import RowPrefetch
-from common.transport.amqp_retry import Retrier, retry_queue_name
+from common.transport.amqp.errors import broker_errors
+from common.transport.amqp.prefetch import RowPrefetch
+from common.transport.amqp.retry import Retrier, retry_queue_name
 from common.transport.broker import (
     NO_QUEUE,
     Broker,

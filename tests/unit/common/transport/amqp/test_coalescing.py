@@ -9,7 +9,7 @@ import asyncio
 import numpy as np
 
 from common.model.signature import Signature
-from common.transport.coalescing import Lane, Pending
+from common.transport.amqp.coalescing import Lane, Pending
 from common.wire.messages import PredictRequest
 from tests.contract.configs import checked
 

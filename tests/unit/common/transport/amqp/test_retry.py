@@ -1,4 +1,4 @@
-"""What a redelivered message becomes on the retry queue (common/transport/amqp_retry.py): one
+"""What a redelivered message becomes on the retry queue (common/transport/amqp/retry.py): one
 single message per request, with what its caller needs, and nothing for requests past their
 deadline. The broker side (moved, then acknowledged): tests/contract/test_amqp_poison_contract.py.
 """
@@ -11,7 +11,7 @@ import pytest
 from pamqp.commands import Basic
 
 from common.errors import InvalidInput
-from common.transport.amqp_retry import (
+from common.transport.amqp.retry import (
     HEADER_REDELIVERED,
     redeliveries,
     retry_copies,

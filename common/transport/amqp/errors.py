@@ -1,5 +1,5 @@
-"""The AMQP boundary's error conversion, shared by the RPC client (common/transport/amqp_client.py)
-and the topology and consumer side (common/transport/amqp_broker.py).
+"""The AMQP boundary's error conversion, shared by the RPC client (client.py)
+and the topology and consumer side (broker.py).
 
 Only what says the broker is out of reach becomes ``BrokerUnavailable`` (503): aio-pika's and
 aiormq's AMQP errors, connection errors (``OSError``), ``ChannelInvalidStateError`` (a closed

@@ -14,13 +14,13 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from common.config import FacadeSettings
 from common.errors import BrokerUnavailable, ModelNotLoaded
 from common.metrics import FacadeMetrics
 from common.model.repository import ModelRepository
+from common.settings import FacadeSettings
 from common.state.memory import InMemoryStateStore
 from common.state.store import WorkerInfo
-from common.transport.amqp_errors import broker_errors, is_broker_error
+from common.transport.amqp.errors import broker_errors, is_broker_error
 from common.transport.memory import InMemoryBroker
 from common.wire.messages import PredictReply, PredictRequest
 from facade.cluster_view import ClusterView
