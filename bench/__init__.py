@@ -10,8 +10,6 @@ size the server formed (the limit). The server is embedded (``inferno serve``), 
 - ``runner``: one run: its servers up, every concurrency level, its servers down.
 - ``server``: start/stop ``inferno serve`` on a free port.
 - ``cluster``: start/stop facades and workers in a fresh vhost and Redis prefix, wait until ready.
-- ``services``: the run's RabbitMQ vhost (``rabbitmqctl``) and Redis keys, and their clean-up.
-- ``process``: child processes: detached start, readiness polling, SIGTERM then SIGKILL.
 - ``payload``: request bytes built once per run, one builder per protocol.
 - ``load``: the lean Python load generator (a spawned process, asyncio streams).
 - ``wrk``: the optional ``--driver wrk`` alternative.
@@ -21,5 +19,10 @@ size the server formed (the limit). The server is embedded (``inferno serve``), 
 - ``compare``: several runs: their tables and level-by-level comparisons.
 - ``chaos`` (``python -m bench.chaos``): the chaos soak: load through two facades and three
   workers while faults strike; ``chaos_load`` its requests and their outcomes, ``chaos_faults``
-  the faults, ``proxy`` the TCP proxy between the processes and the broker (the tests cut it too).
+  the faults.
+
+What the tests use as well lives in ``harness`` (the bench imports it, the tests never import
+``bench``): the run's vhost and Redis keys (``harness.services``), child processes
+(``harness.process``), the TCP proxy between the processes and the broker (``harness.proxy``),
+the models the bench builds (``harness.built``) and the chaos faults' kinds (``harness.faults``).
 """

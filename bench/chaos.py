@@ -3,10 +3,10 @@
 Two facades of two processes each (``inferno facade --workers 2``) and three workers
 (``bench.cluster``: a fresh vhost, a Redis prefix of their own, deleted afterwards) serve the
 ``bag`` model under steady load through both facades (``bench.chaos_load``), while faults come
-one after another at random intervals (``bench.chaos_faults``: worker SIGKILL, closed broker
-connections, a broker application restart, killed and paused Redis clients, a cut broker link,
-a silent broker link, a facade process stopped). Facades
-and workers reach the broker through a TCP proxy of this process (``bench.proxy``), so cutting
+one after another at random intervals (``bench.chaos_faults``, their kinds in ``harness.faults``:
+worker SIGKILL, closed broker connections, a broker application restart, killed and paused Redis
+clients, a cut broker link, a silent broker link, a facade process stopped). Facades and workers
+reach the broker through a TCP proxy of this process (``harness.proxy``), so cutting
 it cuts their link.
 
 The report: per fault kind, how often it came, the recovery time after each (from the fault's
@@ -36,12 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from bench.chaos_faults import ALL_FAULTS, GLOBAL_FAULTS, Faults, services_healthy
+from bench.chaos_faults import Faults, services_healthy
 from bench.chaos_load import DUPLICATE, LOST, OK, Load, Outcome
 from bench.cluster import Cluster, ClusterSpec
-from bench.process import shielded
-from bench.proxy import ThreadedProxy
-from bench.services import DEFAULT_BROKER, DEFAULT_REDIS, fresh_vhost
+from harness.faults import ALL_FAULTS, GLOBAL_FAULTS
+from harness.process import shielded
+from harness.proxy import ThreadedProxy
+from harness.services import DEFAULT_BROKER, DEFAULT_REDIS, fresh_vhost
 
 __all__ = ["main"]
 

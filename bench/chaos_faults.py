@@ -1,4 +1,5 @@
-"""The chaos soak's faults, each injected and undone by one call (run in a thread).
+"""The chaos soak's faults, each injected and undone by one call (run in a thread); their kinds
+(``ALL_FAULTS``) are in ``harness.faults``, which the tests read too.
 
 | kind | what | reaches |
 |---|---|---|
@@ -39,15 +40,11 @@ import psutil
 import redis
 
 from bench.cluster import Cluster
-from bench.proxy import ThreadedProxy
-from bench.services import rabbitmqctl
+from harness.faults import facade_children
+from harness.proxy import ThreadedProxy
+from harness.services import rabbitmqctl
 
-__all__ = ["ALL_FAULTS", "GLOBAL_FAULTS", "Faults", "facade_children"]
-
-ALL_FAULTS = ("worker_kill", "close_connections", "stop_app", "redis_kill", "redis_pause",
-              "proxy_cut", "proxy_stall", "facade_stall")
-GLOBAL_FAULTS = ("stop_app", "redis_pause")
-"""Faults that reach every user of the shared broker or Redis, not only this run."""
+__all__ = ["Faults", "services_healthy"]
 
 PAUSE_MS = 2000
 REPLACED_WITHIN_S = 30.0
@@ -205,17 +202,6 @@ class Faults:
                 undone.append(f"facade child pid {self._stopped_child} continued")
             self._stopped_child = None
         return undone
-
-
-def facade_children(parent: psutil.Process) -> list[psutil.Process]:
-    """The serving children of an ``inferno facade --workers`` (multiprocessing's resource
-    tracker is a child too); one killed and not yet reaped (a zombie) is not among them."""
-    found = []
-    for child in parent.children():
-        with contextlib.suppress(psutil.NoSuchProcess):  # a zombie raises a subclass of it
-            if any("spawn_main" in part for part in child.cmdline()):
-                found.append(child)
-    return found
 
 
 def services_healthy(redis_url: str) -> list[str]:

@@ -8,7 +8,7 @@ are one embedded server (``--mode embedded``, the default), one distributed clus
 level). ``--compare`` runs, in turn, the plain FastAPI baseline (``bench.plain_fastapi``),
 embedded and distributed Inferno, then the direct model and the bare broker RPC
 (``bench.rpc_floor``), and prints them side by side. ``--model tiny`` builds a 4 → 2 model in a
-temporary repository (``bench.built``) that every server and the direct baseline use;
+temporary repository (``harness.built``) that every server and the direct baseline use;
 ``--scaling`` runs distributed clusters of 1, 2 and 4 workers (``--workers``) serving the built
 ``fixed`` model (20 ms per batch, the GIL released) and prints each one's throughput against one
 worker's.
@@ -35,13 +35,13 @@ from types import FrameType
 from typing import Any
 
 from bench import wrk
-from bench.built import BUILT, FIXED, built_repo
 from bench.compare import comparisons, render_suite_json, render_suite_table
 from bench.direct import DirectResult
 from bench.payload import BUILDERS
 from bench.report import LevelRow, Report, render_json, render_table
 from bench.runner import plans, run_levels
-from bench.services import DEFAULT_REDIS
+from harness.built import BUILT, FIXED, built_repo
+from harness.services import DEFAULT_REDIS
 
 __all__ = ["main"]
 

@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 
-from bench.process import free_port, get_status, shielded, spawn, stop_all
 from bench.server import QUIET_ENV
-from bench.services import DEFAULT_BROKER, DEFAULT_REDIS, delete_keys, fresh_vhost, unique_name
+from harness.process import free_port, get_status, shielded, spawn, stop_all
+from harness.services import DEFAULT_BROKER, DEFAULT_REDIS, delete_keys, fresh_vhost, unique_name
 
 __all__ = ["Cluster", "ClusterSpec"]
 

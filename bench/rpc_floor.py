@@ -22,7 +22,7 @@ from multiprocessing.synchronize import Event
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from bench.services import DEFAULT_BROKER, fresh_vhost
+from harness.services import DEFAULT_BROKER, fresh_vhost
 
 __all__ = ["REPLY_MODES", "floor_latencies"]
 

@@ -21,9 +21,9 @@ from bench import load, wrk
 from bench.cluster import Cluster, ClusterSpec
 from bench.payload import BUILDERS, ModelInfo, local_model_info, model_info
 from bench.plain_fastapi import PlainServer
-from bench.process import shielded, wait_ready
 from bench.report import LevelRow
 from bench.server import EmbeddedServer
+from harness.process import shielded, wait_ready
 
 __all__ = ["RunPlan", "Target", "plans", "run_levels"]
 

@@ -2,7 +2,7 @@
 any other command that serves ``/health/ready`` (``ServerProcess``; the plain FastAPI baseline of
 ``bench.plain_fastapi`` is one).
 
-The server runs in its own session (see ``bench.process``): a Ctrl-C at the terminal reaches only
+The server runs in its own session (see ``harness.process``): a Ctrl-C at the terminal reaches only
 the bench process, which then stops the server itself (SIGTERM: uvicorn's graceful shutdown;
 SIGKILL after 20 s). Access logs are off and the log level is WARNING: logging every request
 would cost the server CPU that the benchmark is trying to measure.
@@ -15,7 +15,7 @@ import sys
 from types import TracebackType
 from typing import Self
 
-from bench.process import free_port, spawn, stop_all, wait_ready
+from harness.process import free_port, spawn, stop_all, wait_ready
 
 __all__ = ["QUIET_ENV", "EmbeddedServer", "ServerProcess", "free_port", "wait_ready"]
 

@@ -22,6 +22,7 @@ def create_broker(settings: CommonSettings) -> Broker:
                       delivery_limit=settings.queue_delivery_limit,
                       persistent=settings.persistent_requests,
                       max_envelope_bytes=settings.envelope_max_bytes,
+                      max_elements=settings.max_elements_per_tensor,
                       ssl_context=broker_ssl_context(settings))
 
 

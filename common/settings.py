@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from common.model.config import Device
 from common.wire.envelope import MAX_ENVELOPE_BYTES
+from common.wire.messages import DEFAULT_MAX_ELEMENTS
 
 __all__ = ["CommonSettings", "FacadeSettings", "WorkerSettings"]
 
@@ -87,6 +88,10 @@ class CommonSettings(BaseSettings):
     """Facades: the requests to one model version decoded in one event-loop turn travel together
     in envelope messages of at most this many tensor bytes (and ``max_batch_size`` rows); 0
     publishes every request alone, at once."""
+    max_elements_per_tensor: Annotated[int, Field(ge=1)] = DEFAULT_MAX_ELEMENTS
+    """Most elements one input tensor may hold (16 Mi: 64 MiB of float32): the facade answers
+    more with a 422 naming the input, before anything is queued; a worker answers a producer's
+    message holding more with ``invalid_input``."""
     metrics_buckets: Annotated[tuple[float, ...], NoDecode] = DEFAULT_BUCKETS
     """Latency histogram buckets in seconds, comma-separated (the facade's and the worker's)."""
     gc_freeze: bool = True
@@ -146,9 +151,6 @@ class FacadeSettings(CommonSettings):
     api_token: SecretStr | None = None
     """Bearer token of predict and metadata (v1 and v2); unset: they are open. Health and
     ``/metrics`` are always open; the admin token is accepted here too."""
-    max_elements_per_tensor: Annotated[int, Field(ge=1)] = 16_777_216
-    """Most elements one input tensor may hold (16 Mi: 64 MiB of float32); more is a 422
-    naming the input, before anything is queued."""
     facade_processes: Annotated[int, Field(ge=1)] = 1
     """Facade processes ``inferno facade`` runs on its port (``--workers``); over 1, each is a
     whole facade and the kernel spreads connections over them (``inferno.facade_processes``)."""

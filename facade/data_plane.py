@@ -1,15 +1,17 @@
 """The data plane: one predict, from a protocol's request to that protocol's response.
 
-Every protocol (v1, v2, any future one) hands ``DataPlane.infer`` a ``ProtocolCall``: an object
-that can read its own envelope, decode its tensors against a signature and encode a result. The
-data plane does everything between, in this order and nowhere else:
+Every protocol (v1, v2, any future one) hands ``DataPlane.infer`` a ``ProtocolCall``
+(``facade.protocol``): an object that can read its own envelope, decode its tensors against a
+signature and encode a result. The data plane does everything between, in this order and nowhere
+else:
 
 1. ``parse``: the protocol reads its envelope (JSON, version asked in the body, timeout);
 2. route: the cluster view picks the model version (404 / 503 when none serves);
-3. ``decode``: the protocol decodes its tensors against that version's signature; no tensor may
-   hold more than ``INFERNO_MAX_ELEMENTS_PER_TENSOR`` elements;
-4. validate: ``Signature.validate_request``, the same check workers run on what producers send;
-5. deadline: the request's own timeout, else the model's, else the default, capped;
+3. ``decode``: the protocol decodes its tensors against that version's signature;
+4. deadline: the request's own timeout, else the model's, else the default, capped;
+5. admit: ``PredictRequest.admit``, the admission workers run on what producers send (no
+   tensor past ``INFERNO_MAX_ELEMENTS_PER_TENSOR`` elements, then ``Signature.validate_request``),
+   makes the ``PredictRequest``;
 6. publish and await the reply through the ``Broker`` (``broker.request``);
 7. ``encode``: the protocol writes its response;
 8. observe: every outcome is counted, errors by code, unexpected ones as ``internal``, calls
@@ -24,53 +26,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
-import numpy.typing as npt
 from prometheus_client import Counter, Histogram
 
-from common.errors import InfernoError, InvalidInput
+from common.errors import InfernoError
 from common.metrics import FacadeMetrics
 from common.model.config import ModelConfig
 from common.settings import FacadeSettings
 from common.transport.broker import Broker
 from common.wire.messages import PredictRequest
 from facade.cluster_view import ClusterView
+from facade.protocol import ProtocolCall
 
-__all__ = ["DataPlane", "ProtocolCall", "positive"]
+__all__ = ["DataPlane"]
 
-Array = npt.NDArray[Any]
 T_co = TypeVar("T_co", covariant=True)
 INTERNAL = "internal"
 """The error code counted for an exception that is not an ``InfernoError``."""
 CANCELLED = "cancelled"
 """The code counted for a call cancelled before its answer: its client went away."""
-
-
-def positive(value: Any, what: str, unit: str = "") -> float | None:
-    """An envelope's number (a timeout): absent, or positive; for ``ProtocolCall.parse``."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise InvalidInput(f"{what} must be a positive number{unit}")
-    return float(value)
-
-
-class ProtocolCall(Protocol[T_co]):
-    """One request of one protocol, as the data plane drives it (see the module docstring)."""
-
-    route: str
-    """The protocol's label in the metrics (``v1``, ``v2``)."""
-
-    def parse(self) -> tuple[int | None, float | None]:
-        """Read the envelope: the version asked for (``None``: the active one) and the timeout
-        asked for, in milliseconds, checked positive (``None``: the model's)."""
-
-    def decode(self, config: ModelConfig) -> tuple[dict[str, Array], list[str] | None]:
-        """The input arrays and the output names asked for (``None``: every output)."""
-
-    def encode(self, config: ModelConfig, outputs: dict[str, Array]) -> T_co:
-        """The protocol's response to a successful predict."""
 
 
 class DataPlane:
@@ -91,19 +66,13 @@ class DataPlane:
             asked, timeout_ms = call.parse()
             config = self._view.route(model, pinned if pinned is not None else asked).config
             inputs, outputs = call.decode(config)
-            limit = self._settings.max_elements_per_tensor
-            for name, array in inputs.items():
-                if array.size > limit:
-                    raise InvalidInput(f"Input '{name}': {array.size} elements exceed the limit "
-                                       f"of {limit} per tensor")
-            checked = config.signature.validate_request(
-                inputs, outputs, max_rows=config.batching.max_batch_size, model=config.name)
             now = time.time()
-            reply = await self._broker.request(PredictRequest(
-                model=config.name, version=config.version, inputs=inputs, checked=checked,
+            request = PredictRequest.admit(
+                config, inputs, outputs, max_elements=self._settings.max_elements_per_tensor,
                 deadline=now + self._timeout_s(config, timeout_ms), request_id=request_id,
-                dtypes=config.signature.input_dtypes, published=now),
-                coalesce_rows=config.batching.max_batch_size)
+                published=now)
+            reply = await self._broker.request(request,
+                                               coalesce_rows=config.batching.max_batch_size)
             return call.encode(config, reply.result())
         except InfernoError as exc:
             code = exc.code

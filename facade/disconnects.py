@@ -32,7 +32,8 @@ class DisconnectWatch:
         """The client went away, and the task was cancelled for it."""
         self._receive = receive
         task = asyncio.current_task()
-        assert task is not None
+        if task is None:  # a callback of the loop's: nothing to cancel when the client leaves
+            raise RuntimeError("DisconnectWatch must be created inside a task")
         self._task = task
         self._watcher: asyncio.Task[None] | None = None
         self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)

@@ -1,18 +1,22 @@
-"""One function, ``http_error``, turns every error into its HTTP status and body, per protocol.
+"""Every error's HTTP status and body, per protocol: ``v1_error`` and ``v2_error``.
 
 v1 (and every non-v2 path): the status of the ``InfernoError`` and ``{"error": {"code",
 "message"}}``. v2 (the Open Inference Protocol, paths under ``/v2``): ``{"error": "message"}``,
-and 400 for every invalid request (v1: 422). The ASGI front calls it for predict requests, and
-the FastAPI handlers below for everything else: framework errors (unknown route, pydantic
-validation of admin bodies) are first expressed as ``InfernoError``s.
+and 400 for every invalid request (v1: 422). A predict answers by its protocol object's
+``refuse`` (``facade.protocol.HttpProtocol``), which calls its protocol's function here; the
+FastAPI handlers below pick one by path (``http_error``): framework errors (unknown route,
+pydantic validation of admin bodies) are first expressed as ``InfernoError``s.
 
-A 401 carries ``WWW-Authenticate: Bearer`` (``error_headers``). Every message is redacted
+A 401 carries ``WWW-Authenticate: Bearer``, a 503 ``Retry-After`` and an ``HttpError`` its own
+headers (a predict's 405, ``Allow``): ``error_headers``. Every message is redacted
 (``common.logging.redact``): an error that quotes a URL never shows its password.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -23,21 +27,25 @@ from starlette.responses import Response
 from common.errors import InfernoError, InvalidInput, InvalidJson
 from common.logging import redact
 
-__all__ = ["HttpError", "error_headers", "http_error", "install_error_handlers",
-           "unexpected_error"]
+__all__ = ["JSON_HEADER", "HttpError", "error_headers", "http_error", "install_error_handlers",
+           "unexpected_error", "v1_error", "v2_error"]
 
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+JSON_HEADER = (b"content-type", b"application/json")
 
 
 class HttpError(InfernoError):
     """An HTTP-level error (404 for an unknown route, 405, ...) in the error tree."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str,
+                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         super().__init__(message)
         self.status_code = status
         self.code = _HTTP_CODES.get(status, "http_error")
+        self.headers = headers
+        """What its answer carries besides (a 405's ``Allow``)."""
 
 
 def unexpected_error(exc: Exception) -> InfernoError:
@@ -56,16 +64,25 @@ def error_headers(error: InfernoError) -> list[tuple[bytes, bytes]]:
         return [(b"retry-after", b"%d" % RETRY_AFTER_S)]
     if error.status_code == 401:
         return [(b"www-authenticate", b"Bearer")]
-    return []
+    return list(error.headers) if isinstance(error, HttpError) else []
+
+
+def v1_error(error: InfernoError) -> tuple[int, bytes]:
+    """The HTTP status and JSON body of ``error`` in v1 (and everywhere outside ``/v2``)."""
+    return error.status_code, orjson.dumps(
+        {"error": {"code": error.code, "message": redact(error.message)}})
+
+
+def v2_error(error: InfernoError) -> tuple[int, bytes]:
+    """The HTTP status and JSON body of ``error`` in the Open Inference Protocol."""
+    status = 400 if error.status_code == 422 else error.status_code
+    return status, orjson.dumps({"error": redact(error.message)})
 
 
 def http_error(error: InfernoError, path: str) -> tuple[int, bytes]:
-    """The HTTP status and JSON body of ``error`` for a request to ``path``."""
-    message = redact(error.message)
-    if path.startswith("/v2"):
-        status = 400 if error.status_code == 422 else error.status_code
-        return status, orjson.dumps({"error": message})
-    return error.status_code, orjson.dumps({"error": {"code": error.code, "message": message}})
+    """The HTTP status and JSON body of ``error`` for a request to ``path`` that no protocol
+    object answers (a FastAPI route)."""
+    return v2_error(error) if path.startswith("/v2") else v1_error(error)
 
 
 def _response(request: Request, error: InfernoError) -> Response:
@@ -74,13 +91,11 @@ def _response(request: Request, error: InfernoError) -> Response:
                     headers={k.decode(): v.decode() for k, v in error_headers(error)})
 
 
-async def _inferno_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, InfernoError)
+async def _inferno_error(request: Request, exc: InfernoError) -> Response:
     return _response(request, exc)
 
 
-async def _validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
     errors = exc.errors()
     if any(err["type"] == "json_invalid" for err in errors):
         # The admin bodies follow the predict bodies' rule: not JSON at all is a 400.
@@ -94,8 +109,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return _response(request, InvalidInput("; ".join(parts)))
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+async def _http_error(request: Request, exc: HTTPException) -> Response:
     if isinstance(exc.__cause__, InfernoError):
         # FastAPI turns any error while reading a body into a 400; ours (413) says more.
         return _response(request, exc.__cause__)
@@ -111,8 +125,17 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return _response(request, unexpected_error(exc))
 
 
+# Starlette calls a handler only with an instance of the class it is registered for (found by
+# the exception's MRO), so each handler takes that class: ``Any`` states what the registration
+# guarantees, where a check inside would be dead code.
+_HANDLERS: dict[type[Exception], Callable[[Request, Any], Awaitable[Response]]] = {
+    InfernoError: _inferno_error,
+    RequestValidationError: _validation_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(InfernoError, _inferno_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+    for cls, handler in _HANDLERS.items():
+        app.add_exception_handler(cls, handler)

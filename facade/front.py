@@ -9,10 +9,12 @@ a chunked body) and one access log line when enabled.
 Predict requests are answered here, through the data plane: FastAPI's per-request machinery
 (middleware layers, route scan, dependency solving) costs more than the rest of a predict call
 (measured here, a null FastAPI route tops out at a third of a raw ASGI handler). ``PREDICT_ROUTES``
-lists them, each with the protocol call that reads its body; ``facade.openapi`` documents the same
-table in the OpenAPI schema. Here too, before the body is read: the API token when one is set
-(``facade.auth``: one header lookup in the loop that reads the others and one
-``hmac.compare_digest``) and the model name's syntax (422). Everything else goes on to FastAPI.
+lists them, each with the protocol object (``facade.protocol.HttpProtocol``) that makes the call
+of its request and writes its answer; ``facade.openapi`` documents the same table in the OpenAPI
+schema. Here too, before the body is read: the API token when one is set (``facade.auth``: one
+header lookup in the loop that reads the others and one ``hmac.compare_digest``), the model
+name's syntax (422) and the pinned version (``facade.protocol.version_of``). Everything else goes
+on to FastAPI.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import logging
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,9 +37,10 @@ from common.model.config import MODEL_NAME
 from facade.auth import Guard
 from facade.data_plane import DataPlane
 from facade.disconnects import DisconnectWatch
-from facade.errors import HttpError, error_headers, http_error, unexpected_error
-from facade.v1_protocol import V1Call
-from facade.v2_protocol import V2Call
+from facade.errors import JSON_HEADER, HttpError, http_error, unexpected_error
+from facade.protocol import Answer, Headers, HttpProtocol, version_of
+from facade.v1_protocol import V1
+from facade.v2_protocol import V2
 
 __all__ = ["PREDICT_ROUTES", "Front", "PredictRoute"]
 
@@ -49,11 +54,9 @@ _ids = itertools.count(1)
 
 CLIENT_LEFT = 499
 """The access log's status of a predict whose client went away before its answer (nginx's)."""
-_JSON = (b"content-type", b"application/json")
-_OCTETS = (b"content-type", b"application/octet-stream")
-_V2_HEADER_LENGTH = b"inference-header-content-length"
 _PARAMETERS = {"{name}": r"([^/]+?)", "{version}": r"([^/]+)"}
 _MODEL_NAME = re.compile(MODEL_NAME)
+_ALLOW_POST = ((b"allow", b"POST"),)
 MAX_REQUEST_ID = 128
 _REQUEST_ID = re.compile(rb"[!-~]{1,%d}" % MAX_REQUEST_ID)
 """A client's request id is kept only when it is visible ASCII (no space, CR, LF, NUL, ...)."""
@@ -61,11 +64,10 @@ _REQUEST_ID = re.compile(rb"[!-~]{1,%d}" % MAX_REQUEST_ID)
 
 @dataclass(frozen=True)
 class PredictRoute:
-    """One predict endpoint: its OpenAPI path template and the protocol that reads its body."""
+    """One predict endpoint: its OpenAPI path template and the protocol that answers it."""
 
     path: str
-    protocol: str
-    """``v1`` or ``v2``: which ``ProtocolCall`` answers it."""
+    protocol: HttpProtocol[Any]
     summary: str
 
     @property
@@ -75,115 +77,57 @@ class PredictRoute:
 
 
 PREDICT_ROUTES = (
-    PredictRoute("/v1/models/{name}:predict", "v1", "Predict with the active version"),
-    PredictRoute("/v1/models/{name}/versions/{version}:predict", "v1",
+    PredictRoute("/v1/models/{name}:predict", V1, "Predict with the active version"),
+    PredictRoute("/v1/models/{name}/versions/{version}:predict", V1,
                  "Predict with a pinned version"),
-    PredictRoute("/v2/models/{name}/infer", "v2", "Inference (active version)"),
-    PredictRoute("/v2/models/{name}/versions/{version}/infer", "v2", "Inference (pinned version)"),
+    PredictRoute("/v2/models/{name}/infer", V2, "Inference (active version)"),
+    PredictRoute("/v2/models/{name}/versions/{version}/infer", V2, "Inference (pinned version)"),
 )
+
+Predict = tuple[HttpProtocol[Any], str, str | None]
+"""A predict path's protocol, model name and pinned version (``None``: the active one)."""
 
 
 class Front:
     def __init__(self, app: ASGIApp, plane: DataPlane, max_body_bytes: int,
-                 access_log: bool, guard: Guard | None = None) -> None:
+                 access_log: bool, guard: Guard | None = None,
+                 routes: Sequence[PredictRoute] = PREDICT_ROUTES) -> None:
         self.app = app
         self.plane = plane
         self.max_body = max_body_bytes
         self.access_log = access_log
         self._guard = guard if guard is not None and guard.guards_api else None
-        self._routes = [(r.pattern, r.protocol) for r in PREDICT_ROUTES]
+        self._routes = [(r.pattern, r.protocol) for r in routes]
+        self._prefixes = tuple({"/" + r.path.split("/")[1] + "/" for r in routes})
+        """The first segments of the predict paths: any other path is FastAPI's at once."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = None
-        length = None
-        v2_header: str | None = None
-        authorization: bytes | None = None
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                if _REQUEST_ID.fullmatch(value):
-                    request_id = value.decode("ascii")
-            elif key == b"authorization":
-                authorization = value
-            elif key == b"content-length":
-                length = int(value) if value.isdigit() else None
-            elif key == _V2_HEADER_LENGTH:
-                v2_header = value.decode("latin-1")
-        request_id = request_id or f"{_ID_PREFIX}-{next(_ids):x}"
+        request_id, length, authorization = _read_headers(scope["headers"])
         token = request_id_var.set(request_id)
         started = time.perf_counter()
-        id_header = (b"x-request-id", request_id.encode("latin-1"))
         status = 500
-        # The server enforces Content-Length; only a body without one is counted while read.
-        body_receive = receive if length is not None else self._limited(receive)
-        path = scope["path"]
         try:
+            predict = self._match(scope["path"])
+            # The server enforces Content-Length; only a body without one is counted while read.
+            body = receive if length is not None else self._limited(receive)
             if length is not None and length > self.max_body:
-                status, payload = http_error(PayloadTooLarge(self._too_large(length)), path)
-                await _send(send, status, payload, [_JSON, id_header])
-                return
-            predict = self._match(path)
-            if predict is None:
-                async def send_with_id(message: Message) -> None:
-                    nonlocal status
-                    if message["type"] == "http.response.start":
-                        status = message["status"]
-                        message["headers"] = [*message.get("headers", ()), id_header]
-                    await send(message)
-
-                await self.app(scope, body_receive, send_with_id)
-                return
-            protocol, name, version = predict
-            headers = [_JSON, id_header]
-            try:
-                if self._guard is not None:
-                    self._guard.check_api(authorization)
-                if not _MODEL_NAME.match(name):
-                    raise InvalidInput(f"path.name: {name[:80]!r} is not a model name (letters, "
-                                       f"digits, '_' and '-', at most 64)")
-                if scope["method"] != "POST":
-                    headers.append((b"allow", b"POST"))
-                    raise HttpError(405, "Method Not Allowed")
-                pinned = _pinned(version)
-                body = await _read_body(body_receive)
-                watch = DisconnectWatch(body_receive)
-                try:
-                    if protocol == "v1":
-                        payload = await self.plane.infer(name, pinned, V1Call(body), request_id)
-                    else:
-                        answer = await self.plane.infer(name, pinned, V2Call(body, v2_header),
-                                                        request_id)
-                        payload = answer.body
-                        if answer.header_length is not None:
-                            headers = [_OCTETS, id_header, (
-                                _V2_HEADER_LENGTH, str(answer.header_length).encode())]
-                except asyncio.CancelledError:
-                    if not watch.absorb():
-                        raise
-                    status = CLIENT_LEFT
-                    return  # nobody to answer
-                finally:
-                    watch.stop()
-                status = 200
-            except InfernoError as exc:
-                status, payload = http_error(exc, path)
-                headers += error_headers(exc)
-            except Exception as exc:
-                log.exception("predict %s failed unexpectedly", name)
-                status, payload = http_error(unexpected_error(exc), path)
-            await _send(send, status, payload, headers)
+                status = await self._refuse_length(scope, send, predict, length, request_id)
+            elif predict is None:
+                status = await self._behind(scope, body, send, request_id)
+            else:
+                status = await self._predict(scope, body, send, predict, request_id,
+                                             authorization)
         finally:
             if self.access_log:
-                access_log.info("%s %s %d", scope["method"], scope["path"], status, extra={
-                    "request_id": request_id, "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
+                self._log(scope, request_id, status, started)
             request_id_var.reset(token)
 
-    def _match(self, path: str) -> tuple[str, str, str | None] | None:
-        """(protocol, model name, pinned version or None) of a predict path; None otherwise."""
-        if not path.startswith(("/v1/", "/v2/")):
+    def _match(self, path: str) -> Predict | None:
+        """What a predict path asks for; ``None`` for any other path."""
+        if not path.startswith(self._prefixes):
             return None
         for pattern, protocol in self._routes:
             match = pattern.match(path)
@@ -191,6 +135,72 @@ class Front:
                 groups = match.groups()
                 return protocol, groups[0], groups[1] if len(groups) > 1 else None
         return None
+
+    async def _refuse_length(self, scope: Scope, send: Send, predict: Predict | None,
+                             length: int, request_id: str) -> int:
+        """Answer 413 to a body whose Content-Length is past the limit, without reading it."""
+        error = PayloadTooLarge(self._too_large(length))
+        answer = (predict[0].refuse(error) if predict is not None
+                  else (*http_error(error, scope["path"]), (JSON_HEADER,)))
+        await _send(send, answer, request_id)
+        return answer[0]
+
+    async def _behind(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:
+        """Let the app behind (FastAPI) answer, with the request id; the status it answered."""
+        id_header = (b"x-request-id", request_id.encode("latin-1"))
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+        return status
+
+    async def _predict(self, scope: Scope, receive: Receive, send: Send, predict: Predict,
+                       request_id: str, authorization: bytes | None) -> int:
+        """Answer a predict through the data plane; the status (``CLIENT_LEFT``: unanswered)."""
+        protocol, name, version = predict
+        try:
+            pinned = self._check(scope["method"], name, version, authorization)
+            call = protocol.call(await _read_body(receive), scope["headers"])
+            watch = DisconnectWatch(receive)
+            try:
+                answer = protocol.answer(await self.plane.infer(name, pinned, call, request_id))
+            except asyncio.CancelledError:
+                if not watch.absorb():
+                    raise
+                return CLIENT_LEFT  # nobody to answer
+            finally:
+                watch.stop()
+        except InfernoError as exc:
+            answer = protocol.refuse(exc)
+        except Exception as exc:
+            log.exception("predict %s failed unexpectedly", name)
+            answer = protocol.refuse(unexpected_error(exc))
+        await _send(send, answer, request_id)
+        return answer[0]
+
+    def _check(self, method: str, name: str, version: str | None,
+               authorization: bytes | None) -> int | None:
+        """The version a predict path pins, once its token, model name and method are checked,
+        before its body is read (as the FastAPI routes check theirs)."""
+        if self._guard is not None:
+            self._guard.check_api(authorization)
+        if not _MODEL_NAME.match(name):
+            raise InvalidInput(f"path.name: {name[:80]!r} is not a model name (letters, "
+                               f"digits, '_' and '-', at most 64)")
+        if method != "POST":
+            raise HttpError(405, "Method Not Allowed", _ALLOW_POST)
+        return None if version is None else version_of(version, "path.version")
+
+    def _log(self, scope: Scope, request_id: str, status: int, started: float) -> None:
+        access_log.info("%s %s %d", scope["method"], scope["path"], status, extra={
+            "request_id": request_id, "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
 
     def _too_large(self, size: int) -> str:
         return f"Request body of {size} bytes exceeds the limit of {self.max_body} bytes"
@@ -210,24 +220,28 @@ class Front:
         return receive_limited
 
 
-def _pinned(version: str | None) -> int | None:
-    """The version a predict path pins, checked as the FastAPI routes check theirs."""
-    if version is None:
-        return None
-    try:
-        number = int(version)
-    except ValueError:
-        raise InvalidInput("path.version: Input should be a valid integer, unable to parse "
-                           "string as an integer") from None
-    if number < 1:
-        raise InvalidInput("path.version: Input should be greater than or equal to 1")
-    return number
+def _read_headers(headers: Headers) -> tuple[str, int | None, bytes | None]:
+    """The request id (the client's when it may be echoed, else a new one), Content-Length and
+    Authorization, in one pass over the headers."""
+    request_id = None
+    length = None
+    authorization = None
+    for key, value in headers:
+        if key == b"x-request-id":
+            if _REQUEST_ID.fullmatch(value):
+                request_id = value.decode("ascii")
+        elif key == b"authorization":
+            authorization = value
+        elif key == b"content-length":
+            length = int(value) if value.isdigit() else None
+    return request_id or f"{_ID_PREFIX}-{next(_ids):x}", length, authorization
 
 
-async def _send(send: Send, status: int, body: bytes,
-                headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+async def _send(send: Send, answer: Answer, request_id: str) -> None:
+    status, body, headers = answer
+    await send({"type": "http.response.start", "status": status, "headers": [
+        *headers, (b"x-request-id", request_id.encode("latin-1")),
+        (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -15,6 +15,7 @@ tests/integration/test_fuzz.py holds the server to this schema (schemathesis).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import FastAPI
@@ -26,6 +27,10 @@ from facade.auth import Guard
 from facade.front import PREDICT_ROUTES, PredictRoute
 
 __all__ = ["document_predict_routes"]
+
+
+_DIGITS = r"^[0-9]*[1-9][0-9]*$"
+"""A version as a string: ASCII digits, not all zeros (``facade.protocol.parse_version``)."""
 
 
 class V1Tensor(BaseModel):
@@ -43,9 +48,8 @@ class V1PredictRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     inputs: dict[str, V1Tensor]
     outputs: list[str] | None = Field(None, description="Outputs to return (default: all)")
-    version: Annotated[int, Field(ge=1)] | Annotated[str, Field(pattern=r"^[0-9]+$")] | None = (
-        Field(None, description="A version (an integer, or a string of digits), when the URL "
-                                "pins none"))
+    version: Annotated[int, Field(ge=1)] | Annotated[str, Field(pattern=_DIGITS)] | None = Field(
+        None, description="A version (an integer, or a string of digits), when the URL pins none")
     codec: Codec | None = Field(None, description="Output encoding (default: the model's)")
     timeout_ms: float | None = Field(None, gt=0)
 
@@ -92,10 +96,20 @@ class V2InferenceResponse(BaseModel):
     outputs: list[V2Tensor]
 
 
-_BODIES: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
-    "v1": (V1PredictRequest, V1PredictResponse),
-    "v2": (V2InferenceRequest, V2InferenceResponse),
-}
+@dataclass(frozen=True)
+class _Bodies:
+    """What a protocol's predict routes take and answer."""
+
+    request: type[BaseModel]
+    response: type[BaseModel]
+    binary: bool = False
+    """Triton's binary tensor extension: a JSON header, then raw bytes (its length in a
+    header)."""
+
+
+_BODIES = {"v1": _Bodies(V1PredictRequest, V1PredictResponse),
+           "v2": _Bodies(V2InferenceRequest, V2InferenceResponse, binary=True)}
+"""Per protocol (``HttpProtocol.name``)."""
 
 BEARER = "bearer"
 """The security scheme of ``facade.auth``'s tokens."""
@@ -162,16 +176,17 @@ _OK_BODIES: dict[tuple[str, str], dict[str, Any]] = {
 
 
 def _operation(route: PredictRoute) -> dict[str, Any]:
-    request, response = _BODIES[route.protocol]
+    name = route.protocol.name
+    bodies = _BODIES[name]
     parameters = [{"name": "name", "in": "path", "required": True,
                    "schema": {"type": "string", "pattern": MODEL_NAME}}]
     if "{version}" in route.path:
         parameters.append({"name": "version", "in": "path", "required": True,
                            "schema": {"type": "integer", "minimum": 1}})
-    content = {"application/json": {"schema": _ref(request)}}
+    content = {"application/json": {"schema": _ref(bodies.request)}}
     ok: dict[str, Any] = {"description": "The outputs",
-                          "content": {"application/json": {"schema": _ref(response)}}}
-    if route.protocol == "v2":  # the binary tensor extension: JSON header, then raw bytes
+                          "content": {"application/json": {"schema": _ref(bodies.response)}}}
+    if bodies.binary:
         binary = {"schema": {"type": "string", "format": "binary"}}
         content["application/octet-stream"] = binary
         ok["content"]["application/octet-stream"] = binary
@@ -182,8 +197,8 @@ def _operation(route: PredictRoute) -> dict[str, Any]:
         ok["headers"] = {"Inference-Header-Content-Length": header_length}
     pinned = "pinned" if "{version}" in route.path else "active"
     return {
-        "tags": [route.protocol], "summary": route.summary,
-        "operationId": f"predict_{route.protocol}_{pinned}",
+        "tags": [name], "summary": route.summary,
+        "operationId": f"predict_{name}_{pinned}",
         "parameters": parameters,
         "requestBody": {"required": True, "content": content},
         "responses": {"200": ok},
@@ -284,8 +299,8 @@ def document_predict_routes(api: FastAPI) -> None:
         schema = generate()
         components = schema.setdefault("components", {})
         schemas = components.setdefault("schemas", {})
-        for request, response in _BODIES.values():
-            for model in (request, response):
+        for bodies in _BODIES.values():
+            for model in (bodies.request, bodies.response):
                 definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update(definition.pop("$defs", {}))
                 schemas[model.__name__] = definition

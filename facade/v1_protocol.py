@@ -1,9 +1,9 @@
 """The v1 protocol (the original Inferno's API): its JSON request body in, its JSON response out.
 
-``V1Call`` is what ``facade.front`` hands the data plane for ``POST /v1/models/{name}:predict``.
-Bodies are parsed with orjson and decoded straight to numpy (``common.wire.json_request``, the
-same reader workers use for JSON queue messages); responses are encoded once by orjson, numpy
-arrays included.
+``V1`` answers ``POST /v1/models/{name}:predict`` in ``facade.front``: each request becomes a
+``V1Call`` for the data plane, its result or its error a JSON answer. Bodies are parsed with
+orjson and decoded straight to numpy (``common.wire.json_request``, the same reader workers use
+for JSON queue messages); responses are encoded once by orjson, numpy arrays included.
 """
 
 from __future__ import annotations
@@ -13,27 +13,18 @@ from typing import Any
 import numpy.typing as npt
 import orjson
 
-from common.errors import InvalidInput, InvalidJson
+from common.errors import InfernoError, InvalidInput, InvalidJson
 from common.model.codecs import Codec, encode_tensor
 from common.model.config import ModelConfig
 from common.wire.json_request import decode_json_inputs, parse_json_object
-from facade.data_plane import positive
+from facade.errors import JSON_HEADER, error_headers, v1_error
+from facade.protocol import Answer, Headers, positive, version_of
 
-__all__ = ["ROUTE", "V1Call"]
+__all__ = ["ROUTE", "V1", "V1Call", "V1Protocol"]
 
 Array = npt.NDArray[Any]
 ROUTE = "v1"
-
-
-def _version_of(body: dict[str, Any]) -> int | None:
-    version = body.get("version")
-    if version is None:
-        return None
-    if isinstance(version, str) and version.isdigit():
-        return int(version)
-    if isinstance(version, int) and not isinstance(version, bool) and version >= 1:
-        return version
-    raise InvalidInput("'version' must be a positive integer")
+_JSON = (JSON_HEADER,)
 
 
 def _codec_of(body: dict[str, Any], default: Codec) -> Codec:
@@ -48,7 +39,7 @@ def _codec_of(body: dict[str, Any], default: Codec) -> Codec:
 
 
 class V1Call:
-    """One v1 predict body; see ``facade.data_plane.ProtocolCall``."""
+    """One v1 predict body; see ``facade.protocol.ProtocolCall``."""
 
     __slots__ = ("_body", "_codec", "_raw")
     route = ROUTE
@@ -60,7 +51,9 @@ class V1Call:
 
     def parse(self) -> tuple[int | None, float | None]:
         self._body = parse_json_object(self._raw, InvalidJson)
-        return _version_of(self._body), positive(self._body.get("timeout_ms"), "'timeout_ms'")
+        version = self._body.get("version")
+        return (None if version is None else version_of(version, "version"),
+                positive(self._body.get("timeout_ms"), "'timeout_ms'"))
 
     def decode(self, config: ModelConfig) -> tuple[dict[str, Array], list[str] | None]:
         decoded = decode_json_inputs(self._body, config.signature)
@@ -73,3 +66,23 @@ class V1Call:
             {"model": config.name, "version": config.version,
              "outputs": {n: encode_tensor(a, dtypes[n], self._codec) for n, a in outputs.items()}},
             option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+class V1Protocol:
+    """v1 over HTTP; see ``facade.protocol.HttpProtocol``."""
+
+    __slots__ = ()
+    name = ROUTE
+
+    def call(self, body: bytes, headers: Headers) -> V1Call:
+        return V1Call(body)
+
+    def answer(self, result: bytes) -> Answer:
+        return 200, result, _JSON
+
+    def refuse(self, error: InfernoError) -> Answer:
+        status, body = v1_error(error)
+        return status, body, [JSON_HEADER, *error_headers(error)]
+
+
+V1 = V1Protocol()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends
-from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,25 +13,19 @@ from common.model.config import MODEL_NAME
 from facade.admin_service import AdminService
 from facade.auth import Guard
 from facade.cluster_view import ClusterView
+from facade.routing import ModelName, Version, json_response
 
 __all__ = ["v1_router"]
-
-ModelName = Annotated[str, PathParam(pattern=MODEL_NAME)]
-"""A model name in a path: anything else is a 422 before a lookup."""
 
 
 class ModelRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, Field(pattern=MODEL_NAME)]
-    version: Annotated[int, Field(ge=1)] | None = None
+    version: Version | None = None
 
 
 class VersionRef(ModelRef):
-    version: Annotated[int, Field(ge=1)]
-
-
-def _json(payload: Any) -> Response:
-    return Response(orjson.dumps(payload), media_type="application/json")
+    version: Version
 
 
 def v1_router(admin: AdminService, view: ClusterView, guard: Guard | None = None) -> APIRouter:
@@ -44,8 +36,8 @@ def v1_router(admin: AdminService, view: ClusterView, guard: Guard | None = None
     @router.get("/v1/models", summary="Every model: versions, active, loaded, serving workers",
                 dependencies=api_only)
     async def list_models() -> Response:
-        return _json({"models": [_summary(view, n) for n in view.repository.names()],
-                      "repository_errors": [str(p) for p in view.repository.problems]})
+        return json_response({"models": [_summary(view, n) for n in view.repository.names()],
+                              "repository_errors": [str(p) for p in view.repository.problems]})
 
     @router.get("/v1/models/{name}", summary="A model's versions with their full signatures",
                 dependencies=api_only)
@@ -54,7 +46,7 @@ def v1_router(admin: AdminService, view: ClusterView, guard: Guard | None = None
         summary["versions"] = [
             {**entry.config.describe(), "loaded": bool(view.serving(name, v))}
             for v, entry in sorted(view.repository.versions(name).items())]
-        return _json(summary)
+        return json_response(summary)
 
     @router.get("/v1/models/{name}/active", summary="The active version and its signature",
                 dependencies=api_only)
@@ -64,23 +56,23 @@ def v1_router(admin: AdminService, view: ClusterView, guard: Guard | None = None
             raise ModelNotLoaded(f"Model '{name}' has no active version; "
                                  f"activate one with POST /v1/models:activate")
         entry = view.repository.get(name, summary["active"])
-        return _json({**entry.config.describe(), "loaded": bool(
+        return json_response({**entry.config.describe(), "loaded": bool(
             view.serving(name, entry.config.version))})
 
     @router.post("/v1/models:load", summary="Load a version (default: newest) on the workers",
                  dependencies=admin_only)
     async def load(ref: ModelRef) -> Response:
-        return _json(await admin.load(ref.name, ref.version))
+        return json_response(await admin.load(ref.name, ref.version))
 
     @router.post("/v1/models:unload", summary="Unload a version (default: every version)",
                  dependencies=admin_only)
     async def unload(ref: ModelRef) -> Response:
-        return _json(await admin.unload(ref.name, ref.version))
+        return json_response(await admin.unload(ref.name, ref.version))
 
     @router.post("/v1/models:activate", summary="Switch the active version (hot swap)",
                  dependencies=admin_only)
     async def activate(ref: VersionRef) -> Response:
-        return _json(await admin.activate(ref.name, ref.version))
+        return json_response(await admin.activate(ref.name, ref.version))
 
     return router
 

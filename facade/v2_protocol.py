@@ -1,6 +1,8 @@
 """The Open Inference Protocol v2 (KServe) infer protocol, with Triton's binary tensor extension.
 
-``V2Call`` is what ``facade.front`` hands the data plane for ``POST /v2/models/{name}/infer``.
+``V2`` answers ``POST /v2/models/{name}/infer`` in ``facade.front``: each request becomes a
+``V2Call`` for the data plane, its result a ``V2Response`` (JSON, or JSON then binary outputs) and
+its error the protocol's JSON.
 
 A JSON request names each input's ``datatype`` and ``shape`` with ``data`` (flat row-major or
 nested), or, with the binary extension, ``parameters.binary_data_size``: the bytes follow the JSON
@@ -23,21 +25,25 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from common.errors import InvalidInput, InvalidJson
-from common.model.codecs import decode_tensor, json_safe, shaped
+from common.errors import InfernoError, InvalidInput, InvalidJson
+from common.model.codecs import array_from_bytes, check_shape, decode_tensor, json_safe
 from common.model.config import ModelConfig
 from common.model.dtypes import DType
 from common.model.signature import Signature
 from common.model.strings import decode_prefixed, encode_prefixed
 from common.wire.json_request import parse_json_object
-from facade.data_plane import positive
+from facade.errors import JSON_HEADER, error_headers, v2_error
+from facade.protocol import Answer, Headers, positive
 
-__all__ = ["HEADER_LENGTH", "ROUTE", "V2Call", "V2Response", "datatype_of", "dtype_of",
-           "header_length_of"]
+__all__ = ["HEADER_LENGTH", "ROUTE", "V2", "V2Call", "V2Protocol", "V2Response", "datatype_of",
+           "dtype_of", "header_length_of"]
 
 Array = npt.NDArray[Any]
 ROUTE = "v2"
 HEADER_LENGTH = "inference-header-content-length"
+_HEADER_LENGTH = HEADER_LENGTH.encode()
+_JSON = (JSON_HEADER,)
+_OCTETS = (b"content-type", b"application/octet-stream")
 
 _DATATYPES: dict[DType, str] = {
     DType.BOOL: "BOOL", DType.UINT8: "UINT8", DType.UINT16: "UINT16", DType.UINT32: "UINT32",
@@ -79,7 +85,7 @@ def header_length_of(value: str | None) -> int | None:
 
 
 class V2Call:
-    """One v2 infer request; see ``facade.data_plane.ProtocolCall``."""
+    """One v2 infer request; see ``facade.protocol.ProtocolCall``."""
 
     __slots__ = ("_binary", "_body", "_header", "_raw", "_split")
     route = ROUTE
@@ -113,6 +119,32 @@ class V2Call:
                        config.signature.output_dtypes, self._binary)
 
 
+class V2Protocol:
+    """v2 over HTTP; see ``facade.protocol.HttpProtocol``."""
+
+    __slots__ = ()
+    name = ROUTE
+
+    def call(self, body: bytes, headers: Headers) -> V2Call:
+        header_length = None
+        for key, value in headers:
+            if key == _HEADER_LENGTH:
+                header_length = value.decode("latin-1")
+        return V2Call(body, header_length)
+
+    def answer(self, result: V2Response) -> Answer:
+        if result.header_length is None:
+            return 200, result.body, _JSON
+        return 200, result.body, (_OCTETS, (_HEADER_LENGTH, b"%d" % result.header_length))
+
+    def refuse(self, error: InfernoError) -> Answer:
+        status, body = v2_error(error)
+        return status, body, [JSON_HEADER, *error_headers(error)]
+
+
+V2 = V2Protocol()
+
+
 def _decode_inputs(body: dict[str, Any], signature: Signature,
                    binary: memoryview) -> dict[str, Array]:
     inputs = body.get("inputs")
@@ -135,10 +167,7 @@ def _decode_inputs(body: dict[str, Any], signature: Signature,
         if dtype is not spec.dtype:
             raise InvalidInput(f"Input '{name}': expected datatype {datatype_of(spec.dtype)}, "
                                f"got {datatype_of(dtype)}")
-        shape = tensor.get("shape")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool)
-                                                and d >= 0 for d in shape)):
-            raise InvalidInput(f"Input '{name}': 'shape' must be a list of non-negative integers")
+        shape = check_shape(f"Input '{name}'", tensor.get("shape"))
         size = _parameters(tensor, f"input '{name}'").get("binary_data_size")
         if size is None:
             if "data" not in tensor:
@@ -159,10 +188,8 @@ def _decode_inputs(body: dict[str, Any], signature: Signature,
             raise InvalidInput(
                 f"Input '{name}': shape {shape} of {datatype_of(dtype)} needs {expected} bytes; "
                 f"binary_data_size is {size} with {len(binary) - offset} bytes left in the body")
-        array = shaped(name, np.frombuffer(binary[offset:offset + size], dtype.numpy), shape)
-        # Where the JSON header's length leaves the bytes unaligned, one copy aligns them:
-        # kernels on unaligned data are slower and may round differently.
-        arrays[name] = array if array.flags.aligned else array.copy()
+        arrays[name] = array_from_bytes(f"Input '{name}'", binary[offset:offset + size], dtype,
+                                        shape)
         offset += size
     if offset != len(binary):
         raise InvalidInput(f"{len(binary) - offset} bytes of binary data are not claimed by any "

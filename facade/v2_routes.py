@@ -5,20 +5,18 @@ Errors use the protocol's ``{"error": "..."}`` body (``facade.errors``).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-import orjson
 from fastapi import APIRouter, Depends
-from fastapi import Path as PathParam
 from fastapi.responses import Response
-from pydantic import Field
 
-from common.model.config import MODEL_NAME, ModelConfig, ModelFormat
+from common.model.config import ModelConfig, ModelFormat
 from common.model.dtypes import DType
 from common.model.signature import BATCH, TensorSpec
 from facade.admin_service import AdminService
 from facade.auth import Guard
 from facade.cluster_view import ClusterView
+from facade.routing import ModelName, Version, json_response
 from facade.v2_protocol import datatype_of
 
 __all__ = ["EXTENSIONS", "v2_router"]
@@ -27,12 +25,6 @@ SERVER_NAME = "inferno"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration"]
 _PLATFORMS = {ModelFormat.TORCHSCRIPT: "pytorch_libtorch", ModelFormat.PYTHON: "python"}
-Version = Annotated[int, Field(ge=1)]
-ModelName = Annotated[str, PathParam(pattern=MODEL_NAME)]
-
-
-def _json(payload: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
 
 
 def _shape(spec: TensorSpec) -> list[int]:
@@ -98,50 +90,52 @@ def v2_router(admin: AdminService, view: ClusterView, guard: Guard | None = None
     @router.get("/v2", summary="Server metadata",
                 dependencies=api_only)
     async def server_metadata() -> Response:
-        return _json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
+        return json_response({"name": SERVER_NAME, "version": SERVER_VERSION,
+                              "extensions": EXTENSIONS})
 
     @router.get("/v2/health/live", summary="Server liveness")
     async def server_live() -> Response:
-        return _json({"live": True})
+        return json_response({"live": True})
 
     @router.get("/v2/health/ready", summary="Ready: every active model has a live worker")
     async def server_ready() -> Response:
         ok = view.ready()[0]
-        return _json({"ready": ok}, 200 if ok else 400)
+        return json_response({"ready": ok}, 200 if ok else 400)
 
     @router.get("/v2/models/{name}", summary="Model metadata (active version)",
                 dependencies=api_only)
     async def model_metadata(name: ModelName) -> Response:
-        return _json(_metadata(resolve(name, None), sorted(repository.versions(name))))
+        return json_response(_metadata(resolve(name, None), sorted(repository.versions(name))))
 
     @router.get("/v2/models/{name}/versions/{version}", summary="Model version metadata",
                 dependencies=api_only)
     async def version_metadata(name: ModelName, version: Version) -> Response:
-        return _json(_metadata(resolve(name, version), [version]))
+        return json_response(_metadata(resolve(name, version), [version]))
 
     @router.get("/v2/models/{name}/ready", summary="Model readiness (active version)",
                 dependencies=api_only)
     async def model_ready(name: ModelName) -> Response:
         repository.versions(name)
         ok = ready(name, None)
-        return _json({"name": name, "ready": ok}, 200 if ok else 400)
+        return json_response({"name": name, "ready": ok}, 200 if ok else 400)
 
     @router.get("/v2/models/{name}/versions/{version}/ready", summary="Model version readiness",
                 dependencies=api_only)
     async def version_ready(name: ModelName, version: Version) -> Response:
         repository.get(name, version)
         ok = ready(name, version)
-        return _json({"name": name, "version": str(version), "ready": ok}, 200 if ok else 400)
+        return json_response({"name": name, "version": str(version), "ready": ok},
+                             200 if ok else 400)
 
     @router.get("/v2/models/{name}/config", summary="Model configuration (Triton extension)",
                 dependencies=api_only)
     async def model_config(name: ModelName) -> Response:
-        return _json(_config(resolve(name, None)))
+        return json_response(_config(resolve(name, None)))
 
     @router.get("/v2/models/{name}/versions/{version}/config", summary="Version configuration",
                 dependencies=api_only)
     async def version_config(name: ModelName, version: Version) -> Response:
-        return _json(_config(resolve(name, version)))
+        return json_response(_config(resolve(name, version)))
 
     @router.post("/v2/repository/index", summary="Every model version and its state",
                  dependencies=admin_only)
@@ -157,13 +151,13 @@ def v2_router(admin: AdminService, view: ClusterView, guard: Guard | None = None
                               "state": "READY" if serving else
                               ("LOADING" if wanted and not failed else "UNAVAILABLE"),
                               "reason": failed or ("" if serving or wanted else "unloaded")})
-        return _json(index)
+        return json_response(index)
 
     @router.post("/v2/repository/models/{name}/load", summary="Load a model (newest version)",
                  dependencies=admin_only)
     async def repository_load(name: ModelName) -> Response:
         await admin.load(name, None)
-        return _json({})
+        return json_response({})
 
     @router.post("/v2/repository/models/{name}/unload", summary="Unload every version",
                  dependencies=admin_only)
@@ -171,9 +165,9 @@ def v2_router(admin: AdminService, view: ClusterView, guard: Guard | None = None
         state = view.models.get(name)
         if state is None or not state.desired:
             repository.versions(name)
-            return _json({})  # Triton answers an unload of an unloaded model with success
+            return json_response({})  # Triton answers an unload of an unloaded model with success
         await admin.unload(name, None)
-        return _json({})
+        return json_response({})
 
     return router
 

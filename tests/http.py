@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from bench.process import free_port
+from harness.process import free_port
 
 __all__ = ["free_port", "request_json"]
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bench.services import DEFAULT_BROKER, DEFAULT_REDIS, delete_keys, fresh_vhost, unique_name
+from harness.services import DEFAULT_BROKER, DEFAULT_REDIS, delete_keys, fresh_vhost, unique_name
 
 
 def _reachable(url: str, default_port: int) -> bool:

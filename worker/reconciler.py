@@ -216,8 +216,8 @@ class Reconciler:
         """
         for name in {n for n, _ in self._runners}:
             target = active.get(name)
-            if (name, target) in self._runners and self._aliased.get(name) != target:
-                assert target is not None
+            if (target is not None and (name, target) in self._runners
+                    and self._aliased.get(name) != target):
                 await self._broker.bind_alias(name, target)
                 previous = self._aliased.get(name)
                 if previous is not None and (name, previous) in self._runners:

@@ -34,13 +34,15 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from common.errors import WorkerFailed
 from common.model.config import Device, ModelConfig, ModelFormat
 from common.model.dtypes import DType, float_to_bf16_bits
 from common.model.signature import BATCH, TensorSpec
 from common.model.strings import string_array
 from worker.device_buffers import DeviceTransfer, StagedBatch, stageable
 
-__all__ = ["Parts", "Runtime", "RuntimeContext", "create_runtime", "resolve_device"]
+__all__ = ["Parts", "Runtime", "RuntimeContext", "RuntimeNotLoaded", "create_runtime",
+           "resolve_device"]
 
 Array = npt.NDArray[Any]
 Parts = Mapping[str, Sequence[Array]]
@@ -69,6 +71,11 @@ def resolve_device(requested: Device) -> torch.device:
     return torch.device(requested.value)
 
 
+class RuntimeNotLoaded(WorkerFailed):
+    """A batch reached a runtime before ``load`` or after ``unload``: the worker's bookkeeping
+    broke, not the model (the batcher passes it on as the ``worker_failed`` it is)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RuntimeContext:
     """What a Python model's factory receives."""
@@ -88,6 +95,10 @@ class Runtime(ABC):
         if transfer is None and self.device.type == "cuda":
             transfer = DeviceTransfer(self.device)
         self._transfer = transfer
+
+    def _not_loaded(self) -> RuntimeNotLoaded:
+        return RuntimeNotLoaded(f"Model '{self.config.name}' version {self.config.version} is "
+                                "not loaded in this runtime")
 
     @property
     def transfer(self) -> DeviceTransfer | None:
@@ -225,14 +236,16 @@ class TorchScriptRuntime(Runtime):
     _module: torch.jit.ScriptModule | None = None
 
     def load(self) -> None:
-        assert self.config.artifact is not None  # guaranteed by ModelConfig
+        if self.config.artifact is None:  # ModelConfig refuses this: only an unvalidated one
+            raise ValueError(f"model {self.config.name}: format torchscript needs 'artifact'")
         module = torch.jit.load(str(self.context.directory / self.config.artifact),
                                 map_location=self.device)
         module.eval()
         self._module = module
 
     def _call(self, inputs: dict[str, torch.Tensor]) -> Mapping[str, Any]:
-        assert self._module is not None, "runtime not loaded"
+        if self._module is None:
+            raise self._not_loaded()
         # An optional input left out travels as None, which TorchScript takes as Optional[Tensor].
         args = [inputs.get(s.name) for s in self.config.signature.inputs]
         result = self._module(*args)
@@ -257,7 +270,8 @@ class PythonRuntime(Runtime):
     _fn: ModelFn | None = None
 
     def load(self) -> None:
-        assert self.config.entrypoint is not None  # guaranteed by ModelConfig
+        if self.config.entrypoint is None:  # ModelConfig refuses this: only an unvalidated one
+            raise ValueError(f"model {self.config.name}: format python needs 'entrypoint'")
         module_name, factory_name = self.config.entrypoint.split(":")
         module = _import_model_module(module_name, self.context.directory, self.config)
         factory = getattr(module, factory_name, None)
@@ -267,7 +281,8 @@ class PythonRuntime(Runtime):
         self._fn = factory(self.context)
 
     def _call(self, inputs: dict[str, torch.Tensor]) -> Mapping[str, Any]:
-        assert self._fn is not None, "runtime not loaded"
+        if self._fn is None:
+            raise self._not_loaded()
         result = self._fn(inputs)
         if not isinstance(result, Mapping):
             raise TypeError(f"model returned {type(result).__name__}, expected a dict of tensors")
@@ -285,7 +300,8 @@ def _import_model_module(name: str, directory: Path, config: ModelConfig) -> Mod
     # A unique module name per model version: two versions' model.py never shadow each other.
     unique = f"inferno_models.{config.name}.v{config.version}.{name}"
     spec = importlib.util.spec_from_file_location(unique, local)
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:  # a .py file always has a loader: say so if not
+        raise ImportError(f"cannot load {local} as a Python module", name=unique)
     module = importlib.util.module_from_spec(spec)
     sys.modules[unique] = module
     try:

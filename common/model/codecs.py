@@ -1,6 +1,11 @@
-"""Tensor payload codecs of the HTTP API: nested-list JSON ``data`` or raw ``b64`` bytes.
+"""Tensor payload codecs: nested-list JSON ``data``, and raw bytes (``b64``, v2's binary
+extension, the queue's tensor frames) by the one bytes-to-array decoder every protocol uses.
 
-A payload is ``{"data": [...]}`` or ``{"b64": "...", "shape": [...]}`` (``base64`` is accepted
+Where raw bytes came from (base64 text, a slice of an HTTP body, a frame's data region) is the
+caller's to check; from then on every protocol refuses the same things with the same words
+(``check_shape``, ``array_from_bytes``).
+
+A JSON payload is ``{"data": [...]}`` or ``{"b64": "...", "shape": [...]}`` (``base64`` is accepted
 for ``b64``: the original Inferno's name for it), with optional ``dtype`` (checked against the
 signature) and ``shape`` (with ``data``: checked, or used to reshape a flat row-major list).
 Everything goes through numpy in C: no per-element Python loops.
@@ -13,7 +18,7 @@ import binascii
 import math
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
@@ -22,9 +27,55 @@ from common.errors import InvalidInput
 from common.model.dtypes import DType, bf16_bits_to_float32, float_to_bf16_bits
 from common.model.strings import from_data
 
-__all__ = ["Codec", "decode_tensor", "encode_tensor", "json_safe", "shaped"]
+__all__ = ["MAX_DIMS", "Codec", "array_from_bytes", "check_shape", "decode_tensor", "encode_tensor",
+           "is_count", "json_safe", "shaped"]
 
 Array = npt.NDArray[Any]
+MAX_DIMS = 32
+"""Most dimensions a tensor may have (numpy 1.x's limit; nobody sends more)."""
+
+
+def is_count(value: Any) -> TypeGuard[int]:
+    """A non-negative integer (``True`` is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_shape(label: str, shape: Any) -> list[int]:
+    """``shape`` when it is a list of at most ``MAX_DIMS`` counts; else ``InvalidInput`` for
+    ``label`` (``"Input 'x'"``)."""
+    if not (isinstance(shape, list) and all(is_count(d) for d in shape)):
+        raise InvalidInput(f"{label}: 'shape' must be a list of non-negative integers")
+    if len(shape) > MAX_DIMS:
+        raise InvalidInput(f"{label}: 'shape' has {len(shape)} dimensions, at most {MAX_DIMS}")
+    return shape
+
+
+def shaped(label: str, array: Array, shape: list[int]) -> Array:
+    """``array`` reshaped to ``shape``; ``InvalidInput`` where numpy cannot (an empty tensor
+    declared with a dimension past what an array may hold, e.g. ``[0, 2**64]``)."""
+    try:
+        return array.reshape(shape)
+    except ValueError as exc:
+        raise InvalidInput(f"{label}: shape {shape} is not possible ({exc})") from None
+
+
+def array_from_bytes(label: str, raw: bytes | memoryview, dtype: DType,
+                     shape: list[int]) -> Array:
+    """The array of ``dtype`` and ``shape`` that ``raw`` holds, as a view on it (read-only for
+    ``bytes``); copied only where ``raw`` lies unaligned in memory, since kernels on unaligned
+    data are slower and may round differently. ``InvalidInput`` when the byte count is not the
+    shape's, the shape is impossible, or a ``bool`` byte is neither 0 nor 1 (torch would read 2
+    as true, numpy's comparisons as 2)."""
+    expected = math.prod(shape) * dtype.numpy.itemsize  # Python ints: no overflow
+    if len(raw) != expected:
+        raise InvalidInput(f"{label}: shape {shape} of {dtype.value} needs {expected} bytes, "
+                           f"got {len(raw)}")
+    array = shaped(label, np.frombuffer(raw, dtype.numpy), shape)
+    if not array.flags.aligned:
+        array = array.copy()
+    if dtype is DType.BOOL and array.size and array.view(np.uint8).max() > 1:
+        raise InvalidInput(f"{label}: bool bytes must be 0 or 1")
+    return array
 
 
 class Codec(StrEnum):
@@ -49,11 +100,8 @@ def decode_tensor(name: str, payload: Any, dtype: DType) -> Array:
     if declared is not None and declared != dtype.value:
         raise InvalidInput(f"Input '{name}': expected dtype {dtype.value}, got {declared}")
     shape = payload.get("shape")
-    if shape is not None and not (
-        isinstance(shape, list)
-        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-    ):
-        raise InvalidInput(f"Input '{name}': 'shape' must be a list of non-negative integers")
+    if shape is not None:
+        check_shape(f"Input '{name}'", shape)
     given = [k for k in ("data", *_RAW_KEYS) if k in payload]
     if len(given) != 1:
         got = f", got {' and '.join(given)}" if given else ""
@@ -78,22 +126,7 @@ def _from_b64(name: str, key: str, text: Any, shape: list[int] | None, dtype: DT
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidInput(f"Input '{name}': invalid base64 ({exc})") from exc
-    expected = math.prod(shape) * dtype.numpy.itemsize  # Python ints: no overflow
-    if len(raw) != expected:
-        raise InvalidInput(
-            f"Input '{name}': shape {shape} of {dtype.value} needs {expected} bytes, "
-            f"got {len(raw)}"
-        )
-    return shaped(name, np.frombuffer(raw, dtype=dtype.numpy), shape)
-
-
-def shaped(name: str, array: Array, shape: list[int]) -> Array:
-    """``array`` reshaped to ``shape``; a 422 where numpy cannot (an empty tensor declared with a
-    dimension past what an array may hold, e.g. ``[0, 2**64]``)."""
-    try:
-        return array.reshape(shape)
-    except ValueError as exc:
-        raise InvalidInput(f"Input '{name}': shape {shape} is not possible ({exc})") from None
+    return array_from_bytes(f"Input '{name}'", raw, dtype, shape)
 
 
 def _from_data(name: str, data: Any, shape: list[int] | None, dtype: DType) -> Array:
@@ -111,7 +144,7 @@ def _from_data(name: str, data: Any, shape: list[int] | None, dtype: DType) -> A
     if shape is not None and list(inferred.shape) != shape:
         # A flat list, or an empty one: nested lists cannot say [2, 0, 3], only [[], []].
         if (inferred.ndim == 1 or inferred.size == 0) and inferred.size == math.prod(shape):
-            inferred = shaped(name, inferred, shape)
+            inferred = shaped(f"Input '{name}'", inferred, shape)
         else:
             raise InvalidInput(
                 f"Input '{name}': 'shape' {shape} does not match the data's shape "

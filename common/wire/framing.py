@@ -28,13 +28,14 @@ import math
 import struct
 from collections.abc import Mapping
 from itertools import pairwise
-from typing import Any, TypeGuard
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
 from common.errors import InvalidInput
+from common.model.codecs import array_from_bytes, check_shape, is_count
 from common.model.dtypes import DType
 from common.model.strings import decode_offsets, encode_offsets
 
@@ -44,8 +45,7 @@ Array = npt.NDArray[Any]
 
 _ALIGN = 8
 _LEN = struct.Struct("<I")
-_MAX_DIMS = 32  # numpy 1.x's limit; nobody sends more
-_MAX_BYTES = int(np.iinfo(np.intp).max)
+_MALFORMED = "Malformed tensor message: "
 _DTYPES = {d.value: d for d in DType}
 
 
@@ -144,12 +144,8 @@ def decode_frame(body: bytes | bytearray | memoryview,
             if nbytes:
                 spans.append((offset, offset + nbytes, name))
             continue
-        array = np.frombuffer(view, dtype.numpy, math.prod(shape), start + offset).reshape(shape)
-        if not array.flags.aligned:
-            array = array.copy()
-        if dtype is DType.BOOL and array.size and array.view(np.uint8).max() > 1:
-            raise _malformed(f"tensor '{name}': bool bytes must be 0 or 1")
-        arrays[name] = array
+        arrays[name] = array_from_bytes(f"{_MALFORMED}tensor '{name}'",
+                                        view[start + offset:start + offset + nbytes], dtype, shape)
         if nbytes:
             spans.append((offset, offset + nbytes, name))
     spans.sort()
@@ -170,39 +166,23 @@ def _check_spec(spec: Any, size: int) -> tuple[str, DType, list[int], int, int]:
     if dtype is None:
         raise _malformed(f"tensor '{name}': unknown dtype {raw_dtype!r}; use one of: "
                          f"{', '.join(_DTYPES)}")
-    shape = spec.get("shape")
-    if not (isinstance(shape, list) and len(shape) <= _MAX_DIMS
-            and all(_is_count(d) for d in shape)):
-        raise _malformed(f"tensor '{name}': 'shape' must be a list of at most {_MAX_DIMS} "
-                         "non-negative integers")
+    shape = check_shape(f"{_MALFORMED}tensor '{name}'", spec.get("shape"))
     offset, nbytes = spec.get("offset"), spec.get("nbytes")
-    if not (_is_count(offset) and _is_count(nbytes)):
+    if not (is_count(offset) and is_count(nbytes)):
         raise _malformed(f"tensor '{name}': 'offset' and 'nbytes' must be non-negative integers")
     if dtype is DType.STRING:
         least = 4 * (math.prod(shape) + 1)
         if nbytes < least:
             raise _malformed(f"tensor '{name}': nbytes {nbytes} is too small for shape {shape} "
                              f"of string (at least {least} bytes of offsets)")
-        if offset + nbytes > size:
-            raise _malformed(f"tensor '{name}': bytes [{offset}, {offset + nbytes}) lie beyond "
-                             f"the data region of {size} bytes")
-        return name, dtype, shape, offset, nbytes
-    expected = math.prod(shape) * dtype.numpy.itemsize
-    if nbytes != expected:
+    elif nbytes != (expected := math.prod(shape) * dtype.numpy.itemsize):
         raise _malformed(f"tensor '{name}': nbytes {nbytes} does not match shape {shape} of "
                          f"{dtype.value} ({expected} bytes)")
     if offset + nbytes > size:
         raise _malformed(f"tensor '{name}': bytes [{offset}, {offset + nbytes}) lie beyond the "
                          f"data region of {size} bytes")
-    if not nbytes and math.prod(d for d in shape if d) * dtype.numpy.itemsize > _MAX_BYTES:
-        # numpy refuses such a shape even when a 0 dimension leaves it empty ([0, 2**70]).
-        raise _malformed(f"tensor '{name}': shape {shape} is larger than any array can be")
     return name, dtype, shape, offset, nbytes
 
 
-def _is_count(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 def _malformed(detail: str) -> InvalidInput:
-    return InvalidInput(f"Malformed tensor message: {detail}")
+    return InvalidInput(f"{_MALFORMED}{detail}")

@@ -23,12 +23,14 @@ import numpy.typing as npt
 import orjson
 
 from common.errors import InfernoError, InvalidInput, WorkerFailed, error_from_code
+from common.model.config import ModelConfig
 from common.model.dtypes import DType
 from common.model.signature import Checked, Signature
 from common.wire.framing import decode_frame, encode_frame
 from common.wire.json_request import decode_json_inputs, parse_json_object
 
 __all__ = [
+    "DEFAULT_MAX_ELEMENTS",
     "HEADER_DEADLINE",
     "HEADER_OUTPUTS",
     "HEADER_PUBLISHED",
@@ -42,6 +44,10 @@ __all__ = [
     "decode_inputs",
     "decode_reply",
     "encode_reply",
+    "epoch_ms",
+    "expiration",
+    "header_text",
+    "parse_epoch_ms",
     "parse_request_headers",
     "queue_name",
     "reply_content_type",
@@ -64,6 +70,8 @@ HEADER_PUBLISHED = "inferno-published"
 """Request: epoch milliseconds of the publish (the queue-wait metric); optional."""
 STATUS_OK = "ok"
 
+DEFAULT_MAX_ELEMENTS = 16_777_216
+"""``INFERNO_MAX_ELEMENTS_PER_TENSOR``'s default: 16 Mi elements, 64 MiB of float32."""
 _MAX_MESSAGE = 1000  # bytes of a non-JSON error body kept as the message
 
 
@@ -93,6 +101,26 @@ class PredictRequest:
     wire; ``None`` reads them off the arrays."""
     published: float = 0.0
     """Epoch seconds when the facade published it (queue-wait metric)."""
+
+    @classmethod
+    def admit(cls, config: ModelConfig, inputs: dict[str, Array], outputs: list[str] | None, *,
+              max_elements: int, deadline: float, request_id: str = "",
+              published: float = 0.0) -> PredictRequest:
+        """The admission, the one way decoded inputs become a request (``outputs``: the
+        selection asked for, ``None`` for all), or ``InvalidInput``. The facade admits what HTTP
+        clients send and the worker's consumer what producers publish by it, so a queue message
+        is held to an HTTP request's limits: the element limit per tensor, then the signature
+        (names, dtypes, shapes, rows, string limits, outputs)."""
+        for name, array in inputs.items():
+            if array.size > max_elements:
+                raise InvalidInput(f"Input '{name}': {array.size} elements exceed the limit of "
+                                   f"{max_elements} per tensor")
+        signature = config.signature
+        checked = signature.validate_request(
+            inputs, outputs, max_rows=config.batching.max_batch_size, model=config.name)
+        return cls(model=config.name, version=config.version, inputs=inputs, checked=checked,
+                   deadline=deadline, request_id=request_id, dtypes=signature.input_dtypes,
+                   published=published)
 
     def remaining(self, now: float | None = None) -> float:
         return self.deadline - (time.time() if now is None else now)
@@ -146,10 +174,10 @@ class RequestHeaders:
 def request_headers(deadline: float, outputs: Sequence[str] | None = None,
                     published: float | None = None) -> dict[str, Any]:
     """The AMQP headers of a request whose deadline is ``deadline`` (epoch seconds)."""
-    headers: dict[str, Any] = {HEADER_DEADLINE: round(deadline * 1000)}
+    headers: dict[str, Any] = {HEADER_DEADLINE: epoch_ms(deadline)}
     if published is not None:
         # Milliseconds: the AMQP timestamp property has whole seconds only.
-        headers[HEADER_PUBLISHED] = round(published * 1000)
+        headers[HEADER_PUBLISHED] = epoch_ms(published)
     if outputs:
         headers[HEADER_OUTPUTS] = ",".join(outputs)
     return headers
@@ -158,44 +186,57 @@ def request_headers(deadline: float, outputs: Sequence[str] | None = None,
 def parse_request_headers(headers: Mapping[str, Any] | None) -> RequestHeaders:
     """Read the ``inferno-*`` headers a producer sent; ``InvalidInput`` when one is malformed.
 
-    ``inferno-deadline`` may be an integer, a float or a numeric string (epoch ms);
-    ``inferno-outputs`` a comma-separated string or an array of strings.
+    ``inferno-outputs`` may be a comma-separated string or an array of strings.
     """
     if not headers:
         return RequestHeaders()
-    deadline = None
-    if headers.get(HEADER_DEADLINE) is not None:
-        deadline = _epoch_ms(headers[HEADER_DEADLINE]) / 1000
-    raw = _text(headers.get(HEADER_OUTPUTS))
+    raw = header_text(headers.get(HEADER_OUTPUTS))
     outputs: list[str] | None
     if raw is None:
         outputs = None
     elif isinstance(raw, str):
         outputs = [o.strip() for o in raw.split(",") if o.strip()]
-    elif isinstance(raw, (list, tuple)) and all(isinstance(_text(o), str) for o in raw):
-        outputs = [_text(o) for o in raw]
+    elif isinstance(raw, (list, tuple)) and all(isinstance(header_text(o), str) for o in raw):
+        outputs = [header_text(o) for o in raw]
     else:
         raise InvalidInput(f"Header '{HEADER_OUTPUTS}' must be comma-separated output names")
-    published = None
-    if headers.get(HEADER_PUBLISHED) is not None:
-        published = _epoch_ms(headers[HEADER_PUBLISHED], HEADER_PUBLISHED) / 1000
-    return RequestHeaders(deadline=deadline, outputs=outputs or None,
-                          published=published)
+    return RequestHeaders(deadline=parse_epoch_ms(headers, HEADER_DEADLINE),
+                          outputs=outputs or None,
+                          published=parse_epoch_ms(headers, HEADER_PUBLISHED))
 
 
-def _epoch_ms(value: Any, header: str = HEADER_DEADLINE) -> float:
-    value = _text(value)
+# --- the deadline on the wire: one rule for every message that carries one ------------------
+
+
+def epoch_ms(seconds: float) -> int:
+    """A time header's value (``inferno-deadline``, ``inferno-published``): integer epoch ms."""
+    return round(seconds * 1000)
+
+
+def parse_epoch_ms(headers: Mapping[str, Any], header: str) -> float | None:
+    """The time in a header, in epoch seconds (``None`` when absent); the header may hold an
+    integer, a float or a numeric string of epoch milliseconds, else ``InvalidInput``."""
+    value = header_text(headers.get(header))
+    if value is None:
+        return None
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
             value = float(value)
     if (isinstance(value, bool) or not isinstance(value, (int, float))
             or not math.isfinite(value) or value < 0):
         raise InvalidInput(f"Header '{header}' must be epoch milliseconds, got {value!r}")
-    return float(value)
+    return value / 1000
 
 
-def _text(value: Any) -> Any:
-    """AMQP clients may hand string headers over as bytes (pamqp does for non-UTF-8 text)."""
+def expiration(deadline: float, now: float) -> str:
+    """The AMQP ``expiration`` of a message due at ``deadline``: the whole milliseconds left, at
+    least 1 (the broker drops it then; an absent expiration would keep it forever)."""
+    return str(max(1, int((deadline - now) * 1000)))
+
+
+def header_text(value: Any) -> Any:
+    """A header's value with bytes read as text: AMQP clients may hand string headers over as
+    bytes (pamqp does for non-UTF-8 text)."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return value
@@ -229,7 +270,7 @@ def decode_reply(body: bytes | bytearray | memoryview, status: str | bytes | Non
 
     An error is rebuilt as its own class (``error_from_code``), the status naming the code.
     """
-    status = _text(status)
+    status = header_text(status)
     if status == STATUS_OK:
         try:
             outputs, _ = decode_frame(body)

@@ -33,12 +33,14 @@ SIGNATURE = Signature.model_validate({
 X = float_to_bf16_bits(np.array([[1.5, -2.0]], np.float32))
 GOOD_BODY = encode_frame({"x": X}, SIGNATURE.input_dtypes)
 TIMEOUT = 5.0
+MAX_ELEMENTS = 64
+"""The consuming broker's element limit per tensor (``INFERNO_MAX_ELEMENTS_PER_TENSOR``)."""
 
 
 @pytest.fixture
 async def amqp(amqp_url: str) -> AsyncIterator[AmqpBroker]:
     """The consuming side: a worker's broker."""
-    broker = AmqpBroker(amqp_url)
+    broker = AmqpBroker(amqp_url, max_elements=MAX_ELEMENTS)
     await broker.start()  # declares the exchange, inferno.dlx and inferno.dead-letter
     yield broker
     await broker.aclose()

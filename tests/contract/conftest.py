@@ -26,13 +26,13 @@ from typing import Protocol, TypeVar
 
 import pytest
 
-from bench.services import fresh_vhost
 from common.state.memory import InMemoryStateStore
 from common.state.redis_store import RedisStateStore
 from common.state.store import StateStore
 from common.transport.amqp.broker import AmqpBroker
 from common.transport.broker import Broker
 from common.transport.memory import InMemoryBroker
+from harness.services import fresh_vhost
 from tests.contract.amqp_peers import amqp, producer  # noqa: F401 (fixtures)
 from tests.services import RedisSpace
 

@@ -30,7 +30,6 @@ import numpy as np
 import orjson
 import pytest
 
-from bench.services import rabbitmqctl
 from common.errors import InvalidInput, ModelNotLoaded
 from common.model.dtypes import DType
 from common.transport.amqp.broker import EXCHANGE, AmqpBroker
@@ -51,8 +50,10 @@ from common.wire.envelope import (
     HEADER_ENVELOPE,
     encode_request_envelope,
 )
+from harness.services import rabbitmqctl
 from tests.contract.amqp_peers import (
     GOOD_BODY,
+    MAX_ELEMENTS,
     SIGNATURE,
     TIMEOUT,
     Producer,
@@ -115,6 +116,20 @@ MALFORMED = [
               JSON_CONTENT_TYPE, "is not possible"),
     Malformed("json-nested-past-the-parser", b'{"inputs": {"x": {"data": ' + b"[" * 5000
               + b"]" * 5000 + b"}}}", JSON_CONTENT_TYPE, "not valid JSON"),
+    # Admitted as the facade admits an HTTP request (issue 22): the element limit per tensor,
+    # and bool bytes other than 0/1, which the JSON decoder took from b64 until then.
+    Malformed("frame-over-the-element-limit", encode_frame(
+        {"x": np.zeros((MAX_ELEMENTS // 2 + 1, 2), np.uint16)}, SIGNATURE.input_dtypes),
+        TENSORS_CONTENT_TYPE, f"exceed the limit of {MAX_ELEMENTS} per tensor"),
+    Malformed("json-over-the-element-limit", json_body(
+        {"x": {"data": [[0.0, 0.0]] * (MAX_ELEMENTS // 2 + 1)}}), JSON_CONTENT_TYPE,
+        f"exceed the limit of {MAX_ELEMENTS} per tensor"),
+    Malformed("json-b64-bool-byte-2", json_body({"x": {"data": [[1.0, 2.0]]},
+                                                 "mask": {"b64": "AgA=", "shape": [1, 2]}}),
+              JSON_CONTENT_TYPE, "Input 'mask': bool bytes must be 0 or 1"),
+    Malformed("frame-bool-byte-2", encode_frame(
+        {"x": X, "mask": np.array([[2, 0]], np.uint8).view(np.bool_)}, SIGNATURE.input_dtypes),
+        TENSORS_CONTENT_TYPE, "tensor 'mask': bool bytes must be 0 or 1"),
     Malformed("bad-deadline-header", GOOD_BODY, TENSORS_CONTENT_TYPE, "inferno-deadline",
               headers={"inferno-deadline": "soon"}),
     Malformed("bad-outputs-header", GOOD_BODY, TENSORS_CONTENT_TYPE, "inferno-outputs",

@@ -687,3 +687,11 @@ async def test_an_alias_to_a_missing_queue_leaves_the_broker_working(broker: Bro
         await broker.bind_alias(model, 1)
     await broker.declare_queue(model, 1, max_length=10)
     await broker.bind_alias(model, 1)
+    # It does: a request reaches the version's consumer and its answer comes back.
+    inbox = Inbox()
+    await consume(broker, model, inbox, prefetch=1)
+    task = start(broker, make_request(model, 3))
+    delivery = await inbox.next()
+    assert delivery.request.request_id == "req-3"
+    await answer(delivery)
+    np.testing.assert_array_equal((await asyncio.wait_for(task, 2)).result()["y"], [[6.0, 1.0]])

@@ -23,7 +23,6 @@ import pytest
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from prometheus_client import CollectorRegistry
 
-from bench.proxy import CuttableProxy
 from common.backends import create_broker
 from common.metrics import WorkerMetrics
 from common.model.repository import ModelRepository
@@ -32,6 +31,7 @@ from common.state.redis_store import RedisStateStore
 from common.transport.broker import Broker
 from common.wire.messages import request_headers
 from facade.app import Facade
+from harness.proxy import CuttableProxy
 from tests.integration.conftest import make_repo
 from tests.services import RedisSpace
 from worker.reconciler import Reconciler

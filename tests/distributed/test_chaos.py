@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.chaos_faults import ALL_FAULTS
+from harness.faults import ALL_FAULTS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bench.proxy import CuttableProxy
+from harness.proxy import CuttableProxy
 from tests.distributed.conftest import Cluster, wait_ready
 from tests.integration.conftest import error_of, x_rows
 

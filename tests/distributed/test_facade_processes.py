@@ -31,8 +31,8 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.chaos_faults import facade_children as serving_children
-from bench.services import rabbitmqctl
+from harness.faults import facade_children as serving_children
+from harness.services import rabbitmqctl
 from tests.distributed.conftest import ROOT, Cluster
 from tests.distributed.stalls import BLOCKED, STALL_ENV, STOPPED_WITHIN_S, text_of, until_logged
 from tests.http import free_port

@@ -22,8 +22,8 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.services import rabbitmqctl
 from common.wire.messages import TENSORS_CONTENT_TYPE, encode_frame
+from harness.services import rabbitmqctl
 from tests.distributed.conftest import Cluster, queue_requests, replies_in, wait_ready
 from tests.gate import HOLD, Gate, until_done
 from tests.http import free_port

@@ -24,11 +24,11 @@ import aio_pika
 import httpx
 import pytest
 
-from bench.services import rabbitmqctl
 from common.transport.amqp.broker import DEAD_LETTER_QUEUE
 from common.transport.amqp.dead_letter import POISON_QUEUE
 from common.transport.amqp.retry import retry_queue_name
 from common.wire.messages import queue_name
+from harness.services import rabbitmqctl
 from tests.distributed.conftest import Cluster, wait_ready
 from tests.integration.conftest import error_of
 

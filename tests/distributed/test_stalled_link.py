@@ -2,7 +2,7 @@
 gone until AMQP heartbeats time out, a minute later) must not hold a predict past its deadline:
 every wait of a request is bounded by it, the first request's reply-queue declaration included.
 
-The silence is a stall of a ``CuttableProxy`` (bench/proxy.py) between the facade and the
+The silence is a stall of a ``CuttableProxy`` (harness/proxy.py) between the facade and the
 broker; the worker has a link of its own.
 """
 

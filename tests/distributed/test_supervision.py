@@ -1,7 +1,7 @@
 """Background loops on real Redis and RabbitMQ: an event nobody knows does not stop a watcher,
 and a worker that cannot finish an unload keeps reporting the runner that still consumes.
 
-The broker outage is a cut of a ``CuttableProxy`` (bench/proxy.py) between one worker and the
+The broker outage is a cut of a ``CuttableProxy`` (harness/proxy.py) between one worker and the
 broker: no other client of the shared broker is touched.
 """
 

@@ -228,6 +228,9 @@ BAD_PAYLOADS: dict[str, tuple[str, dict[str, Any], str]] = {
     "payload not an object": ("mlp", {"x": [0.5] * 256}, "expected an object"),
     "payload with neither data nor b64": ("mlp", {"x": {"shape": [1, 256]}},
                                           "give exactly one of"),
+    "a bool byte of 2 in b64": ("bag", {"tokens": {"data": [[1, 2]]}, "mask": {
+        "b64": base64.b64encode(b"\x01\x02").decode(), "shape": [1, 2]}},
+        "Input 'mask': bool bytes must be 0 or 1"),
 }
 
 
@@ -462,6 +465,47 @@ async def test_binary_data_that_does_not_match_its_shape_is_400(
     check(await client.post("/v2/models/bag/infer", content=binary_body(data, declared, shape),
                             headers={"inference-header-content-length": str(header_len)}),
           400, says)
+
+
+async def test_a_binary_bool_byte_other_than_0_or_1_is_400(client: httpx.AsyncClient) -> None:
+    """Tried: a BOOL input of the binary extension holding the byte 2 (torch would read it as
+    true, numpy's comparisons as 2)."""
+    mask = {"name": "mask", "datatype": "BOOL", "shape": [1, 2],
+            "parameters": {"binary_data_size": 2}}
+    header = json.dumps({"inputs": [V2_TOKENS, mask]}).encode()
+    check(await client.post("/v2/models/bag/infer", content=header + b"\x01\x02",
+                            headers={"inference-header-content-length": str(len(header))}),
+          400, "Input 'mask': bool bytes must be 0 or 1")
+
+
+# -- versions: one parser for paths and bodies ------------------------------------------------
+
+BAD_VERSIONS = ["0", -3, "two", 0, True, "1.5", "²"]
+
+
+@pytest.mark.parametrize("version", BAD_VERSIONS, ids=repr)
+async def test_a_bad_version_in_a_body_is_422(client: httpx.AsyncClient, version: Any) -> None:
+    """Tried: each version in a v1 predict body and in an admin body (a v1 predict with "0" was
+    a 404, and an admin body took true for 1)."""
+    says = "version: Input should be"
+    check(await client.post("/v1/models/bag:predict", json={**GOOD_BAG, "version": version}),
+          422, says)
+    for route in ("/v1/models:load", "/v1/models:unload", "/v1/models:activate"):
+        check(await client.post(route, json={"name": "bag", "version": version}), 422, says)
+
+
+@pytest.mark.parametrize("version", BAD_VERSIONS, ids=repr)
+async def test_a_bad_version_in_a_path_is_422_in_v1_and_400_in_v2(client: httpx.AsyncClient,
+                                                                   version: Any) -> None:
+    """Tried: each version (as JSON writes it) in every path that takes one."""
+    text = version if isinstance(version, str) else json.dumps(version)
+    says = "path.version: Input should be"
+    check(await client.post(f"/v1/models/bag/versions/{text}:predict", json=GOOD_BAG), 422,
+          says)
+    check(await client.post(f"/v2/models/bag/versions/{text}/infer", json={
+        "inputs": [V2_TOKENS, V2_MASK]}), 400, says)
+    for path in ("", "/ready", "/config"):
+        check(await client.get(f"/v2/models/bag/versions/{text}{path}"), 400, says)
 
 
 # -- nothing from the wire is unpickled or evaluated ------------------------------------------

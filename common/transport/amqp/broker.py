@@ -57,7 +57,13 @@ from common.transport.broker import (
     Subscription,
 )
 from common.wire.envelope import MAX_ENVELOPE_BYTES
-from common.wire.messages import PredictReply, PredictRequest, queue_name, routing_key
+from common.wire.messages import (
+    DEFAULT_MAX_ELEMENTS,
+    PredictReply,
+    PredictRequest,
+    queue_name,
+    routing_key,
+)
 
 __all__ = ["AmqpBroker"]
 
@@ -71,8 +77,11 @@ class AmqpBroker(Broker):
     def __init__(self, url: str, queue_type: str = "classic", delivery_limit: int = 5,
                  persistent: bool = False,
                  max_envelope_bytes: int = MAX_ENVELOPE_BYTES,
+                 max_elements: int = DEFAULT_MAX_ELEMENTS,
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self._url = url
+        self._max_elements = max_elements
+        """The element limit per tensor that consumers admit producers' requests by."""
         self._ssl_context = ssl_context
         """``amqps://``: the CA and client certificate to use (``common.tls``); ``None``: the
         system's trust store."""
@@ -116,6 +125,18 @@ class AmqpBroker(Broker):
             with contextlib.suppress(Exception):
                 await self._connection.close()
 
+    def _opened(self) -> AbstractRobustConnection:
+        """The connection ``start`` opened: before it, the broker is out of reach as after a
+        failed connect (the client's ``request`` says the same)."""
+        if self._connection is None:
+            raise BrokerUnavailable("Message broker unavailable: not started")
+        return self._connection
+
+    def _admin_channel(self) -> AbstractRobustChannel:
+        if self._admin is None:
+            raise BrokerUnavailable("Message broker unavailable: not started")
+        return self._admin
+
     async def request(self, request: PredictRequest, coalesce_rows: int = 1) -> PredictReply:
         return await self._client.request(request, coalesce_rows)
 
@@ -133,35 +154,35 @@ class AmqpBroker(Broker):
         return arguments
 
     async def declare_queue(self, model: str, version: int, max_length: int) -> None:
-        assert self._admin is not None, "broker not started"
+        admin = self._admin_channel()
         with broker_errors():
-            queue = await self._admin.declare_queue(
+            queue = await admin.declare_queue(
                 queue_name(model, version), durable=True,
                 arguments=self._queue_arguments(max_length))
             await queue.bind(EXCHANGE, routing_key(model, version))
             # Reached by workers only (default exchange): redelivered requests, one per message.
-            await self._admin.declare_queue(
+            await admin.declare_queue(
                 retry_queue_name(model, version), durable=True,
                 arguments=self._queue_arguments(max_length))
 
     async def bind_alias(self, model: str, version: int) -> None:
-        assert self._admin is not None, "broker not started"
+        admin = self._admin_channel()
         await self._require_queue(model, version)
         with broker_errors():
-            queue = await self._admin.get_queue(queue_name(model, version), ensure=False)
+            queue = await admin.get_queue(queue_name(model, version), ensure=False)
             await queue.bind(EXCHANGE, model)
 
     async def unbind_alias(self, model: str, version: int) -> None:
-        assert self._admin is not None, "broker not started"
+        admin = self._admin_channel()
         with broker_errors():
-            queue = await self._admin.get_queue(queue_name(model, version), ensure=False)
+            queue = await admin.get_queue(queue_name(model, version), ensure=False)
             await queue.unbind(EXCHANGE, model)
 
     async def delete_queue(self, model: str, version: int) -> None:
-        assert self._admin is not None, "broker not started"
+        admin = self._admin_channel()
         with broker_errors():
-            await self._admin.queue_delete(queue_name(model, version))
-            await self._admin.queue_delete(retry_queue_name(model, version))
+            await admin.queue_delete(queue_name(model, version))
+            await admin.queue_delete(retry_queue_name(model, version))
 
     async def queue_stats(self, model: str, version: int) -> QueueStats:
         """Ready messages of the version's queue and of its retry queue; consumers of the
@@ -180,11 +201,11 @@ class AmqpBroker(Broker):
 
     async def _peek(self, name: str) -> QueueStats | None:
         """A passive declare: the queue's ready messages and consumers, ``None`` if missing."""
-        assert self._connection is not None, "broker not started"
+        connection = self._opened()
         with broker_errors():
             # A throwaway admin channel: a passive declare of a missing queue closes its
             # channel, which must not be one that others share.
-            async with self._connection.channel() as channel:
+            async with connection.channel() as channel:
                 try:
                     queue = await channel.declare_queue(name, passive=True)
                 except aiormq.exceptions.ChannelNotFoundEntity:
@@ -199,7 +220,7 @@ class AmqpBroker(Broker):
 
     async def consume(self, config: ModelConfig, handler: DeliveryHandler,
                       prefetch: int) -> Subscription:
-        assert self._connection is not None, "broker not started"
+        connection = self._opened()
         model, version = config.name, config.version
 
         async def queue_exists() -> bool:
@@ -215,21 +236,21 @@ class AmqpBroker(Broker):
             retrier = await self._start_retries()
             # No publisher confirms: replies and acks leave together, in order, and a reply is a
             # transient message to a queue that may be gone (its facade died): nothing to await.
-            channel = await self._connection.channel(publisher_confirms=False)
+            channel = await connection.channel(publisher_confirms=False)
             await channel.set_qos(prefetch_count=prefetch)  # aio-pika restores it
             # ``prefetch`` counts requests' rows; the channel's count follows the rows per
             # message, at least a message per runner slot and a forming batch each.
             rows = RowPrefetch(channel, prefetch, floor=2 * config.concurrency.max_concurrency)
             consumer = QueueConsumer(channel, queue_name(model, version), config, handler,
-                                     queue_exists, rows, retry=(retrier, retry_name),
-                                     cancellations=self._cancellations)
+                                     queue_exists, rows, self._cancellations, self._max_elements,
+                                     retry=(retrier, retry_name))
             # The retry queue: one message in hand at a time, each in a batch of its own, so
             # that a poison request that kills this worker takes no other retried request along.
-            retry_channel = await self._connection.channel(publisher_confirms=False)
+            retry_channel = await connection.channel(publisher_confirms=False)
             await retry_channel.set_qos(prefetch_count=1)
             retry = QueueConsumer(retry_channel, retry_name, config, handler, retry_queue_exists,
-                                  RowPrefetch(retry_channel, 1, floor=1), isolated=True,
-                                  cancellations=self._cancellations)
+                                  RowPrefetch(retry_channel, 1, floor=1), self._cancellations,
+                                  self._max_elements, isolated=True)
             await consumer.start()
             await retry.start()
         return ConsumerGroup(consumer, retry)
@@ -238,13 +259,13 @@ class AmqpBroker(Broker):
         """The first consumer's: the channel that moves redelivered messages to the retry
         queues and answers the callers of poison requests (publisher confirms on both), and the
         listener of cancel notices."""
-        assert self._connection is not None, "broker not started"
+        connection = self._opened()
         async with self._retries_lock:
             if self._retrier is None:
-                channel = await self._connection.channel(publisher_confirms=True,
-                                                         on_return_raises=True)
+                channel = await connection.channel(publisher_confirms=True,
+                                                   on_return_raises=True)
                 responder = PoisonResponder(channel, self._delivery_limit)
                 await responder.start()
-                await self._cancellations.listen(self._connection)
+                await self._cancellations.listen(connection)
                 self._retrier, self._responder = Retrier(channel), responder
             return self._retrier

@@ -22,7 +22,8 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from pamqp.commands import Basic
 
-from common.wire.messages import HEADER_DEADLINE
+from common.errors import InvalidInput
+from common.wire.messages import HEADER_DEADLINE, epoch_ms, expiration, parse_epoch_ms
 
 __all__ = ["CANCEL_EXCHANGE", "MAX_NOTICES", "Cancellations", "cancel_notice"]
 
@@ -36,10 +37,9 @@ MAX_NOTICES = 100_000
 def cancel_notice(reply_to: str, correlation_id: str, deadline: float) -> Basic.Properties:
     """The properties of the notice that the request (``reply_to``, ``correlation_id``), due at
     ``deadline`` (epoch seconds), lost its caller."""
-    remaining_ms = max(1, int((deadline - time.time()) * 1000) + 1)
     return Basic.Properties(reply_to=reply_to, correlation_id=correlation_id,
-                            expiration=str(remaining_ms),
-                            headers={HEADER_DEADLINE: round(deadline * 1000)})
+                            expiration=expiration(deadline, time.time()),
+                            headers={HEADER_DEADLINE: epoch_ms(deadline)})
 
 
 class Cancellations:
@@ -50,6 +50,10 @@ class Cancellations:
 
     def __contains__(self, key: tuple[str, str]) -> bool:
         return key in self._until
+
+    def abandoned(self, reply_to: str | None, correlation_id: str | None) -> bool:
+        """Whether the request (``reply_to``, ``correlation_id``) has lost its caller."""
+        return (reply_to or "", correlation_id or "") in self._until
 
     def __len__(self) -> int:
         return len(self._until)
@@ -76,8 +80,11 @@ class Cancellations:
         await queue.consume(self._on_notice, no_ack=True)
 
     async def _on_notice(self, message: AbstractIncomingMessage) -> None:
-        deadline = (message.headers or {}).get(HEADER_DEADLINE)
-        if not (message.reply_to and message.correlation_id and isinstance(deadline, int)):
+        try:
+            deadline = parse_epoch_ms(message.headers or {}, HEADER_DEADLINE)
+        except InvalidInput:
+            deadline = None
+        if not (message.reply_to and message.correlation_id and deadline is not None):
             log.debug("malformed cancel notice ignored")
             return
-        self.add(message.reply_to, message.correlation_id, deadline / 1000)
+        self.add(message.reply_to, message.correlation_id, deadline)

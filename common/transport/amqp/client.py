@@ -63,6 +63,7 @@ from common.wire.messages import (
     PredictReply,
     PredictRequest,
     decode_reply,
+    expiration,
     request_headers,
     routing_key,
 )
@@ -126,23 +127,26 @@ class AmqpClient:
         it again."""
         async with self._reply_lock:
             if not self._reply_declared:
-                assert self._publisher is not None, "broker not started"
+                if self._publisher is None:
+                    raise BrokerUnavailable("Message broker unavailable: not started")
                 await self._publisher.declare_queue(
                     self._reply_name, exclusive=True, auto_delete=True)
-                await self._consume_replies()
+                await self._consume_replies(self._publisher)
                 self._reply_declared = True
 
-    async def _consume_replies(self) -> None:
-        assert self._publisher is not None
-        channel = await self._publisher.get_underlay_channel()
+    async def _consume_replies(self, publisher: AbstractRobustChannel) -> None:
+        channel = await publisher.get_underlay_channel()
         await channel.basic_consume(self._reply_name, self._on_reply, no_ack=True)
 
-    async def _on_publisher_reopened(self, *_: Any) -> None:
-        assert self._publisher is not None
-        self._publish_channel = await self._publisher.get_underlay_channel()
+    async def _on_publisher_reopened(self, publisher: AbstractRobustChannel | None) -> None:
+        """Called by aio-pika with the channel that reopened, the publisher (``None`` only once
+        it is garbage: this client holds it)."""
+        if publisher is None:
+            return
+        self._publish_channel = await publisher.get_underlay_channel()
         if self._reply_declared:
             try:
-                await self._consume_replies()
+                await self._consume_replies(publisher)
             except Exception:
                 log.exception("could not consume the reply queue again after reconnecting")
 
@@ -271,7 +275,7 @@ class AmqpClient:
         return body, Basic.Properties(
             content_type=TENSORS_CONTENT_TYPE, correlation_id=pending.correlation_id,
             reply_to=self._reply_name, message_id=message_id, headers=headers,
-            expiration=_expiration(pending.request.remaining(now)),
+            expiration=expiration(pending.request.deadline, now),
             delivery_mode=self._delivery_mode)
 
     def _envelope(self, group: list[Pending], now: float) -> tuple[bytes, Basic.Properties]:
@@ -287,7 +291,7 @@ class AmqpClient:
             reply_to=self._reply_name, message_id=envelope_id,
             headers={HEADER_ENVELOPE: ENVELOPE_VERSION,
                      **request_headers(deadline, published=now)},
-            expiration=_expiration(deadline - now), delivery_mode=self._delivery_mode)
+            expiration=expiration(deadline, now), delivery_mode=self._delivery_mode)
 
     async def _on_reply(self, message: DeliveredMessage) -> None:
         properties = message.header.properties
@@ -369,7 +373,3 @@ def _fail(group: list[Pending], error: InfernoError) -> None:
         if not pending.future.done():
             pending.future.set_exception(error)
 
-
-def _expiration(remaining: float) -> str:
-    """The AMQP ``expiration`` property: whole milliseconds, at least 1."""
-    return str(max(1, int(remaining * 1000)))

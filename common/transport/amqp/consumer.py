@@ -41,25 +41,18 @@ from common.errors import InvalidInput
 from common.model.config import ModelConfig
 from common.model.signature import Signature
 from common.transport.amqp.cancel import Cancellations
+from common.transport.amqp.delivered import Carried, Delivered, read_message, redeliveries
 from common.transport.amqp.outbox import Outbox
 from common.transport.amqp.prefetch import RowPrefetch
-from common.transport.amqp.retry import Retrier, redeliveries
+from common.transport.amqp.retry import Retrier
 from common.transport.amqp.settlement import EnvelopeSettlement, MemberDelivery
 from common.transport.broker import Delivery, DeliveryHandler, Subscription
-from common.wire.envelope import (
-    ENVELOPE_CONTENT_TYPE,
-    check_envelope_version,
-    decode_request_envelope,
-)
 from common.wire.messages import (
     HEADER_STATUS,
-    TENSORS_CONTENT_TYPE,
     PredictReply,
     PredictRequest,
-    RequestHeaders,
     decode_inputs,
     encode_reply,
-    parse_request_headers,
     reply_content_type,
 )
 
@@ -77,7 +70,7 @@ class _AmqpDelivery(Delivery):
 
     def __init__(self, message: DeliveredMessage, tag: int, request: PredictRequest,
                  outbox: Outbox, signature: Signature, isolated: bool,
-                 cancellations: Cancellations | None) -> None:
+                 cancellations: Cancellations) -> None:
         self.request = request
         self.isolated = isolated
         self._tag = tag
@@ -89,8 +82,7 @@ class _AmqpDelivery(Delivery):
     @property
     def abandoned(self) -> bool:
         properties = self._message.header.properties
-        return self._cancellations is not None and (
-            properties.reply_to or "", properties.correlation_id or "") in self._cancellations
+        return self._cancellations.abandoned(properties.reply_to, properties.correlation_id)
 
     async def reply(self, reply: PredictReply) -> None:
         _send_reply(self._outbox, self._message, reply, self._signature)
@@ -116,14 +108,16 @@ def _send_reply(outbox: Outbox, message: DeliveredMessage, reply: PredictReply,
 class QueueConsumer(Subscription):
     """One model version's queue consumed on a channel of its own, across reconnections.
 
+    ``cancellations``: the cancel notices, which tell a delivery whose caller left;
+    ``max_elements``: the element limit per tensor of admission (``PredictRequest.admit``);
     ``retry``: the retrier and the retry queue that redelivered messages move to (the version's
-    queue); ``isolated``: every delivery runs in a batch of its own (the retry queue);
-    ``cancellations``: the cancel notices, which tell a delivery whose caller left."""
+    queue); ``isolated``: every delivery runs in a batch of its own (the retry queue)."""
 
     def __init__(self, channel: AbstractRobustChannel, queue: str, config: ModelConfig,
                  handler: DeliveryHandler, queue_exists: Callable[[], Awaitable[bool]],
-                 prefetch: RowPrefetch, retry: tuple[Retrier, str] | None = None,
-                 isolated: bool = False, cancellations: Cancellations | None = None) -> None:
+                 prefetch: RowPrefetch, cancellations: Cancellations, max_elements: int,
+                 retry: tuple[Retrier, str] | None = None, isolated: bool = False) -> None:
+        self._max_elements = max_elements
         self._channel = channel
         self._cancellations = cancellations
         self._retry = retry
@@ -171,28 +165,25 @@ class QueueConsumer(Subscription):
         deliver = cast(Basic.Deliver, message.delivery)  # a consumer is only handed Deliver
         tag = cast(int, deliver.delivery_tag)
         outbox.delivered(tag)
-        properties = message.header.properties
-        content_type = (properties.content_type or "").split(";")[0].strip()
-        redelivered = redeliveries(properties, bool(deliver.redelivered))
+        redelivered = redeliveries(message.header.properties, bool(deliver.redelivered))
         if self._retry is not None and redelivered:
             retrier, retry_queue = self._retry
-            retrier.move(retry_queue, message.body, properties, content_type, redelivered,
+            retrier.move(retry_queue, message.body, message.header.properties, redelivered,
                          moved=lambda: outbox.ack(tag),
-                         in_place=lambda: self._take(message, tag, outbox, content_type, True))
+                         in_place=lambda: self._take(message, tag, outbox, True))
             return
-        self._take(message, tag, outbox, content_type, self._isolated)
+        self._take(message, tag, outbox, self._isolated)
 
-    def _take(self, message: DeliveredMessage, tag: int, outbox: Outbox, content_type: str,
-              isolated: bool) -> None:
-        """Decode the message and hand its request(s) over, or refuse it."""
+    def _take(self, message: DeliveredMessage, tag: int, outbox: Outbox, isolated: bool) -> None:
+        """Read the message and hand its request(s) over, or refuse it."""
         properties = message.header.properties
         try:
-            if content_type == ENVELOPE_CONTENT_TYPE:
-                self._prefetch.received(self._on_envelope(message, tag, outbox, isolated))
+            delivered = read_message(message.body, properties)
+            if delivered.envelope:
+                self._prefetch.received(self._on_envelope(delivered, message, tag, outbox,
+                                                          isolated))
                 return
-            request = _decode_request(self._config, message.body, content_type, properties,
-                                      parse_request_headers(properties.headers),
-                                      properties.message_id)
+            request = self._admit(delivered.requests[0], properties)
         except InvalidInput as exc:
             # A poison message: answer it (if anyone asked) and dead-letter it, never requeue.
             # Only producers send these (the facade validates first): INFO, not a warning.
@@ -204,30 +195,39 @@ class QueueConsumer(Subscription):
         self._handler(_AmqpDelivery(message, tag, request, outbox, self._signature, isolated,
                                     self._cancellations))
 
-    def _on_envelope(self, message: DeliveredMessage, tag: int, outbox: Outbox,
-                     isolated: bool) -> int:
-        """Hand each member over; a member that does not pass is answered with its error. An
-        envelope that cannot be read as a whole raises ``InvalidInput`` (refused as poison).
+    def _on_envelope(self, delivered: Delivered, message: DeliveredMessage, tag: int,
+                     outbox: Outbox, isolated: bool) -> int:
+        """Hand each member over; a member that does not pass is answered with its error.
         Returns the rows handed over."""
-        properties = message.header.properties
-        check_envelope_version(properties.headers)
-        members = decode_request_envelope(message.body)
-        settlement = EnvelopeSettlement(message, tag, outbox, self._signature, len(members))
+        settlement = EnvelopeSettlement(message, tag, outbox, self._signature,
+                                        len(delivered.requests))
         deliveries = []
-        for member in members:
+        for member in delivered.requests:
+            correlation_id = member.correlation_id or ""
             try:
-                request = _decode_request(self._config, member.body, TENSORS_CONTENT_TYPE,
-                                          properties, parse_request_headers(member.headers),
-                                          member.headers.get("message_id"))
+                request = self._admit(member, delivered.properties)
             except InvalidInput as exc:
-                settlement.reply(member.correlation_id, PredictReply(error=exc))
+                settlement.reply(correlation_id, PredictReply(error=exc))
                 settlement.settle()
                 continue
-            deliveries.append(MemberDelivery(member.correlation_id, request, settlement,
-                                             isolated, self._cancellations))
+            deliveries.append(MemberDelivery(correlation_id, request, settlement,
+                                             self._cancellations, isolated))
         for delivery in deliveries:
             self._handler(delivery)
         return sum(d.request.checked.rows for d in deliveries)
+
+    def _admit(self, carried: Carried, properties: Basic.Properties) -> PredictRequest:
+        """A producer's request (or an envelope's member) admitted as the facade admits an HTTP
+        request; ``InvalidInput`` when it does not pass."""
+        headers = carried.parsed_headers()
+        inputs, outputs = decode_inputs(carried.body, carried.content_type, self._signature)
+        # A producer that sets no deadline waits as long as the broker keeps the message.
+        deadline = headers.deadline if headers.deadline is not None else time.time() + NO_DEADLINE_S
+        published = headers.published or (properties.timestamp.timestamp()
+                                          if properties.timestamp else 0.0)
+        return PredictRequest.admit(self._config, inputs, outputs or headers.outputs,
+                                    max_elements=self._max_elements, deadline=deadline,
+                                    request_id=carried.message_id or "", published=published)
 
     async def cancel(self) -> None:
         if self._cancelled:  # close() after cancel(): the consumer is already gone
@@ -262,23 +262,3 @@ class ConsumerGroup(Subscription):
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._consumers))
 
-
-def _decode_request(config: ModelConfig, body: bytes | memoryview, content_type: str,
-                    properties: Basic.Properties, headers: RequestHeaders, message_id: object
-                    ) -> PredictRequest:
-    """A producer's message (or an envelope's member: a tensor body with its own headers and
-    message id) as a validated request: what the facade checks of an HTTP request, by the same
-    ``Signature.validate_request``; ``InvalidInput`` when it does not pass."""
-    signature = config.signature
-    inputs, outputs = decode_inputs(body, content_type, signature)
-    checked = signature.validate_request(inputs, outputs or headers.outputs,
-                                         max_rows=config.batching.max_batch_size,
-                                         model=config.name)
-    # A producer that sets no deadline waits as long as the broker keeps the message.
-    deadline = headers.deadline if headers.deadline is not None else time.time() + NO_DEADLINE_S
-    published = headers.published or (properties.timestamp.timestamp() if properties.timestamp
-                                      else 0.0)
-    return PredictRequest(model=config.name, version=config.version, inputs=inputs,
-                          checked=checked, deadline=deadline,
-                          request_id=message_id if isinstance(message_id, str) else "",
-                          published=published)

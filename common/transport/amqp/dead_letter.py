@@ -30,21 +30,22 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
+from pamqp.commands import Basic
 from pamqp.common import FieldTable
 
 from common.errors import InvalidInput, PoisonRequest
+from common.transport.amqp.delivered import Carried, read_message
 from common.wire.envelope import (
     ENVELOPE_CONTENT_TYPE,
     ENVELOPE_VERSION,
     HEADER_ENVELOPE,
-    decode_request_envelope,
     encode_reply_envelope,
 )
 from common.wire.messages import (
     HEADER_STATUS,
     PredictReply,
     encode_reply,
-    parse_request_headers,
+    header_text,
     reply_content_type,
 )
 
@@ -83,41 +84,36 @@ class PoisonReply:
     headers: dict[str, Any]
 
 
-def poison_reply(body: bytes, content_type: str | None, headers: Mapping[str, Any] | None,
-                 correlation_id: str | None, reply_to: str | None, delivery_limit: int,
+def poison_reply(body: bytes, properties: Basic.Properties, delivery_limit: int,
                  now: float | None = None) -> PoisonReply | None:
     """The answer to a dead letter, or ``None`` when it needs none: not dead-lettered for the
     delivery limit, no ``reply_to``, every request in it past its deadline, or an envelope
     that cannot be read (its callers time out)."""
-    headers = headers or {}
-    death = _latest_death(headers)
-    if not reply_to or death is None or _text(death.get("reason")) != REASON_DELIVERY_LIMIT:
+    death = _latest_death(properties.headers or {})
+    reply_to = properties.reply_to
+    if not reply_to or death is None or header_text(death.get("reason")) != REASON_DELIVERY_LIMIT:
         return None
     now = time.time() if now is None else now
-    queue = _text(death.get("queue")) or "its queue"
+    try:
+        delivered = read_message(body, properties)
+    except InvalidInput:
+        log.warning("dead-lettered envelope %s cannot be read: its callers are not answered",
+                    properties.correlation_id)
+        return None
+    waiting = [r for r in delivered.requests if not _expired(r, now)]
+    if not waiting:
+        return None
+    queue = header_text(death.get("queue")) or "its queue"
     error = PoisonRequest(
         f"The request was delivered {delivery_limit + 1} times from {queue} and the worker "
         f"holding it died each time (a poison request: it crashes the worker, e.g. a segfault, "
         f"os._exit or an out-of-memory kill); it was dead-lettered and will not be retried")
-    kind = (content_type or "").split(";")[0].strip()
-    if kind != ENVELOPE_CONTENT_TYPE:
-        if _expired(headers, now):
-            return None
-        reply, status = encode_reply(PredictReply(error=error))
-        return PoisonReply(reply_to, correlation_id, reply, reply_content_type(status),
-                           {HEADER_STATUS: status})
-    try:
-        members = decode_request_envelope(body)
-    except InvalidInput:
-        log.warning("dead-lettered envelope %s cannot be read: its callers are not answered",
-                    correlation_id)
-        return None
     reply, status = encode_reply(PredictReply(error=error))
-    replies = [(m.correlation_id, reply, status) for m in members
-               if not _expired(m.headers, now)]
-    if not replies:
-        return None
-    return PoisonReply(reply_to, correlation_id, encode_reply_envelope(replies),
+    if not delivered.envelope:
+        return PoisonReply(reply_to, properties.correlation_id, reply, reply_content_type(status),
+                           {HEADER_STATUS: status})
+    replies = [(r.correlation_id or "", reply, status) for r in waiting]
+    return PoisonReply(reply_to, properties.correlation_id, encode_reply_envelope(replies),
                        ENVELOPE_CONTENT_TYPE, {HEADER_ENVELOPE: ENVELOPE_VERSION})
 
 
@@ -128,18 +124,12 @@ def _latest_death(headers: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
-def _expired(headers: Mapping[str, Any], now: float) -> bool:
+def _expired(request: Carried, now: float) -> bool:
     try:
-        deadline = parse_request_headers(headers).deadline
+        deadline = request.deadline()
     except InvalidInput:
         return False  # answer it: a malformed deadline is no reason to leave a caller waiting
     return deadline is not None and deadline <= now
-
-
-def _text(value: object) -> str | None:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value if isinstance(value, str) else None
 
 
 class PoisonResponder:
@@ -157,9 +147,7 @@ class PoisonResponder:
 
     async def _on_dead_letter(self, message: AbstractIncomingMessage) -> None:
         try:
-            reply = poison_reply(message.body, message.content_type, message.headers,
-                                 message.correlation_id, message.reply_to,
-                                 self._delivery_limit)
+            reply = poison_reply(message.body, message.properties, self._delivery_limit)
         except Exception:  # never requeue what would fail the same way on every worker
             log.exception("dead letter %s not answered", message.message_id)
             reply = None

@@ -41,19 +41,14 @@ from typing import Any
 from aio_pika.abc import AbstractRobustChannel
 from pamqp.commands import Basic
 
-from common.wire.envelope import (
-    ENVELOPE_CONTENT_TYPE,
-    check_envelope_version,
-    decode_request_envelope,
-)
-from common.wire.messages import TENSORS_CONTENT_TYPE, parse_request_headers, queue_name
+from common.transport.amqp.delivered import read_message
+from common.wire.messages import expiration, queue_name
 
 __all__ = [
     "HEADER_REDELIVERED",
     "RETRY_SUFFIX",
     "Retrier",
     "RetryCopy",
-    "redeliveries",
     "retry_copies",
     "retry_queue_name",
 ]
@@ -66,23 +61,15 @@ HEADER_REDELIVERED = "inferno-redelivered"
 PUBLISH_TIMEOUT_S = 5.0
 """How long a copy may wait for its confirm before the original is computed in place."""
 _DROPPED = ("x-delivery-count", "x-death", "x-first-death-exchange", "x-first-death-queue",
-            "x-first-death-reason")
-"""Headers the broker wrote on the original; the copy starts its own history."""
+            "x-first-death-reason", "message_id")
+"""Headers the broker wrote on the original, for the copy starts its own history, and an
+envelope member's message id, which its copy carries as a property."""
 
 
 def retry_queue_name(model: str, version: int) -> str:
     """``inferno.<model>.v<version>.retry``: never a model version's queue name, which ends in
     ``.v<digits>``."""
     return queue_name(model, version) + RETRY_SUFFIX
-
-
-def redeliveries(properties: Basic.Properties, redelivered: bool) -> int:
-    """How many earlier deliveries of this message ended without a settlement: quorum queues'
-    ``x-delivery-count``, else 1 when the broker flags it ``redelivered`` (classic queues)."""
-    count = (properties.headers or {}).get("x-delivery-count")
-    if isinstance(count, int) and not isinstance(count, bool) and count > 0:
-        return count
-    return 1 if redelivered else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,50 +80,30 @@ class RetryCopy:
     properties: Basic.Properties
 
 
-def retry_copies(body: bytes | memoryview, properties: Basic.Properties, content_type: str,
-                 redelivered: int, now: float | None = None) -> list[RetryCopy]:
+def retry_copies(body: bytes | memoryview, properties: Basic.Properties, redelivered: int,
+                 now: float | None = None) -> list[RetryCopy]:
     """The single messages a redelivered message becomes: itself, or each envelope member;
     requests past their deadline are left out. ``InvalidInput`` when it cannot be read (an
     envelope's framing, a malformed ``inferno-deadline``): then it is not moved, and the
     consumer refuses it as it refuses any malformed message."""
     now = time.time() if now is None else now
-    if content_type != ENVELOPE_CONTENT_TYPE:
-        headers = {k: v for k, v in (properties.headers or {}).items() if k not in _DROPPED}
-        deadline = parse_request_headers(headers).deadline
-        expiration = properties.expiration if deadline is None else _expiration(deadline, now)
-        if expiration is None and deadline is not None:
-            return []
-        headers[HEADER_REDELIVERED] = redelivered
-        return [RetryCopy(bytes(body), Basic.Properties(
-            content_type=properties.content_type, content_encoding=properties.content_encoding,
-            headers=headers, delivery_mode=properties.delivery_mode,
-            priority=properties.priority, correlation_id=properties.correlation_id,
-            reply_to=properties.reply_to, expiration=expiration,
-            message_id=properties.message_id, timestamp=properties.timestamp,
-            message_type=properties.message_type, app_id=properties.app_id))]
-    check_envelope_version(properties.headers)
     copies = []
-    for member in decode_request_envelope(body):
-        headers = {k: v for k, v in member.headers.items() if k != "message_id"}
-        deadline = parse_request_headers(headers).deadline
-        expiration = None if deadline is None else _expiration(deadline, now)
-        if deadline is not None and expiration is None:
+    for request in read_message(body, properties).requests:
+        deadline = request.deadline()
+        if deadline is not None and deadline <= now:
             continue  # nobody waits for it any more
+        headers = {k: v for k, v in request.headers.items() if k not in _DROPPED}
         headers[HEADER_REDELIVERED] = redelivered
-        message_id = member.headers.get("message_id")
-        copies.append(RetryCopy(bytes(member.body), Basic.Properties(
-            content_type=TENSORS_CONTENT_TYPE, headers=headers,
-            delivery_mode=properties.delivery_mode, correlation_id=member.correlation_id,
-            reply_to=properties.reply_to, expiration=expiration or properties.expiration,
-            message_id=message_id if isinstance(message_id, str) else None,
-            timestamp=properties.timestamp)))
+        copies.append(RetryCopy(bytes(request.body), Basic.Properties(
+            content_type=request.content_type, content_encoding=properties.content_encoding,
+            headers=headers, delivery_mode=properties.delivery_mode,
+            priority=properties.priority, correlation_id=request.correlation_id,
+            reply_to=properties.reply_to, message_id=request.message_id,
+            expiration=(properties.expiration if deadline is None
+                        else expiration(deadline, now)),
+            timestamp=properties.timestamp, message_type=properties.message_type,
+            app_id=properties.app_id)))
     return copies
-
-
-def _expiration(deadline: float, now: float) -> str | None:
-    """What remains of a deadline as an AMQP ``expiration``; ``None`` once it has passed."""
-    remaining = int((deadline - now) * 1000)
-    return str(remaining) if remaining >= 1 else None
 
 
 class Retrier:
@@ -148,20 +115,20 @@ class Retrier:
         self._moving: set[asyncio.Task[None]] = set()  # strong references
 
     def move(self, queue: str, body: bytes | memoryview, properties: Basic.Properties,
-             content_type: str, redelivered: int, moved: Callable[[], None],
+             redelivered: int, moved: Callable[[], None],
              in_place: Callable[[], None]) -> None:
         """Copy the message's requests to ``queue`` in a task of its own, then call ``moved``
         (acknowledge the original); when that fails, ``in_place`` (compute it here)."""
-        task = asyncio.create_task(self._move(queue, body, properties, content_type,
-                                              redelivered, moved, in_place))
+        task = asyncio.create_task(self._move(queue, body, properties, redelivered, moved,
+                                              in_place))
         self._moving.add(task)
         task.add_done_callback(self._moving.discard)
 
     async def _move(self, queue: str, body: bytes | memoryview, properties: Basic.Properties,
-                    content_type: str, redelivered: int, moved: Callable[[], None],
+                    redelivered: int, moved: Callable[[], None],
                     in_place: Callable[[], None]) -> None:
         try:
-            copies = retry_copies(body, properties, content_type, redelivered)
+            copies = retry_copies(body, properties, redelivered)
         except Exception:  # malformed: the consumer refuses it as it refuses any such message
             in_place()
             return

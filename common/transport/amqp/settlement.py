@@ -98,8 +98,8 @@ class MemberDelivery(Delivery):
     __slots__ = ("_cancellations", "_correlation_id", "_settlement", "isolated", "request")
 
     def __init__(self, correlation_id: str, request: PredictRequest,
-                 settlement: EnvelopeSettlement, isolated: bool = False,
-                 cancellations: Cancellations | None = None) -> None:
+                 settlement: EnvelopeSettlement, cancellations: Cancellations,
+                 isolated: bool = False) -> None:
         self.request = request
         self.isolated = isolated
         self._correlation_id = correlation_id
@@ -108,8 +108,7 @@ class MemberDelivery(Delivery):
 
     @property
     def abandoned(self) -> bool:
-        return self._cancellations is not None and (
-            self._settlement.reply_to, self._correlation_id) in self._cancellations
+        return self._cancellations.abandoned(self._settlement.reply_to, self._correlation_id)
 
     async def reply(self, reply: PredictReply) -> None:
         self._settlement.reply(self._correlation_id, reply)

@@ -212,3 +212,14 @@ async def test_the_wait_ends_at_the_deadline(served: Served) -> None:
         await asyncio.wait_for(served.plane.infer("mlp", None, Call(timeout_ms=50)), 5)
     assert served.count("infer_exceptions_total", model="mlp", route="v9",
                         code="deadline_exceeded") == 1
+
+
+async def test_a_tensor_past_the_element_limit_is_refused_before_the_signature(
+        served: Served) -> None:
+    """The shared admission (PredictRequest.admit) with INFERNO_MAX_ELEMENTS_PER_TENSOR."""
+    plane = DataPlane(FacadeSettings(max_elements_per_tensor=256), served.broker, served.view,
+                      FacadeMetrics(CollectorRegistry()))
+    wrong = {"x": np.zeros((2, 300), np.float32)}  # the wrong shape too: the limit speaks first
+    with pytest.raises(InvalidInput, match="Input 'x': 600 elements exceed the limit of 256"):
+        await plane.infer("mlp", None, Call(inputs=wrong))
+    assert served.seen == []

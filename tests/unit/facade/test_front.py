@@ -8,6 +8,7 @@ scripted answer or error) and a plain ASGI app standing for FastAPI behind the f
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -16,15 +17,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 from starlette.types import Message, Receive, Scope, Send
 
-from common.errors import DeadlineExceeded, InvalidInput, ModelNotFound
+from common.errors import DeadlineExceeded, InfernoError, InvalidInput, ModelNotFound
 from common.metrics import FacadeMetrics
+from common.model.config import ModelConfig
 from common.model.repository import ModelRepository
 from common.settings import FacadeSettings
 from common.state.memory import InMemoryStateStore
 from common.transport.memory import InMemoryBroker
 from facade.cluster_view import ClusterView
-from facade.data_plane import DataPlane, ProtocolCall
-from facade.front import PREDICT_ROUTES, Front
+from facade.data_plane import DataPlane
+from facade.front import PREDICT_ROUTES, Front, PredictRoute
+from facade.protocol import Answer, Headers, ProtocolCall
 from facade.v1_protocol import V1Call
 from facade.v2_protocol import V2Call, V2Response
 from tests.unit.conftest import SAMPLE_MODELS
@@ -128,6 +131,14 @@ async def test_everything_else_goes_to_the_app_behind(
     ("POST", "/v2/models/mlp/versions/-3/infer", 400,
      "path.version: Input should be greater than or equal to 1"),
     ("POST", "/v1/models/mlp/versions/two:predict", 422,
+     "path.version: Input should be a valid integer, unable to parse string as an integer"),
+    ("POST", "/v1/models/mlp/versions/1.5:predict", 422,
+     "path.version: Input should be a valid integer, unable to parse string as an integer"),
+    ("POST", "/v1/models/mlp/versions/+3:predict", 422,
+     "path.version: Input should be a valid integer, unable to parse string as an integer"),
+    ("POST", "/v2/models/mlp/versions/1_0/infer", 400,
+     "path.version: Input should be a valid integer, unable to parse string as an integer"),
+    ("POST", "/v2/models/mlp/versions/%C2%B2/infer", 400,
      "path.version: Input should be a valid integer, unable to parse string as an integer"),
 ])
 async def test_a_predict_path_refuses_other_methods_and_bad_versions(
@@ -237,3 +248,61 @@ def test_every_predict_route_is_matched_by_its_own_pattern() -> None:
         match = route.pattern.match(path)
         assert match is not None, route.path
         assert match.groups() == (("m", "3") if "{version}" in route.path else ("m",))
+
+
+@dataclass
+class ToyCall:
+    """What the toy protocol hands the data plane (the recording plane only keeps it)."""
+
+    body: bytes
+    headers: Headers
+    route = "toy"
+
+    def parse(self) -> tuple[int | None, float | None]:
+        return None, None
+
+    def decode(self, config: ModelConfig) -> tuple[dict[str, Any], list[str] | None]:
+        return {}, None
+
+    def encode(self, config: ModelConfig, outputs: dict[str, Any]) -> bytes:
+        return b""
+
+
+class Toy:
+    """A protocol the front has never heard of: text in, text out, errors as text with 418."""
+
+    name = "toy"
+    _TEXT = ((b"content-type", b"text/plain"),)
+
+    def call(self, body: bytes, headers: Headers) -> ToyCall:
+        return ToyCall(body, headers)
+
+    def answer(self, result: bytes) -> Answer:
+        return 201, result, self._TEXT
+
+    def refuse(self, error: InfernoError) -> Answer:
+        return 418, error.message.encode(), self._TEXT
+
+
+async def test_a_new_protocol_is_an_object_and_a_row_of_the_route_table(
+        plane: RecordingPlane, behind: Behind) -> None:
+    """The front makes the call, writes the answer and the errors as the protocol says."""
+    routes = (*PREDICT_ROUTES, PredictRoute("/toy/{name}/go", Toy(), "A toy"))
+    front = Front(behind, plane, max_body_bytes=MAX_BODY, access_log=False, routes=routes)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=front), base_url="http://front")
+    plane.answer = b"hello"
+    response = await client.post("/toy/mlp/go", content=b"hi", headers={"x-toy": "1"})
+    assert (response.status_code, response.text) == (201, "hello")
+    assert response.headers["content-type"] == "text/plain" and response.headers["x-request-id"]
+    [(model, pinned, call, _)] = plane.calls
+    assert isinstance(call, ToyCall) and (model, pinned, call.body) == ("mlp", None, b"hi")
+    assert (b"x-toy", b"1") in call.headers
+    plane.error = ModelNotFound("no mlp")
+    refused = await client.post("/toy/mlp/go", content=b"hi")
+    assert (refused.status_code, refused.text) == (418, "no mlp")
+    too_large = await client.post("/toy/mlp/go", content=b"x" * (MAX_BODY + 1))
+    assert too_large.status_code == 418 and "exceeds the limit" in too_large.text
+    assert (await client.get("/toy/mlp/go")).status_code == 418  # 405, in the toy's words
+    assert (await client.post("/toy/mlp/other")).text == "behind"
+    v1 = await client.post("/v1/models/mlp:predict", content=b"{}")
+    assert v1.json()["error"]["code"] == "model_not_found", "v1 keeps its own error format"

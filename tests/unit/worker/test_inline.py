@@ -16,18 +16,18 @@ import numpy.typing as npt
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bench.built import BUILT, TINY
 from common.metrics import WorkerMetrics
 from common.model.config import Device, ModelConfig
 from common.model.repository import ModelRepository
 from common.transport.memory import InMemoryBroker
 from common.wire.messages import PredictRequest
+from harness.built import BUILT, TINY
 from tests.unit.conftest import TEST_MODELS
 from worker.batcher import Batcher
 from worker.runtime import Parts, Runtime, create_runtime
 
 Array = npt.NDArray[Any]
-# bench.built traces the 4 -> 2 model with torch.jit.trace, which torch 2.13 marks deprecated.
+# harness.built traces the 4 -> 2 model with torch.jit.trace, which torch 2.13 marks deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
 
 

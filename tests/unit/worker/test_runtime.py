@@ -15,7 +15,7 @@ import yaml
 from common.model.config import Device, ModelConfig
 from common.model.dtypes import DType, bf16_bits_to_float32, float_to_bf16_bits
 from common.model.repository import ModelRepository
-from worker.runtime import Runtime, create_runtime, resolve_device
+from worker.runtime import Runtime, RuntimeNotLoaded, create_runtime, resolve_device
 
 MAIN = Path(__file__).resolve().parents[3]
 TEST_MODELS = MAIN / "tests" / "models"
@@ -73,16 +73,40 @@ def test_torchscript_sample_mlp_returns_probs_and_label() -> None:
     np.testing.assert_array_equal(out["label"], label.numpy())
 
 
-def test_warm_up_runs_a_batch_of_zeros() -> None:
-    runtime = load(SAMPLE_MODELS, "mlp", 1)
+def test_warm_up_runs_a_batch_of_zeros(tmp_path: Path) -> None:
+    # The model saves what each call receives: the warm-up is seen from the model's side.
+    config = python_config("warm", [{"name": "y", "dtype": "float32", "shape": ["batch"]}])
+    config["signature"]["inputs"].append({"name": "ids", "dtype": "int64", "shape": ["batch", 3]})
+    directory = write_model(tmp_path, config, {"model.py": """
+        import numpy as np
+        import torch
+
+        def create(context):
+            def predict(inputs):
+                call = len(list(context.directory.glob("call-*.npz")))
+                np.savez(context.directory / f"call-{call}.npz",
+                         **{name: tensor.numpy() for name, tensor in inputs.items()})
+                return {"y": torch.zeros(len(inputs["x"]))}
+            return predict
+    """})
+    runtime = load(tmp_path, "warm")
+
     runtime.warm_up()
-    runtime.unload()
+
+    calls = sorted(directory.glob("call-*.npz"))
+    assert len(calls) == 1, "one batch on the CPU, at batch size 1"
+    seen = np.load(calls[0])
+    assert sorted(seen.files) == ["ids", "x"]
+    # The batch dimension and the symbolic "n" are 1; fixed dimensions keep their size.
+    assert seen["x"].dtype == np.float32 and seen["x"].shape == (1, 1)
+    assert seen["ids"].dtype == np.int64 and seen["ids"].shape == (1, 3)
+    assert not seen["x"].any() and not seen["ids"].any()
 
 
 def test_an_unloaded_runtime_refuses_to_predict() -> None:
     runtime = load(SAMPLE_MODELS, "mlp", 1)
     runtime.unload()
-    with pytest.raises(AssertionError, match="not loaded"):
+    with pytest.raises(RuntimeNotLoaded, match="not loaded"):
         runtime.predict({"x": np.zeros((1, 256), np.float32)})
 
 

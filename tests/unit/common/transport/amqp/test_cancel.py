@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 
@@ -39,3 +41,24 @@ def test_a_notice_expires_with_its_request() -> None:
     assert (properties.reply_to, properties.correlation_id) == ("inferno.reply.a", "1f")
     assert properties.headers == {HEADER_DEADLINE: round(deadline * 1000)}
     assert properties.expiration is not None and 2000 < int(properties.expiration) <= 2501
+
+
+@pytest.mark.parametrize("written", [lambda ms: ms, float, str, lambda ms: str(ms).encode()])
+async def test_a_notice_reads_its_deadline_by_the_rule_requests_do(
+        written: Callable[[int], object]) -> None:
+    """One deadline codec (issue 22): the notice once took an integer only."""
+    deadline = time.time() + 5
+    notices = Cancellations()
+    notice = SimpleNamespace(reply_to="r", correlation_id="c",
+                             headers={HEADER_DEADLINE: written(round(deadline * 1000))})
+    await notices._on_notice(notice)  # type: ignore[arg-type]
+    assert notices.abandoned("r", "c") and not notices.abandoned("r", "other")
+
+
+async def test_a_notice_with_a_malformed_deadline_is_ignored() -> None:
+    notices = Cancellations()
+    for deadline in ("soon", -1, None, True):
+        notice = SimpleNamespace(reply_to="r", correlation_id="c",
+                                 headers={HEADER_DEADLINE: deadline})
+        await notices._on_notice(notice)  # type: ignore[arg-type]
+    assert len(notices) == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pamqp.commands import Basic
 
 from common.errors import PoisonRequest
 from common.transport.amqp.dead_letter import poison_binding, poison_reply
@@ -26,6 +27,13 @@ from common.wire import (
 NOW = 1_800_000_000.0
 
 
+def props(content_type: str | None, headers: dict[str, Any], correlation_id: str,
+          reply_to: str | None) -> Basic.Properties:
+    """A dead letter's properties, as the responder receives them."""
+    return Basic.Properties(content_type=content_type, headers=headers,
+                            correlation_id=correlation_id, reply_to=reply_to)
+
+
 def dead(reason: str, **headers: Any) -> dict[str, Any]:
     """Headers as RabbitMQ leaves them on a dead-lettered message (latest death first)."""
     return {**headers, "x-death": [{"count": 1, "reason": reason, "queue": "inferno.m.v1.retry",
@@ -35,7 +43,7 @@ def dead(reason: str, **headers: Any) -> dict[str, Any]:
 
 def test_a_request_over_the_delivery_limit_is_answered_poison_request() -> None:
     headers = dead("delivery_limit", **request_headers(NOW + 5))
-    reply = poison_reply(b"...", TENSORS_CONTENT_TYPE, headers, "c1", "replies", 2, now=NOW)
+    reply = poison_reply(b"...", props(TENSORS_CONTENT_TYPE, headers, "c1", "replies"), 2, now=NOW)
 
     assert reply is not None
     assert (reply.routing_key, reply.correlation_id) == ("replies", "c1")
@@ -51,18 +59,20 @@ def test_a_request_over_the_delivery_limit_is_answered_poison_request() -> None:
 def test_other_dead_letters_are_not_answered(reason: str) -> None:
     # rejected: answered invalid_input already; expired: its caller had its 504.
     headers = dead(reason, **request_headers(NOW + 5))
-    assert poison_reply(b"", TENSORS_CONTENT_TYPE, headers, "c1", "replies", 2, now=NOW) is None
+    assert poison_reply(b"", props(TENSORS_CONTENT_TYPE, headers, "c1", "replies"), 2,
+                        now=NOW) is None
 
 
 def test_no_reply_to_no_death_or_a_passed_deadline_is_not_answered() -> None:
     live = dead("delivery_limit", **request_headers(NOW + 5))
-    assert poison_reply(b"", TENSORS_CONTENT_TYPE, live, "c1", None, 2, now=NOW) is None
-    assert poison_reply(b"", TENSORS_CONTENT_TYPE, request_headers(NOW + 5), "c1", "r", 2,
+    assert poison_reply(b"", props(TENSORS_CONTENT_TYPE, live, "c1", None), 2, now=NOW) is None
+    assert poison_reply(b"", props(TENSORS_CONTENT_TYPE, request_headers(NOW + 5), "c1", "r"), 2,
                         now=NOW) is None
     late = dead("delivery_limit", **request_headers(NOW - 1))
-    assert poison_reply(b"", TENSORS_CONTENT_TYPE, late, "c1", "r", 2, now=NOW) is None
+    assert poison_reply(b"", props(TENSORS_CONTENT_TYPE, late, "c1", "r"), 2, now=NOW) is None
     # Without a deadline (a producer that sets none) its caller is answered.
-    assert poison_reply(b"", None, dead("delivery_limit"), "c1", "r", 2, now=NOW) is not None
+    assert poison_reply(b"", props(None, dead("delivery_limit"), "c1", "r"), 2,
+                        now=NOW) is not None
 
 
 def test_an_envelope_over_the_limit_answers_each_live_member_in_one_reply_envelope() -> None:
@@ -71,7 +81,8 @@ def test_an_envelope_over_the_limit_answers_each_live_member_in_one_reply_envelo
         ("c", b"z", {"message_id": "req-c"})])
     headers = dead("delivery_limit", **{HEADER_ENVELOPE: 1}, **request_headers(NOW + 1))
 
-    reply = poison_reply(body, ENVELOPE_CONTENT_TYPE, headers, "env", "replies", 1, now=NOW)
+    reply = poison_reply(body, props(ENVELOPE_CONTENT_TYPE, headers, "env", "replies"), 1,
+                         now=NOW)
 
     assert reply is not None and reply.correlation_id == "env"
     assert reply.content_type == ENVELOPE_CONTENT_TYPE
@@ -81,7 +92,8 @@ def test_an_envelope_over_the_limit_answers_each_live_member_in_one_reply_envelo
     for member in members:
         assert member.status == "poison_request"
         assert isinstance(decode_reply(member.body, member.status).error, PoisonRequest)
-    unreadable = poison_reply(b"garbage", ENVELOPE_CONTENT_TYPE, headers, "env", "r", 1, now=NOW)
+    unreadable = poison_reply(b"garbage", props(ENVELOPE_CONTENT_TYPE, headers, "env", "r"), 1,
+                              now=NOW)
     assert unreadable is None
 
 

@@ -11,12 +11,8 @@ import pytest
 from pamqp.commands import Basic
 
 from common.errors import InvalidInput
-from common.transport.amqp.retry import (
-    HEADER_REDELIVERED,
-    redeliveries,
-    retry_copies,
-    retry_queue_name,
-)
+from common.transport.amqp.delivered import redeliveries
+from common.transport.amqp.retry import HEADER_REDELIVERED, retry_copies, retry_queue_name
 from common.wire import (
     ENVELOPE_CONTENT_TYPE,
     HEADER_ENVELOPE,
@@ -48,7 +44,7 @@ def test_a_single_request_is_copied_with_its_caller_and_the_rest_of_its_deadline
         message_id="req-1", expiration="30000", headers=headers, delivery_mode=2,
         timestamp=stamp, user_id="guest")
 
-    [copy] = retry_copies(b"body", properties, TENSORS_CONTENT_TYPE, 1, now=NOW)
+    [copy] = retry_copies(b"body", properties, 1, now=NOW)
 
     assert copy.body == b"body"
     p = copy.properties
@@ -62,12 +58,12 @@ def test_a_single_request_is_copied_with_its_caller_and_the_rest_of_its_deadline
 
 def test_a_request_without_a_deadline_keeps_its_expiration_and_one_past_it_is_dropped() -> None:
     plain = Basic.Properties(content_type=TENSORS_CONTENT_TYPE, expiration="900")
-    [copy] = retry_copies(b"b", plain, TENSORS_CONTENT_TYPE, 2, now=NOW)
+    [copy] = retry_copies(b"b", plain, 2, now=NOW)
     assert copy.properties.expiration == "900"
     assert copy.properties.headers == {HEADER_REDELIVERED: 2}
     late = Basic.Properties(content_type=TENSORS_CONTENT_TYPE,
                             headers=request_headers(NOW - 0.001))
-    assert retry_copies(b"b", late, TENSORS_CONTENT_TYPE, 1, now=NOW) == []
+    assert retry_copies(b"b", late, 1, now=NOW) == []
 
 
 def test_an_envelope_becomes_one_message_per_live_member() -> None:
@@ -79,8 +75,7 @@ def test_an_envelope_becomes_one_message_per_live_member() -> None:
         message_id="env", expiration="3000", delivery_mode=1,
         headers={HEADER_ENVELOPE: 1, "x-delivery-count": 2})
 
-    copies = retry_copies(encode_request_envelope(members), properties, ENVELOPE_CONTENT_TYPE,
-                          2, now=NOW)
+    copies = retry_copies(encode_request_envelope(members), properties, 2, now=NOW)
 
     # b is past its deadline: nobody waits for it, as the batcher would have dropped it.
     assert [(c.body, c.properties.correlation_id, c.properties.message_id) for c in copies] == [
@@ -98,7 +93,7 @@ def test_an_envelope_becomes_one_message_per_live_member() -> None:
 def test_an_unreadable_envelope_is_not_moved() -> None:
     properties = Basic.Properties(content_type=ENVELOPE_CONTENT_TYPE, headers={HEADER_ENVELOPE: 1})
     with pytest.raises(InvalidInput):
-        retry_copies(b"not an envelope", properties, ENVELOPE_CONTENT_TYPE, 1, now=NOW)
+        retry_copies(b"not an envelope", properties, 1, now=NOW)
     with pytest.raises(InvalidInput):  # a version this worker does not read
-        retry_copies(b"", Basic.Properties(headers={HEADER_ENVELOPE: 2}),
-                     ENVELOPE_CONTENT_TYPE, 1, now=NOW)
+        retry_copies(b"", Basic.Properties(content_type=ENVELOPE_CONTENT_TYPE,
+                                           headers={HEADER_ENVELOPE: 2}), 1, now=NOW)

@@ -1,5 +1,5 @@
 """Models the bench builds for itself, in a temporary repository (``--model tiny``, ``--model
-fixed``; ``--scaling`` uses ``fixed``).
+fixed``; ``--scaling`` uses ``fixed``); the tests build ``tiny`` the same way.
 
 - ``tiny``: a 4 → 2 TorchScript ``Linear``. The model's own time is nothing, so what is measured
   is the serving path alone (HTTP, JSON, the queue hop).
@@ -27,7 +27,7 @@ FIXED = "fixed"
 FIXED_BATCH_S = 0.020
 
 TINY_YAML = f"""\
-# Built by bench.built: a TorchScript Linear(4, 2), the serving path with no model time.
+# Built by harness.built: a TorchScript Linear(4, 2), the serving path with no model time.
 name: {TINY}
 version: 1
 format: torchscript
@@ -49,7 +49,7 @@ queue:
 """
 
 FIXED_YAML = f"""\
-# Built by bench.built: {FIXED_BATCH_S * 1000:.0f} ms per batch of up to 4 rows, the GIL released
+# Built by harness.built: {FIXED_BATCH_S * 1000:.0f} ms per batch of up to 4 rows, the GIL released
 # (a stand-in for a GPU).
 name: {FIXED}
 version: 1
@@ -70,7 +70,7 @@ queue:
 """
 
 FIXED_PY = f'''\
-"""Built by bench.built: sleeps {FIXED_BATCH_S} s per batch (the GIL released), echoes x."""
+"""Built by harness.built: sleeps {FIXED_BATCH_S} s per batch (the GIL released), echoes x."""
 
 import time
 

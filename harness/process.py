@@ -1,4 +1,5 @@
-"""Child processes of a benchmark run: start them detached, wait for HTTP readiness, stop them.
+"""Child processes of a benchmark run: start them detached, wait for HTTP readiness, stop them;
+and a free port for a server (the tests' too).
 
 Every server process runs in its own session, so a Ctrl-C at the terminal reaches only the bench
 process, which then stops its children itself: SIGTERM to all of them at once (graceful
