@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import ast
 import importlib
 import pkgutil
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.imports import imports_of
 
 PACKAGES = ["common", "facade", "worker", "inferno"]
 MAIN = Path(__file__).resolve().parents[2]
@@ -74,17 +75,6 @@ def test_package_exports_are_the_real_classes() -> None:
     assert facade.Facade is Facade
     assert worker.Batcher is Batcher
     assert inferno.Embedded is Embedded
-
-
-def imports_of(path: Path) -> set[str]:
-    """The top-level packages one module imports (absolute imports only)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.add(node.module.split(".")[0])
-    return found
 
 
 def imported_packages(package: str) -> set[str]:

@@ -3,29 +3,21 @@ neither of them. Only the bench's own tests (tests/unit/bench/) import ``bench``
 
 from __future__ import annotations
 
-import ast
 import importlib
 from pathlib import Path
+
+from tests.imports import imports_of
 
 MAIN = Path(__file__).resolve().parents[2]
 TESTS = MAIN / "tests"
 BENCH_TESTS = TESTS / "unit" / "bench"
-
-
-def imported_packages(path: Path) -> set[str]:
-    """The top-level packages one module imports (absolute imports, at any depth)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.add(node.module.split(".")[0])
-    return found
+TOOLS = TESTS / "tools"
 
 
 def importers(root: Path, package: str) -> list[str]:
+    """The modules under ``root`` that import ``package``; tests/tools holds installed tools."""
     return sorted(str(path.relative_to(MAIN)) for path in root.rglob("*.py")
-                  if package in imported_packages(path))
+                  if not path.is_relative_to(TOOLS) and package in imports_of(path))
 
 
 def test_no_test_outside_the_bench_tests_imports_bench() -> None:
