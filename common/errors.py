@@ -42,6 +42,7 @@ __all__ = [
     "StateUnavailable",
     "Unauthorized",
     "Unavailable",
+    "UnsupportedEncoding",
     "WorkerFailed",
     "error_from_code",
 ]
@@ -67,8 +68,9 @@ class InvalidInput(InfernoError):
 
 
 class InvalidJson(InvalidInput):
-    """The body could not be parsed as JSON at all (syntax, NaN, nesting past the parser's
-    limit): 400 on v1 and v2 alike; a body that parses but is wrong stays a 422 on v1."""
+    """The body could not be read at all (JSON syntax, NaN, nesting past the parser's limit, a
+    gzip or deflate stream that does not decode): 400 on v1 and v2 alike; a body that parses
+    but is wrong stays a 422 on v1."""
 
     status_code = 400
     code = "invalid_json"
@@ -99,6 +101,13 @@ class ModelNotLoaded(ModelNotFound):
 class PayloadTooLarge(InfernoError):
     status_code = 413
     code = "payload_too_large"
+
+
+class UnsupportedEncoding(InfernoError):
+    """A request body in a ``Content-Encoding`` this server does not read."""
+
+    status_code = 415
+    code = "unsupported_encoding"
 
 
 class Overloaded(InfernoError):

@@ -135,7 +135,11 @@ class FacadeSettings(CommonSettings):
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
     """HTTP port."""
     max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
-    """Larger request bodies are refused with 413 before they are read whole."""
+    """Larger request bodies are refused with 413 before they are read whole; a gzip or
+    deflate body, once inflated past it."""
+    compress_min_bytes: Annotated[int, Field(ge=1)] = 64 * 1024
+    """A predict answer at least this long is compressed (gzip or deflate, level 1) for a
+    client whose ``Accept-Encoding`` asks; a smaller one costs more to compress than to send."""
     request_timeout_ms: Annotated[int, Field(ge=1)] = 30_000
     """Default deadline of a predict request (a request or model.yaml may set its own)."""
     max_request_timeout_ms: Annotated[int, Field(ge=1)] = 300_000

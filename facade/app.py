@@ -68,7 +68,8 @@ class Facade:
         api.include_router(console_router(view, queues, registry, guard))
         document_predict_routes(api)
         app = Front(api, plane, max_body_bytes=settings.max_body_bytes,
-                    access_log=settings.access_log, guard=guard)
+                    access_log=settings.access_log, guard=guard,
+                    compress_min_bytes=settings.compress_min_bytes)
         if settings.gc_freeze:
             heap.settle()  # the application is built: what it holds is here to stay
         return cls(app, api, view, queues)

@@ -37,6 +37,7 @@ from common.model.config import MODEL_NAME
 from facade.auth import Guard
 from facade.data_plane import DataPlane
 from facade.disconnects import DisconnectWatch
+from facade.encoding import accepted_coding, compress, inflate
 from facade.errors import JSON_HEADER, HttpError, http_error, unexpected_error
 from facade.protocol import Answer, Headers, HttpProtocol, version_of
 from facade.v1_protocol import V1
@@ -91,10 +92,13 @@ Predict = tuple[HttpProtocol[Any], str, str | None]
 class Front:
     def __init__(self, app: ASGIApp, plane: DataPlane, max_body_bytes: int,
                  access_log: bool, guard: Guard | None = None,
-                 routes: Sequence[PredictRoute] = PREDICT_ROUTES) -> None:
+                 routes: Sequence[PredictRoute] = PREDICT_ROUTES,
+                 compress_min_bytes: int | None = None) -> None:
         self.app = app
         self.plane = plane
         self.max_body = max_body_bytes
+        self.compress_min = compress_min_bytes
+        """Answers at least this long are compressed when the client asks; ``None``: never."""
         self.access_log = access_log
         self._guard = guard if guard is not None and guard.guards_api else None
         self._routes = [(r.pattern, r.protocol) for r in routes]
@@ -105,24 +109,24 @@ class Front:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id, length, authorization = _read_headers(scope["headers"])
-        token = request_id_var.set(request_id)
+        head = _read_headers(scope["headers"])
+        token = request_id_var.set(head.request_id)
         started = time.perf_counter()
         status = 500
         try:
             predict = self._match(scope["path"])
             # The server enforces Content-Length; only a body without one is counted while read.
-            body = receive if length is not None else self._limited(receive)
-            if length is not None and length > self.max_body:
-                status = await self._refuse_length(scope, send, predict, length, request_id)
+            body = receive if head.length is not None else self._limited(receive)
+            if head.length is not None and head.length > self.max_body:  # 413, not read
+                status = await self._refuse(scope, send, predict, head,
+                                            PayloadTooLarge(self._too_large(head.length)))
             elif predict is None:
-                status = await self._behind(scope, body, send, request_id)
+                status = await self._behind(scope, body, send, head)
             else:
-                status = await self._predict(scope, body, send, predict, request_id,
-                                             authorization)
+                status = await self._predict(scope, body, send, predict, head)
         finally:
             if self.access_log:
-                self._log(scope, request_id, status, started)
+                self._log(scope, head.request_id, status, started)
             request_id_var.reset(token)
 
     def _match(self, path: str) -> Predict | None:
@@ -136,19 +140,23 @@ class Front:
                 return protocol, groups[0], groups[1] if len(groups) > 1 else None
         return None
 
-    async def _refuse_length(self, scope: Scope, send: Send, predict: Predict | None,
-                             length: int, request_id: str) -> int:
-        """Answer 413 to a body whose Content-Length is past the limit, without reading it."""
-        error = PayloadTooLarge(self._too_large(length))
+    async def _refuse(self, scope: Scope, send: Send, predict: Predict | None, head: _Head,
+                      error: InfernoError) -> int:
+        """Answer ``error`` in the protocol's format, or by path where no protocol answers."""
         answer = (predict[0].refuse(error) if predict is not None
                   else (*http_error(error, scope["path"]), (JSON_HEADER,)))
-        await _send(send, answer, request_id)
+        await _send(send, answer, head.request_id)
         return answer[0]
 
-    async def _behind(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:
+    async def _behind(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> int:
         """Let the app behind (FastAPI) answer, with the request id; the status it answered."""
-        id_header = (b"x-request-id", request_id.encode("latin-1"))
+        id_header = (b"x-request-id", head.request_id.encode("latin-1"))
         status = 500
+        if head.coding is not None:  # the app reads the body inflated, as a predict does
+            try:
+                scope, receive = await self._inflated(scope, receive, head.coding)
+            except InfernoError as exc:
+                return await self._refuse(scope, send, None, head, exc)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -160,28 +168,53 @@ class Front:
         await self.app(scope, receive, send_with_id)
         return status
 
+    async def _inflated(self, scope: Scope, receive: Receive,
+                        coding: bytes) -> tuple[Scope, Receive]:
+        """The request as the app behind reads it: the body inflated, its headers saying so."""
+        body = inflate(await _read_body(receive), coding, self.max_body)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()  # the disconnect, when it comes
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        headers = [(k, v) for k, v in scope["headers"]
+                   if k not in (b"content-encoding", b"content-length")]
+        headers.append((b"content-length", str(len(body)).encode()))
+        return {**scope, "headers": headers}, replay
+
     async def _predict(self, scope: Scope, receive: Receive, send: Send, predict: Predict,
-                       request_id: str, authorization: bytes | None) -> int:
+                       head: _Head) -> int:
         """Answer a predict through the data plane; the status (``CLIENT_LEFT``: unanswered)."""
         protocol, name, version = predict
         try:
-            pinned = self._check(scope["method"], name, version, authorization)
-            call = protocol.call(await _read_body(receive), scope["headers"])
+            pinned = self._check(scope["method"], name, version, head.authorization)
+            body = await _read_body(receive)
+            if head.coding is not None:
+                body = inflate(body, head.coding, self.max_body)
+            call = protocol.call(body, scope["headers"])
             watch = DisconnectWatch(receive)
             try:
-                answer = protocol.answer(await self.plane.infer(name, pinned, call, request_id))
+                answer = protocol.answer(await self.plane.infer(name, pinned, call,
+                                                                head.request_id))
             except asyncio.CancelledError:
                 if not watch.absorb():
                     raise
                 return CLIENT_LEFT  # nobody to answer
             finally:
                 watch.stop()
+            if (head.accept is not None and self.compress_min is not None
+                    and len(answer[1]) >= self.compress_min):
+                answer = _compressed(answer, head.accept)
         except InfernoError as exc:
             answer = protocol.refuse(exc)
         except Exception as exc:
             log.exception("predict %s failed unexpectedly", name)
             answer = protocol.refuse(unexpected_error(exc))
-        await _send(send, answer, request_id)
+        await _send(send, answer, head.request_id)
         return answer[0]
 
     def _check(self, method: str, name: str, version: str | None,
@@ -220,12 +253,25 @@ class Front:
         return receive_limited
 
 
-def _read_headers(headers: Headers) -> tuple[str, int | None, bytes | None]:
-    """The request id (the client's when it may be echoed, else a new one), Content-Length and
-    Authorization, in one pass over the headers."""
+@dataclass(slots=True)
+class _Head:
+    """What the front reads of a request's headers, in one pass."""
+
+    request_id: str
+    length: int | None
+    authorization: bytes | None
+    coding: bytes | None
+    """``Content-Encoding``."""
+    accept: bytes | None
+    """``Accept-Encoding``."""
+
+
+def _read_headers(headers: Headers) -> _Head:
+    """The request id (the client's when it may be echoed, else a new one), Content-Length,
+    Authorization and the content codings, in one pass over the headers."""
     request_id = None
     length = None
-    authorization = None
+    authorization = coding = accept = None
     for key, value in headers:
         if key == b"x-request-id":
             if _REQUEST_ID.fullmatch(value):
@@ -234,7 +280,22 @@ def _read_headers(headers: Headers) -> tuple[str, int | None, bytes | None]:
             authorization = value
         elif key == b"content-length":
             length = int(value) if value.isdigit() else None
-    return request_id or f"{_ID_PREFIX}-{next(_ids):x}", length, authorization
+        elif key == b"content-encoding":
+            coding = value
+        elif key == b"accept-encoding":
+            accept = value
+    return _Head(request_id or f"{_ID_PREFIX}-{next(_ids):x}", length, authorization, coding,
+                 accept)
+
+
+def _compressed(answer: Answer, accept: bytes) -> Answer:
+    """``answer`` in the coding ``accept`` prefers, if it takes one."""
+    coding = accepted_coding(accept)
+    if coding is None:
+        return answer
+    status, body, headers = answer
+    return status, compress(body, coding), (*headers, (b"content-encoding", coding),
+                                            (b"vary", b"accept-encoding"))
 
 
 async def _send(send: Send, answer: Answer, request_id: str) -> None:

@@ -129,13 +129,15 @@ _ERROR_BODIES: dict[str, dict[str, Any]] = {
 
 # Why each status is answered; which routes answer it is decided in ``_statuses``.
 _WHY = {
-    "400": "Invalid request: the body is not JSON (v1); any invalid request or path (v2)",
+    "400": "Invalid request: the body is not JSON or its gzip/deflate coding does not decode "
+           "(v1); any invalid request or path (v2)",
     "401": "A bearer token is required (INFERNO_API_TOKEN or INFERNO_ADMIN_TOKEN) and was "
            "missing or wrong",
     "403": "Admin calls are refused: the server listens on a non-loopback address without "
            "INFERNO_ADMIN_TOKEN",
     "404": "Unknown model or version, or not loaded",
-    "413": "Body larger than INFERNO_MAX_BODY_BYTES",
+    "413": "Body larger than INFERNO_MAX_BODY_BYTES (a gzip or deflate body: once inflated)",
+    "415": "Content-Encoding other than gzip, deflate or identity",
     "422": "Invalid request: body, input, path parameter (the message names it)",
     "500": "The model raised or failed to load (model_failed), or the server broke",
     "503": "Overloaded, no live worker, or the broker or state store is unreachable",
@@ -239,7 +241,9 @@ def _statuses(method: str, path: str, guard: str | None, predict: bool) -> list[
     if guard == "admin":
         codes.add("403")
     if method == "post":
-        codes.add("413")  # the front refuses a large body on every route, before reading it
+        # The front refuses a large body on every route, before reading it, and inflates a
+        # compressed one (400: it does not decode; 415: a coding it does not read).
+        codes |= {"400", "413", "415"}
     if "{name}" in path:
         codes |= {"404", "400" if v2 else "422"}
     if predict:

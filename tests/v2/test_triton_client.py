@@ -344,17 +344,6 @@ async def test_without_a_live_worker_nothing_is_ready(server: Served) -> None:
         503, "No live worker serves model 'mlp' version 2 yet")
 
 
-async def test_compression(server: Served) -> None:
-    # Accept-Encoding is ignored: the answer comes back uncompressed, which the client reads.
-    plain = await server.triton(lambda c: c.infer(
-        "mlp", mlp_x(), outputs=wanted("label"), response_compression_algorithm="gzip"))
-    assert plain.as_numpy("label").tolist() == mlp_reference(2)["label"].tolist()
-    # A compressed request body is not supported: a clean 400, not a 500.
-    status, message = await server.refused(lambda c: c.infer(
-        "mlp", mlp_x(), request_compression_algorithm="gzip"))
-    assert status == 400 and message.startswith("Request body is not valid JSON: ")
-
-
 async def test_custom_parameters_are_accepted_and_ignored(server: Served) -> None:
     result = await server.triton(lambda c: c.infer(
         "mlp", mlp_x(), outputs=wanted("label"), parameters={"tenant": "a", "beam": 4}))
