@@ -12,6 +12,7 @@ facade as the same class (``error_from_code``), so the facade maps all of them i
     ├── ModelNotFound (404, model_not_found)       unknown model or version
     │   └── ModelNotLoaded (404, model_not_loaded) known, but no runner has it loaded
     ├── PayloadTooLarge (413, payload_too_large)
+    ├── UnsupportedEncoding (415, unsupported_encoding)  a Content-Encoding not read here
     ├── Overloaded (503, overloaded)               the model's queue is full
     ├── Unavailable (503, unavailable)             no worker, broker or state store down
     │   ├── BrokerUnavailable (503, broker_unavailable)
@@ -66,6 +67,11 @@ class InvalidInput(InfernoError):
     status_code = 422
     code = "invalid_input"
 
+    def __init__(self, message: str, version: object = None) -> None:
+        super().__init__(message)
+        self.version = version
+        """What was sent as a model version, when that is what is wrong (``"0"``, ``"two"``)."""
+
 
 class InvalidJson(InvalidInput):
     """The body could not be read at all (JSON syntax, NaN, nesting past the parser's limit, a
@@ -92,6 +98,11 @@ class Forbidden(InfernoError):
 class ModelNotFound(InfernoError):
     status_code = 404
     code = "model_not_found"
+
+    def __init__(self, message: str, model: str | None = None) -> None:
+        super().__init__(message)
+        self.model = model
+        """The model asked for, where the raiser knows it (Triton's clients match its name)."""
 
 
 class ModelNotLoaded(ModelNotFound):
@@ -140,6 +151,11 @@ class AdminTimeout(InfernoError):
 
 class ModelFailed(InfernoError):
     code = "model_failed"
+
+    def __init__(self, message: str, loading: str | None = None) -> None:
+        super().__init__(message)
+        self.loading = loading
+        """The model whose load failed; ``None`` when a predict failed."""
 
 
 class WorkerFailed(InfernoError):

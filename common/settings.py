@@ -134,6 +134,9 @@ class FacadeSettings(CommonSettings):
     """Address the HTTP server binds (0.0.0.0 in containers)."""
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
     """HTTP port."""
+    grpc_port: Annotated[int, Field(ge=0, le=65535)] = 8001
+    """Port of the Open Inference Protocol over gRPC (Triton's ``GRPCInferenceService``), on
+    ``host`` too; 0 turns it off."""
     max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     """Larger request bodies are refused with 413 before they are read whole; a gzip or
     deflate body, once inflated past it."""

@@ -43,7 +43,7 @@ class AdminService:
         versions = loaded if version is None else [version]
         if version is not None and version not in loaded:
             raise ModelNotLoaded(f"Model '{name}' version {version} is not loaded "
-                               f"(loaded: {', '.join(map(str, loaded)) or 'none'})")
+                                 f"(loaded: {', '.join(map(str, loaded)) or 'none'})", name)
         for v in versions:
             await self._store.set_desired(name, v, loaded=False)
         gone = await self._view.wait_for(
@@ -94,4 +94,5 @@ class AdminService:
         if result:
             await self._store.set_desired(name, version, loaded=False)
             await self._view.refresh()  # the caller's next read sees the rollback
-            raise ModelFailed(f"Model '{name}' version {version} failed to load: {result}")
+            raise ModelFailed(f"Model '{name}' version {version} failed to load: {result}",
+                              loading=name)

@@ -1,7 +1,8 @@
 """The facade: a stateless HTTP front that validates requests and queues them for workers.
 
 ``Facade.create`` wires the services to a ``Broker`` and a ``StateStore`` (whichever
-implementations the launcher chose) and starts the cluster view; ``facade.app`` is the ASGI app.
+implementations the launcher chose) and starts the cluster view; ``facade.app`` is the ASGI app,
+``facade.grpc`` the gRPC server on the same data plane and views (started by the launcher).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from facade.console import console_router
 from facade.data_plane import DataPlane
 from facade.errors import install_error_handlers
 from facade.front import Front
+from facade.grpc_server import GrpcServer, InferenceServicer
 from facade.health import health_router
 from facade.openapi import document_predict_routes
 from facade.queue_stats import QueueWatch
@@ -35,10 +37,13 @@ __all__ = ["Facade"]
 
 class Facade:
     def __init__(self, app: ASGIApp, api: FastAPI, view: ClusterView,
-                 queues: QueueWatch) -> None:
+                 queues: QueueWatch, grpc: GrpcServer) -> None:
         self.app = app
         """The ASGI app to serve: ``Front`` (request context, predict fast path) → FastAPI."""
         self.api = api
+        self.grpc = grpc
+        """The gRPC server on the same services: its launcher starts it (``grpc.start(port)``,
+        ``INFERNO_GRPC_PORT``), ``aclose`` stops it."""
         self.view = view
         self.queues = queues
         """The broker's queues, read in the background: ``queues.snapshot()``."""
@@ -70,10 +75,12 @@ class Facade:
         app = Front(api, plane, max_body_bytes=settings.max_body_bytes,
                     access_log=settings.access_log, guard=guard,
                     compress_min_bytes=settings.compress_min_bytes)
+        grpc = GrpcServer(settings, InferenceServicer(plane, view, admin, guard))
         if settings.gc_freeze:
             heap.settle()  # the application is built: what it holds is here to stay
-        return cls(app, api, view, queues)
+        return cls(app, api, view, queues, grpc)
 
     async def aclose(self) -> None:
+        await self.grpc.aclose()
         await self.queues.aclose()
         await self.view.aclose()

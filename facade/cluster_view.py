@@ -100,16 +100,17 @@ class ClusterView:
         if state is None or not state.desired:
             self.repository.versions(name)  # ModelNotFound for a name nobody knows
             raise ModelNotLoaded(
-                f"Model '{name}' is not loaded; load it with POST /v1/models:load")
+                f"Model '{name}' is not loaded; load it with POST /v1/models:load", name)
         if version is None:
             version = state.active
             if version is None:
                 raise ModelNotLoaded(f"Model '{name}' has no active version; "
-                                     f"pin one of {sorted(state.desired)} or activate one")
+                                     f"pin one of {sorted(state.desired)} or activate one", name)
         if version not in state.desired:
             self.repository.get(name, version)  # ModelNotFound for a version that never existed
             raise ModelNotLoaded(f"Model '{name}' version {version} is not loaded "
-                                 f"(loaded: {', '.join(map(str, sorted(state.desired)))})")
+                                 f"(loaded: {', '.join(map(str, sorted(state.desired)))})",
+                                 name)
         if not self.serving(name, version):
             why = self.load_failure(name, version)
             raise Unavailable(f"No live worker serves model '{name}' version {version} yet"

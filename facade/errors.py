@@ -24,11 +24,17 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from common.errors import InfernoError, InvalidInput, InvalidJson
+from common.errors import (
+    InfernoError,
+    InvalidInput,
+    InvalidJson,
+    ModelFailed,
+    ModelNotFound,
+)
 from common.logging import redact
 
 __all__ = ["JSON_HEADER", "HttpError", "error_headers", "http_error", "install_error_handlers",
-           "unexpected_error", "v1_error", "v2_error"]
+           "unexpected_error", "v1_error", "v2_error", "v2_message"]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +82,20 @@ def v1_error(error: InfernoError) -> tuple[int, bytes]:
 def v2_error(error: InfernoError) -> tuple[int, bytes]:
     """The HTTP status and JSON body of ``error`` in the Open Inference Protocol."""
     status = 400 if error.status_code == 422 else error.status_code
-    return status, orjson.dumps({"error": redact(error.message)})
+    return status, orjson.dumps({"error": redact(v2_message(error))})
+
+
+def v2_message(error: InfernoError) -> str:
+    """``error``'s message as the Open Inference Protocol says it (REST and gRPC): Triton's own
+    phrase first where its clients and scripts match one, then ours."""
+    if isinstance(error, ModelNotFound) and error.model is not None:
+        return f"Request for unknown model: '{error.model}' is not found: {error.message}"
+    if isinstance(error, ModelFailed) and error.loading is not None:
+        return f"failed to load '{error.loading}': {error.message}"
+    if isinstance(error, InvalidInput) and error.version is not None:
+        return (f"failed to get model version from specified version string "
+                f"'{error.version}': {error.message}")
+    return error.message
 
 
 def http_error(error: InfernoError, path: str) -> tuple[int, bytes]:
@@ -106,7 +125,9 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> Re
     for err in errors:
         where = ".".join(str(p) for p in err["loc"] if p != "body")
         parts.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
-    return _response(request, InvalidInput("; ".join(parts)))
+    versions = [err["input"] for err in errors if err["type"] == "version"]  # routing.Version
+    message = "; ".join(parts)
+    return _response(request, InvalidInput(message, version=versions[0] if versions else None))
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:

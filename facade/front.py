@@ -43,7 +43,7 @@ from facade.protocol import Answer, Headers, HttpProtocol, version_of
 from facade.v1_protocol import V1
 from facade.v2_protocol import V2
 
-__all__ = ["PREDICT_ROUTES", "Front", "PredictRoute"]
+__all__ = ["PREDICT_ROUTES", "Front", "PredictRoute", "request_id_of"]
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("inferno.access")
@@ -61,6 +61,13 @@ _ALLOW_POST = ((b"allow", b"POST"),)
 MAX_REQUEST_ID = 128
 _REQUEST_ID = re.compile(rb"[!-~]{1,%d}" % MAX_REQUEST_ID)
 """A client's request id is kept only when it is visible ASCII (no space, CR, LF, NUL, ...)."""
+
+
+def request_id_of(given: bytes | None) -> str:
+    """A request's id: the client's (``x-request-id``) when it may be echoed, else a new one."""
+    if given is not None and _REQUEST_ID.fullmatch(given):
+        return given.decode("ascii")
+    return f"{_ID_PREFIX}-{next(_ids):x}"
 
 
 @dataclass(frozen=True)
@@ -274,8 +281,7 @@ def _read_headers(headers: Headers) -> _Head:
     authorization = coding = accept = None
     for key, value in headers:
         if key == b"x-request-id":
-            if _REQUEST_ID.fullmatch(value):
-                request_id = value.decode("ascii")
+            request_id = value
         elif key == b"authorization":
             authorization = value
         elif key == b"content-length":
@@ -284,8 +290,7 @@ def _read_headers(headers: Headers) -> _Head:
             coding = value
         elif key == b"accept-encoding":
             accept = value
-    return _Head(request_id or f"{_ID_PREFIX}-{next(_ids):x}", length, authorization, coding,
-                 accept)
+    return _Head(request_id_of(request_id), length, authorization, coding, accept)
 
 
 def _compressed(answer: Answer, accept: bytes) -> Answer:

@@ -99,7 +99,7 @@ def version_of(value: object, where: str) -> int:
     try:
         return parse_version(value)
     except ValueError as exc:
-        raise InvalidInput(f"{where}: {exc}") from None
+        raise InvalidInput(f"{where}: {exc}", version=value) from None
 
 
 def positive(value: Any, what: str, unit: str = "") -> float | None:

@@ -58,8 +58,8 @@ log = logging.getLogger("inferno")
 
 S = TypeVar("S", bound=CommonSettings)
 
-_FLAGS = (("host", "host"), ("port", "port"), ("repo", "repo_root"), ("device", "device"),
-          ("preload", "preload"), ("models", "models"), ("burst", "burst"),
+_FLAGS = (("host", "host"), ("port", "port"), ("grpc_port", "grpc_port"), ("repo", "repo_root"),
+          ("device", "device"), ("preload", "preload"), ("models", "models"), ("burst", "burst"),
           ("workers", "facade_processes"))
 """Command-line flag → the settings field it sets."""
 
@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     for command in (serve, facade):
         command.add_argument("--host", help="bind address (INFERNO_HOST, default 127.0.0.1)")
         command.add_argument("--port", type=int, help="port (INFERNO_PORT, default 8000)")
+        command.add_argument("--grpc-port", type=int,
+                             help="gRPC port, Open Inference Protocol (INFERNO_GRPC_PORT, "
+                                  "default 8001, 0: off)")
     for command in (serve, facade, worker):
         command.add_argument("--repo", help="model repository (INFERNO_REPO_ROOT)")
     for command in (serve, worker):
@@ -164,6 +167,7 @@ async def _serve(facade_settings: FacadeSettings, worker_settings: WorkerSetting
              facade_settings.host, facade_settings.port)
     _absorb_stop_signals()
     try:
+        await _start_grpc(embedded.facade, facade_settings)
         await server.serve()
     finally:
         await embedded.aclose()
@@ -195,6 +199,7 @@ async def _facade(settings: FacadeSettings, sock: socket.socket | None = None,
         log.info("facade process %d started", os.getpid())
     _absorb_stop_signals()
     try:
+        await _start_grpc(facade, settings)
         await server.serve(sockets=None if sock is None else [sock])
     finally:
         await facade.aclose()
@@ -203,6 +208,14 @@ async def _facade(settings: FacadeSettings, sock: socket.socket | None = None,
         if beating is not None:
             beating.cancel()  # exiting on purpose: no stall to watch for any more
     log.info("stopped")
+
+
+async def _start_grpc(facade: Facade, settings: FacadeSettings) -> None:
+    """The facade's gRPC server on ``INFERNO_GRPC_PORT``, unless 0. Every process of
+    ``--workers`` binds the same port: grpc sets SO_REUSEPORT on Linux."""
+    if settings.grpc_port:
+        await facade.grpc.start(settings.grpc_port)
+        log.info("gRPC on %s:%d", settings.host, settings.grpc_port)
 
 
 def _facade_process(settings: FacadeSettings, sock: socket.socket,

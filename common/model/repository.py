@@ -99,7 +99,7 @@ class ModelRepository:
             if name in self._outside:
                 raise InvalidInput(f"Model '{name}' is refused: its files lie outside the "
                                    f"model repository") from None
-            raise ModelNotFound(f"Model '{name}' not found in the repository") from None
+            raise ModelNotFound(f"Model '{name}' not found in the repository", name) from None
 
     def get(self, name: str, version: int | None = None) -> ModelEntry:
         """One version; ``None`` means the newest."""
@@ -114,7 +114,7 @@ class ModelRepository:
         except KeyError:
             have = ", ".join(str(v) for v in sorted(versions))
             raise ModelNotFound(
-                f"Model '{name}' has no version {version} (versions: {have})"
+                f"Model '{name}' has no version {version} (versions: {have})", name
             ) from None
 
 

@@ -142,7 +142,7 @@ class InMemoryBroker(Broker):
         queue = self._queues.get(queue_name(request.model, request.version))
         if queue is None:
             raise ModelNotLoaded(
-                f"Model '{request.model}' version {request.version} is not loaded"
+                f"Model '{request.model}' version {request.version} is not loaded", request.model
             )
         if len(queue.ready) >= queue.max_length:
             raise Overloaded(
@@ -176,7 +176,7 @@ class InMemoryBroker(Broker):
             for delivery in queue.ready:  # their callers learn now, not at their deadlines
                 if not delivery._future.done():
                     delivery._future.set_exception(ModelNotLoaded(
-                        f"Model '{model}' version {version} was unloaded"))
+                        f"Model '{model}' version {version} was unloaded", model))
             queue.ready.clear()
 
     async def bind_alias(self, model: str, version: int) -> None:

@@ -51,7 +51,8 @@ class Cluster:
         return {**os.environ, "INFERNO_BROKER_URL": self.broker_url,
                 "INFERNO_REDIS_URL": self.redis.url, "INFERNO_REDIS_PREFIX": self.redis.prefix,
                 "INFERNO_REPO_ROOT": str(self.repo), "INFERNO_HEARTBEAT_INTERVAL_S": "0.5",
-                "INFERNO_METRICS_PORT": "0", "INFERNO_DEVICE": "cpu", **extra}
+                "INFERNO_METRICS_PORT": "0", "INFERNO_DEVICE": "cpu",
+                "INFERNO_GRPC_PORT": "0", **extra}
 
     async def _connect(self, settings: CommonSettings
                        ) -> tuple[ModelRepository, Broker, RedisStateStore]:

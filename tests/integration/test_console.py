@@ -183,8 +183,8 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "inferno", "serve", "--port", str(port), "--repo",
-         str(ROOT / "models")], cwd=tmp_path,
+        [sys.executable, "-m", "inferno", "serve", "--port", str(port), "--grpc-port", "0",
+         "--repo", str(ROOT / "models")], cwd=tmp_path,
         env={**os.environ, "INFERNO_LOG_LEVEL": "INFO", **extra},
         stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

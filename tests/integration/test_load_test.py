@@ -117,8 +117,8 @@ def serving(directory: Path, **env: str) -> Iterator[str]:
     log = directory / "serve.log"
     with log.open("wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "inferno", "serve", "--port", str(port), "--repo",
-             str(ROOT / "models"), "--preload", "mlp"], cwd=ROOT, env=env,
+            [sys.executable, "-m", "inferno", "serve", "--port", str(port), "--grpc-port", "0",
+             "--repo", str(ROOT / "models"), "--preload", "mlp"], cwd=ROOT, env=env,
             stdout=subprocess.DEVNULL, stderr=stderr)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -45,8 +45,8 @@ def _serve(tmp_path: Path, until: str, env: dict[str, str]) -> Iterator[str]:
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "inferno", "serve", "--port", str(port), "--repo",
-         str(ROOT / "models"), "--preload", "bag,minilm", "--device", "cpu"],
+        [sys.executable, "-m", "inferno", "serve", "--port", str(port), "--grpc-port", "0",
+         "--repo", str(ROOT / "models"), "--preload", "bag,minilm", "--device", "cpu"],
         cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -12,7 +12,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
+from tritonclient.grpc import InferenceServerClient, InferInput
 
 from tests.http import free_port, request_json
 
@@ -21,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def served() -> object:
-    port = free_port()
-    env = {**os.environ, "INFERNO_LOG_LEVEL": "INFO"}
+    port, grpc_port = free_port(), free_port()
+    env = {**os.environ, "INFERNO_LOG_LEVEL": "INFO", "INFERNO_GRPC_PORT": str(grpc_port)}
     process = subprocess.Popen(
         [sys.executable, "-m", "inferno", "serve", "--port", str(port), "--repo",
          str(ROOT / "models")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -39,15 +41,15 @@ def served() -> object:
             pass
         assert time.monotonic() < deadline, "inferno serve did not become ready in 60s"
         time.sleep(0.1)
-    yield process, base
+    yield process, base, f"127.0.0.1:{grpc_port}"
     if process.poll() is None:
         process.kill()
         process.communicate()
 
 
-def test_serve_answers_http_and_stops_gracefully(served: tuple[subprocess.Popen[str], str]
-                                                 ) -> None:
-    process, base = served
+def test_serve_answers_http_and_grpc_and_stops_gracefully(
+        served: tuple[subprocess.Popen[str], str, str]) -> None:
+    process, base, grpc_url = served
     status, body = request_json(f"{base}/v1/models/mlp:predict",
                             {"inputs": {"x": {"data": [[0.1] * 256]}}})
     assert status == 200
@@ -55,6 +57,13 @@ def test_serve_answers_http_and_stops_gracefully(served: tuple[subprocess.Popen[
     status, body = request_json(f"{base}/v1/models/mlp:predict", {"inputs": {"x": {"data": [1]}}})
     assert status == 422
     assert body["error"]["code"] == "invalid_input"  # type: ignore[index]
+    # gRPC on INFERNO_GRPC_PORT, on the same event loop (uvloop) as HTTP.
+    with InferenceServerClient(grpc_url) as triton:
+        x = InferInput("x", [1, 256], "FP32").set_data_from_numpy(np.full((1, 256), 0.1,
+                                                                           np.float32))
+        result = triton.infer("mlp", [x])
+        assert result.get_response().model_version == "2"
+        assert result.as_numpy("label").shape == (1,)
 
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=30)

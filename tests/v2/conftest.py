@@ -123,3 +123,12 @@ def tensor(name: str, array: np.ndarray[Any, Any], binary: bool = True) -> Infer
 
 def wanted(*names: str, binary: bool = True) -> list[InferRequestedOutput]:
     return [InferRequestedOutput(n, binary_data=binary) for n in names]
+
+
+BAD_VERSION = "failed to get model version from specified version string "
+"""Triton's phrase for a version that is not one, which v2 messages start with."""
+
+
+def unknown(model: str, message: str) -> str:
+    """What a v2 client reads of a 404 for ``model``: Triton's phrase, then Inferno's message."""
+    return f"Request for unknown model: '{model}' is not found: {message}"

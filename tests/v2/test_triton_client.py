@@ -22,7 +22,7 @@ from tritonclient.http import InferenceServerClient, InferInput, InferResult
 from tritonclient.utils import InferenceServerException
 
 from tests.gate import HOLD, Gate
-from tests.v2.conftest import Served, ServeEmbedded, tensor, wanted
+from tests.v2.conftest import Served, ServeEmbedded, tensor, unknown, wanted
 
 pytestmark = pytest.mark.asyncio
 
@@ -211,11 +211,12 @@ class TestCore:
         await server.triton(lambda c: c.unload_model("sum"))
         assert await server.triton(lambda c: c.is_server_ready()) is True
         assert await server.refused(lambda c: c.infer("sum", [tensor("x", X)])) == (
-            404, "Model 'sum' is not loaded; load it with POST /v1/models:load")
+            404, unknown("sum",
+                         "Model 'sum' is not loaded; load it with POST /v1/models:load"))
         assert await server.refused(lambda c: c.load_model("nope")) == (
-            404, "Model 'nope' not found in the repository")
+            404, unknown("nope", "Model 'nope' not found in the repository"))
         assert await server.refused(lambda c: c.unload_model("nope")) == (
-            404, "Model 'nope' not found in the repository")
+            404, unknown("nope", "Model 'nope' not found in the repository"))
 
     async def test_invalid_requests_raise_the_servers_status_and_message(
             self, server: Served) -> None:
@@ -252,16 +253,18 @@ class TestCore:
                                    "Expected inputs: mask, tokens"),
             "unknown output": (400, "Unknown output(s): nope. "
                                     "Available outputs: label, logits, probs"),
-            "unknown model": (404, "Model 'nope' not found in the repository"),
-            "unknown version": (404, "Model 'mlp' has no version 9 (versions: 1, 2)"),
-            "version not loaded": (404, "Model 'mlp' version 1 is not loaded (loaded: 2)"),
+            "unknown model": (404, unknown("nope", "Model 'nope' not found in the repository")),
+            "unknown version": (404, unknown("mlp",
+                                             "Model 'mlp' has no version 9 (versions: 1, 2)")),
+            "version not loaded": (404, unknown(
+                "mlp", "Model 'mlp' version 1 is not loaded (loaded: 2)")),
             "batch too large": (400, "Batch of 65 rows exceeds max_batch_size 64 "
                                      "of model 'mlp'"),
         }
         assert await server.refused(lambda c: c.get_model_metadata("nope")) == (
-            404, "Model 'nope' not found in the repository")
+            404, unknown("nope", "Model 'nope' not found in the repository"))
         assert await server.refused(lambda c: c.get_model_config("mlp", "9")) == (
-            404, "Model 'mlp' has no version 9 (versions: 1, 2)")
+            404, unknown("mlp", "Model 'mlp' has no version 9 (versions: 1, 2)"))
 
 
 # Embedded only from here: these need the server's own worker, metrics and the slow model.

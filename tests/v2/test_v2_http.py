@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.v2.conftest import Served, ServeEmbedded
+from tests.v2.conftest import BAD_VERSION, Served, ServeEmbedded, unknown
 
 pytestmark = pytest.mark.asyncio
 
@@ -241,13 +241,13 @@ async def test_other_routes_answer_in_the_v2_error_format(server: Served) -> Non
     assert error_of(await http.get("/v2/nothing"), 404) == "Not Found"
     assert error_of(await http.get("/v2/models/mlp/infer"), 405) == "Method Not Allowed"
     assert error_of(await http.get("/v2/models/mlp/versions/0")) == (
-        "path.version: Input should be greater than or equal to 1")
+        f"{BAD_VERSION}'0': path.version: Input should be greater than or equal to 1")
     assert error_of(await http.post("/v2/models/mlp/versions/0/infer", content=b"{}")) == (
-        "path.version: Input should be greater than or equal to 1")
+        f"{BAD_VERSION}'0': path.version: Input should be greater than or equal to 1")
     assert error_of(await http.get("/v2/models/mlp/versions/two/config")).startswith(
-        "path.version: Input should be a valid integer")
+        f"{BAD_VERSION}'two': path.version: Input should be a valid integer")
     assert error_of(await http.get("/v2/models/nope"), 404) == (
-        "Model 'nope' not found in the repository")
+        unknown("nope", "Model 'nope' not found in the repository"))
 
 
 async def test_readiness_is_200_or_400_and_404_for_what_does_not_exist(server: Served) -> None:
@@ -264,9 +264,9 @@ async def test_readiness_is_200_or_400_and_404_for_what_does_not_exist(server: S
         400, {"name": "mlp", "version": "1", "ready": False})
     assert await get("/v2/models/sum/ready") == (400, {"name": "sum", "ready": False})
     assert await get("/v2/models/mlp/versions/9/ready") == (
-        404, {"error": "Model 'mlp' has no version 9 (versions: 1, 2)"})
+        404, {"error": unknown("mlp", "Model 'mlp' has no version 9 (versions: 1, 2)")})
     assert await get("/v2/models/nope/ready") == (
-        404, {"error": "Model 'nope' not found in the repository"})
+        404, {"error": unknown("nope", "Model 'nope' not found in the repository")})
     assert server.embedded is not None
     await server.embedded.worker.stop()
     await server.embedded.facade.view.refresh()

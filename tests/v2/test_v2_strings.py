@@ -11,8 +11,8 @@ import pytest
 
 from common.errors import InvalidInput
 from common.model.config import ModelConfig
+from facade.v2_models import config_of
 from facade.v2_protocol import V2Call
-from facade.v2_routes import _config
 
 CONFIG = ModelConfig.model_validate({
     "name": "echo", "version": 1, "format": "python", "entrypoint": "model:create",
@@ -73,7 +73,7 @@ def test_bad_bytes_are_invalid_input(data: Any, binary: bytes, expected: str) ->
 
 
 def test_the_triton_config_names_strings_type_string() -> None:
-    config = _config(CONFIG)
+    config = config_of(CONFIG)
     assert config["input"][0]["data_type"] == "TYPE_STRING"
     assert config["output"][0]["data_type"] == "TYPE_STRING"
 

@@ -261,7 +261,7 @@ class AmqpClient:
             except aiormq.exceptions.PublishError:
                 raise ModelNotLoaded(
                     f"Model '{request.model}' version {request.version} is not loaded "
-                    f"(no queue for it)") from None
+                    f"(no queue for it)", request.model) from None
             except aiormq.exceptions.DeliveryError:
                 raise Overloaded(
                     f"Model '{request.model}' version {request.version} is overloaded: "

@@ -33,6 +33,7 @@ EXPECTED = {
     "ModelNotFound": (404, "model_not_found"),
     "ModelNotLoaded": (404, "model_not_loaded"),
     "PayloadTooLarge": (413, "payload_too_large"),
+    "UnsupportedEncoding": (415, "unsupported_encoding"),
     "Overloaded": (503, "overloaded"),
     "Unavailable": (503, "unavailable"),
     "BrokerUnavailable": (503, "broker_unavailable"),

@@ -129,6 +129,7 @@ async def test_everything_else_goes_to_the_app_behind(
     ("POST", "/v1/models/mlp/versions/0:predict", 422,
      "path.version: Input should be greater than or equal to 1"),
     ("POST", "/v2/models/mlp/versions/-3/infer", 400,
+     "failed to get model version from specified version string '-3': "
      "path.version: Input should be greater than or equal to 1"),
     ("POST", "/v1/models/mlp/versions/two:predict", 422,
      "path.version: Input should be a valid integer, unable to parse string as an integer"),
@@ -137,14 +138,17 @@ async def test_everything_else_goes_to_the_app_behind(
     ("POST", "/v1/models/mlp/versions/+3:predict", 422,
      "path.version: Input should be a valid integer, unable to parse string as an integer"),
     ("POST", "/v2/models/mlp/versions/1_0/infer", 400,
+     "failed to get model version from specified version string '1_0': "
      "path.version: Input should be a valid integer, unable to parse string as an integer"),
     ("POST", "/v2/models/mlp/versions/%C2%B2/infer", 400,
+     "failed to get model version from specified version string '²': "
      "path.version: Input should be a valid integer, unable to parse string as an integer"),
 ])
 async def test_a_predict_path_refuses_other_methods_and_bad_versions(
         client: httpx.AsyncClient, plane: RecordingPlane, behind: Behind, method: str,
         path: str, status: int, message: str) -> None:
-    """As FastAPI's routes refuse them (405 with Allow, the path parameter's message)."""
+    """As FastAPI's routes refuse them (405 with Allow, the path parameter's message; v2 with
+    Triton's phrase first)."""
     response = await client.request(method, path, content=b"{}")
     assert response.status_code == status
     error = response.json()["error"]
