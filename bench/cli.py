@@ -17,7 +17,8 @@ The exit status is 0 when every level finished without errors, 1 when some reque
 report is printed either way), 2 when the benchmark itself could not run, 130 on Ctrl-C or
 SIGTERM; the servers, and a distributed run's vhost and Redis keys, are cleaned up in every case.
 
-Extension points: ``--protocol`` picks a request builder from ``payload.BUILDERS``; ``--mode``
+Extension points: ``--protocol`` picks a request builder from ``payload.BUILDERS`` (``grpc``: the
+gRPC driver, ``bench.grpc_load``); ``--mode``
 (and ``--compare``) picks how the servers are started (``runner.plans``).
 """
 
@@ -37,7 +38,7 @@ from typing import Any
 from bench import wrk
 from bench.compare import comparisons, render_suite_json, render_suite_table
 from bench.direct import DirectResult
-from bench.payload import BUILDERS
+from bench.payload import GRPC, PROTOCOLS
 from bench.report import LevelRow, Report, render_json, render_table
 from bench.runner import plans, run_levels
 from harness.built import BUILT, FIXED, built_repo
@@ -143,8 +144,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="torch intra-op threads of the started servers (every worker) and "
                              "the direct baseline: sets INFERNO_TORCH_THREADS (default: the "
                              "servers' own, one core fewer than the process may use)")
-    parser.add_argument("--protocol", choices=sorted(BUILDERS), default="v1",
-                        help="request body format (default v1 JSON; v2 = KServe v2 JSON)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="v1",
+                        help="request body format (default v1 JSON; v2 = KServe v2 JSON; "
+                             "grpc = ModelInfer with raw_input_contents on the started "
+                             "servers' gRPC port, bench.grpc_load)")
     parser.add_argument("--binary", action="store_true",
                         help="the protocol's binary form: v2 → Triton's binary tensor "
                              "extension (v2-binary), v1 → base64 tensors (v1-b64)")
@@ -209,6 +212,9 @@ def _usage_error(args: argparse.Namespace) -> str | None:
         return "--driver wrk needs wrk on PATH"
     if args.driver == "wrk" and args.mode != "embedded" and args.facades > 1:
         return "--driver wrk drives one URL: use --facades 1"
+    if args.protocol == GRPC and (args.driver == "wrk" or args.url or args.mode == "compare"):
+        return "--protocol grpc drives the servers the bench starts: not with --driver wrk, " \
+               "--url or --compare"
     if args.rows < 1:
         return "--rows must be >= 1"
     if args.url and args.mode != "embedded":

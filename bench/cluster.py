@@ -2,9 +2,9 @@
 
 Each run gets a fresh RabbitMQ vhost (unless ``--broker-url`` names one) and a unique Redis key
 prefix; ``inferno worker`` processes, each preloading only the benchmarked model and exposing
-its Prometheus metrics on a free port, and ``inferno facade`` processes on free ports (each
-``--workers`` ``facade_processes``, a stalled one replaced after 2 s), all with access logs off,
-log level WARNING and a 0.5 s heartbeat. The cluster is ready when every
+its Prometheus metrics on a free port, and ``inferno facade`` processes on free HTTP and gRPC
+ports (each ``--workers`` ``facade_processes``, a stalled one replaced after 2 s), all with
+access logs off, log level WARNING and a 0.5 s heartbeat. The cluster is ready when every
 facade answers ``/health/ready`` and its ``GET /v1/models`` shows the model's active version
 served by all N workers.
 
@@ -53,6 +53,8 @@ class _Role:
     process: subprocess.Popen[bytes]
     url: str
     """Base URL: the facade's HTTP server, or the worker's metrics server."""
+    grpc_address: str = ""
+    """A facade's gRPC ``host:port``; empty for a worker."""
 
 
 class Cluster:
@@ -69,6 +71,11 @@ class Cluster:
     @property
     def facade_urls(self) -> list[str]:
         return [f.url for f in self._facades]
+
+    @property
+    def grpc_addresses(self) -> list[str]:
+        """Every facade's gRPC ``host:port``, as ``facade_urls`` lists them."""
+        return [f.grpc_address for f in self._facades]
 
     @property
     def facade_processes(self) -> list[subprocess.Popen[bytes]]:
@@ -89,10 +96,10 @@ class Cluster:
             env["INFERNO_REPO_ROOT"] = self.spec.repo
         return env
 
-    def _spawn(self, role: str, url: str, env: dict[str, str]) -> _Role:
+    def _spawn(self, role: str, url: str, env: dict[str, str], grpc_address: str = "") -> _Role:
         roles = self._workers if role == "worker" else self._facades
         started = _Role(f"{role} {len(roles) + 1}", spawn(
-            [sys.executable, "-m", "inferno", role], {**self._env(), **env}), url)
+            [sys.executable, "-m", "inferno", role], {**self._env(), **env}), url, grpc_address)
         roles.append(started)
         return started
 
@@ -118,11 +125,13 @@ class Cluster:
         for _ in range(spec.workers):
             self.add_worker()
         for _ in range(spec.facades):
-            port = free_port(spec.host)
+            port, grpc_port = free_port(spec.host), free_port(spec.host)
             self._spawn("facade", f"http://{spec.host}:{port}", {
                 "INFERNO_HOST": spec.host, "INFERNO_PORT": str(port),
+                "INFERNO_GRPC_PORT": str(grpc_port),
                 "INFERNO_FACADE_PROCESSES": str(spec.facade_processes),
-                "INFERNO_FACADE_STALL_TIMEOUT_S": FACADE_STALL_TIMEOUT_S})
+                "INFERNO_FACADE_STALL_TIMEOUT_S": FACADE_STALL_TIMEOUT_S},
+                f"{spec.host}:{grpc_port}")
         self._wait_ready()
 
     def _delete_keys(self) -> None:

@@ -33,7 +33,8 @@ from typing import Any
 from bench.host import CpuTimes, busy_pct, cpu_times
 from bench.metrics import Snapshot, parse, total
 
-__all__ = ["Endpoint", "LevelSpec", "LoadOutcome", "read_response", "run_level"]
+__all__ = ["Endpoint", "Level", "LevelSpec", "LoadOutcome", "percentile", "read_response",
+           "run_level"]
 
 GRACE_S = 10.0
 """How long in-flight requests may take after the window closes before they count as errors."""
@@ -128,8 +129,12 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
         await reader.readexactly(2)
 
 
-class _Level:
-    """One level's connections and tallies, inside the load-generator process."""
+class Level:
+    """One level's connections and tallies, inside the load-generator process.
+
+    A driver for another transport subclasses it and overrides ``start_clients``
+    (``bench.grpc_load``); the window, the scrapes and the tallies stay here.
+    """
 
     def __init__(self, spec: LevelSpec) -> None:
         self.spec = spec
@@ -190,6 +195,11 @@ class _Level:
         finally:
             writer.close()
 
+    async def start_clients(self, targets: list[Endpoint]) -> list[Coroutine[Any, Any, None]]:
+        """Connect every client (before the window is set) and return their loops, not started."""
+        connections = await asyncio.gather(*map(self._open, targets))
+        return [self.client(t, c) for t, c in zip(targets, connections, strict=True)]
+
     async def _scrape_one(self, endpoint: Endpoint) -> Snapshot | None:
         try:
             reader, writer = await self._open(endpoint)
@@ -227,12 +237,11 @@ class _Level:
     async def run(self) -> LoadOutcome:
         spec = self.spec
         targets = [spec.targets[i % len(spec.targets)] for i in range(spec.concurrency)]
-        connections = await asyncio.gather(*map(self._open, targets))
+        loops = await self.start_clients(targets)
         self.window_start = time.perf_counter() + spec.warmup_s
         self.window_end = self.window_start + spec.duration_s
         scraper = asyncio.create_task(self._scrape_window())
-        clients = [asyncio.create_task(self.client(t, c))
-                   for t, c in zip(targets, connections, strict=True)]
+        clients = [asyncio.create_task(loop) for loop in loops]
         _, stuck = await asyncio.wait(
             clients, timeout=self.window_end - time.perf_counter() + GRACE_S)
         for task in stuck:  # a request the server never answered
@@ -260,10 +269,10 @@ def _run(main: Coroutine[Any, Any, LoadOutcome]) -> LoadOutcome:
         return runner.run(main)
 
 
-def _child(spec: LevelSpec, conn: Any) -> None:
+def _child(spec: LevelSpec, level: type[Level], conn: Any) -> None:
     """Body of the spawned process: run the level, send back a ``LoadOutcome`` or a failure."""
     try:
-        conn.send(_run(_Level(spec).run()))
+        conn.send(_run(level(spec).run()))
     except KeyboardInterrupt:
         pass
     except Exception as exc:
@@ -272,11 +281,13 @@ def _child(spec: LevelSpec, conn: Any) -> None:
         conn.close()
 
 
-def run_level(spec: LevelSpec) -> LoadOutcome:
-    """Run one level in a spawned process and wait for its outcome."""
+def run_level(spec: LevelSpec, level: type[Level] = Level) -> LoadOutcome:
+    """Run one level in a spawned process and wait for its outcome (``level``: the driver, a
+    module-level class the child imports by name)."""
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(spec, sender), name="bench-load", daemon=True)
+    process = context.Process(target=_child, args=(spec, level, sender), name="bench-load",
+                              daemon=True)
     process.start()
     sender.close()
     try:

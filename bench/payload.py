@@ -3,7 +3,9 @@
 Every request of a run is the same pre-encoded bytes, so building them may be slow and general
 (the inputs come from the signature the server reports) while the generator's loop stays one
 write and one read. ``BUILDERS`` maps a ``--protocol`` name to its builder; the KServe v2 JSON or
-Triton binary-tensor bodies are one more function each, with no change to the drivers.
+Triton binary-tensor bodies are one more function each, with no change to the drivers. gRPC
+(``GRPC``) is no HTTP request: ``grpc_infer`` serialises one ``ModelInferRequest`` that the gRPC
+driver (``bench.grpc_load``) sends.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from urllib.parse import urlsplit
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BUILDERS", "SENTENCES", "HttpRequest", "ModelInfo", "TensorInfo", "example_array",
-           "local_model_info", "model_info"]
+__all__ = ["BUILDERS", "GRPC", "PROTOCOLS", "SENTENCES", "HttpRequest", "ModelInfo", "RawTensor",
+           "TensorInfo", "example_array", "grpc_infer", "local_model_info", "model_info",
+           "raw_tensors"]
 
 SYMBOLIC_DIM = 8
 """Size given to a symbolic non-batch dimension (e.g. ``seq``) in generated inputs."""
@@ -180,17 +183,34 @@ def v2_json(model: ModelInfo, rows: int, seed: int) -> HttpRequest:
     return HttpRequest("POST", f"/v2/models/{model.name}/infer", body, "application/json")
 
 
+@dataclass(frozen=True, slots=True)
+class RawTensor:
+    """One input as the binary protocols send it: v2 datatype, shape and raw bytes."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    raw: bytes
+
+
+def raw_tensors(model: ModelInfo, rows: int, seed: int) -> list[RawTensor]:
+    """Every input of ``model`` as raw little-endian bytes (what v2-binary and gRPC send)."""
+    rng = np.random.default_rng(seed)
+    tensors = []
+    for t in model.inputs:
+        array = example_array(t.dtype, t.shape, rows, rng)
+        tensors.append(RawTensor(t.name, _v2_datatype(t.dtype), array.shape,
+                                 _raw(array, t.dtype)))
+    return tensors
+
+
 def v2_binary(model: ModelInfo, rows: int, seed: int) -> HttpRequest:
     """Triton's binary tensor extension: a JSON header, then the raw input bytes; every output
     asked back binary (``binary_data_output``)."""
-    rng = np.random.default_rng(seed)
-    inputs, raws = [], []
-    for t in model.inputs:
-        array = example_array(t.dtype, t.shape, rows, rng)
-        raw = _raw(array, t.dtype)
-        inputs.append({"name": t.name, "datatype": _v2_datatype(t.dtype),
-                       "shape": list(array.shape), "parameters": {"binary_data_size": len(raw)}})
-        raws.append(raw)
+    tensors = raw_tensors(model, rows, seed)
+    inputs = [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape),
+               "parameters": {"binary_data_size": len(t.raw)}} for t in tensors]
+    raws = [t.raw for t in tensors]
     header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}},
                         separators=(",", ":")).encode()
     return HttpRequest("POST", f"/v2/models/{model.name}/infer", header + b"".join(raws),
@@ -201,3 +221,21 @@ def v2_binary(model: ModelInfo, rows: int, seed: int) -> HttpRequest:
 BUILDERS: dict[str, Builder] = {"v1": v1_json, "v1-b64": v1_b64, "v2": v2_json,
                                 "v2-binary": v2_binary}
 """Request builders by ``--protocol`` (``--binary`` picks ``v2-binary`` for ``v2``)."""
+
+GRPC = "grpc"
+"""The ``--protocol`` of the gRPC driver (``bench.grpc_load``): no HTTP request, ``grpc_infer``."""
+PROTOCOLS = (*sorted(BUILDERS), GRPC)
+
+
+def grpc_infer(model: ModelInfo, rows: int, seed: int) -> bytes:
+    """A serialised ``inference.ModelInferRequest`` with the inputs in ``raw_input_contents``:
+    the tensors v2-binary sends, outputs answered raw as Triton always does."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    tensors = raw_tensors(model, rows, seed)
+    request = pb.ModelInferRequest(
+        model_name=model.name,
+        inputs=[pb.ModelInferRequest.InferInputTensor(name=t.name, datatype=t.datatype,
+                                                      shape=t.shape) for t in tensors],
+        raw_input_contents=[t.raw for t in tensors])
+    return bytes(request.SerializeToString())

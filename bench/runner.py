@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from bench import load, wrk
 from bench.cluster import Cluster, ClusterSpec
-from bench.payload import BUILDERS, ModelInfo, local_model_info, model_info
+from bench.payload import BUILDERS, GRPC, ModelInfo, grpc_infer, local_model_info, model_info
 from bench.plain_fastapi import PlainServer
 from bench.report import LevelRow
 from bench.server import EmbeddedServer
@@ -65,6 +65,8 @@ class Target:
     server: str
     info: ModelInfo | None = None
     """The model as the run serves it, when the server cannot say (no metadata route)."""
+    grpc_addresses: tuple[str, ...] = ()
+    """The facades' gRPC ``host:port``, as ``facade_urls`` lists them (none: no gRPC)."""
 
 
 @contextlib.contextmanager
@@ -84,14 +86,16 @@ def _started(args: argparse.Namespace, plan: RunPlan) -> Iterator[Target]:
         elif plan.mode == "embedded":
             print("starting inferno serve ...", file=sys.stderr, flush=True)
             server = stack.enter_context(EmbeddedServer(args.host, args.port, args.repo))
-            yield Target((server.base_url,), (f"{server.base_url}/metrics",), "embedded server")
+            yield Target((server.base_url,), (f"{server.base_url}/metrics",), "embedded server",
+                         grpc_addresses=(server.grpc_address,))
         else:
             print(f"starting {plan.label} ...", file=sys.stderr, flush=True)
             cluster = stack.enter_context(Cluster(ClusterSpec(
                 model=args.model, workers=plan.workers, facades=plan.facades, repo=args.repo,
                 host=args.host, broker_url=args.broker_url, redis_url=args.redis_url)))
             yield Target(tuple(cluster.facade_urls), tuple(cluster.metrics_urls),
-                         f"cluster of {plan.label.removeprefix('distributed, ')}")
+                         f"cluster of {plan.label.removeprefix('distributed, ')}",
+                         grpc_addresses=tuple(cluster.grpc_addresses))
     finally:
         with shielded():
             stack.close()
@@ -100,9 +104,27 @@ def _started(args: argparse.Namespace, plan: RunPlan) -> Iterator[Target]:
 def _get(url: str) -> load.Endpoint:
     """A pre-encoded ``GET url`` with ``Connection: close``."""
     parts = urlsplit(url)
-    request = (f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-               "Connection: close\r\n\r\n").encode("ascii")
+    return _endpoint(url, (f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                           "Connection: close\r\n\r\n").encode("ascii"))
+
+
+def _endpoint(url: str, request: bytes) -> load.Endpoint:
+    """``request`` to ``url``: ``http://host:port/...`` or a gRPC ``host:port``."""
+    parts = urlsplit(url if "//" in url else f"//{url}")
     return load.Endpoint(parts.hostname or "127.0.0.1", parts.port or 80, request)
+
+
+def _load_targets(args: argparse.Namespace, target: Target, info: ModelInfo
+                  ) -> tuple[tuple[load.Endpoint, ...], int]:
+    """Where each level's requests go, pre-encoded for ``--protocol``, and the body's size."""
+    if args.protocol == GRPC:
+        if not target.grpc_addresses:
+            raise ValueError(f"the {target.server} serves no gRPC")
+        message = grpc_infer(info, args.rows, 0)
+        return tuple(_endpoint(a, message) for a in target.grpc_addresses), len(message)
+    request = BUILDERS[args.protocol](info, args.rows, 0)
+    return (tuple(_endpoint(url, request.encode(url)) for url in target.facade_urls),
+            len(request.body))
 
 
 def run_levels(args: argparse.Namespace, plan: RunPlan, config: dict[str, Any]
@@ -119,20 +141,25 @@ def run_levels(args: argparse.Namespace, plan: RunPlan, config: dict[str, Any]
         if args.rows > info.max_batch_size:
             raise ValueError(f"--rows {args.rows} exceeds max_batch_size "
                              f"{info.max_batch_size} of model '{args.model}'")
-        request = BUILDERS[args.protocol](info, args.rows, 0)
-        config.update(version=info.version, body_bytes=len(request.body))
-        targets = tuple(
-            load.Endpoint(urlsplit(url).hostname or "127.0.0.1", urlsplit(url).port or 80,
-                          request.encode(url)) for url in target.facade_urls)
+        targets, body_bytes = _load_targets(args, target, info)
+        config.update(version=info.version, body_bytes=body_bytes)
+        if args.protocol == GRPC:
+            config["url"] = ", ".join(f"grpc://{a}" for a in target.grpc_addresses)
         scrapes = tuple(map(_get, target.metrics_urls))
+        level = load.Level
+        if args.protocol == GRPC:
+            from bench.grpc_load import GrpcLevel  # grpc only where it is driven
+
+            level = GrpcLevel
         for concurrency in args.concurrency:
             if args.driver == "wrk":
-                outcome = wrk.run_level(base_url, request, args.model, concurrency,
-                                        args.warmup, args.duration, target.metrics_urls)
+                outcome = wrk.run_level(base_url, BUILDERS[args.protocol](info, args.rows, 0),
+                                        args.model, concurrency, args.warmup, args.duration,
+                                        target.metrics_urls)
             else:
                 outcome = load.run_level(load.LevelSpec(
                     targets=targets, concurrency=concurrency, warmup_s=args.warmup,
-                    duration_s=args.duration, model=args.model, scrapes=scrapes))
+                    duration_s=args.duration, model=args.model, scrapes=scrapes), level)
             row = LevelRow.from_outcome(outcome, args.rows)
             rows.append(row)
             print(row.progress(), file=sys.stderr, flush=True)

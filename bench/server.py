@@ -1,4 +1,5 @@
-"""Start and stop one HTTP server process for a benchmark run: ``inferno serve`` (embedded), or
+"""Start and stop one server process for a benchmark run: ``inferno serve`` (embedded, HTTP and
+gRPC), or
 any other command that serves ``/health/ready`` (``ServerProcess``; the plain FastAPI baseline of
 ``bench.plain_fastapi`` is one).
 
@@ -68,11 +69,21 @@ class ServerProcess:
 
 
 class EmbeddedServer(ServerProcess):
-    """``inferno serve`` as a subprocess."""
+    """``inferno serve`` as a subprocess, its gRPC server on a free port too (never the default
+    8001, which another server may hold)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, repo: str | None = None,
+                 ready_timeout_s: float = 120.0) -> None:
+        super().__init__(host, port, repo, ready_timeout_s)
+        self.grpc_port = free_port(host)
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
 
     def command(self) -> list[str]:
-        command = [sys.executable, "-m", "inferno", "serve",
-                   "--host", self.host, "--port", str(self.port)]
+        command = [sys.executable, "-m", "inferno", "serve", "--host", self.host,
+                   "--port", str(self.port), "--grpc-port", str(self.grpc_port)]
         if self.repo is not None:
             command += ["--repo", self.repo]
         return command
