@@ -33,7 +33,8 @@ from common.errors import (
 )
 from common.logging import redact
 
-__all__ = ["JSON_HEADER", "HttpError", "error_headers", "http_error", "install_error_handlers",
+__all__ = ["JSON_HEADER", "HttpError", "error_answer", "error_headers", "http_error",
+           "install_error_handlers",
            "unexpected_error", "v1_error", "v2_error", "v2_message"]
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,14 @@ def v2_message(error: InfernoError) -> str:
         return (f"failed to get model version from specified version string "
                 f"'{error.version}': {error.message}")
     return error.message
+
+
+def error_answer(error: InfernoError, encode: Callable[[InfernoError], tuple[int, bytes]]
+                 ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The HTTP answer of ``error``: its status and JSON body as ``encode`` (``v1_error``,
+    ``v2_error``) writes them, and its headers."""
+    status, body = encode(error)
+    return status, body, [JSON_HEADER, *error_headers(error)]
 
 
 def http_error(error: InfernoError, path: str) -> tuple[int, bytes]:

@@ -38,7 +38,7 @@ from facade.auth import Guard
 from facade.data_plane import DataPlane
 from facade.disconnects import DisconnectWatch
 from facade.encoding import accepted_coding, compress, inflate
-from facade.errors import JSON_HEADER, HttpError, http_error, unexpected_error
+from facade.errors import HttpError, error_answer, http_error, unexpected_error
 from facade.protocol import Answer, Headers, HttpProtocol, version_of
 from facade.v1_protocol import V1
 from facade.v2_protocol import V2
@@ -151,7 +151,7 @@ class Front:
                       error: InfernoError) -> int:
         """Answer ``error`` in the protocol's format, or by path where no protocol answers."""
         answer = (predict[0].refuse(error) if predict is not None
-                  else (*http_error(error, scope["path"]), (JSON_HEADER,)))
+                  else error_answer(error, lambda e: http_error(e, scope["path"])))
         await _send(send, answer, head.request_id)
         return answer[0]
 
@@ -178,7 +178,7 @@ class Front:
     async def _inflated(self, scope: Scope, receive: Receive,
                         coding: bytes) -> tuple[Scope, Receive]:
         """The request as the app behind reads it: the body inflated, its headers saying so."""
-        body = inflate(await _read_body(receive), coding, self.max_body)
+        body = await self._body(receive, coding)
         sent = False
 
         async def replay() -> Message:
@@ -199,10 +199,7 @@ class Front:
         protocol, name, version = predict
         try:
             pinned = self._check(scope["method"], name, version, head.authorization)
-            body = await _read_body(receive)
-            if head.coding is not None:
-                body = inflate(body, head.coding, self.max_body)
-            call = protocol.call(body, scope["headers"])
+            call = protocol.call(await self._body(receive, head.coding), scope["headers"])
             watch = DisconnectWatch(receive)
             try:
                 answer = protocol.answer(await self.plane.infer(name, pinned, call,
@@ -223,6 +220,11 @@ class Front:
             answer = protocol.refuse(unexpected_error(exc))
         await _send(send, answer, head.request_id)
         return answer[0]
+
+    async def _body(self, receive: Receive, coding: bytes | None) -> bytes:
+        """The request's body, inflated when its ``Content-Encoding`` says it is compressed."""
+        body = await _read_body(receive)
+        return body if coding is None else inflate(body, coding, self.max_body)
 
     def _check(self, method: str, name: str, version: str | None,
                authorization: bytes | None) -> int | None:

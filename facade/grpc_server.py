@@ -134,17 +134,14 @@ class InferenceServicer:
 
         async def respond(request: Any) -> None:
             try:
-                answers.put_nowait(pb.ModelStreamInferResponse(
-                    infer_response=await self._infer(request, context)))
+                answer = pb.ModelStreamInferResponse(
+                    infer_response=await self._infer(request, context))
             except InfernoError as exc:
-                answers.put_nowait(pb.ModelStreamInferResponse(
-                    error_message=redact(v2_message(exc)),
-                    infer_response=pb.ModelInferResponse(id=request.id)))
+                answer = _stream_error(request, exc)
             except Exception as exc:
                 log.exception("stream infer of %s failed unexpectedly", request.model_name)
-                answers.put_nowait(pb.ModelStreamInferResponse(
-                    error_message=unexpected_error(exc).message,
-                    infer_response=pb.ModelInferResponse(id=request.id)))
+                answer = _stream_error(request, unexpected_error(exc))
+            answers.put_nowait(answer)
 
         async def read() -> None:
             async with asyncio.TaskGroup() as group:
@@ -251,6 +248,12 @@ async def _answer(context: Context, work: Awaitable[T]) -> T:
         error = unexpected_error(exc)
     await context.abort(grpc_status(error), redact(v2_message(error)))
     raise AssertionError("context.abort returned")  # it raises, always
+
+
+def _stream_error(request: Any, error: InfernoError) -> Any:
+    """A stream's answer to ``request`` when it failed: the stream itself stays open."""
+    return pb.ModelStreamInferResponse(error_message=redact(v2_message(error)),
+                                       infer_response=pb.ModelInferResponse(id=request.id))
 
 
 def _version(text: str) -> int | None:

@@ -17,7 +17,7 @@ from common.errors import InfernoError, InvalidInput, InvalidJson
 from common.model.codecs import Codec, encode_tensor
 from common.model.config import ModelConfig
 from common.wire.json_request import decode_json_inputs, parse_json_object
-from facade.errors import JSON_HEADER, error_headers, v1_error
+from facade.errors import JSON_HEADER, error_answer, v1_error
 from facade.protocol import Answer, Headers, positive, version_of
 
 __all__ = ["ROUTE", "V1", "V1Call", "V1Protocol"]
@@ -81,8 +81,7 @@ class V1Protocol:
         return 200, result, _JSON
 
     def refuse(self, error: InfernoError) -> Answer:
-        status, body = v1_error(error)
-        return status, body, [JSON_HEADER, *error_headers(error)]
+        return error_answer(error, v1_error)
 
 
 V1 = V1Protocol()

@@ -32,7 +32,7 @@ from common.model.dtypes import DType
 from common.model.signature import Signature
 from common.model.strings import decode_prefixed, encode_prefixed
 from common.wire.json_request import parse_json_object
-from facade.errors import JSON_HEADER, error_headers, v2_error
+from facade.errors import JSON_HEADER, error_answer, v2_error
 from facade.protocol import Answer, Headers, positive
 
 __all__ = ["HEADER_LENGTH", "ROUTE", "V2", "V2Call", "V2Protocol", "V2Response", "datatype_of",
@@ -138,8 +138,7 @@ class V2Protocol:
         return 200, result.body, (_OCTETS, (_HEADER_LENGTH, b"%d" % result.header_length))
 
     def refuse(self, error: InfernoError) -> Answer:
-        status, body = v2_error(error)
-        return status, body, [JSON_HEADER, *error_headers(error)]
+        return error_answer(error, v2_error)
 
 
 V2 = V2Protocol()
