@@ -12,11 +12,14 @@ size the server formed (the limit). The server is embedded (``inferno serve``), 
 - ``cluster``: start/stop facades and workers in a fresh vhost and Redis prefix, wait until ready.
 - ``payload``: request bytes built once per run, one builder per protocol.
 - ``load``: the lean Python load generator (a spawned process, asyncio streams).
+- ``grpc_load``: its gRPC clients (``--protocol grpc``: ``ModelInfer``; ``grpc-stream``:
+  ``ModelStreamInfer``); ``grpc_floor``: a bare ``grpc.aio`` echo of Triton's service, their floor.
 - ``wrk``: the optional ``--driver wrk`` alternative.
 - ``metrics``: Prometheus text parsing, sums over endpoints, deltas (mean batch, model time).
 - ``direct``: the in-process TorchScript baseline.
 - ``report``: one run's table and ``--json`` document.
 - ``compare``: several runs: their tables and level-by-level comparisons.
+- ``protocol_table``: ``--compare-protocols``: every protocol on the same servers, and the floor.
 - ``chaos`` (``python -m bench.chaos``): the chaos soak: load through two facades and three
   workers while faults strike; ``chaos_load`` its requests and their outcomes, ``chaos_faults``
   the faults.

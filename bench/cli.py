@@ -11,21 +11,26 @@ embedded and distributed Inferno, then the direct model and the bare broker RPC
 temporary repository (``harness.built``) that every server and the direct baseline use;
 ``--scaling`` runs distributed clusters of 1, 2 and 4 workers (``--workers``) serving the built
 ``fixed`` model (20 ms per batch, the GIL released) and prints each one's throughput against one
-worker's.
+worker's. ``--compare-protocols`` runs every level of v1 JSON, v2 JSON, v2-binary, gRPC
+``ModelInfer`` and gRPC ``ModelStreamInfer`` in turn against the same started servers of each
+run (``runner.protocols``), then the same gRPC clients against a bare ``grpc.aio`` echo
+(``bench.grpc_floor``), and prints them side by side (``bench.protocol_table``).
 
 The exit status is 0 when every level finished without errors, 1 when some request failed (the
 report is printed either way), 2 when the benchmark itself could not run, 130 on Ctrl-C or
 SIGTERM; the servers, and a distributed run's vhost and Redis keys, are cleaned up in every case.
 
-Extension points: ``--protocol`` picks a request builder from ``payload.BUILDERS`` (``grpc``: the
-gRPC driver, ``bench.grpc_load``); ``--mode``
-(and ``--compare``) picks how the servers are started (``runner.plans``).
+Extension points: ``--protocol`` picks a request builder from ``payload.BUILDERS`` (``grpc``,
+``grpc-stream``: a gRPC driver of ``grpc_load.LEVELS``), ``payload.COMPARED`` what
+``--compare-protocols`` runs; ``--mode`` (and ``--compare``, ``--compare-protocols``' floor)
+picks how the servers are started (``runner.plans``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import signal
 import statistics
@@ -38,9 +43,10 @@ from typing import Any
 from bench import wrk
 from bench.compare import comparisons, render_suite_json, render_suite_table
 from bench.direct import DirectResult
-from bench.payload import GRPC, PROTOCOLS
+from bench.payload import GRPC_PROTOCOLS, PROTOCOLS
+from bench.protocol_table import render_protocols_json, render_protocols_table
 from bench.report import LevelRow, Report, render_json, render_table
-from bench.runner import plans, run_levels
+from bench.runner import plans, run_protocols
 from harness.built import BUILT, FIXED, built_repo
 from harness.services import DEFAULT_REDIS
 
@@ -122,6 +128,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="the plain FastAPI baseline, embedded, distributed (overrides "
                              "--mode), the bare broker RPC and the direct model, in turn, "
                              "side by side")
+    parser.add_argument("--compare-protocols", action="store_true",
+                        help="v1 JSON, v2 JSON, v2-binary, grpc and grpc-stream in turn against "
+                             "the same servers of each run (--mode), then the same gRPC clients "
+                             "against a bare grpc.aio echo (bench.grpc_floor), side by side")
     parser.add_argument("--scaling", action="store_true",
                         help="horizontal scaling: distributed runs (overrides --mode) of the "
                              "fixed model (overrides --model) at each --workers count (default "
@@ -144,10 +154,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="torch intra-op threads of the started servers (every worker) and "
                              "the direct baseline: sets INFERNO_TORCH_THREADS (default: the "
                              "servers' own, one core fewer than the process may use)")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="v1",
+    parser.add_argument("--protocol", choices=PROTOCOLS,
                         help="request body format (default v1 JSON; v2 = KServe v2 JSON; "
                              "grpc = ModelInfer with raw_input_contents on the started "
-                             "servers' gRPC port, bench.grpc_load)")
+                             "servers' gRPC port, bench.grpc_load; grpc-stream = the same on "
+                             "one ModelStreamInfer stream per client)")
     parser.add_argument("--binary", action="store_true",
                         help="the protocol's binary form: v2 → Triton's binary tensor "
                              "extension (v2-binary), v1 → base64 tensors (v1-b64)")
@@ -159,21 +170,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-floor", action="store_true",
                         help="--mode both, --compare: skip the bare broker round trip "
                              "(bench.rpc_floor) measured after the runs to split the queue "
-                             "hop's cost")
+                             "hop's cost; --compare-protocols: skip the bare grpc.aio echo")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     return parser
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
-
-
-def _loadavg() -> float | None:
-    """1-minute load average: on a shared small machine, other work skews every number."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
 
 
 def _run_direct(args: argparse.Namespace, version: int | None, levels: list[LevelRow],
@@ -207,14 +210,27 @@ def _floor_ms(args: argparse.Namespace, reports: list[Report]) -> float | None:
         return None
 
 
+def _protocols_clash(args: argparse.Namespace) -> str | None:
+    """Why ``--compare-protocols`` cannot go with the flags given (read before defaults apply:
+    ``--protocol`` given at all is a clash)."""
+    if not args.compare_protocols:
+        return None
+    clash = [flag for flag, given in (
+        ("--url", args.url), ("--driver wrk", args.driver == "wrk"), ("--compare", args.compare),
+        ("--scaling", args.scaling), ("--protocol", args.protocol is not None),
+        ("--binary", args.binary)) if given]
+    return (f"--compare-protocols drives every protocol against the servers it starts: not "
+            f"with {', '.join(clash)}") if clash else None
+
+
 def _usage_error(args: argparse.Namespace) -> str | None:
     if args.driver == "wrk" and not wrk.available():
         return "--driver wrk needs wrk on PATH"
     if args.driver == "wrk" and args.mode != "embedded" and args.facades > 1:
         return "--driver wrk drives one URL: use --facades 1"
-    if args.protocol == GRPC and (args.driver == "wrk" or args.url or args.mode == "compare"):
-        return "--protocol grpc drives the servers the bench starts: not with --driver wrk, " \
-               "--url or --compare"
+    if args.protocol in GRPC_PROTOCOLS and (args.driver == "wrk" or args.url or args.compare):
+        return f"--protocol {args.protocol} drives the servers the bench starts: not with " \
+               "--driver wrk, --url or --compare"
     if args.rows < 1:
         return "--rows must be >= 1"
     if args.url and args.mode != "embedded":
@@ -225,19 +241,17 @@ def _usage_error(args: argparse.Namespace) -> str | None:
 
 
 def _measure(args: argparse.Namespace, base: dict[str, Any]) -> list[Report]:
-    """Every run in turn, then the direct baseline: one report per run."""
-    runs: list[tuple[dict[str, Any], list[LevelRow]]] = []
+    """Every run in turn, then the direct baseline: one report per run and protocol."""
+    runs: list[Report] = []
     for plan in plans(args):
-        config = {**base, "label": plan.label, "mode": plan.mode, "loadavg_start": _loadavg()}
+        config = {**base, "label": plan.label, "mode": plan.mode}
         if plan.mode == "distributed":
             config.update(workers=plan.workers, facades=plan.facades)
-        levels = run_levels(args, plan, config)
-        config["loadavg_end"] = _loadavg()
-        runs.append((config, levels))
+        runs += run_protocols(args, plan, config)
     direct, direct_error = _run_direct(
-        args, runs[0][0].get("version"), [lvl for _, levels in runs for lvl in levels],
+        args, runs[0].config.get("version"), [lvl for run in runs for lvl in run.levels],
         base["direct_duration_s"])
-    return [Report(config, levels, direct, direct_error) for config, levels in runs]
+    return [dataclasses.replace(run, direct=direct, direct_error=direct_error) for run in runs]
 
 
 def _measure_all(args: argparse.Namespace, base: dict[str, Any]
@@ -248,11 +262,15 @@ def _measure_all(args: argparse.Namespace, base: dict[str, Any]
         if args.model in BUILT and not args.url:
             args.repo = stack.enter_context(built_repo(args.model))
         reports = _measure(args, base)
-        return reports, _floor_ms(args, reports) if len(reports) > 1 else None
+        if args.compare_protocols or len(reports) == 1:
+            return reports, None
+        return reports, _floor_ms(args, reports)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    clash = _protocols_clash(args)
+    args.protocol = args.protocol or "v1"
     if args.compare:
         args.mode = "compare"
     if args.scaling:
@@ -261,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.concurrency = args.concurrency or ([64] if args.scaling else [1, 16, 64])
     if args.binary:
         args.protocol = {"v1": "v1-b64", "v2": "v2-binary"}.get(args.protocol, args.protocol)
-    problem = _usage_error(args)
+    problem = clash or _usage_error(args)
     if problem:
         print(f"bench: {problem}", file=sys.stderr)
         return 2
@@ -283,7 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         print(f"bench: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    if len(reports) == 1:
+    if args.compare_protocols:
+        print(render_protocols_json(reports) if args.json else render_protocols_table(reports))
+    elif len(reports) == 1:
         print(render_json(reports[0]) if args.json else render_table(reports[0]))
     else:
         compared = comparisons(reports, floor_ms)

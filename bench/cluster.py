@@ -20,9 +20,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from types import TracebackType
 
-from bench.server import QUIET_ENV
+from bench.server import QUIET_ENV, Started
 from harness.process import free_port, get_status, shielded, spawn, stop_all
 from harness.services import DEFAULT_BROKER, DEFAULT_REDIS, delete_keys, fresh_vhost, unique_name
 
@@ -57,7 +56,7 @@ class _Role:
     """A facade's gRPC ``host:port``; empty for a worker."""
 
 
-class Cluster:
+class Cluster(Started):
     """The running cluster; a context manager that always tears it down."""
 
     def __init__(self, spec: ClusterSpec) -> None:
@@ -169,21 +168,9 @@ class Cluster:
                                    f"waiting for {pending}")
             time.sleep(0.2)
 
-    def close(self) -> None:
+    def stop(self) -> None:
         with shielded():
             self._stack.close()
-
-    def __enter__(self) -> Cluster:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 def _serving_workers(base_url: str, model: str) -> int:

@@ -26,10 +26,11 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench.report import Report, json_levels, render_direct, render_levels
+from bench.report import Report, json_run, render_direct, render_levels
 
 __all__ = ["Compared", "Comparison", "ScalingRow", "SideBySide", "SideRow", "Single", "compare",
-           "comparisons", "render_suite_json", "render_suite_table", "scaling", "side_by_side"]
+           "comparisons", "ratio", "render_suite_json", "render_suite_table", "scaling",
+           "side_by_side"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +128,7 @@ class SideBySide:
     c1: Single
 
 
-def _ratio(top: float | None, bottom: float | None) -> float | None:
+def ratio(top: float | None, bottom: float | None) -> float | None:
     return top / bottom if top is not None and bottom else None
 
 
@@ -147,16 +148,16 @@ def side_by_side(reports: list[Report], floor_ms: float | None = None) -> SideBy
     embedded = by_mode["embedded"]
     embedded_rps = {lvl.concurrency: lvl.req_per_s for lvl in embedded.levels} if embedded else {}
     rows = [SideRow(level.concurrency, report.config["label"], level.req_per_s, level.p50_ms,
-                    level.p99_ms, _ratio(level.p99_ms, level.p50_ms),
-                    _ratio(level.req_per_s, embedded_rps.get(level.concurrency)),
+                    level.p99_ms, ratio(level.p99_ms, level.p50_ms),
+                    ratio(level.req_per_s, embedded_rps.get(level.concurrency)),
                     level.machine_busy_pct,
-                    _ratio(_ratio(100.0 * level.req_per_s, level.machine_busy_pct),
+                    ratio(ratio(100.0 * level.req_per_s, level.machine_busy_pct),
                            embedded_rps.get(level.concurrency)))
             for concurrency in dict.fromkeys(lvl.concurrency for r in reports for lvl in r.levels)
             for report in reports for level in report.levels if level.concurrency == concurrency]
     plain, emb, dist = (_p50_at_1(by_mode[m]) for m in ("plain", "embedded", "distributed"))
     return SideBySide(rows, Single(
-        plain_p50_ms=plain, embedded_p50_ms=emb, embedded_over_plain_p50=_ratio(emb, plain),
+        plain_p50_ms=plain, embedded_p50_ms=emb, embedded_over_plain_p50=ratio(emb, plain),
         distributed_p50_ms=dist, floor_ms=floor_ms,
         distributed_minus_floor_ms=dist - floor_ms if dist is not None and floor_ms is not None
         else None, model_ms=_model_ms_at_1(reports[0])))
@@ -212,7 +213,7 @@ def scaling(reports: list[Report]) -> list[ScalingRow]:
     first = runs[0]
     base = {lvl.concurrency: lvl.req_per_s for lvl in first.levels}
     return [ScalingRow(level.concurrency, run.config["workers"], level.req_per_s,
-                       _ratio(level.req_per_s, base.get(level.concurrency)),
+                       ratio(level.req_per_s, base.get(level.concurrency)),
                        run.config["workers"] / first.config["workers"],
                        level.model_busy_pct / run.config["workers"]
                        if level.model_busy_pct is not None else None)
@@ -224,7 +225,7 @@ def _render_scaling(rows: list[ScalingRow]) -> str:
              f"{'ideal':>5}  {'speedup/ideal':>13}  {'model busy % per worker':>23}"]
     lines.extend(f"{r.concurrency:>11}  {r.workers:>7}  {r.req_per_s:>9.1f}  "
                  f"{_fmt(r.speedup, '.2f'):>7}  {r.ideal:>5.2f}  "
-                 f"{_fmt(_ratio(r.speedup, r.ideal), '.2f'):>13}  "
+                 f"{_fmt(ratio(r.speedup, r.ideal), '.2f'):>13}  "
                  f"{_fmt(r.model_busy_pct_per_worker, '.0f'):>23}" for r in rows)
     return "\n".join(lines)
 
@@ -245,8 +246,7 @@ def render_suite_json(reports: list[Report], comparisons: list[Comparison],
                       floor_ms: float | None = None) -> str:
     first = reports[0]
     document: dict[str, Any] = {
-        "runs": [{"config": r.config, "levels": json_levels(r), "errors": r.errors}
-                 for r in reports],
+        "runs": list(map(json_run, reports)),
         "comparisons": [asdict(c) for c in comparisons],
         "side_by_side": asdict(side_by_side(reports, floor_ms)),
         "scaling": [asdict(row) for row in scaling(reports)],

@@ -14,7 +14,8 @@ req/s and latencies; every non-200 response and every connection failure of the 
 warm-up included, counts as an error. The server's metrics are scraped by the same process at the
 window's start and end (every endpoint at once, summed), so batch statistics cover the same
 interval as the latencies; the generator's own CPU time over the window is reported too, to show
-what it took from the server.
+what it took from the server, and so is, for a server with no metrics (``LevelSpec.server_pids``),
+its processes' CPU time read from ``/proc``.
 
 No third-party imports here: the spawned process starts in well under a second.
 """
@@ -28,19 +29,20 @@ import multiprocessing
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from bench.host import CpuTimes, busy_pct, cpu_times
+from bench.host import CpuTimes, busy_pct, cpu_times, process_cpu_s
 from bench.metrics import Snapshot, parse, total
 
 __all__ = ["Endpoint", "Level", "LevelSpec", "LoadOutcome", "percentile", "read_response",
-           "run_level"]
+           "run_async", "run_level"]
 
 GRACE_S = 10.0
 """How long in-flight requests may take after the window closes before they count as errors."""
 CONNECT_RETRY_S = 0.01
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,8 @@ class LevelSpec:
     scrapes: tuple[Endpoint, ...]
     """Pre-encoded ``GET /metrics`` (``Connection: close``) of every endpoint whose totals are
     summed; empty to skip metrics."""
+    server_pids: tuple[int, ...] = ()
+    """Server processes whose CPU time is read from ``/proc`` over the window (no metrics)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,8 @@ class LoadOutcome:
     """CPU time (user + system) the load generator itself used inside the window."""
     machine_busy_pct: float | None = None
     """Busy share of all the machine's cores inside the window (``bench.host``)."""
+    server_cpu_s: float | None = None
+    """CPU time the ``server_pids`` used inside the window; ``None`` without pids or readings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +150,8 @@ class Level:
         self.cpu_start = self.cpu_end = 0.0
         self.machine_start: CpuTimes | None = None
         self.machine_end: CpuTimes | None = None
+        self.server_start: float | None = None
+        self.server_end: float | None = None
 
     @staticmethod
     async def _open(target: Endpoint) -> Streams:
@@ -228,11 +236,20 @@ class Level:
         await asyncio.sleep(max(0.0, self.window_start - time.perf_counter()))
         self.cpu_start = time.process_time()
         self.machine_start = cpu_times()
+        self.server_start = self._server_cpu()
         before = await self.scrape()
         await asyncio.sleep(max(0.0, self.window_end - time.perf_counter()))
         self.cpu_end = time.process_time()
         self.machine_end = cpu_times()
+        self.server_end = self._server_cpu()
         return before, await self.scrape()
+
+    def _server_cpu(self) -> float | None:
+        """The ``server_pids``' CPU seconds now: ``None`` without pids or if one is gone."""
+        readings = [process_cpu_s(pid) for pid in self.spec.server_pids]
+        if not readings or None in readings:
+            return None
+        return sum(r for r in readings if r is not None)
 
     async def run(self) -> LoadOutcome:
         spec = self.spec
@@ -257,10 +274,14 @@ class Level:
             max_s=ordered[-1] if ordered else None,
             metrics_before=before, metrics_after=after,
             client_cpu_s=self.cpu_end - self.cpu_start,
-            machine_busy_pct=busy_pct(self.machine_start, self.machine_end))
+            machine_busy_pct=busy_pct(self.machine_start, self.machine_end),
+            server_cpu_s=(self.server_end - self.server_start
+                          if self.server_start is not None and self.server_end is not None
+                          else None))
 
 
-def _run(main: Coroutine[Any, Any, LoadOutcome]) -> LoadOutcome:
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """``main`` to completion on a new event loop: uvloop's when it is installed."""
     try:
         import uvloop
     except ImportError:
@@ -272,7 +293,7 @@ def _run(main: Coroutine[Any, Any, LoadOutcome]) -> LoadOutcome:
 def _child(spec: LevelSpec, level: type[Level], conn: Any) -> None:
     """Body of the spawned process: run the level, send back a ``LoadOutcome`` or a failure."""
     try:
-        conn.send(_run(level(spec).run()))
+        conn.send(run_async(level(spec).run()))
     except KeyboardInterrupt:
         pass
     except Exception as exc:

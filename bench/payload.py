@@ -4,8 +4,9 @@ Every request of a run is the same pre-encoded bytes, so building them may be sl
 (the inputs come from the signature the server reports) while the generator's loop stays one
 write and one read. ``BUILDERS`` maps a ``--protocol`` name to its builder; the KServe v2 JSON or
 Triton binary-tensor bodies are one more function each, with no change to the drivers. gRPC
-(``GRPC``) is no HTTP request: ``grpc_infer`` serialises one ``ModelInferRequest`` that the gRPC
-driver (``bench.grpc_load``) sends.
+(``GRPC``: ``ModelInfer``; ``GRPC_STREAM``: ``ModelStreamInfer``) is no HTTP request:
+``grpc_infer`` serialises one ``ModelInferRequest`` that the gRPC drivers (``bench.grpc_load``)
+send, and ``grpc_response`` the fixed answer of the bare gRPC floor (``bench.grpc_floor``).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from urllib.parse import urlsplit
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BUILDERS", "GRPC", "PROTOCOLS", "SENTENCES", "HttpRequest", "ModelInfo", "RawTensor",
-           "TensorInfo", "example_array", "grpc_infer", "local_model_info", "model_info",
-           "raw_tensors"]
+__all__ = ["BASELINE", "BUILDERS", "COMPARED", "GRPC", "GRPC_PROTOCOLS", "GRPC_STREAM", "PROTOCOLS",
+           "SENTENCES", "HttpRequest", "ModelInfo", "RawTensor", "TensorInfo", "example_array",
+           "grpc_infer", "grpc_response", "local_model_info", "model_info", "raw_tensors"]
 
 SYMBOLIC_DIM = 8
 """Size given to a symbolic non-batch dimension (e.g. ``seq``) in generated inputs."""
@@ -57,6 +58,7 @@ class ModelInfo:
     version: int
     inputs: tuple[TensorInfo, ...]
     max_batch_size: int
+    outputs: tuple[TensorInfo, ...] = ()
 
 
 def get_json(url: str, timeout: float = 10.0) -> Any:
@@ -79,9 +81,13 @@ def local_model_info(repo: str, name: str) -> ModelInfo:
 
 def _info(body: Any) -> ModelInfo:
     """A ``ModelConfig.describe()`` document (what ``/v1/models/{name}/active`` returns)."""
-    inputs = tuple(TensorInfo(t["name"], t["dtype"], tuple(t["shape"])) for t in body["inputs"])
-    return ModelInfo(name=body["name"], version=int(body["version"]), inputs=inputs,
-                     max_batch_size=int(body.get("batching", {}).get("max_batch_size", 1)))
+    def tensors(key: str) -> tuple[TensorInfo, ...]:
+        return tuple(TensorInfo(t["name"], t["dtype"], tuple(t["shape"]))
+                     for t in body.get(key, ()))
+
+    return ModelInfo(name=body["name"], version=int(body["version"]), inputs=tensors("inputs"),
+                     max_batch_size=int(body.get("batching", {}).get("max_batch_size", 1)),
+                     outputs=tensors("outputs"))
 
 
 def example_array(dtype: str, shape: Sequence[int | str], rows: int,
@@ -193,11 +199,13 @@ class RawTensor:
     raw: bytes
 
 
-def raw_tensors(model: ModelInfo, rows: int, seed: int) -> list[RawTensor]:
-    """Every input of ``model`` as raw little-endian bytes (what v2-binary and gRPC send)."""
+def raw_tensors(model: ModelInfo, rows: int, seed: int, outputs: bool = False
+                ) -> list[RawTensor]:
+    """Every input (``outputs``: every output) of ``model`` as raw little-endian bytes (what
+    v2-binary and gRPC send)."""
     rng = np.random.default_rng(seed)
     tensors = []
-    for t in model.inputs:
+    for t in model.outputs if outputs else model.inputs:
         array = example_array(t.dtype, t.shape, rows, rng)
         tensors.append(RawTensor(t.name, _v2_datatype(t.dtype), array.shape,
                                  _raw(array, t.dtype)))
@@ -223,8 +231,16 @@ BUILDERS: dict[str, Builder] = {"v1": v1_json, "v1-b64": v1_b64, "v2": v2_json,
 """Request builders by ``--protocol`` (``--binary`` picks ``v2-binary`` for ``v2``)."""
 
 GRPC = "grpc"
-"""The ``--protocol`` of the gRPC driver (``bench.grpc_load``): no HTTP request, ``grpc_infer``."""
-PROTOCOLS = (*sorted(BUILDERS), GRPC)
+"""The ``--protocol`` of the unary gRPC driver (``bench.grpc_load``): no HTTP request,
+``grpc_infer``."""
+GRPC_STREAM = "grpc-stream"
+"""The ``--protocol`` of the streaming gRPC driver: the same message on ``ModelStreamInfer``."""
+GRPC_PROTOCOLS = (GRPC, GRPC_STREAM)
+PROTOCOLS = (*sorted(BUILDERS), *GRPC_PROTOCOLS)
+COMPARED = ("v1", "v2", "v2-binary", GRPC, GRPC_STREAM)
+"""What ``--compare-protocols`` runs, in this order, against the same servers."""
+BASELINE = "v2-binary"
+"""The protocol ``--compare-protocols`` measures the others against."""
 
 
 def grpc_infer(model: ModelInfo, rows: int, seed: int) -> bytes:
@@ -239,3 +255,17 @@ def grpc_infer(model: ModelInfo, rows: int, seed: int) -> bytes:
                                                       shape=t.shape) for t in tensors],
         raw_input_contents=[t.raw for t in tensors])
     return bytes(request.SerializeToString())
+
+
+def grpc_response(model: ModelInfo, rows: int) -> bytes:
+    """A serialised ``inference.ModelInferResponse`` of ``model``'s outputs at ``rows`` rows,
+    raw as Inferno answers ``grpc_infer``: the bare floor's fixed answer."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    tensors = raw_tensors(model, rows, 0, outputs=True)
+    response = pb.ModelInferResponse(
+        model_name=model.name, model_version=str(model.version),
+        outputs=[pb.ModelInferResponse.InferOutputTensor(name=t.name, datatype=t.datatype,
+                                                         shape=t.shape) for t in tensors],
+        raw_output_contents=[t.raw for t in tensors])
+    return bytes(response.SerializeToString())

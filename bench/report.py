@@ -5,8 +5,9 @@ server's rows/s over the direct baseline's rows/s at the batch size the server f
 of the model's own throughput survives the serving path. ``model busy%`` is the model's time
 over the window (summed over workers): near 100 % per worker, the model is the bottleneck.
 ``cpu ms/req`` and ``cores`` are the servers' own CPU over the window (``process_cpu_seconds_total``
-of every process): the embedded server's, or the facades' + the workers'; a role near 1.00
-core is a single-threaded process at its limit. ``machine busy%`` is every core's busy share in
+of every process): the embedded server's, or the facades' + the workers' (a server with no
+metrics, the bare gRPC floor: its process's, from ``/proc``); a role near 1.00 core is a
+single-threaded process at its limit. ``machine busy%`` is every core's busy share in
 the window (``/proc/stat``: servers, broker, load generator and anything else): near 100 the
 machine itself is the limit.
 ``rows/s`` is shown when a request carries several rows (``--rows``). The JSON document also
@@ -25,8 +26,8 @@ from bench.metrics import Window
 
 _ROLES = ("facade", "worker", "embedded")
 
-__all__ = ["LevelRow", "Report", "json_levels", "render_direct", "render_json", "render_levels",
-           "render_table"]
+__all__ = ["LevelRow", "Report", "fmt", "json_levels", "json_run", "render_direct", "render_json",
+           "render_levels", "render_table"]
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -62,6 +63,9 @@ class LevelRow:
     embedded_cpu_ms: float | None = None
     machine_busy_pct: float | None = None
     """Busy share of all the machine's cores in the window: near 100, the machine is the limit."""
+    process_cpu_ms: float | None = None
+    """CPU milliseconds per request of a server with no metrics, read from ``/proc`` (the bare
+    gRPC floor, ``bench.grpc_floor``)."""
 
     @classmethod
     def from_outcome(cls, outcome: LoadOutcome, rows_per_request: int) -> LevelRow:
@@ -81,19 +85,27 @@ class LevelRow:
                             if window and outcome.window_s > 0 else None),
             server_ms=window.server_ms if window else None,
             machine_busy_pct=outcome.machine_busy_pct,
+            process_cpu_ms=(1000.0 * outcome.server_cpu_s / outcome.requests
+                            if outcome.server_cpu_s is not None and outcome.requests else None),
             **{f"{role}_cpu_ms": window.cpu_ms_per_request(role, outcome.requests) if window
                else None for role in _ROLES})
 
     @property
     def _cpu_ms(self) -> list[float]:
-        """CPU ms per request of the roles present: the embedded server's, or facade, worker."""
-        return [ms for ms in (self.embedded_cpu_ms, self.facade_cpu_ms, self.worker_cpu_ms)
-                if ms is not None]
+        """CPU ms per request of the roles present: the embedded server's, or facade, worker, or
+        the metric-less server's."""
+        return [ms for ms in (self.embedded_cpu_ms, self.facade_cpu_ms, self.worker_cpu_ms,
+                              self.process_cpu_ms) if ms is not None]
 
     @property
     def server_cpu(self) -> str:
         """CPU ms per request, per role: ``facade+worker``, or the embedded server's alone."""
         return "+".join(f"{ms:.2f}" for ms in self._cpu_ms) or "-"
+
+    @property
+    def server_cpu_ms(self) -> float | None:
+        """CPU ms per request of every server process together; ``None`` when none reported."""
+        return sum(self._cpu_ms) if self._cpu_ms else None
 
     @property
     def server_cores(self) -> str:
@@ -106,9 +118,9 @@ class LevelRow:
         return None if self.mean_batch is None else max(1, round(self.mean_batch))
 
     def progress(self) -> str:
-        return (f"c={self.concurrency}: {self.req_per_s:.0f} req/s, p50 {_fmt(self.p50_ms, 2)} ms, "
-                f"p99 {_fmt(self.p99_ms, 2)} ms, mean batch {_fmt(self.mean_batch, 2)}, "
-                f"errors {self.errors}, client cpu {_fmt(self.client_cpu_pct, 0)} %")
+        return (f"c={self.concurrency}: {self.req_per_s:.0f} req/s, p50 {fmt(self.p50_ms, 2)} ms, "
+                f"p99 {fmt(self.p99_ms, 2)} ms, mean batch {fmt(self.mean_batch, 2)}, "
+                f"errors {self.errors}, client cpu {fmt(self.client_cpu_pct, 0)} %")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +138,7 @@ class Report:
         return sum(level.errors for level in self.levels)
 
 
-def _fmt(value: float | None, digits: int) -> str:
+def fmt(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
@@ -141,14 +153,14 @@ def _cells(report: Report, level: LevelRow) -> dict[str, str]:
     ratio = (f"{100.0 * level.rows_per_s / direct.rows_per_s:.0f} %"
              if direct and direct.rows_per_s > 0 else "-")
     return {"concurrency": str(level.concurrency), "req/s": f"{level.req_per_s:.1f}",
-            "rows/s": f"{level.rows_per_s:.0f}", "p50 ms": _fmt(level.p50_ms, 2),
-            "p99 ms": _fmt(level.p99_ms, 2),
-            "mean batch": _fmt(level.mean_batch, 2),
-            "infer ms/batch": _fmt(level.infer_ms_per_batch, 3),
-            "model busy%": _fmt(level.model_busy_pct, 0), "errors": str(level.errors),
+            "rows/s": f"{level.rows_per_s:.0f}", "p50 ms": fmt(level.p50_ms, 2),
+            "p99 ms": fmt(level.p99_ms, 2),
+            "mean batch": fmt(level.mean_batch, 2),
+            "infer ms/batch": fmt(level.infer_ms_per_batch, 3),
+            "model busy%": fmt(level.model_busy_pct, 0), "errors": str(level.errors),
             "cpu ms/req": level.server_cpu, "cores": level.server_cores,
-            "machine busy%": _fmt(level.machine_busy_pct, 0),
-            "client cpu%": _fmt(level.client_cpu_pct, 0),
+            "machine busy%": fmt(level.machine_busy_pct, 0),
+            "client cpu%": fmt(level.client_cpu_pct, 0),
             "direct rows/s @batch": f"{direct.rows_per_s:.0f} @{direct.batch}" if direct else "-",
             "server/direct": ratio}
 
@@ -206,6 +218,11 @@ def json_levels(report: Report) -> list[dict[str, Any]]:
         levels.append({**asdict(level), "direct_batch": level.direct_batch,
                        "direct_rows_per_s": direct.rows_per_s if direct else None})
     return levels
+
+
+def json_run(report: Report) -> dict[str, Any]:
+    """One run in a several-run document: its config, levels and error count."""
+    return {"config": report.config, "levels": json_levels(report), "errors": report.errors}
 
 
 def render_json(report: Report) -> str:

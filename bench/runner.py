@@ -1,10 +1,14 @@
-"""One run: start the servers a plan names, run every concurrency level against them, stop them.
+"""One run: start the servers a plan names, run every concurrency level of each of its protocols
+against them, stop them.
 
 A run is the plain FastAPI baseline (``bench.plain_fastapi``, ``--compare`` only), embedded
 (``inferno serve``), distributed (a ``Cluster`` of facades and workers over
-RabbitMQ and Redis) or an existing ``--url`` server. Every level of a run uses the same servers;
-each run starts fresh processes, and the servers are stopped before the next run starts (and
-before the direct baseline), so runs never compete with each other for CPU.
+RabbitMQ and Redis), an existing ``--url`` server, or the bare gRPC echo (``bench.grpc_floor``,
+``--compare-protocols`` only, last). Every level of a run uses the same servers; a run drives
+``--protocol``, or with ``--compare-protocols`` every protocol of ``payload.COMPARED`` in turn
+(the floor: the gRPC ones), one report each. Each run starts fresh processes, and the servers are
+stopped before the next run starts (and before the direct baseline), so runs never compete with
+each other for CPU.
 """
 
 from __future__ import annotations
@@ -19,19 +23,32 @@ from urllib.parse import urlsplit
 
 from bench import load, wrk
 from bench.cluster import Cluster, ClusterSpec
-from bench.payload import BUILDERS, GRPC, ModelInfo, grpc_infer, local_model_info, model_info
+from bench.grpc_floor import GrpcFloor
+from bench.host import loadavg
+from bench.payload import (
+    BUILDERS,
+    COMPARED,
+    GRPC_PROTOCOLS,
+    ModelInfo,
+    grpc_infer,
+    grpc_response,
+    local_model_info,
+    model_info,
+)
 from bench.plain_fastapi import PlainServer
-from bench.report import LevelRow
+from bench.report import LevelRow, Report
 from bench.server import EmbeddedServer
 from harness.process import shielded, wait_ready
 
-__all__ = ["RunPlan", "Target", "plans", "run_levels"]
+__all__ = ["FLOOR_LABEL", "RunPlan", "Target", "plans", "protocols", "run_protocols"]
+
+FLOOR_LABEL = "bare grpc.aio echo"
 
 
 @dataclass(frozen=True, slots=True)
 class RunPlan:
     mode: str
-    """``plain``, ``embedded`` or ``distributed``."""
+    """``plain``, ``embedded``, ``distributed`` or ``floor``."""
     workers: int = 1
     facades: int = 1
 
@@ -39,6 +56,8 @@ class RunPlan:
     def label(self) -> str:
         if self.mode == "plain":
             return "plain FastAPI"
+        if self.mode == "floor":
+            return f"grpc floor ({FLOOR_LABEL})"
         if self.mode != "distributed":
             return self.mode
         return (f"distributed, {self.facades} facade{'s' * (self.facades != 1)}, "
@@ -47,13 +66,24 @@ class RunPlan:
 
 def plans(args: argparse.Namespace) -> list[RunPlan]:
     """The runs of this invocation, in order: the plain FastAPI baseline (``--compare``), then
-    embedded, then each worker count."""
+    embedded, then each worker count, then the bare gRPC floor (``--compare-protocols``, unless
+    ``--no-floor``)."""
     runs = [RunPlan("plain")] if args.mode == "compare" else []
     if args.mode in ("embedded", "both", "compare"):
         runs.append(RunPlan("embedded"))
     if args.mode in ("distributed", "both", "compare"):
         runs += [RunPlan("distributed", workers, args.facades) for workers in args.workers]
+    if args.compare_protocols and not args.no_floor:
+        runs.append(RunPlan("floor"))
     return runs
+
+
+def protocols(args: argparse.Namespace, plan: RunPlan) -> tuple[str, ...]:
+    """What ``plan``'s run drives, in turn: ``--protocol``, or with ``--compare-protocols``
+    every compared protocol (the floor serves only gRPC)."""
+    if plan.mode == "floor":
+        return GRPC_PROTOCOLS
+    return COMPARED if args.compare_protocols else (args.protocol,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +97,8 @@ class Target:
     """The model as the run serves it, when the server cannot say (no metadata route)."""
     grpc_addresses: tuple[str, ...] = ()
     """The facades' gRPC ``host:port``, as ``facade_urls`` lists them (none: no gRPC)."""
+    pids: tuple[int, ...] = ()
+    """Server processes whose CPU is read from ``/proc`` (those without metrics)."""
 
 
 @contextlib.contextmanager
@@ -88,6 +120,12 @@ def _started(args: argparse.Namespace, plan: RunPlan) -> Iterator[Target]:
             server = stack.enter_context(EmbeddedServer(args.host, args.port, args.repo))
             yield Target((server.base_url,), (f"{server.base_url}/metrics",), "embedded server",
                          grpc_addresses=(server.grpc_address,))
+        elif plan.mode == "floor":
+            print(f"starting the {FLOOR_LABEL} (bench.grpc_floor) ...", file=sys.stderr,
+                  flush=True)
+            info = local_model_info(args.repo, args.model)
+            floor = stack.enter_context(GrpcFloor(grpc_response(info, args.rows), args.host))
+            yield Target((), (), f"{FLOOR_LABEL} server", info, (floor.address,), (floor.pid,))
         else:
             print(f"starting {plan.label} ...", file=sys.stderr, flush=True)
             cluster = stack.enter_context(Cluster(ClusterSpec(
@@ -114,53 +152,66 @@ def _endpoint(url: str, request: bytes) -> load.Endpoint:
     return load.Endpoint(parts.hostname or "127.0.0.1", parts.port or 80, request)
 
 
-def _load_targets(args: argparse.Namespace, target: Target, info: ModelInfo
+def _load_targets(args: argparse.Namespace, target: Target, info: ModelInfo, protocol: str
                   ) -> tuple[tuple[load.Endpoint, ...], int]:
-    """Where each level's requests go, pre-encoded for ``--protocol``, and the body's size."""
-    if args.protocol == GRPC:
+    """Where each level's requests go, pre-encoded for ``protocol``, and the body's size."""
+    if protocol in GRPC_PROTOCOLS:
         if not target.grpc_addresses:
             raise ValueError(f"the {target.server} serves no gRPC")
         message = grpc_infer(info, args.rows, 0)
         return tuple(_endpoint(a, message) for a in target.grpc_addresses), len(message)
-    request = BUILDERS[args.protocol](info, args.rows, 0)
+    request = BUILDERS[protocol](info, args.rows, 0)
     return (tuple(_endpoint(url, request.encode(url)) for url in target.facade_urls),
             len(request.body))
 
 
-def run_levels(args: argparse.Namespace, plan: RunPlan, config: dict[str, Any]
-               ) -> list[LevelRow]:
-    """Start the plan's servers (unless ``--url``), run every level against them, stop them.
+def _levels(args: argparse.Namespace, target: Target, info: ModelInfo, protocol: str,
+            config: dict[str, Any]) -> list[LevelRow]:
+    """Every concurrency level of ``protocol`` against ``target``; fills ``config`` with the
+    URL driven and the body's size."""
+    targets, body_bytes = _load_targets(args, target, info, protocol)
+    config["body_bytes"] = body_bytes
+    level = load.Level
+    if protocol in GRPC_PROTOCOLS:
+        from bench.grpc_load import LEVELS  # grpc only where it is driven
 
-    Fills ``config`` with what the run found out: server, URLs, model version, body size.
-    """
+        level = LEVELS[protocol]
+        config["url"] = ", ".join(f"grpc://{a}" for a in target.grpc_addresses)
+    scrapes = tuple(map(_get, target.metrics_urls))
     rows: list[LevelRow] = []
+    for concurrency in args.concurrency:
+        if args.driver == "wrk":
+            outcome = wrk.run_level(target.facade_urls[0], BUILDERS[protocol](info, args.rows, 0),
+                                    args.model, concurrency, args.warmup, args.duration,
+                                    target.metrics_urls)
+        else:
+            outcome = load.run_level(load.LevelSpec(
+                targets=targets, concurrency=concurrency, warmup_s=args.warmup,
+                duration_s=args.duration, model=args.model, scrapes=scrapes,
+                server_pids=target.pids), level)
+        row = LevelRow.from_outcome(outcome, args.rows)
+        rows.append(row)
+        print(f"{target.server}, {protocol}: {row.progress()}", file=sys.stderr, flush=True)
+    return rows
+
+
+def run_protocols(args: argparse.Namespace, plan: RunPlan, config: dict[str, Any]
+                  ) -> list[Report]:
+    """Start the plan's servers (unless ``--url``), run every level of each of its
+    ``protocols`` in turn against them, stop them: one report per protocol (no direct baseline
+    yet), its config ``config`` with what the run found out (server, URL, model version,
+    protocol, body size, the load average around its levels)."""
+    reports = []
     with _started(args, plan) as target:
-        base_url = target.facade_urls[0]
-        config.update(server=target.server, url=", ".join(target.facade_urls))
-        info = target.info or model_info(base_url, args.model)
+        info = target.info or model_info(target.facade_urls[0], args.model)
         if args.rows > info.max_batch_size:
             raise ValueError(f"--rows {args.rows} exceeds max_batch_size "
                              f"{info.max_batch_size} of model '{args.model}'")
-        targets, body_bytes = _load_targets(args, target, info)
-        config.update(version=info.version, body_bytes=body_bytes)
-        if args.protocol == GRPC:
-            config["url"] = ", ".join(f"grpc://{a}" for a in target.grpc_addresses)
-        scrapes = tuple(map(_get, target.metrics_urls))
-        level = load.Level
-        if args.protocol == GRPC:
-            from bench.grpc_load import GrpcLevel  # grpc only where it is driven
-
-            level = GrpcLevel
-        for concurrency in args.concurrency:
-            if args.driver == "wrk":
-                outcome = wrk.run_level(base_url, BUILDERS[args.protocol](info, args.rows, 0),
-                                        args.model, concurrency, args.warmup, args.duration,
-                                        target.metrics_urls)
-            else:
-                outcome = load.run_level(load.LevelSpec(
-                    targets=targets, concurrency=concurrency, warmup_s=args.warmup,
-                    duration_s=args.duration, model=args.model, scrapes=scrapes), level)
-            row = LevelRow.from_outcome(outcome, args.rows)
-            rows.append(row)
-            print(row.progress(), file=sys.stderr, flush=True)
-    return rows
+        for protocol in protocols(args, plan):
+            run = {**config, "protocol": protocol, "server": target.server,
+                   "url": ", ".join(target.facade_urls), "version": info.version,
+                   "loadavg_start": loadavg()}
+            levels = _levels(args, target, info, protocol, run)
+            run["loadavg_end"] = loadavg()
+            reports.append(Report(run, levels, []))
+    return reports

@@ -18,13 +18,36 @@ from typing import Self
 
 from harness.process import free_port, spawn, stop_all, wait_ready
 
-__all__ = ["QUIET_ENV", "EmbeddedServer", "ServerProcess", "free_port", "wait_ready"]
+__all__ = ["QUIET_ENV", "EmbeddedServer", "ServerProcess", "Started", "free_port", "wait_ready"]
 
 QUIET_ENV = {"INFERNO_ACCESS_LOG": "false", "INFERNO_LOG_LEVEL": "WARNING"}
 """No access log, warnings and errors only: what every started server process gets."""
 
 
-class ServerProcess:
+class Started:
+    """A context manager that starts a server on entry and always stops it on exit, a failed
+    start included (``start`` and ``stop`` are the subclass's)."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class ServerProcess(Started):
     """A server subprocess on ``host:port``; a context manager that always stops it.
 
     Subclasses say what to run (``command``); readiness is ``GET /health/ready`` answering 200.
@@ -54,18 +77,6 @@ class ServerProcess:
         if process is not None:
             # uvicorn shuts down gracefully on SIGTERM; before it runs, SIGTERM ends start-up.
             stop_all([process])
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 class EmbeddedServer(ServerProcess):

@@ -185,16 +185,3 @@ class WorkerMetrics:
         self.model_loaded = Gauge(
             "model_loaded", "1 while this process has the model version loaded.",
             ["model", "version"], registry=registry)
-
-    def batch_totals(self) -> dict[str, tuple[int, int]]:
-        """Model → (batches run, rows in them), from the batch-size histogram: what the
-        heartbeat reports, so a facade of any mode can show mean batch sizes."""
-        counts: dict[str, int] = {}
-        rows: dict[str, int] = {}
-        for family in self.batch_size.collect():
-            for sample in family.samples:
-                if sample.name.endswith("_count"):
-                    counts[sample.labels["model"]] = int(sample.value)
-                elif sample.name.endswith("_sum"):
-                    rows[sample.labels["model"]] = int(sample.value)
-        return {model: (n, rows.get(model, 0)) for model, n in counts.items()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from enum import StrEnum
 from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,7 +20,7 @@ from common.model.config import Device
 from common.wire.envelope import MAX_ENVELOPE_BYTES
 from common.wire.messages import DEFAULT_MAX_ELEMENTS
 
-__all__ = ["CommonSettings", "FacadeSettings", "WorkerSettings"]
+__all__ = ["CommonSettings", "FacadeSettings", "SharedMemoryKind", "WorkerSettings"]
 
 DEFAULT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -40,6 +41,13 @@ def _tls_needs_scheme(scheme: str, url_field: str
                              f"INFERNO_{url_field.upper()} does not start with {scheme}")
         return value
     return check
+
+
+class SharedMemoryKind(StrEnum):
+    """``INFERNO_SHARED_MEMORY``: which of Triton's shared memory extensions the facade serves."""
+
+    NONE = "none"
+    SYSTEM = "system"
 
 
 class CommonSettings(BaseSettings):
@@ -137,6 +145,11 @@ class FacadeSettings(CommonSettings):
     grpc_port: Annotated[int, Field(ge=0, le=65535)] = 8001
     """Port of the Open Inference Protocol over gRPC (Triton's ``GRPCInferenceService``), on
     ``host`` too; 0 turns it off."""
+    tls_cert_file: Path | None = None
+    """PEM certificate (chain) the facade serves HTTPS and gRPC over TLS with; with
+    ``tls_key_file``, both or neither. Unset: plain HTTP and gRPC."""
+    tls_key_file: Path | None = None
+    """The private key of ``tls_cert_file`` (PEM, unencrypted)."""
     max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     """Larger request bodies are refused with 413 before they are read whole; a gzip or
     deflate body, once inflated past it."""
@@ -158,6 +171,10 @@ class FacadeSettings(CommonSettings):
     api_token: SecretStr | None = None
     """Bearer token of predict and metadata (v1 and v2); unset: they are open. Health and
     ``/metrics`` are always open; the admin token is accepted here too."""
+    allow_model_files: bool = False
+    """Whether a repository load may carry model files (Triton's ``file:`` load parameters).
+    Refused by default, since a model file is code (a Python model runs it); Inferno does not
+    load them even when allowed, and says so."""
     facade_processes: Annotated[int, Field(ge=1)] = 1
     """Facade processes ``inferno facade`` runs on its port (``--workers``); over 1, each is a
     whole facade and the kernel spreads connections over them (``inferno.facade_processes``)."""
@@ -168,6 +185,11 @@ class FacadeSettings(CommonSettings):
     """How often the facade reads, off the predict path, the depth and consumers of every known
     model version's queue and the dead-letter queue's depth from the broker (the
     ``inferno_queue_*`` and ``inferno_dead_letter_messages`` gauges of ``/metrics``)."""
+    shared_memory: SharedMemoryKind = SharedMemoryKind.NONE
+    """``system``: Triton's system shared memory extension (REST and gRPC), for clients on the
+    facade's host: regions under ``/dev/shm`` registered with the admin token, tensors read from
+    and written into them (``facade.shared_memory``). ``none``: its routes and parameters are
+    refused with a 400 saying how to turn it on."""
 
     @field_validator("admin_token", "api_token", mode="before")
     @classmethod
@@ -186,6 +208,21 @@ class FacadeSettings(CommonSettings):
             raise ValueError("request_timeout_ms must not exceed max_request_timeout_ms")
         return self
 
+    @model_validator(mode="after")
+    def _tls_pair(self) -> FacadeSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        return self
+
+    @model_validator(mode="after")
+    def _shared_memory_in_one_process(self) -> FacadeSettings:
+        # Regions are registered in the process that answered: another would not know them.
+        if self.shared_memory is SharedMemoryKind.SYSTEM and self.facade_processes > 1:
+            raise ValueError("INFERNO_SHARED_MEMORY=system needs a single facade process "
+                             "(INFERNO_FACADE_PROCESSES=1): each process registers its own "
+                             "regions")
+        return self
+
 
 class WorkerSettings(CommonSettings):
     device: Device = Device.AUTO
@@ -202,6 +239,10 @@ class WorkerSettings(CommonSettings):
     """Fallback period of the reconciler; change events trigger it at once."""
     drain_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """On shutdown or unload, how long in-flight batches may take to finish."""
+    statistics_interval_s: Annotated[float, Field(ge=0, le=1)] = 0.05
+    """A worker whose statistics changed heartbeats early to report them, at most this often;
+    a facade's statistics call waits out what is due within it, so it counts every request
+    answered before it. 0: statistics travel with the periodic heartbeats only."""
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9100
     """Prometheus port of a worker process (``inferno worker``); 0 turns it off. In embedded
     mode the worker's metrics are on the facade's ``/metrics``."""

@@ -2,6 +2,10 @@
 
 ``activate`` loads first and switches the active version only once a worker serves it, so requests
 in flight keep going to the old version and new ones find the new version ready: a hot swap.
+
+A load carries the version's configuration override (``ModelState.overrides``, ``""`` for its
+model.yaml as it is), so a load with another one reloads the version where it runs; it returns
+once every live worker serving the version reports it running with that override.
 """
 
 from __future__ import annotations
@@ -20,16 +24,20 @@ log = logging.getLogger(__name__)
 
 
 class AdminService:
-    def __init__(self, store: StateStore, view: ClusterView, timeout_s: float) -> None:
+    def __init__(self, store: StateStore, view: ClusterView, timeout_s: float,
+                 allow_model_files: bool = False) -> None:
         self._store = store
         self._view = view
         self._timeout = timeout_s
+        self.allow_model_files = allow_model_files
+        """``INFERNO_ALLOW_MODEL_FILES``: whether a load may carry model files."""
 
-    async def load(self, name: str, version: int | None) -> dict[str, Any]:
-        """Load a version (default: the newest); the first loaded version becomes active."""
+    async def load(self, name: str, version: int | None, override: str = "") -> dict[str, Any]:
+        """Load a version (default: the newest) with ``override`` (``""``: its model.yaml as
+        it is); the first loaded version becomes active."""
         version = self._view.repository.get(name, version).config.version
-        await self._store.set_desired(name, version, loaded=True)
-        await self._await_loaded(name, version)
+        await self._store.set_desired(name, version, loaded=True, override=override)
+        await self._await_loaded(name, version, override)
         state = self._view.models.get(name)
         if state is None or state.active is None:
             await self._store.set_active(name, version)
@@ -58,7 +66,7 @@ class AdminService:
         """Load ``version`` if needed, then route unpinned requests to it."""
         self._view.repository.get(name, version)
         await self._store.set_desired(name, version, loaded=True)
-        await self._await_loaded(name, version)
+        await self._await_loaded(name, version, None)
         await self._store.set_active(name, version)
         await self._view.wait_for(
             lambda: True if self._active(name) == version else None, self._timeout)
@@ -74,12 +82,16 @@ class AdminService:
         state = self._view.models.get(name)
         return state.active if state else None
 
-    async def _await_loaded(self, name: str, version: int) -> None:
+    async def _await_loaded(self, name: str, version: int, override: str | None) -> None:
+        """Until a live worker serves the version, and every one that does with ``override``
+        (``None``: whichever it has); a load failure reported meanwhile is rolled back."""
         key = f"{name}:{version}"
         since = time.time()
 
         def outcome() -> str | None:
-            if self._view.serving(name, version):
+            runs = [w.overrides.get(key, "") for w in self._view.workers
+                    if w.serves(name, version)]
+            if runs and (override is None or all(o == override for o in runs)):
                 return ""
             for worker in self._view.workers:
                 attempt = worker.failed.get(key)
@@ -90,7 +102,8 @@ class AdminService:
         result = await self._view.wait_for(outcome, self._timeout)
         if result is None:
             raise AdminTimeout(f"No live worker reported model '{name}' version {version} "
-                               f"loaded within {self._timeout:g}s")
+                               f"loaded{' with the configuration asked' if override else ''} "
+                               f"within {self._timeout:g}s")
         if result:
             await self._store.set_desired(name, version, loaded=False)
             await self._view.refresh()  # the caller's next read sees the rollback

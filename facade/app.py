@@ -7,6 +7,8 @@ implementations the launcher chose) and starts the cluster view; ``facade.app`` 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
@@ -14,7 +16,7 @@ from starlette.types import ASGIApp
 from common import heap
 from common.metrics import FacadeMetrics
 from common.model.repository import ModelRepository
-from common.settings import FacadeSettings
+from common.settings import FacadeSettings, SharedMemoryKind
 from common.state.store import StateStore
 from common.supervisor import Supervisor
 from common.transport.broker import Broker
@@ -24,12 +26,16 @@ from facade.cluster_view import ClusterView
 from facade.console import console_router
 from facade.data_plane import DataPlane
 from facade.errors import install_error_handlers
-from facade.front import Front
+from facade.front import PREDICT_ROUTES, Front
 from facade.grpc_server import GrpcServer, InferenceServicer
 from facade.health import health_router
 from facade.openapi import document_predict_routes
 from facade.queue_stats import QueueWatch
+from facade.shared_memory import SharedMemoryRegistry
+from facade.shared_memory_routes import shared_memory_router
 from facade.v1_routes import v1_router
+from facade.v2_models import extensions
+from facade.v2_protocol import V2, V2Protocol
 from facade.v2_routes import v2_router
 
 __all__ = ["Facade"]
@@ -37,7 +43,8 @@ __all__ = ["Facade"]
 
 class Facade:
     def __init__(self, app: ASGIApp, api: FastAPI, view: ClusterView,
-                 queues: QueueWatch, grpc: GrpcServer) -> None:
+                 queues: QueueWatch, grpc: GrpcServer,
+                 shared_memory: SharedMemoryRegistry) -> None:
         self.app = app
         """The ASGI app to serve: ``Front`` (request context, predict fast path) → FastAPI."""
         self.api = api
@@ -47,6 +54,8 @@ class Facade:
         self.view = view
         self.queues = queues
         """The broker's queues, read in the background: ``queues.snapshot()``."""
+        self.shared_memory = shared_memory
+        """The system shared memory regions clients registered; unmapped by ``aclose``."""
 
     @classmethod
     async def create(cls, settings: FacadeSettings, broker: Broker, store: StateStore,
@@ -62,25 +71,35 @@ class Facade:
                             view.supervisor)
         await queues.start()
         plane = DataPlane(settings, broker, view, metrics)
-        admin = AdminService(store, view, settings.admin_timeout_s)
+        admin = AdminService(store, view, settings.admin_timeout_s,
+                             allow_model_files=settings.allow_model_files)
         guard = Guard.from_settings(settings)
+        shared_memory = SharedMemoryRegistry(settings.shared_memory is SharedMemoryKind.SYSTEM)
+        # v2 predicts read and write this facade's regions: the route table's V2 holds none.
+        routes = [replace(r, protocol=V2Protocol(shared_memory)) if r.protocol is V2 else r
+                  for r in PREDICT_ROUTES]
         api = FastAPI(title="Inferno", version="0.1.0",
                       description="Inference server for PyTorch models")
         install_error_handlers(api)
         api.include_router(v1_router(admin, view, guard))
-        api.include_router(v2_router(admin, view, guard))
+        api.include_router(v2_router(admin, view, guard,
+                                     extensions=extensions(settings, http=True)))
+        api.include_router(shared_memory_router(shared_memory, guard))
         api.include_router(health_router(view, registry))
         api.include_router(console_router(view, queues, registry, guard))
         document_predict_routes(api)
         app = Front(api, plane, max_body_bytes=settings.max_body_bytes,
-                    access_log=settings.access_log, guard=guard,
+                    access_log=settings.access_log, guard=guard, routes=routes,
                     compress_min_bytes=settings.compress_min_bytes)
-        grpc = GrpcServer(settings, InferenceServicer(plane, view, admin, guard))
+        grpc = GrpcServer(settings, InferenceServicer(
+            plane, view, admin, guard, extensions=extensions(settings, http=False),
+            shared_memory=shared_memory))
         if settings.gc_freeze:
             heap.settle()  # the application is built: what it holds is here to stay
-        return cls(app, api, view, queues, grpc)
+        return cls(app, api, view, queues, grpc, shared_memory)
 
     async def aclose(self) -> None:
         await self.grpc.aclose()
+        self.shared_memory.close()
         await self.queues.aclose()
         await self.view.aclose()

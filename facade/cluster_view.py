@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from common.errors import ModelNotLoaded, Unavailable
@@ -35,6 +36,8 @@ class ClusterView:
         self.models: dict[str, ModelState] = {}
         self.workers: list[WorkerInfo] = []
         self._serving: dict[tuple[str, int], int] = {}
+        self._overridden: dict[tuple[str, int], tuple[ModelEntry, str, ModelEntry]] = {}
+        """(model, version) → (repository entry, override, the entry with it applied)."""
         self._store = store
         self._metrics = metrics
         self._interval = refresh_interval_s
@@ -115,7 +118,24 @@ class ClusterView:
             why = self.load_failure(name, version)
             raise Unavailable(f"No live worker serves model '{name}' version {version} yet"
                               + (f"; it failed to load: {why}" if why else ""))
-        return self.repository.get(name, version)
+        return self.entry(name, version)
+
+    def entry(self, name: str, version: int | None) -> ModelEntry:
+        """The repository's entry of ``version`` (``None``: the newest) as the cluster loads
+        it: with the configuration override the state holds for it (a load with Triton's
+        ``config``); ``ModelNotFound`` for a model or version the repository lacks."""
+        base = self.repository.get(name, version)
+        state = self.models.get(name)
+        override = state.overrides.get(base.config.version) if state is not None else None
+        if not override:
+            return base
+        # Built once per override: routing reads it for every request.
+        key = (name, base.config.version)
+        cached = self._overridden.get(key)
+        if cached is None or cached[0] is not base or cached[1] != override:
+            cached = (base, override, replace(base, config=base.config.with_override(override)))
+            self._overridden[key] = cached
+        return cached[2]
 
     def load_failure(self, name: str, version: int) -> str | None:
         """Why a live worker could not load the version (the latest attempt), if one failed."""

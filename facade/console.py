@@ -12,9 +12,10 @@ watch's last reading (``Facade.queues``), and this process's metrics registry, a
 counters and histogram buckets. The page turns two readings into rates and percentiles (the
 counters' deltas over its window), so the server keeps no state per viewer.
 
-Batch sizes come from the workers' heartbeats (``WorkerInfo.batches``: cumulative batches and
-rows per model), summed over the live workers: the same source in embedded and distributed mode,
-since a distributed facade runs no batches and its registry has no batch histogram.
+Batch sizes come from the workers' heartbeats (``WorkerInfo.statistics``: Triton's statistics,
+whose batches and rows answered per version ``facade.statistics.summed`` adds up over the live
+workers): the same source in embedded and distributed mode, since a distributed facade runs no
+batches and its registry has no batch histogram.
 
 Neither route is in the OpenAPI schema: they serve the page, not API clients.
 """
@@ -38,6 +39,7 @@ from common.transport.broker import QueueStats
 from facade.auth import Guard
 from facade.cluster_view import ClusterView
 from facade.queue_stats import QueueWatch
+from facade.statistics import summed
 
 __all__ = ["STATIC", "console_router", "console_state"]
 
@@ -97,6 +99,7 @@ def console_state(view: ClusterView, queues: Mapping[tuple[str, int], QueueStats
     """The document ``GET /console/api/state`` answers (shape in docs/console.md)."""
     metrics = _read_metrics(registry.collect())
     ready, waiting = view.ready()
+    ran = summed(view.workers)
     models = []
     for name in view.repository.names():
         state = view.models.get(name)
@@ -113,12 +116,13 @@ def console_state(view: ClusterView, queues: Mapping[tuple[str, int], QueueStats
                 "queue": None if queue is None else {"messages": queue.messages,
                                                      "consumers": queue.consumers},
             })
-        batches = [w.batches[name] for w in view.workers if name in w.batches]
+        counted = [ran[key] for version in view.repository.versions(name)
+                   if (key := f"{name}:{version}") in ran]
         models.append({"name": name, "active": state.active if state else None,
                        "versions": versions,
                        "metrics": {**metrics.model(name),
-                                   "batch": {"batches": sum(n for n, _ in batches),
-                                             "rows": sum(r for _, r in batches)}}})
+                                   "batch": {"batches": sum(s.execution_count for s in counted),
+                                             "rows": sum(s.inference_count for s in counted)}}})
     return {
         "at": time.time(),
         "ready": ready,

@@ -4,7 +4,12 @@ messages of ``tritonclient.grpc.service_pb2``), as a ``ProtocolCall`` of the dat
 A ``ModelInferRequest`` gives each input either in ``raw_input_contents`` (one entry per input,
 in input order, read as numpy views on the message's bytes; ``BYTES`` as Triton's uint32 length
 before each element) or in its typed ``contents`` (``fp32_contents``, ``bytes_contents``, ...),
-never both. Outputs are always answered in ``raw_output_contents``, as Triton does. The version
+never both. Outputs are always answered in ``raw_output_contents``, as Triton does. With system
+shared memory (``facade.shared_memory``) an input's or requested output's ``shared_memory_region``,
+``shared_memory_byte_size`` and ``shared_memory_offset`` parameters name where its bytes lie: such
+an input has no entry in ``raw_input_contents`` (the others keep their order), such an output is
+answered with those parameters and an empty ``raw_output_contents`` entry (tritonclient reads
+the entries by the outputs' positions, as Triton answers them). The version
 is the request's ``model_version`` ("": the active one), the timeout the call's gRPC deadline
 (or Triton's ``timeout`` parameter, in microseconds, when shorter). Other parameters
 (``binary_data_size``, ...) mean nothing over gRPC and are ignored.
@@ -27,9 +32,10 @@ from common.model.config import ModelConfig
 from common.model.dtypes import DType
 from common.model.strings import decode_prefixed, encode_prefixed
 from facade.protocol import positive, version_of
+from facade.shared_memory import OFF, RegionRef, SharedMemoryRegistry, region_ref
 from facade.v2_protocol import datatype_of, dtype_of
 
-__all__ = ["ROUTE", "GrpcCall", "grpc_status"]
+__all__ = ["ROUTE", "GrpcCall", "grpc_status", "parameter_values"]
 
 Array = npt.NDArray[Any]
 ROUTE = "grpc"
@@ -60,13 +66,17 @@ def grpc_status(error: InfernoError) -> Any:
 class GrpcCall:
     """One ``ModelInferRequest``; see ``facade.protocol.ProtocolCall``."""
 
-    __slots__ = ("_deadline_ms", "_request")
+    __slots__ = ("_deadline_ms", "_places", "_request", "_shm")
     route = ROUTE
 
-    def __init__(self, request: Any, deadline_ms: float | None) -> None:
+    def __init__(self, request: Any, deadline_ms: float | None,
+                 shared_memory: SharedMemoryRegistry = OFF) -> None:
         self._request = request
         self._deadline_ms = deadline_ms
         """What is left of the call's gRPC deadline, in milliseconds (``None``: none set)."""
+        self._shm = shared_memory
+        self._places: dict[str, RegionRef] = {}
+        """The outputs asked for in shared memory, and where."""
 
     def parse(self) -> tuple[int | None, float | None]:
         version: str = self._request.model_version
@@ -84,13 +94,17 @@ class GrpcCall:
         if len(set(names)) != len(names):
             raise InvalidInput("Each input may be given only once")
         config.signature.check_input_names(names)
-        raw = request.raw_input_contents
-        if raw and len(raw) != len(names):
-            raise InvalidInput(f"raw_input_contents holds {len(raw)} tensors for {len(names)} "
-                               f"inputs: give every input raw, or none")
+        places = {t.name: region_ref(f"Input '{t.name}'", parameter_values(t.parameters))
+                  for t in request.inputs}
+        raw = iter(request.raw_input_contents)
+        given = len(request.raw_input_contents)
+        plain = sum(p is None for p in places.values())
+        if given and given != plain:
+            raise InvalidInput(f"raw_input_contents holds {given} tensors for {plain} inputs "
+                               f"not in shared memory: give every such input raw, or none")
         specs = config.signature.input_specs
         arrays: dict[str, Array] = {}
-        for index, tensor in enumerate(request.inputs):
+        for tensor in request.inputs:
             name = tensor.name
             label = f"Input '{name}'"
             dtype = dtype_of(tensor.datatype, name)
@@ -98,28 +112,58 @@ class GrpcCall:
                 raise InvalidInput(f"{label}: expected datatype {datatype_of(specs[name].dtype)}, "
                                    f"got {datatype_of(dtype)}")
             shape = check_shape(label, list(tensor.shape))
-            if not raw:
+            place = places[name]
+            if place is not None:
+                if tensor.HasField("contents"):
+                    raise InvalidInput(f"{label}: give shared memory or contents, not both")
+                arrays[name] = self._shm.read_input(name, place, dtype, shape)
+            elif not given:
                 arrays[name] = _from_contents(name, tensor.contents, dtype, shape)
             elif tensor.HasField("contents"):
                 raise InvalidInput(f"{label}: give raw_input_contents or contents, not both")
             elif dtype is DType.STRING:
-                arrays[name] = decode_prefixed(name, memoryview(raw[index]), shape)
+                arrays[name] = decode_prefixed(name, memoryview(next(raw)), shape)
             else:
-                arrays[name] = array_from_bytes(label, raw[index], dtype, shape)
+                arrays[name] = array_from_bytes(label, next(raw), dtype, shape)
+        for output in request.outputs:
+            place = region_ref(f"Output '{output.name}'", parameter_values(output.parameters))
+            if place is not None:
+                self._shm.check_output(output.name, place)
+                self._places[output.name] = place
         wanted: list[str] = [o.name for o in request.outputs]
         return arrays, wanted or None
 
     def encode(self, config: ModelConfig, outputs: dict[str, Array]) -> Any:
         dtypes = config.signature.output_dtypes
+        written = self._shm.write_outputs(self._places, outputs, dtypes)
         response = pb.ModelInferResponse(model_name=config.name,
                                          model_version=str(config.version), id=self._request.id)
         for name, array in outputs.items():
             dtype = dtypes[name]
-            response.outputs.add(name=name, datatype=datatype_of(dtype), shape=array.shape)
-            response.raw_output_contents.append(
-                encode_prefixed(array, f"output '{name}'") if dtype is DType.STRING
-                else np.ascontiguousarray(array).tobytes())
+            tensor = response.outputs.add(name=name, datatype=datatype_of(dtype),
+                                          shape=array.shape)
+            if name in written:
+                for key, value in self._places[name].answered(written[name]).items():
+                    if isinstance(value, str):
+                        tensor.parameters[key].string_param = value
+                    else:
+                        tensor.parameters[key].int64_param = value
+                response.raw_output_contents.append(b"")
+            else:
+                response.raw_output_contents.append(
+                    encode_prefixed(array, f"output '{name}'") if dtype is DType.STRING
+                    else np.ascontiguousarray(array).tobytes())
         return response
+
+
+def parameter_values(parameters: Any) -> dict[str, Any]:
+    """A map of ``InferParameter`` (or any message with its ``parameter_choice``) as plain
+    values, what a REST request's JSON holds (``None`` for a parameter with none set)."""
+    values = {}
+    for key, value in parameters.items():
+        choice = value.WhichOneof("parameter_choice")
+        values[key] = None if choice is None else getattr(value, choice)
+    return values
 
 
 def _from_contents(name: str, contents: Any, dtype: DType, shape: list[int]) -> Array:

@@ -10,7 +10,11 @@ of KServe's ``grpc_predict_v2``: same package and method names), on ``grpc.aio``
 - health, metadata, Triton's model configuration and the repository extension from the same
   functions as the REST routes (``facade.v2_models``), the repository calls through the
   ``AdminService``;
-- statistics, shared memory, trace and log settings: ``UNIMPLEMENTED``, saying so.
+- system shared memory (``INFERNO_SHARED_MEMORY=system``) from the facade's registry
+  (``facade.shared_memory``), as the REST routes: status with the API token, register and
+  unregister with the admin token;
+- statistics from the same function as the REST routes (``facade.statistics``);
+- CUDA shared memory, trace and log settings: ``UNIMPLEMENTED``, saying so.
 
 Tokens are the REST rules (``facade.auth.Guard``), read from the ``authorization`` metadata: the
 API token for infer and metadata, the admin token for the repository; health is open. An
@@ -47,9 +51,12 @@ from facade.errors import unexpected_error, v2_message
 from facade.front import request_id_of
 from facade.grpc_protocol import GrpcCall, grpc_status
 from facade.protocol import version_of
+from facade.shared_memory import SharedMemoryRegistry
+from facade.statistics import model_statistics
 from facade.v2_models import (
     config_of,
     is_ready,
+    load_with_parameters,
     metadata,
     repository_index,
     resolve,
@@ -57,15 +64,12 @@ from facade.v2_models import (
 )
 from facade.v2_routes import SERVER_NAME, SERVER_VERSION
 
-__all__ = ["EXTENSIONS", "GrpcServer", "InferenceServicer"]
+__all__ = ["GrpcServer", "InferenceServicer"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Context = Any
 """A ``grpc.aio.ServicerContext`` (grpc ships no type hints)."""
-
-EXTENSIONS = ["model_repository", "model_configuration"]
-"""What ``ServerMetadata`` lists: the REST API's binary tensor extension is HTTP's alone."""
 
 
 def _unserved(what: str) -> Callable[[Any, Any, Context], Awaitable[None]]:
@@ -80,11 +84,15 @@ class InferenceServicer:
     servicer: grpc looks each method up by name, and an untyped base would hide these)."""
 
     def __init__(self, plane: DataPlane, view: ClusterView, admin: AdminService,
-                 guard: Guard) -> None:
+                 guard: Guard, *, extensions: list[str],
+                 shared_memory: SharedMemoryRegistry) -> None:
+        """``extensions``: what ``ServerMetadata`` lists (``facade.v2_models.extensions``)."""
         self._plane = plane
         self._view = view
         self._admin = admin
         self._guard = guard
+        self._extensions = extensions
+        self._shm = shared_memory
 
     async def ServerLive(self, request: Any, context: Context) -> Any:
         return pb.ServerLiveResponse(live=True)
@@ -95,7 +103,7 @@ class InferenceServicer:
     async def ServerMetadata(self, request: Any, context: Context) -> Any:
         async def answer() -> Any:
             return pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION,
-                                             extensions=EXTENSIONS)
+                                             extensions=self._extensions)
         return await _answer(context, self._api(context, answer))
 
     async def ModelReady(self, request: Any, context: Context) -> Any:
@@ -118,6 +126,16 @@ class InferenceServicer:
             config = resolve(self._view, request.name, _version(request.version))
             return pb.ModelConfigResponse(
                 config=json_format.ParseDict(config_of(config), mc.ModelConfig()))
+        return await _answer(context, self._api(context, answer))
+
+    async def ModelStatistics(self, request: Any, context: Context) -> Any:
+        async def answer() -> Any:
+            # Triton's rule: no name is every model (the version, read all the same, unused);
+            # no version is every version of the model.
+            version = _version(request.version)
+            stats = await model_statistics(self._view, request.name or None,
+                                           version if request.name else None)
+            return json_format.ParseDict(stats, pb.ModelStatisticsResponse())
         return await _answer(context, self._api(context, answer))
 
     async def ModelInfer(self, request: Any, context: Context) -> Any:
@@ -166,7 +184,10 @@ class InferenceServicer:
 
     async def RepositoryModelLoad(self, request: Any, context: Context) -> Any:
         async def answer() -> Any:
-            await self._admin.load(request.model_name, None)
+            # Each parameter's value, whichever of ModelRepositoryParameter's fields holds it.
+            parameters = {key: getattr(p, p.WhichOneof("parameter_choice") or "string_param")
+                          for key, p in request.parameters.items()}
+            await load_with_parameters(self._admin, self._view, request.model_name, parameters)
             return pb.RepositoryModelLoadResponse()
         return await _answer(context, self._admin_call(context, answer))
 
@@ -174,6 +195,25 @@ class InferenceServicer:
         async def answer() -> Any:
             await unload_every_version(self._admin, self._view, request.model_name)
             return pb.RepositoryModelUnloadResponse()
+        return await _answer(context, self._admin_call(context, answer))
+
+    async def SystemSharedMemoryStatus(self, request: Any, context: Context) -> Any:
+        async def answer() -> Any:
+            return json_format.ParseDict(
+                {"regions": {r["name"]: r for r in self._shm.status(request.name)}},
+                pb.SystemSharedMemoryStatusResponse())
+        return await _answer(context, self._api(context, answer))
+
+    async def SystemSharedMemoryRegister(self, request: Any, context: Context) -> Any:
+        async def answer() -> Any:
+            self._shm.register(request.name, request.key, request.offset, request.byte_size)
+            return pb.SystemSharedMemoryRegisterResponse()
+        return await _answer(context, self._admin_call(context, answer))
+
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Context) -> Any:
+        async def answer() -> Any:
+            self._shm.unregister(request.name)
+            return pb.SystemSharedMemoryUnregisterResponse()
         return await _answer(context, self._admin_call(context, answer))
 
     async def _infer(self, request: Any, context: Context) -> Any:
@@ -185,7 +225,8 @@ class InferenceServicer:
         token = request_id_var.set(request_id)
         try:
             return await self._plane.infer(request.model_name, None,
-                                           GrpcCall(request, deadline_ms), request_id)
+                                           GrpcCall(request, deadline_ms, self._shm),
+                                           request_id)
         finally:
             request_id_var.reset(token)
 
@@ -197,11 +238,8 @@ class InferenceServicer:
         self._guard.check_admin(_metadata(context, "authorization"))
         return await answer()
 
-    ModelStatistics = _unserved("model statistics")
     TraceSetting = _unserved("trace settings")
     LogSettings = _unserved("log settings")
-    SystemSharedMemoryStatus = SystemSharedMemoryRegister = SystemSharedMemoryUnregister = (
-        _unserved("system shared memory"))
     CudaSharedMemoryStatus = CudaSharedMemoryRegister = CudaSharedMemoryUnregister = (
         _unserved("CUDA shared memory"))
 
@@ -215,15 +253,18 @@ class GrpcServer:
         self._server: Any = None
 
     async def start(self, port: int) -> int:
-        """Listen on the facade's host and ``port``; the port bound (``port`` 0: a free one)."""
+        """Listen on the facade's host and ``port``, over TLS when the facade has a certificate;
+        the port bound (``port`` 0: a free one)."""
         host = self._settings.host
+        credentials = _credentials(self._settings)
         server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", self._settings.max_body_bytes),
             ("grpc.max_send_message_length", -1)])
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self._servicer, server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            bound: int = server.add_insecure_port(address)
+            bound: int = (server.add_insecure_port(address) if credentials is None
+                          else server.add_secure_port(address, credentials))
         except RuntimeError as exc:
             raise OSError(f"cannot listen for gRPC on {address}: {exc}") from None
         await server.start()
@@ -235,6 +276,14 @@ class GrpcServer:
         if self._server is not None:
             await self._server.stop(self._settings.request_timeout_ms / 1000)
             self._server = None
+
+
+def _credentials(settings: FacadeSettings) -> Any:
+    """The server credentials of ``INFERNO_TLS_CERT_FILE`` and its key; None: plain gRPC."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())])
 
 
 async def _answer(context: Context, work: Awaitable[T]) -> T:

@@ -156,6 +156,11 @@ _ADMIN_STATE = {"type": "object", "required": ["name", "active", "loaded"], "pro
     "name": {"type": "string"}, "active": {"type": ["integer", "null"]}, "loaded": _NAMES}}
 _V2_READY = {"type": "object", "required": ["ready"], "properties": {
     "name": {"type": "string"}, "version": {"type": "string"}, "ready": {"type": "boolean"}}}
+_V2_STATS = {"type": "object", "required": ["model_stats"], "properties": {
+    "model_stats": {"type": "array", "items": {"type": "object", "required": [
+        "name", "version", "last_inference", "inference_count", "execution_count",
+        "inference_stats", "batch_stats"]}}}}
+"""Triton's statistics extension (facade.statistics)."""
 _OK_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/models:load"): _ADMIN_STATE,
     ("post", "/v1/models:unload"): _ADMIN_STATE,
@@ -168,6 +173,9 @@ _OK_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("get", "/v2/health/ready"): _V2_READY,
     ("get", "/v2/models/{name}/ready"): _V2_READY,
     ("get", "/v2/models/{name}/versions/{version}/ready"): _V2_READY,
+    ("get", "/v2/models/stats"): _V2_STATS,
+    ("get", "/v2/models/{name}/stats"): _V2_STATS,
+    ("get", "/v2/models/{name}/versions/{version}/stats"): _V2_STATS,
     ("post", "/v2/repository/index"): {"type": "array", "items": {
         "type": "object", "required": ["name", "version", "state"]}},
     ("get", "/health/live"): {"type": "object", "required": ["status"]},
@@ -255,6 +263,8 @@ def _statuses(method: str, path: str, guard: str | None, predict: bool) -> list[
         codes |= {"503", "504"} | ({"500"} if path.endswith("/load") else set())
     if path.endswith("/ready"):
         codes.add("400")  # v2 readiness: not ready
+    if path.startswith("/v2/systemsharedmemory/"):
+        codes.add("400")  # the extension is off (facade.shared_memory_routes)
     return sorted(codes)
 
 

@@ -44,8 +44,8 @@ def v1_router(admin: AdminService, view: ClusterView, guard: Guard | None = None
     async def model_metadata(name: ModelName) -> Response:
         summary = _summary(view, name)
         summary["versions"] = [
-            {**entry.config.describe(), "loaded": bool(view.serving(name, v))}
-            for v, entry in sorted(view.repository.versions(name).items())]
+            {**view.entry(name, v).config.describe(), "loaded": bool(view.serving(name, v))}
+            for v in sorted(view.repository.versions(name))]
         return json_response(summary)
 
     @router.get("/v1/models/{name}/active", summary="The active version and its signature",
@@ -55,7 +55,7 @@ def v1_router(admin: AdminService, view: ClusterView, guard: Guard | None = None
         if summary["active"] is None:
             raise ModelNotLoaded(f"Model '{name}' has no active version; "
                                  f"activate one with POST /v1/models:activate")
-        entry = view.repository.get(name, summary["active"])
+        entry = view.entry(name, summary["active"])
         return json_response({**entry.config.describe(), "loaded": bool(
             view.serving(name, entry.config.version))})
 

@@ -1,5 +1,6 @@
 """What the Open Inference Protocol says about models, whichever transport asks: metadata,
-readiness, Triton's model configuration and repository index, and the repository's unload.
+readiness, Triton's model configuration and repository index, the repository's load (with
+Triton's load parameters) and unload, and the extensions the server lists.
 
 The v2 REST routes (``facade.v2_routes``) and the gRPC servicer (``facade.grpc_server``) answer
 from these, so both describe a model in the same words. Each reads the cluster view only.
@@ -7,21 +8,35 @@ from these, so both describe a model in the same words. Each reads the cluster v
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from common.errors import InvalidInput
 from common.model.config import ModelConfig, ModelFormat
 from common.model.dtypes import DType
 from common.model.signature import BATCH, TensorSpec
+from common.model.triton_config import override_from_triton
+from common.settings import FacadeSettings, SharedMemoryKind
 from facade.admin_service import AdminService
 from facade.cluster_view import ClusterView
 from facade.v2_protocol import datatype_of
 
-__all__ = ["PLATFORMS", "config_of", "is_ready", "metadata", "repository_index", "resolve",
-           "shape_of", "unload_every_version"]
+__all__ = ["PLATFORMS", "config_of", "extensions", "is_ready", "load_with_parameters",
+           "metadata", "repository_index", "resolve", "shape_of", "unload_every_version"]
 
 PLATFORMS = {ModelFormat.TORCHSCRIPT: "pytorch_libtorch", ModelFormat.PYTHON: "python"}
 _TRITON_TYPE = {DType.STRING: "TYPE_STRING"}
 """Where Triton's model configuration names a type otherwise than the protocol (BYTES)."""
+
+
+def extensions(settings: FacadeSettings, http: bool) -> list[str]:
+    """The extensions server metadata lists, over HTTP or gRPC (``binary_tensor_data`` is
+    HTTP's: over gRPC every tensor is binary), as ``settings`` turn them on."""
+    names = ["binary_tensor_data"] if http else []
+    names += ["model_repository", "model_configuration", "statistics"]
+    if settings.shared_memory is SharedMemoryKind.SYSTEM:
+        names.append("system_shared_memory")
+    return names
 
 
 def shape_of(spec: TensorSpec) -> list[int]:
@@ -30,12 +45,13 @@ def shape_of(spec: TensorSpec) -> list[int]:
 
 
 def resolve(view: ClusterView, name: str, version: int | None) -> ModelConfig:
-    """The configuration of ``version`` (``None``: the active one, else the newest);
-    ``ModelNotFound`` for a model or version the repository lacks."""
+    """The configuration of ``version`` (``None``: the active one, else the newest) as it is
+    loaded (with the override of a load with ``config``); ``ModelNotFound`` for a model or
+    version the repository lacks."""
     if version is None:
         state = view.models.get(name)
         version = state.active if state and state.active is not None else None
-    return view.repository.get(name, version).config
+    return view.entry(name, version).config
 
 
 def is_ready(view: ClusterView, name: str, version: int | None) -> bool:
@@ -77,7 +93,7 @@ def config_of(config: ModelConfig) -> dict[str, Any]:
         "input": tensors(config.signature.inputs),
         "output": tensors(config.signature.outputs),
         "dynamic_batching": {
-            "max_queue_delay_microseconds": int(config.batching.max_batch_latency_ms * 1000)},
+            "max_queue_delay_microseconds": round(config.batching.max_batch_latency_ms * 1000)},
         "instance_group": [{"count": config.concurrency.max_concurrency,
                             "kind": "KIND_GPU" if config.device == "cuda" else "KIND_AUTO"}],
     }
@@ -98,6 +114,36 @@ def repository_index(view: ClusterView) -> list[dict[str, str]]:
                           ("LOADING" if wanted and not failed else "UNAVAILABLE"),
                           "reason": failed or ("" if serving or wanted else "unloaded")})
     return index
+
+
+async def load_with_parameters(admin: AdminService, view: ClusterView, name: str,
+                               parameters: Mapping[str, object]) -> None:
+    """Triton's repository load: the newest version, with the configuration that
+    ``parameters["config"]`` (Triton's JSON, ``common.model.triton_config``) asks, else as its
+    model.yaml says. ``file:<path>`` parameters (model files) are refused, and so is any other
+    parameter, as Triton does."""
+    for key in parameters:
+        if key.startswith("file:"):
+            raise InvalidInput(_files_refused(key, admin.allow_model_files))
+        if key != "config":
+            raise InvalidInput(f"Unrecognized load parameter '{key}': a load takes 'config' "
+                               f"(Triton's model configuration, JSON)")
+    base = view.repository.get(name, None).config
+    text = parameters.get("config")
+    if text is not None and not isinstance(text, str):
+        raise InvalidInput(f"parameters.config must be a string (Triton's model configuration "
+                           f"as JSON), not {type(text).__name__}")
+    override = "" if text is None else override_from_triton(text, base, config_of(base))
+    await admin.load(name, base.version, override)
+
+
+def _files_refused(key: str, allowed: bool) -> str:
+    if not allowed:
+        return (f"parameters.{key}: file overrides (model files in the load request) are "
+                f"refused: a model file is code; set INFERNO_ALLOW_MODEL_FILES=true to allow them")
+    return (f"parameters.{key}: file overrides (model files in the load request) are not "
+            f"supported, even with INFERNO_ALLOW_MODEL_FILES=true: put the files in the model "
+            f"repository")
 
 
 async def unload_every_version(admin: AdminService, view: ClusterView, name: str) -> None:

@@ -11,7 +11,10 @@ are read as numpy views on the request body, never copied or parsed as numbers. 
 ``string`` dtype, UTF-8 text) takes ``data`` as a list of strings, and in binary each element as
 a uint32 length and its bytes (common/model/strings.py). Outputs are
 returned as JSON ``data`` or, when asked (``binary_data`` per output, ``binary_data_output`` for
-all), as raw bytes after the JSON header of the response.
+all), as raw bytes after the JSON header of the response. With system shared memory
+(``facade.shared_memory``) an input's or output's ``shared_memory_region`` parameters name where
+its bytes lie instead: such an input has no ``data`` and no binary bytes, such an output is
+answered with its region's parameters and no data.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from common.model.strings import decode_prefixed, encode_prefixed
 from common.wire.json_request import parse_json_object
 from facade.errors import JSON_HEADER, error_answer, v2_error
 from facade.protocol import Answer, Headers, positive
+from facade.shared_memory import OFF, RegionRef, SharedMemoryRegistry, region_ref
 
 __all__ = ["HEADER_LENGTH", "ROUTE", "V2", "V2Call", "V2Protocol", "V2Response", "datatype_of",
            "dtype_of", "header_length_of"]
@@ -87,15 +91,19 @@ def header_length_of(value: str | None) -> int | None:
 class V2Call:
     """One v2 infer request; see ``facade.protocol.ProtocolCall``."""
 
-    __slots__ = ("_binary", "_body", "_header", "_raw", "_split")
+    __slots__ = ("_binary", "_body", "_header", "_places", "_raw", "_shm", "_split")
     route = ROUTE
 
-    def __init__(self, raw: bytes, header_length: str | None) -> None:
+    def __init__(self, raw: bytes, header_length: str | None,
+                 shared_memory: SharedMemoryRegistry = OFF) -> None:
         self._raw = raw
         self._header = header_length
+        self._shm = shared_memory
         self._body: dict[str, Any] = {}
         self._split = 0
         self._binary: dict[str, bool] = {}
+        self._places: dict[str, RegionRef] = {}
+        """The outputs asked for in shared memory, and where."""
 
     def parse(self) -> tuple[int | None, float | None]:
         raw = self._raw
@@ -110,27 +118,37 @@ class V2Call:
         return None, _timeout_ms(_parameters(self._body, "the request"))
 
     def decode(self, config: ModelConfig) -> tuple[dict[str, Array], list[str] | None]:
-        arrays = _decode_inputs(self._body, config.signature, memoryview(self._raw)[self._split:])
-        wanted, self._binary = _requested_outputs(self._body)
+        arrays = _decode_inputs(self._body, config.signature, memoryview(self._raw)[self._split:],
+                                self._shm)
+        wanted, self._binary, self._places = _requested_outputs(self._body)
+        for name, place in self._places.items():
+            self._shm.check_output(name, place)
         return arrays, wanted
 
     def encode(self, config: ModelConfig, outputs: dict[str, Array]) -> V2Response:
-        return _encode(config.name, config.version, self._body.get("id"), outputs,
-                       config.signature.output_dtypes, self._binary)
+        dtypes = config.signature.output_dtypes
+        written = self._shm.write_outputs(self._places, outputs, dtypes)
+        placed = {name: self._places[name].answered(size) for name, size in written.items()}
+        return _encode(config.name, config.version, self._body.get("id"), outputs, dtypes,
+                       self._binary, placed)
 
 
 class V2Protocol:
-    """v2 over HTTP; see ``facade.protocol.HttpProtocol``."""
+    """v2 over HTTP; see ``facade.protocol.HttpProtocol``. Its calls read and write the regions
+    of ``shared_memory`` (``OFF``: they refuse the shared memory parameters)."""
 
-    __slots__ = ()
+    __slots__ = ("_shm",)
     name = ROUTE
+
+    def __init__(self, shared_memory: SharedMemoryRegistry = OFF) -> None:
+        self._shm = shared_memory
 
     def call(self, body: bytes, headers: Headers) -> V2Call:
         header_length = None
         for key, value in headers:
             if key == _HEADER_LENGTH:
                 header_length = value.decode("latin-1")
-        return V2Call(body, header_length)
+        return V2Call(body, header_length, self._shm)
 
     def answer(self, result: V2Response) -> Answer:
         if result.header_length is None:
@@ -144,8 +162,8 @@ class V2Protocol:
 V2 = V2Protocol()
 
 
-def _decode_inputs(body: dict[str, Any], signature: Signature,
-                   binary: memoryview) -> dict[str, Array]:
+def _decode_inputs(body: dict[str, Any], signature: Signature, binary: memoryview,
+                   shared_memory: SharedMemoryRegistry) -> dict[str, Array]:
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
         raise InvalidInput("'inputs' must be a list of tensors")
@@ -167,7 +185,15 @@ def _decode_inputs(body: dict[str, Any], signature: Signature,
             raise InvalidInput(f"Input '{name}': expected datatype {datatype_of(spec.dtype)}, "
                                f"got {datatype_of(dtype)}")
         shape = check_shape(f"Input '{name}'", tensor.get("shape"))
-        size = _parameters(tensor, f"input '{name}'").get("binary_data_size")
+        parameters = _parameters(tensor, f"input '{name}'")
+        size = parameters.get("binary_data_size")
+        place = region_ref(f"Input '{name}'", parameters)
+        if place is not None:
+            if size is not None or "data" in tensor:
+                raise InvalidInput(f"Input '{name}': give shared memory, 'data' or "
+                                   f"binary_data_size, only one")
+            arrays[name] = shared_memory.read_input(name, place, dtype, shape)
+            continue
         if size is None:
             if "data" not in tensor:
                 raise InvalidInput(f"Input '{name}': give 'data' or binary_data_size")
@@ -196,18 +222,27 @@ def _decode_inputs(body: dict[str, Any], signature: Signature,
     return arrays
 
 
-def _requested_outputs(body: dict[str, Any]) -> tuple[list[str] | None, dict[str, bool]]:
-    """The outputs asked for (``None``: all) and which of them go binary."""
+def _requested_outputs(body: dict[str, Any]
+                       ) -> tuple[list[str] | None, dict[str, bool], dict[str, RegionRef]]:
+    """The outputs asked for (``None``: all), which of them go binary and which into shared
+    memory."""
     all_binary = bool(_parameters(body, "the request").get("binary_data_output", False))
     outputs = body.get("outputs")
     if outputs is None:
-        return None, {"*": all_binary}
+        return None, {"*": all_binary}, {}
     if not isinstance(outputs, list) or not all(
             isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
         raise InvalidInput("'outputs' must be a list of objects with a 'name'")
-    binary = {o["name"]: bool(_parameters(o, f"output '{o['name']}'").get(
-        "binary_data", all_binary)) for o in outputs}
-    return [o["name"] for o in outputs], binary
+    binary: dict[str, bool] = {}
+    places: dict[str, RegionRef] = {}
+    for output in outputs:
+        name = output["name"]
+        parameters = _parameters(output, f"output '{name}'")
+        binary[name] = bool(parameters.get("binary_data", all_binary))
+        place = region_ref(f"Output '{name}'", parameters)
+        if place is not None:
+            places[name] = place
+    return [o["name"] for o in outputs], binary, places
 
 
 def _parameters(holder: Mapping[str, Any], where: str) -> Mapping[str, Any]:
@@ -226,14 +261,18 @@ def _timeout_ms(parameters: Mapping[str, Any]) -> float | None:
 
 
 def _encode(name: str, version: int, request_id: Any, result: dict[str, Array],
-            dtypes: Mapping[str, DType], binary: dict[str, bool]) -> V2Response:
+            dtypes: Mapping[str, DType], binary: dict[str, bool],
+            placed: Mapping[str, dict[str, str | int]]) -> V2Response:
+    """The response; ``placed``: the parameters of the outputs written into shared memory."""
     outputs: list[dict[str, Any]] = []
     buffers: list[bytes | memoryview] = []
     for output, array in result.items():
         dtype = dtypes[output]
         entry: dict[str, Any] = {"name": output, "datatype": datatype_of(dtype),
                                  "shape": list(array.shape)}
-        if binary.get(output, binary.get("*", False)) and dtype is DType.STRING:
+        if output in placed:
+            entry["parameters"] = placed[output]
+        elif binary.get(output, binary.get("*", False)) and dtype is DType.STRING:
             raw = encode_prefixed(array, f"output '{output}'")
             entry["parameters"] = {"binary_data_size": len(raw)}
             buffers.append(raw)

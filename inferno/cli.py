@@ -152,7 +152,12 @@ def _uvicorn(app: Any, settings: FacadeSettings, drain_s: float,
     return _Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, http="httptools", lifespan="off",
         access_log=False, log_config=None,
+        ssl_certfile=settings.tls_cert_file, ssl_keyfile=settings.tls_key_file,
         timeout_graceful_shutdown=math.ceil(drain_s)), hard_stop)
+
+
+def _scheme(settings: FacadeSettings) -> str:
+    return "http" if settings.tls_cert_file is None else "https"
 
 
 async def _serve(facade_settings: FacadeSettings, worker_settings: WorkerSettings) -> None:
@@ -163,8 +168,8 @@ async def _serve(facade_settings: FacadeSettings, worker_settings: WorkerSetting
     GcPauses(embedded.registry).start()
     server = _uvicorn(embedded.facade.app, facade_settings, worker_settings.drain_timeout_s,
                       drains=2)
-    log.info("serving %s on http://%s:%d (embedded mode)", facade_settings.repo_root,
-             facade_settings.host, facade_settings.port)
+    log.info("serving %s on %s://%s:%d (embedded mode)", facade_settings.repo_root,
+             _scheme(facade_settings), facade_settings.host, facade_settings.port)
     _absorb_stop_signals()
     try:
         await _start_grpc(embedded.facade, facade_settings)
@@ -193,7 +198,7 @@ async def _facade(settings: FacadeSettings, sock: socket.socket | None = None,
     server = _uvicorn(facade.app, settings, drain_s=settings.request_timeout_ms / 1000)
     beating = None
     if heartbeat is None:
-        log.info("facade on http://%s:%d", settings.host, settings.port)
+        log.info("facade on %s://%s:%d", _scheme(settings), settings.host, settings.port)
     else:
         beating = asyncio.create_task(heartbeat.beat(), name="heartbeat")
         log.info("facade process %d started", os.getpid())
@@ -215,7 +220,8 @@ async def _start_grpc(facade: Facade, settings: FacadeSettings) -> None:
     ``--workers`` binds the same port: grpc sets SO_REUSEPORT on Linux."""
     if settings.grpc_port:
         await facade.grpc.start(settings.grpc_port)
-        log.info("gRPC on %s:%d", settings.host, settings.grpc_port)
+        log.info("gRPC%s on %s:%d", " (TLS)" if settings.tls_cert_file else "",
+                 settings.host, settings.grpc_port)
 
 
 def _facade_process(settings: FacadeSettings, sock: socket.socket,

@@ -17,7 +17,8 @@ Requests are concatenated along the batch dimension only when every non-batch di
 its worker died, a suspected poison request) shares its batch with none. Expired requests are
 dropped before a batch runs (never computed). A model exception fails only that batch's
 requests, with ``ModelFailed``; the reply and ack of a batch are shielded from cancellation, and
-the ack follows the reply.
+the ack follows the reply. Each batch and each failed or dropped request is counted in Triton's
+statistics (``worker/statistics.py``) before its replies go out.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from common.model.config import BatchWait, ModelConfig, ModelFormat
 from common.transport.broker import Delivery
 from common.wire.messages import PredictReply
 from worker.runtime import Parts, Runtime
+from worker.statistics import VersionCounters
 
 __all__ = ["Batcher"]
 
@@ -66,7 +68,9 @@ class _Item:
 
 class Batcher:
     def __init__(self, config: ModelConfig, runtime: Runtime, executor: ThreadPoolExecutor,
-                 metrics: WorkerMetrics) -> None:
+                 metrics: WorkerMetrics, statistics: VersionCounters | None = None) -> None:
+        """``statistics``: where the version's Triton statistics are counted (its own, unless
+        the worker's ``WorkerStatistics`` gives the counters every load of it shares)."""
         self._config = config
         self._label = f"{config.name}:{config.version}"
         self._runtime = runtime
@@ -77,6 +81,7 @@ class Batcher:
         self._inference = metrics.inference.labels(config.name)
         self._expired = metrics.expired.labels(config.name)
         self._model_errors = metrics.model_errors
+        self._statistics = statistics or VersionCounters()
         self._max_rows = config.batching.max_batch_size
         self._max_delay = config.batching.max_batch_latency_ms / 1000
         self._fill = config.batching.wait is BatchWait.FILL
@@ -179,15 +184,16 @@ class Batcher:
 
     def _take(self) -> list[_Item]:
         now = time.time()
+        loop_now = asyncio.get_running_loop().time()
         batch: list[_Item] = []
-        expired: list[Delivery] = []
+        expired: list[_Item] = []
         kept: deque[_Item] = deque()
         rows = 0
         key: Hashable = None
         while self._pending and rows < self._max_rows:
             item = self._pending.popleft()
             if item.delivery.request.deadline <= now or item.delivery.abandoned:
-                expired.append(item.delivery)
+                expired.append(item)
                 self._pending_rows -= item.rows
             elif not batch or (item.key == key and rows + item.rows <= self._max_rows):
                 key = item.key
@@ -200,20 +206,27 @@ class Batcher:
         self._pending = kept
         if expired:
             self._expired.inc(len(expired))
-            self._settle(expired, None)
+            self._statistics.failed([_queued_ns(i, now, loop_now) for i in expired])
+            self._settle([i.delivery for i in expired], None)
         return batch
 
     async def _run(self, batch: list[_Item]) -> None:
         started = time.time()
+        began = time.perf_counter_ns()
+        loop_now = asyncio.get_running_loop().time()
         for item in batch:
             if item.delivery.request.published:
                 self._queue_wait.observe(started - item.delivery.request.published)
+        queued = [_queued_ns(i, started, loop_now) for i in batch]
         rows = sum(i.rows for i in batch)
         self._batch_size.observe(rows)
         replies: list[PredictReply]
         try:
-            outputs = await self._predict(_parts(batch))
+            outputs, entered, left = await self._predict(_parts(batch))
             replies = self._split(batch, outputs, rows)
+            ready = time.perf_counter_ns()
+            self._statistics.succeeded(rows, queued, entered - began, left - entered,
+                                       ready - left)
         except Exception as exc:
             self._model_errors.labels(self._config.name, type(exc).__name__).inc()
             log.error("model %s failed on a batch of %d rows: %s: %s",
@@ -221,27 +234,31 @@ class Batcher:
             error: InfernoError = exc if isinstance(exc, InfernoError) else ModelFailed(
                 f"Model '{self._label}' failed: {type(exc).__name__}: {exc}")
             replies = [PredictReply(error=error)] * len(batch)
+            self._statistics.failed(queued, time.perf_counter_ns() - began)
         except asyncio.CancelledError:
             replies = [PredictReply(error=WorkerFailed("Worker stopped during the batch"))
                        ] * len(batch)
+            self._statistics.failed(queued, time.perf_counter_ns() - began)
             self._settle([i.delivery for i in batch], replies)
             raise
         self._settle([i.delivery for i in batch], replies)
 
-    async def _predict(self, parts: Parts) -> dict[str, Array]:
+    async def _predict(self, parts: Parts) -> tuple[dict[str, Array], int, int]:
         """The model on one batch: on the version's thread, or on the event loop while it is
-        a TorchScript model whose batches take less than the hand-off to a thread and back."""
+        a TorchScript model whose batches take less than the hand-off to a thread and back.
+        Its outputs, and ``perf_counter_ns`` when the runtime was called and when it returned."""
         if self._inline:
-            outputs, took = _timed(self._runtime.predict_parts, parts)
+            outputs, entered, left = _timed(self._runtime.predict_parts, parts)
         else:
-            outputs, took = await asyncio.get_running_loop().run_in_executor(
+            outputs, entered, left = await asyncio.get_running_loop().run_in_executor(
                 self._executor, _timed, self._runtime.predict_parts, parts)
+        took = (left - entered) / 1e9
         self._inference.observe(took)
         self._model_s = took if self._model_s is None else self._model_s + (
             took - self._model_s) * _MEAN_WEIGHT
         if self._may_inline:
             self._inline = self._model_s < (INLINE_OUT_S if self._inline else INLINE_IN_S)
-        return outputs
+        return outputs, entered, left
 
     def _split(self, batch: list[_Item], outputs: dict[str, Array], rows: int
                ) -> list[PredictReply]:
@@ -290,10 +307,18 @@ class Batcher:
 
 
 def _timed(predict: Callable[[Parts], dict[str, Array]], parts: Parts
-           ) -> tuple[dict[str, Array], float]:
-    started = time.perf_counter()
+           ) -> tuple[dict[str, Array], int, int]:
+    entered = time.perf_counter_ns()
     outputs = predict(parts)
-    return outputs, time.perf_counter() - started
+    return outputs, entered, time.perf_counter_ns()
+
+
+def _queued_ns(item: _Item, now: float, loop_now: float) -> int:
+    """Nanoseconds from the item's publish (epoch ``now``), or its arrival here when it has no
+    publish time (event-loop time ``loop_now``), to now; never negative (clocks of two hosts)."""
+    published = item.delivery.request.published
+    waited = now - published if published else loop_now - item.arrived
+    return max(0, int(waited * 1e9))
 
 
 def _parts(batch: list[_Item]) -> Parts:

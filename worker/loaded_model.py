@@ -13,6 +13,7 @@ from common.settings import WorkerSettings
 from common.transport.broker import Broker, Subscription
 from worker.batcher import Batcher
 from worker.runtime import Runtime, create_runtime
+from worker.statistics import WorkerStatistics
 
 __all__ = ["LoadedModel"]
 
@@ -38,8 +39,9 @@ class LoadedModel:
 
     @classmethod
     async def load(cls, entry: ModelEntry, broker: Broker, settings: WorkerSettings,
-                   metrics: WorkerMetrics) -> LoadedModel:
-        """Load and warm up the model on its own thread, then start consuming its queue."""
+                   metrics: WorkerMetrics, statistics: WorkerStatistics) -> LoadedModel:
+        """Load and warm up the model on its own thread, then start consuming its queue
+        (its batches counted in the worker's ``statistics``)."""
         config = entry.config
         runtime = create_runtime(config, entry.directory, settings.device)
         executor = ThreadPoolExecutor(config.concurrency.max_concurrency,
@@ -52,7 +54,9 @@ class LoadedModel:
             raise
         log.info("loaded %s version %d on %s in %.2fs", config.name, config.version,
                  runtime.device, time.perf_counter() - started)
-        runner = cls(entry, runtime, executor, Batcher(config, runtime, executor, metrics))
+        batcher = Batcher(config, runtime, executor, metrics,
+                          statistics.counters(config.name, config.version))
+        runner = cls(entry, runtime, executor, batcher)
         runner._batcher.start()
         try:
             await broker.declare_queue(config.name, config.version, config.queue.max_length)

@@ -1,9 +1,10 @@
 """A worker process's core: converge loaded runners to the desired state, and heartbeat.
 
 The reconciler runs on every model change event and every ``state_reconcile_interval_s`` as a
-fallback. It loads the desired versions of the models this worker serves and unloads the rest;
-after each change the worker heartbeats at once, so admin calls waiting on the facade return
-without waiting for the next interval.
+fallback. It loads the desired versions of the models this worker serves and unloads the rest,
+each with the configuration override the state holds for it (a load with Triton's ``config``),
+and reloads a version whose override changed; after each change the worker heartbeats at once,
+so admin calls waiting on the facade return without waiting for the next interval.
 
 ``burst()`` is the other way to run (arq's ``burst=True``; ``inferno worker --burst``): reconcile
 once, answer what is queued for the versions loaded, and stop once their queues are empty and
@@ -20,6 +21,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from common import heap
@@ -31,6 +33,7 @@ from common.supervisor import Supervisor, stop_tasks
 from common.transport.broker import Broker
 from worker.loaded_model import LoadedModel
 from worker.runtime import resolve_device
+from worker.statistics import WorkerStatistics
 
 __all__ = ["Reconciler"]
 
@@ -56,7 +59,11 @@ class Reconciler:
         self._store = store
         self._repository = repository
         self._metrics = metrics
+        self.statistics = WorkerStatistics(settings.statistics_interval_s)
+        """Triton's statistics of every version run here, reported by the heartbeats."""
         self._runners: dict[Key, LoadedModel] = {}
+        self._overrides: dict[Key, str] = {}
+        """The configuration override each runner was loaded with (``""``: none)."""
         self._failed: dict[Key, tuple[float, str]] = {}
         self._aliased: dict[str, int] = {}
         """Model → the version this worker bound the model's alias to."""
@@ -76,6 +83,12 @@ class Reconciler:
         for name, version in sorted(self._runners):
             loaded.setdefault(name, []).append(version)
         return {name: tuple(versions) for name, versions in loaded.items()}
+
+    @property
+    def overrides(self) -> dict[str, str]:
+        """``name:version`` → the override a loaded version runs with (none: not listed)."""
+        return {f"{n}:{v}": override for (n, v), override in sorted(self._overrides.items())
+                if override}
 
     async def start(self) -> None:
         """Claim the preloaded models' newest versions, then start converging in the background."""
@@ -177,7 +190,7 @@ class Reconciler:
         """Load and unload runners until they match the desired state (one pass)."""
         async with self._lock:
             models = await self._store.models()
-            want = {(name, version)
+            want = {(name, version): state.overrides.get(version, "")
                     for name, state in models.items() if self.settings.serves(name)
                     for version in state.desired}
             have = set(self._runners)
@@ -186,26 +199,29 @@ class Reconciler:
             now = time.time()
             self._failed = {k: f for k, f in self._failed.items()
                             if now - f[0] < RETRY_FAILED_LOAD_S}
-            to_load = sorted(want - have - set(self._failed))
-            to_unload = sorted(have - want)
-            if to_load or to_unload:
+            to_load = sorted(want.keys() - have - set(self._failed))
+            to_unload = sorted(have - want.keys())
+            to_reload = sorted(k for k in have & want.keys() if self._overrides[k] != want[k])
+            changed = bool(to_load or to_unload or to_reload)
+            if changed:
                 results = await asyncio.gather(
-                    *(self._load(key) for key in to_load),
+                    *(self._load(key, want[key]) for key in to_load),
                     *(self._unload(key, delete_queue=True) for key in to_unload),
+                    *(self._reload(key, want[key]) for key in to_reload),
                     return_exceptions=True)
                 # Every load and unload has ended before the lock is released: one that failed
                 # must not leave the others running into the next pass.
                 failures = [r for r in results if isinstance(r, BaseException)]
                 if failures:
                     raise failures[0]  # likely the broker away: the rest waits for the next pass
-            if to_load and self.settings.gc_freeze:
+            if (to_load or to_reload) and self.settings.gc_freeze:
                 heap.settle()  # what the models allocated is here to stay
             await self._point_aliases({n: s.active for n, s in models.items()})
-            self._orphans -= want  # wanted again: its queue is in use once more
+            self._orphans -= want.keys()  # wanted again: its queue is in use once more
             for key in sorted(self._orphans):
                 await self._broker.delete_queue(*key)
                 self._orphans.discard(key)
-        if to_load or to_unload:
+        if changed:
             await self.heartbeat()
 
     async def _point_aliases(self, active: dict[str, int | None]) -> None:
@@ -234,9 +250,9 @@ class Reconciler:
                           device=self._device, loaded=self.loaded,
                           capacity=sum(r.entry.config.concurrency.max_concurrency
                                        for r in self._runners.values()),
-                          started_at=self._started_at,
+                          started_at=self._started_at, overrides=self.overrides,
                           failed={f"{n}:{v}": why for (n, v), why in self._failed.items()},
-                          batches=self._metrics.batch_totals())
+                          statistics=self.statistics.report())
         try:
             await self._store.put_worker(info, ttl_s=self.settings.heartbeat_ttl_s,
                                          announce=info != self._announced)
@@ -245,12 +261,14 @@ class Reconciler:
             self._announced = None  # the store may have lost us: announce the next one
             log.warning("heartbeat failed: %s", exc)
 
-    async def _load(self, key: Key) -> None:
+    async def _load(self, key: Key, override: str) -> None:
         name, version = key
         try:
             entry = self._repository.get(name, version)
+            entry = replace(entry, config=entry.config.with_override(override))
             self._runners[key] = await LoadedModel.load(
-                entry, self._broker, self.settings, self._metrics)
+                entry, self._broker, self.settings, self._metrics, self.statistics)
+            self._overrides[key] = override
         except Exception as exc:
             self._failed[key] = (time.time(), f"{type(exc).__name__}: {exc}")
             log.error("cannot load %s version %d: %s: %s", name, version,
@@ -266,11 +284,7 @@ class Reconciler:
         if delete_queue:
             await self._wait_queue_empty(name, version)
         await runner.stop(self.settings.drain_timeout_s)
-        del self._runners[key]
-        if self._aliased.get(name) == version:
-            del self._aliased[name]  # the binding goes with the queue
-        self._metrics.model_loaded.labels(name, str(version)).set(0)
-        log.info("unloaded %s version %d", name, version)
+        self._forget(key)
         if delete_queue:
             try:
                 await self._broker.delete_queue(name, version)
@@ -278,6 +292,29 @@ class Reconciler:
                 # Nothing consumes it any more; the next pass deletes it.
                 self._orphans.add(key)
                 raise
+
+    def _forget(self, key: Key) -> None:
+        """The version's runner has stopped: it is no longer loaded here."""
+        name, version = key
+        del self._runners[key], self._overrides[key]
+        if self._aliased.get(name) == version:
+            del self._aliased[name]  # the binding goes with the queue
+        self._metrics.model_loaded.labels(name, str(version)).set(0)
+        log.info("unloaded %s version %d", name, version)
+
+    async def _reload(self, key: Key, override: str) -> None:
+        """Load a loaded version again with another override. The old runner finishes what
+        it was given and stops consuming; the queue stays, holding what arrives for the new
+        runner, and until that one runs the version is reported loaded with the old override
+        (facades go on routing to it, admin calls go on waiting)."""
+        old = self._runners[key]
+        await old.stop(self.settings.drain_timeout_s)
+        await self._load(key, override)
+        if self._runners[key] is old:
+            # It failed to load (recorded, reported): nothing will consume its queue, so its
+            # requests are answered now rather than left to their deadlines.
+            self._forget(key)
+            await self._broker.delete_queue(*key)
 
     async def _wait_queue_empty(self, name: str, version: int) -> None:
         # Requests published before the facades saw the unload are still answered. The broker
@@ -318,5 +355,6 @@ class Reconciler:
 
     async def _heartbeat_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.heartbeat_interval_s)
+            # Every interval, and soon after counters change (WorkerStatistics.report_due).
+            await self.statistics.report_due(self.settings.heartbeat_interval_s)
             await self.heartbeat()

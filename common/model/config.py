@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.model.codecs import Codec
@@ -112,6 +113,20 @@ class ModelConfig(_Section):
                 raise ValueError(f"entrypoint must look like 'module:factory', "
                                  f"got {self.entrypoint!r}")
         return self
+
+    def with_override(self, override: str) -> ModelConfig:
+        """This version as ``override`` (``""``: none) changes it: the JSON of a model.yaml
+        fragment (``{"batching": {"max_batch_size": 4}}``), whose sections change only the keys
+        they name. Validated as model.yaml is (``ValidationError``)."""
+        if not override:
+            return self
+        fields: dict[str, Any] = {name: getattr(self, name) for name in type(self).model_fields}
+        for key, value in orjson.loads(override).items():
+            section = fields.get(key)
+            fields[key] = ({**section.model_dump(), **value}
+                           if isinstance(section, _Section) and isinstance(value, dict)
+                           else value)
+        return ModelConfig.model_validate(fields)
 
     def describe(self) -> dict[str, object]:
         """The public metadata of this version (no paths)."""

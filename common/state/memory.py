@@ -39,12 +39,20 @@ class InMemoryStateStore(StateStore):
         state = self._models.get(name, ModelState(name))
         return self._put(replace(state, active=version, desired=state.desired | {version}))
 
-    async def set_desired(self, name: str, version: int, loaded: bool) -> ModelState:
+    async def set_desired(self, name: str, version: int, loaded: bool,
+                          override: str | None = None) -> ModelState:
         state = self._models.get(name, ModelState(name))
+        overrides = dict(state.overrides)
+        if not loaded or override is not None:
+            overrides.pop(version, None)
         if loaded:
-            return self._put(replace(state, desired=state.desired | {version}))
+            if override:
+                overrides[version] = override
+            return self._put(replace(state, desired=state.desired | {version},
+                                     overrides=overrides))
         active = None if state.active == version else state.active
-        return self._put(replace(state, active=active, desired=state.desired - {version}))
+        return self._put(replace(state, active=active, desired=state.desired - {version},
+                                 overrides=overrides))
 
     async def put_worker(self, info: WorkerInfo, ttl_s: float, announce: bool = True) -> None:
         self._workers[info.worker_id] = (info, time.monotonic() + ttl_s)

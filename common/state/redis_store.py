@@ -1,7 +1,8 @@
 """The cluster's state store on Redis (redis.asyncio).
 
-Every key name lives in ``RedisKeys``. Per model: ``<p>:model:<name>:active`` (a version) and
-``<p>:model:<name>:desired`` (a set of versions), with ``<p>:models`` indexing the names. Per
+Every key name lives in ``RedisKeys``. Per model: ``<p>:model:<name>:active`` (a version),
+``<p>:model:<name>:desired`` (a set of versions) and ``<p>:model:<name>:overrides`` (a hash:
+version → its configuration override), with ``<p>:models`` indexing the names. Per
 worker: ``<p>:worker:<id>``, its heartbeat as JSON, expiring after the heartbeat TTL. Changes are
 published on ``<p>:events``. Multi-key changes run as Lua scripts, so two facades writing at once
 never interleave.
@@ -45,15 +46,21 @@ class RedisKeys:
     def desired(self, model: str) -> str:
         return f"{self.prefix}:model:{model}:desired"
 
+    def overrides(self, model: str) -> str:
+        return f"{self.prefix}:model:{model}:overrides"
+
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}"
 
 
-# KEYS: models index, active, desired, events. ARGV: name, version, mode, event.
-# mode "init": only if the model has no state; "activate": active + desired;
-# "load": add to desired; "unload": remove from desired, clear active if it was this version.
+# KEYS: models index, active, desired, events, overrides. ARGV: name, version, mode, event,
+# override, "1" when the override is given. mode "init": only if the model has no state;
+# "activate": active + desired; "load": add to desired, and set the version's override when one
+# is given ("" deletes it); "unload": remove from desired with its override, clear active if it
+# was this version.
 _UPDATE_MODEL = """
 local name, version, mode, event = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local override, given = ARGV[5], ARGV[6] == '1'
 if mode == 'init' then
   -- A model that was ever known keeps its state, even with every version unloaded.
   if redis.call('SISMEMBER', KEYS[1], name) == 1 then return 0 end
@@ -64,8 +71,11 @@ elseif mode == 'activate' then
   redis.call('SADD', KEYS[3], version)
 elseif mode == 'load' then
   redis.call('SADD', KEYS[3], version)
+  if given and override ~= '' then redis.call('HSET', KEYS[5], version, override)
+  elseif given then redis.call('HDEL', KEYS[5], version) end
 else
   redis.call('SREM', KEYS[3], version)
+  redis.call('HDEL', KEYS[5], version)
   if redis.call('GET', KEYS[2]) == version then redis.call('DEL', KEYS[2]) end
 end
 redis.call('SADD', KEYS[1], name)
@@ -124,28 +134,30 @@ class RedisStateStore(StateStore):
                 return {}
             async with self._redis.pipeline(transaction=False) as pipe:
                 for name in names:
-                    pipe.get(self.keys.active(name))
-                    pipe.smembers(self.keys.desired(name))
+                    self._read_model(pipe, name)
                 results = await pipe.execute()
-        states = {}
-        for index, name in enumerate(names):
-            active, desired = results[2 * index], results[2 * index + 1]
-            states[name] = ModelState(name, int(active) if active else None,
-                                      frozenset(int(v) for v in desired))
-        return states
+        return {name: _model_state(name, *results[_READS * i:_READS * (i + 1)])
+                for i, name in enumerate(names)}
 
-    async def _change(self, name: str, version: int, mode: str) -> ModelState:
+    def _read_model(self, pipe: Any, name: str) -> None:
+        """Queue the ``_READS`` reads of one model's state on ``pipe``."""
+        pipe.get(self.keys.active(name))
+        pipe.smembers(self.keys.desired(name))
+        pipe.hgetall(self.keys.overrides(name))
+
+    async def _change(self, name: str, version: int, mode: str,
+                      override: str | None = None) -> ModelState:
         event = orjson.dumps({"kind": EventKind.MODEL.value, "name": name})
         with state_errors():
             await self._update(keys=[self.keys.models, self.keys.active(name),
-                                     self.keys.desired(name), self.keys.events],
-                               args=[name, str(version), mode, event])
+                                     self.keys.desired(name), self.keys.events,
+                                     self.keys.overrides(name)],
+                               args=[name, str(version), mode, event, override or "",
+                                     "0" if override is None else "1"])
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.get(self.keys.active(name))
-                pipe.smembers(self.keys.desired(name))
-                active, desired = await pipe.execute()
-        return ModelState(name, int(active) if active else None,
-                          frozenset(int(v) for v in desired))
+                self._read_model(pipe, name)
+                results = await pipe.execute()
+        return _model_state(name, *results)
 
     async def init_model(self, name: str, version: int) -> ModelState:
         return await self._change(name, version, "init")
@@ -153,8 +165,9 @@ class RedisStateStore(StateStore):
     async def set_active(self, name: str, version: int) -> ModelState:
         return await self._change(name, version, "activate")
 
-    async def set_desired(self, name: str, version: int, loaded: bool) -> ModelState:
-        return await self._change(name, version, "load" if loaded else "unload")
+    async def set_desired(self, name: str, version: int, loaded: bool,
+                          override: str | None = None) -> ModelState:
+        return await self._change(name, version, "load" if loaded else "unload", override)
 
     async def put_worker(self, info: WorkerInfo, ttl_s: float, announce: bool = True) -> None:
         event = orjson.dumps({"kind": EventKind.WORKER.value, "name": info.worker_id})
@@ -225,6 +238,16 @@ def _parse_event(data: bytes) -> StateEvent | None:
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         log.warning("state event ignored (%s: %s): %r", type(exc).__name__, exc, data[:200])
         return None
+
+
+_READS = 3
+"""Reads of one model's state (``_read_model``): active, desired, overrides."""
+
+
+def _model_state(name: str, active: bytes | None, desired: set[bytes],
+                 overrides: dict[bytes, bytes]) -> ModelState:
+    return ModelState(name, int(active) if active else None, frozenset(int(v) for v in desired),
+                      {int(v): _text(o) for v, o in overrides.items()})
 
 
 def _text(value: bytes | str) -> str:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from common.state.statistics import StatisticsReport
+
 __all__ = ["RESYNC", "EventKind", "ModelState", "StateEvent", "StateStore", "WorkerInfo"]
 
 
@@ -25,6 +27,10 @@ class ModelState:
     """Version that unpinned requests (and the queue alias) go to."""
     desired: frozenset[int] = frozenset()
     """Versions that should be loaded somewhere."""
+    overrides: dict[int, str] = field(default_factory=dict, hash=False)
+    """Desired version → the configuration it loads with instead of its model.yaml's: the JSON
+    of a model.yaml fragment (``ModelConfig.with_override``). A version without one loads its
+    model.yaml as it is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,15 +42,18 @@ class WorkerInfo:
     device: str
     loaded: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Model name → versions loaded and consuming."""
+    overrides: dict[str, str] = field(default_factory=dict)
+    """``name:version`` → the override (``ModelState.overrides``) the loaded version runs with;
+    absent: its model.yaml as it is."""
     capacity: int = 1
     """Batches it can run at once across its models."""
     started_at: float = 0.0
     failed: dict[str, tuple[float, str]] = field(default_factory=dict)
     """``name:version`` → (epoch of the attempt, why it could not be loaded)."""
-    batches: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False)
-    """Model name → (batches run, rows in them) since the worker started: cumulative, so a
-    reader turns two heartbeats into a mean batch size. Not compared: a heartbeat whose only
-    news is its counters renews the lease without a change event."""
+    statistics: StatisticsReport = field(default_factory=StatisticsReport, compare=False)
+    """Triton's statistics of every version it ran since it started (cumulative, so a reader
+    turns two heartbeats into rates). Not compared: a heartbeat whose only news is its counters
+    renews the lease without a change event."""
 
     def serves(self, model: str, version: int) -> bool:
         return version in self.loaded.get(model, ())
@@ -52,17 +61,20 @@ class WorkerInfo:
     def to_dict(self) -> dict[str, Any]:
         return {"worker_id": self.worker_id, "host": self.host, "device": self.device,
                 "loaded": {m: list(v) for m, v in self.loaded.items()},
+                "overrides": self.overrides,
                 "capacity": self.capacity, "started_at": self.started_at,
                 "failed": {k: list(v) for k, v in self.failed.items()},
-                "batches": {m: list(v) for m, v in self.batches.items()}}
+                "statistics": self.statistics.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorkerInfo:
         return cls(worker_id=data["worker_id"], host=data["host"], device=data["device"],
                    loaded={m: tuple(v) for m, v in data["loaded"].items()},
+                   overrides=dict(data.get("overrides", {})),
                    capacity=data["capacity"], started_at=data["started_at"],
                    failed={k: (v[0], v[1]) for k, v in data.get("failed", {}).items()},
-                   batches={m: (v[0], v[1]) for m, v in data.get("batches", {}).items()})
+                   statistics=StatisticsReport.from_dict(data["statistics"])
+                   if "statistics" in data else StatisticsReport())
 
 
 class EventKind(StrEnum):
@@ -100,8 +112,11 @@ class StateStore(ABC):
         """Make ``version`` active (and desired)."""
 
     @abstractmethod
-    async def set_desired(self, name: str, version: int, loaded: bool) -> ModelState:
-        """Add ``version`` to the versions to load, or remove it (and clear it if active)."""
+    async def set_desired(self, name: str, version: int, loaded: bool,
+                          override: str | None = None) -> ModelState:
+        """Add ``version`` to the versions to load, or remove it (and clear it if active, and
+        its override). A load with ``override`` sets the version's (``""`` clears it); without,
+        it keeps the one it has."""
 
     @abstractmethod
     async def put_worker(self, info: WorkerInfo, ttl_s: float, announce: bool = True) -> None:

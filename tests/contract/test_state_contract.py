@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
+from common.state.statistics import BatchSizeStatistics, StatisticsReport, VersionStatistics
 from common.state.store import RESYNC, EventKind, ModelState, StateEvent, StateStore, WorkerInfo
 
 PROBE = "probe-"
@@ -110,6 +111,52 @@ async def test_models_is_a_snapshot(store: StateStore, model: str) -> None:
     snapshot = await store.models()
     snapshot.pop(model)
     assert model in await store.models()
+
+
+# --- configuration overrides (a load with Triton's ``config``) ----------------------------------
+
+OVERRIDE = '{"batching":{"max_batch_size":4}}'
+
+
+async def test_a_load_with_an_override_holds_it(store: StateStore, peer_store: StateStore,
+                                               model: str) -> None:
+    # A text holding what JSON escapes and Lua's strings do not mind: it comes back unchanged.
+    text = '{"batching":{"wait":"fill"},"note":"é \\" \\\\ ;\'"}'
+    state = await store.set_desired(model, 2, loaded=True, override=text)
+    assert state == ModelState(model, None, frozenset({2}), {2: text})
+    assert (await peer_store.models())[model].overrides == {2: text}
+
+
+async def test_a_load_without_an_override_keeps_it_and_an_empty_one_clears_it(
+        store: StateStore, model: str) -> None:
+    await store.set_desired(model, 1, loaded=True, override=OVERRIDE)
+    await store.set_desired(model, 2, loaded=True, override=OVERRIDE)
+    # Activating (a load that says nothing of the configuration) keeps it.
+    assert (await store.set_desired(model, 1, loaded=True)).overrides == {1: OVERRIDE,
+                                                                          2: OVERRIDE}
+    assert (await store.set_active(model, 1)).overrides == {1: OVERRIDE, 2: OVERRIDE}
+    # A load from the repository's configuration clears the override of that version only.
+    state = await store.set_desired(model, 1, loaded=True, override="")
+    assert state == ModelState(model, 1, frozenset({1, 2}), {2: OVERRIDE})
+    assert (await store.models())[model] == state
+
+
+async def test_an_unload_clears_the_override(store: StateStore, model: str) -> None:
+    await store.set_desired(model, 1, loaded=True, override=OVERRIDE)
+    assert (await store.set_desired(model, 1, loaded=False)).overrides == {}
+    # Loaded again without one, the version has none.
+    assert await store.set_desired(model, 1, loaded=True) == ModelState(model, None,
+                                                                        frozenset({1}))
+
+
+async def test_an_override_change_is_an_event(store: StateStore, model: str) -> None:
+    await store.set_desired(model, 1, loaded=True)
+    events = await subscribe(store)
+    try:
+        await store.set_desired(model, 1, loaded=True, override=OVERRIDE)
+        assert await next_event(events) == StateEvent(EventKind.MODEL, model)
+    finally:
+        await close(events)
 
 
 # --- workers -----------------------------------------------------------------------------------
@@ -282,11 +329,11 @@ async def test_a_worker_id_with_colons_and_unicode(store: StateStore, model: str
     info = WorkerInfo(worker_id=f"{model}:node-1:4242", host="höst-ä", device="cuda:0",
                       loaded={model: (1, 3)}, capacity=4, started_at=1700000000.25,
                       failed={f"{model}:2": (1700000001.5, "RuntimeError: ✗ no GPU")},
-                      batches={model: (7, 19)})
+                      statistics=report(f"{model}:1"))
     await store.put_worker(info, ttl_s=10)
     [stored] = [w for w in await store.workers() if w.worker_id == info.worker_id]
     assert stored == info
-    assert stored.batches == {model: (7, 19)}  # not compared by ==: checked on its own
+    assert stored.statistics == info.statistics  # not compared by ==: checked on its own
     await store.remove_worker(info.worker_id)
     assert info.worker_id not in {w.worker_id for w in await store.workers()}
 
@@ -294,23 +341,43 @@ async def test_a_worker_id_with_colons_and_unicode(store: StateStore, model: str
 # --- WorkerInfo (the heartbeat's payload) --------------------------------------------------------
 
 
+def report(key: str) -> StatisticsReport:
+    """Statistics of one version, as a heartbeat carries them."""
+    counted = VersionStatistics(last_inference_ms=1700000000123, inference_count=9,
+                                execution_count=3, success_count=5, success_ns=4_000_000,
+                                fail_count=1, fail_ns=2_000, queue_ns=3_000, batches={
+                                    1: BatchSizeStatistics(1, 10, 20, 30),
+                                    4: BatchSizeStatistics(2, 40, 50, 60)})
+    return StatisticsReport({key: counted}, taken_at=1700000000.5, interval_s=0.05)
+
+
 def test_worker_info_round_trips_through_a_dict() -> None:
     info = WorkerInfo(worker_id="w1", host="h", device="cuda:0",
                       loaded={"mlp": (1, 2), "bag": (1,)}, capacity=3, started_at=12.5,
                       failed={"mlp:3": (99.0, "ValueError: nope")},
-                      batches={"mlp": (4, 10), "bag": (0, 0)})
+                      statistics=report("mlp:2"),
+                      overrides={"mlp:2": '{"batching":{"max_batch_size":4}}'})
     data = info.to_dict()
     assert data["loaded"] == {"mlp": [1, 2], "bag": [1]}
-    assert data["batches"] == {"mlp": [4, 10], "bag": [0, 0]}
+    # JSON keys are strings: the batch sizes too.
+    assert data["statistics"]["versions"]["mlp:2"]["batches"] == {"1": [1, 10, 20, 30],
+                                                                  "4": [2, 40, 50, 60]}
     back = WorkerInfo.from_dict(orjson.loads(orjson.dumps(data)))
-    assert back == info and back.batches == info.batches
+    assert back == info and back.statistics == info.statistics
 
 
-def test_worker_info_from_an_older_dict_without_failed_or_batches() -> None:
+def test_worker_info_from_an_older_dict_without_failed_or_statistics() -> None:
     data = WorkerInfo(worker_id="w1", host="h", device="cpu").to_dict()
-    del data["failed"], data["batches"]
+    del data["failed"], data["statistics"], data["overrides"]
     old = WorkerInfo.from_dict(data)
-    assert old.failed == {} and old.batches == {}
+    assert old.failed == {} and old.statistics == StatisticsReport() and old.overrides == {}
+
+
+def test_an_override_is_news() -> None:
+    # A facade waiting for a load with a configuration waits for a heartbeat that says so.
+    base = WorkerInfo(worker_id="w1", host="h", device="cpu", loaded={"mlp": (2,)})
+    assert WorkerInfo(worker_id="w1", host="h", device="cpu", loaded={"mlp": (2,)},
+                      overrides={"mlp:2": "{}"}) != base
 
 
 def test_batch_counters_alone_are_no_news() -> None:
@@ -318,4 +385,4 @@ def test_batch_counters_alone_are_no_news() -> None:
     # counters change with every batch and must not turn each heartbeat into an event.
     base = WorkerInfo(worker_id="w1", host="h", device="cpu", loaded={"mlp": (2,)})
     assert WorkerInfo(worker_id="w1", host="h", device="cpu", loaded={"mlp": (2,)},
-                      batches={"mlp": (9, 40)}) == base
+                      statistics=report("mlp:2")) == base

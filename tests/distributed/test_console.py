@@ -50,10 +50,11 @@ async def test_console_state_shows_the_cluster(running: Cluster) -> None:
 
     # Once both heartbeats carry those counters, the view sums them (heartbeats: 0.5 s).
     def summed() -> tuple[int, int] | None:
-        totals = [w.batches.get("mlp", (0, 0)) for w in view.workers]
-        if len(totals) < 2:
+        totals = [w.statistics.versions.get("mlp:2") for w in view.workers]
+        counted = [t for t in totals if t is not None]
+        if len(counted) < 2:
             return None
-        found = (sum(n for n, _ in totals), sum(r for _, r in totals))
+        found = (sum(t.execution_count for t in counted), sum(t.inference_count for t in counted))
         return found if found == (ran[0][0] + ran[1][0], 30) else None
 
     assert await view.wait_for(summed, 30), view.workers

@@ -27,8 +27,9 @@ async def test_a_distributed_v1_predict_enters_the_documented_modules_in_order(
               "redis_prefix": redis_space.prefix, "heartbeat_interval_s": 600,
               "gc_freeze": False}
     facade_settings = FacadeSettings(**common, queue_stats_interval_s=600)
+    # statistics_interval_s=0: no early heartbeat reports the predict's statistics.
     worker_settings = WorkerSettings(**common, preload=["bag"], device="cpu",
-                                     state_reconcile_interval_s=600)
+                                     state_reconcile_interval_s=600, statistics_interval_s=0)
     trace = PathTrace()
     with trace.installed():
         registry = process_registry()

@@ -52,7 +52,7 @@ async def test_health_metadata_and_config(server: GrpcServed) -> None:
     assert await server.triton(lambda c: c.is_server_ready()) is True
     assert await server.triton(lambda c: c.get_server_metadata(as_json=True)) == {
         "name": "inferno", "version": "0.1.0",
-        "extensions": ["model_repository", "model_configuration"]}
+        "extensions": ["model_repository", "model_configuration", "statistics"]}
     # The same description as the REST API's, in the protocol's JSON form.
     rest = (await server.http.get("/v2/models/mlp")).json()
     assert await server.triton(lambda c: c.get_model_metadata("mlp", as_json=True)) == {
@@ -80,6 +80,35 @@ async def test_infer_with_the_sync_client(server: GrpcServed) -> None:
         "mlp", [tensor("x", X)], outputs=[InferRequestedOutput("logits"),
                                           InferRequestedOutput("label")]))
     assert_mlp(chosen, 2, ["logits", "label"])
+
+
+async def test_async_infer_of_the_sync_client(server: GrpcServed) -> None:
+    """``async_infer``: the sync client's callback API, several calls in flight at once."""
+    def calls() -> list[tuple[Any, Any]]:
+        answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        with InferenceServerClient(server.url) as triton:
+            for index in range(4):
+                triton.async_infer("mlp", [tensor("x", X)], request_id=str(index),
+                                   callback=lambda result, error: answers.put((result, error)))
+            triton.async_infer("nope", [tensor("x", X)],
+                               callback=lambda result, error: answers.put((result, error)))
+            return [answers.get(timeout=30) for _ in range(5)]
+
+    answers = await asyncio.to_thread(calls)
+    results = [result for result, error in answers if error is None]
+    assert sorted(r.get_response().id for r in results) == ["0", "1", "2", "3"]
+    for result in results:
+        assert_mlp(result, 2, MLP_OUTPUTS)
+    [error] = [error for _, error in answers if error is not None]
+    assert error.status() == "StatusCode.NOT_FOUND"
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+async def test_compressed_calls(server: GrpcServed, algorithm: str) -> None:
+    """gRPC's own message compression (the client's ``compression_algorithm``), both ways."""
+    result = await server.triton(lambda c: c.infer("mlp", [tensor("x", X)],
+                                                   compression_algorithm=algorithm))
+    assert_mlp(result, 2, MLP_OUTPUTS)
 
 
 async def test_version_pinning(server: GrpcServed) -> None:
@@ -153,10 +182,10 @@ async def test_an_unknown_output_or_an_unserved_extension_is_refused(server: Grp
     status, message = await server.refused(lambda c: c.infer(
         "mlp", [tensor("x", X)], outputs=[InferRequestedOutput("nope")]))
     assert status == "StatusCode.INVALID_ARGUMENT" and "nope" in message
-    assert await server.refused(lambda c: c.get_inference_statistics("mlp")) == (
-        "StatusCode.UNIMPLEMENTED", "Inferno does not serve model statistics")
-    assert await server.refused(lambda c: c.get_system_shared_memory_status()) == (
-        "StatusCode.UNIMPLEMENTED", "Inferno does not serve system shared memory")
+    assert await server.refused(lambda c: c.get_trace_settings()) == (
+        "StatusCode.UNIMPLEMENTED", "Inferno does not serve trace settings")
+    assert await server.refused(lambda c: c.get_cuda_shared_memory_status()) == (
+        "StatusCode.UNIMPLEMENTED", "Inferno does not serve CUDA shared memory")
 
 
 async def test_a_stream_answers_each_request_and_survives_a_bad_one(server: GrpcServed) -> None:

@@ -14,12 +14,14 @@ MODELS = Path(__file__).resolve().parents[2] / "models"
 
 async def test_an_embedded_v1_predict_enters_the_documented_modules_in_order() -> None:
     trace = PathTrace()
-    # No background loop may run while the predict is recorded: heartbeats far apart.
+    # No background loop may run while the predict is recorded: heartbeats far apart, and no
+    # early one reporting the predict's statistics.
     with trace.installed():
         embedded = await Embedded.start(
             FacadeSettings(repo_root=MODELS, heartbeat_interval_s=600, gc_freeze=False),
             WorkerSettings(repo_root=MODELS, preload=["bag"], device="cpu",
-                           heartbeat_interval_s=600, gc_freeze=False))
+                           heartbeat_interval_s=600, statistics_interval_s=0,
+                           gc_freeze=False))
         try:
             assert await embedded.wait_ready(30)
             await record_predict(embedded.facade.app, trace)

@@ -38,6 +38,7 @@ from common.transport.memory import InMemoryBroker
 from common.wire.messages import PredictReply, PredictRequest
 from worker.batcher import Batcher
 from worker.runtime import Parts, Runtime, create_runtime
+from worker.statistics import VersionCounters
 
 TEST_MODELS = Path(__file__).resolve().parents[1] / "models"
 SAMPLE_MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -104,6 +105,8 @@ class Harness:
     """Deliveries handed to ``batcher.submit`` so far."""
     request_ids: list[str] = field(default_factory=list)
     """The request id of each of those deliveries, in order."""
+    statistics: VersionCounters = field(default_factory=VersionCounters)
+    """What the batcher counts of Triton's statistics."""
     _delivery: asyncio.Event = field(default_factory=asyncio.Event)
 
     def handle(self, delivery: Delivery) -> None:
@@ -208,8 +211,11 @@ async def make_batcher(test_repository: ModelRepository) -> AsyncIterator[MakeBa
         executor = ThreadPoolExecutor(threads, thread_name_prefix=f"test-{model}")
         broker = InMemoryBroker()
         await broker.start()
-        batcher = Batcher(config, probe, executor, WorkerMetrics(registry))  # type: ignore[arg-type]
-        harness = Harness(config, probe, batcher, broker, registry, executor)
+        counters = VersionCounters()
+        batcher = Batcher(config, probe, executor, WorkerMetrics(registry),  # type: ignore[arg-type]
+                          counters)
+        harness = Harness(config, probe, batcher, broker, registry, executor,
+                          statistics=counters)
         made.append(harness)
         batcher.start()
         await broker.declare_queue(config.name, config.version, config.queue.max_length)

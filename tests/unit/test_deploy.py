@@ -121,6 +121,7 @@ def test_compose_facade(services: dict[str, dict[str, Any]]) -> None:
     facade = services["facade"]
     assert facade["environment"]["INFERNO_HOST"] == "0.0.0.0"
     assert "8000:8000" in facade["ports"]
+    assert f"{facade['environment']['INFERNO_GRPC_PORT']}:8001" in facade["ports"]
     test = facade["healthcheck"]["test"]
     assert test[:3] == ["CMD", "python", "-c"]  # the slim image has no curl
     assert "urllib.request" in test[3] and "/health/ready" in test[3]
@@ -349,6 +350,7 @@ def test_k8s_facade(k8s: dict[tuple[str, str], dict[str, Any]], config: dict[str
     container = _container(k8s, "inferno-facade")
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["http"] == int(config["INFERNO_PORT"])
+    assert ports["grpc"] == int(config["INFERNO_GRPC_PORT"])
     assert container["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
     routes = {getattr(r, "path", None)

@@ -5,9 +5,7 @@ port fails typed and redacted."""
 
 from __future__ import annotations
 
-import shutil
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,28 +14,13 @@ from pydantic import ValidationError
 from common.backends import create_broker, create_state_store
 from common.settings import CommonSettings
 from common.tls import broker_ssl_context, redis_ssl_options
-
-CN = "inferno-test-ca"
+from tests.pki import CA_NAME, make_pki
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A CA and a client certificate (with its key) it signed, made with the openssl command."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make test certificates")
-    d = tmp_path_factory.mktemp("pki")
-    files = {k: d / f"{k}.pem" for k in ("ca", "ca_key", "cert", "key", "csr")}
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={CN}",
-        "-keyout", str(files["ca_key"]), "-out", str(files["ca"]))
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=inferno-client",
-        "-keyout", str(files["key"]), "-out", str(files["csr"]))
-    run("x509", "-req", "-in", str(files["csr"]), "-CA", str(files["ca"]), "-CAkey",
-        str(files["ca_key"]), "-CAcreateserial", "-days", "2", "-out", str(files["cert"]))
-    return files
+    """A CA and a client certificate (with its key) it signed."""
+    return make_pki(tmp_path_factory.mktemp("pki"), "inferno-client")
 
 
 def test_amqps_context_trusts_the_ca_and_verifies(pki: dict[str, Path]) -> None:
@@ -48,7 +31,7 @@ def test_amqps_context_trusts_the_ca_and_verifies(pki: dict[str, Path]) -> None:
     assert context is not None
     assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
     subjects = [dict(part[0] for part in c["subject"]) for c in context.get_ca_certs()]
-    assert {"commonName": CN} in subjects
+    assert {"commonName": CA_NAME} in subjects
     assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
 
 

@@ -44,10 +44,11 @@ class RecordingStore(InMemoryStateStore):
         self.writes.append(("set_active", name, version, await self._served(name, version)))
         return await super().set_active(name, version)
 
-    async def set_desired(self, name: str, version: int, loaded: bool) -> ModelState:
+    async def set_desired(self, name: str, version: int, loaded: bool,
+                          override: str | None = None) -> ModelState:
         call = "load" if loaded else "unload"
         self.writes.append((call, name, version, await self._served(name, version)))
-        return await super().set_desired(name, version, loaded)
+        return await super().set_desired(name, version, loaded, override)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from common.model.config import ModelConfig
 from common.model.repository import ModelRepository
 from common.settings import WorkerSettings
 from common.state.memory import InMemoryStateStore
+from common.state.statistics import VersionStatistics
 from common.state.store import RESYNC, EventKind, ModelState, StateEvent, WorkerInfo
 from common.transport.broker import Delivery, DeliveryHandler, Subscription
 from common.transport.memory import InMemoryBroker
@@ -196,13 +197,16 @@ async def test_the_heartbeat_carries_batch_counters_without_an_event(
     await store.set_active("sum", 1)
     await worker.reconcile()  # loads sum v1 and announces it
     heartbeat = await heartbeat_of(store, worker)
-    assert heartbeat is not None and heartbeat.batches == {"sum": (0, 0)}  # none run yet
+    assert heartbeat is not None
+    assert heartbeat.statistics.versions == {"sum:1": VersionStatistics()}  # none run yet
     events = store.events()
     for row in ([1, 2], [3, 4], [5, 6]):  # one after the other: a batch each
         await total(broker, 1, row)
     await worker.heartbeat()
     heartbeat = await heartbeat_of(store, worker)
-    assert heartbeat is not None and heartbeat.batches == {"sum": (3, 3)}
+    assert heartbeat is not None
+    counted = heartbeat.statistics.versions["sum:1"]
+    assert (counted.execution_count, counted.inference_count, counted.success_count) == (3, 3, 3)
     await store.set_active("sum", 1)  # a marker: the next event, if the heartbeat was quiet
     assert await next_event(events) == StateEvent(EventKind.MODEL, "sum")
 

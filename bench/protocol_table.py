@@ -1,0 +1,156 @@
+"""``--compare-protocols``: every protocol against the same servers, side by side, and the bare
+gRPC floor under them.
+
+One table per Inferno run (embedded, each distributed cluster). At each concurrency, a row per
+protocol of ``payload.COMPARED`` (v1 JSON, v2 JSON, v2-binary, gRPC ``ModelInfer``, gRPC
+``ModelStreamInfer``), then the floor's rows (``bench.grpc_floor``: the same gRPC clients against
+a bare ``grpc.aio`` echo, no model, no Inferno), each with req/s, p50, p99, req/s and p50 over
+v2-binary's at that level (the issue's target: gRPC at least 1.00 in req/s at c=16 and c=64, at
+most 1.00 in p50 at c=1), the servers' own CPU per request (``LevelRow.server_cpu``: embedded,
+facade+worker, or the floor's process), the mean batch and the load generator's CPU. Under each
+table a line per level says what the floor reached against v2-binary: what grpcio alone allows
+on this machine before Inferno does anything.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bench.compare import ratio
+from bench.payload import BASELINE, GRPC, GRPC_STREAM
+from bench.report import LevelRow, Report, fmt, json_run, render_direct
+from bench.runner import FLOOR_LABEL
+
+__all__ = ["ProtocolRow", "ProtocolTable", "protocol_tables", "render_protocols_json",
+           "render_protocols_table"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolRow:
+    concurrency: int
+    protocol: str
+    """The protocol; on a floor row ``<protocol> floor (bare grpc.aio echo)``."""
+    floor: bool
+    req_per_s: float
+    p50_ms: float | None
+    p99_ms: float | None
+    req_per_s_vs_baseline: float | None
+    """req/s over v2-binary's at this level, on the same servers."""
+    p50_vs_baseline: float | None
+    """p50 over v2-binary's at this level."""
+    server_cpu: str
+    """CPU ms per request, per server role (``LevelRow.server_cpu``)."""
+    server_cpu_ms: float | None
+    """The same summed over every server process."""
+    mean_batch: float | None
+    client_cpu_pct: float | None
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolTable:
+    label: str
+    """The Inferno run: ``embedded`` or a distributed cluster's label."""
+    header: list[str]
+    rows: list[ProtocolRow]
+
+
+def _row(protocol: str, floor: bool, level: LevelRow, baseline: LevelRow | None) -> ProtocolRow:
+    return ProtocolRow(
+        concurrency=level.concurrency,
+        protocol=f"{protocol} floor ({FLOOR_LABEL})" if floor else protocol, floor=floor,
+        req_per_s=level.req_per_s, p50_ms=level.p50_ms, p99_ms=level.p99_ms,
+        req_per_s_vs_baseline=ratio(level.req_per_s, baseline.req_per_s if baseline else None),
+        p50_vs_baseline=ratio(level.p50_ms, baseline.p50_ms if baseline else None),
+        server_cpu=level.server_cpu, server_cpu_ms=level.server_cpu_ms,
+        mean_batch=level.mean_batch, client_cpu_pct=level.client_cpu_pct, errors=level.errors)
+
+
+def _header(runs: list[Report]) -> list[str]:
+    c = runs[0].config
+    bodies = ", ".join(f"{r.config['protocol']} {r.config['body_bytes']} B" for r in runs)
+    return [f"== {c['label']}: model {c['model']} v{c['version']}, {c['rows_per_request']} "
+            f"row(s)/request, {c['duration_s']:g} s window after {c['warmup_s']:g} s warm-up ==",
+            f"{c['cpus']} CPUs, 1-min load average {c['loadavg_start']} at start, "
+            f"{runs[-1].config['loadavg_end']} at end; request bodies: {bodies}"]
+
+
+def protocol_tables(reports: list[Report]) -> list[ProtocolTable]:
+    """One table per Inferno run, the floor's rows (if measured) in each."""
+    floors = [r for r in reports if r.config["mode"] == "floor"]
+    tables = []
+    for label in dict.fromkeys(r.config["label"] for r in reports if r.config["mode"] != "floor"):
+        runs = [r for r in reports if r.config["label"] == label]
+        baseline = next((r for r in runs if r.config["protocol"] == BASELINE), None)
+        base = {lvl.concurrency: lvl for lvl in baseline.levels} if baseline else {}
+        rows = [_row(report.config["protocol"], report.config["mode"] == "floor", level,
+                     base.get(level.concurrency))
+                for concurrency in dict.fromkeys(lvl.concurrency for r in runs for lvl in r.levels)
+                for report in [*runs, *floors] for level in report.levels
+                if level.concurrency == concurrency]
+        tables.append(ProtocolTable(label, _header(runs), rows))
+    return tables
+
+
+_COLUMNS = (("concurrency", 11), ("protocol", 38), ("req/s", 9), ("p50 ms", 8), ("p99 ms", 8),
+            ("req/s vs v2-binary", 18), ("p50 vs v2-binary", 16), ("cpu ms/req", 10),
+            ("mean batch", 10), ("client cpu%", 11), ("errors", 6))
+
+
+def _cells(row: ProtocolRow) -> dict[str, str]:
+    return {"concurrency": str(row.concurrency), "protocol": row.protocol,
+            "req/s": f"{row.req_per_s:.1f}", "p50 ms": fmt(row.p50_ms, 2),
+            "p99 ms": fmt(row.p99_ms, 2),
+            "req/s vs v2-binary": fmt(row.req_per_s_vs_baseline, 2),
+            "p50 vs v2-binary": fmt(row.p50_vs_baseline, 2), "cpu ms/req": row.server_cpu,
+            "mean batch": fmt(row.mean_batch, 2), "client cpu%": fmt(row.client_cpu_pct, 0),
+            "errors": str(row.errors)}
+
+
+def _floor_line(rows: list[ProtocolRow]) -> str | None:
+    """What the floor reached at one level against v2-binary's; ``None`` without both."""
+    baseline = next((r for r in rows if r.protocol == BASELINE), None)
+    floors = {r.protocol.split()[0]: r for r in rows if r.floor}
+    if baseline is None or not floors:
+        return None
+    parts = [f"{what} {r.req_per_s:.0f} req/s = {fmt(r.req_per_s_vs_baseline, 2)}x, "
+             f"p50 {fmt(r.p50_ms, 2)} ms = {fmt(r.p50_vs_baseline, 2)}x, "
+             f"{fmt(r.server_cpu_ms, 3)} ms server CPU per call"
+             for what, r in (("unary", floors.get(GRPC)), ("stream", floors.get(GRPC_STREAM)))
+             if r is not None]
+    return (f"c={baseline.concurrency}: grpcio alone ({FLOOR_LABEL}, no model) vs v2-binary's "
+            f"{baseline.req_per_s:.0f} req/s, p50 {fmt(baseline.p50_ms, 2)} ms, "
+            f"{fmt(baseline.server_cpu_ms, 3)} ms server CPU per request: " + "; ".join(parts))
+
+
+def _render_table(table: ProtocolTable) -> str:
+    lines = [*table.header, "",
+             "  ".join(name.rjust(width) if name != "protocol" else name.ljust(width)
+                       for name, width in _COLUMNS)]
+    for row in table.rows:
+        cells = _cells(row)
+        lines.append("  ".join(cells[name].rjust(width) if name != "protocol"
+                               else cells[name].ljust(width) for name, width in _COLUMNS))
+    lines.append("cpu ms/req: the servers' own CPU per request (embedded; facade+worker; the "
+                 "floor's process, from /proc)")
+    levels = dict.fromkeys(row.concurrency for row in table.rows)
+    lines += [line for c in levels
+              if (line := _floor_line([r for r in table.rows if r.concurrency == c]))]
+    return "\n".join(lines)
+
+
+def render_protocols_table(reports: list[Report]) -> str:
+    parts = [_render_table(table) for table in protocol_tables(reports)]
+    return "\n\n".join([*parts, render_direct(reports[0])])
+
+
+def render_protocols_json(reports: list[Report]) -> str:
+    first = reports[0]
+    document: dict[str, Any] = {
+        "runs": list(map(json_run, reports)),
+        "protocols": [asdict(table) for table in protocol_tables(reports)],
+        "direct": [asdict(d) for d in first.direct], "direct_error": first.direct_error,
+        "errors": sum(r.errors for r in reports)}
+    return json.dumps(document, indent=2)
