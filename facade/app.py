@@ -78,6 +78,9 @@ class Facade:
         # v2 predicts read and write this facade's regions: the route table's V2 holds none.
         routes = [replace(r, protocol=V2Protocol(shared_memory)) if r.protocol is V2 else r
                   for r in PREDICT_ROUTES]
+        grpc = GrpcServer(settings, InferenceServicer(
+            plane, view, admin, guard, extensions=extensions(settings, http=False),
+            shared_memory=shared_memory))
         api = FastAPI(title="Inferno", version="0.1.0",
                       description="Inference server for PyTorch models")
         install_error_handlers(api)
@@ -86,14 +89,11 @@ class Facade:
                                      extensions=extensions(settings, http=True)))
         api.include_router(shared_memory_router(shared_memory, guard))
         api.include_router(health_router(view, registry))
-        api.include_router(console_router(view, queues, registry, guard))
+        api.include_router(console_router(view, queues, registry, guard, grpc))
         document_predict_routes(api)
         app = Front(api, plane, max_body_bytes=settings.max_body_bytes,
                     access_log=settings.access_log, guard=guard, routes=routes,
                     compress_min_bytes=settings.compress_min_bytes)
-        grpc = GrpcServer(settings, InferenceServicer(
-            plane, view, admin, guard, extensions=extensions(settings, http=False),
-            shared_memory=shared_memory))
         if settings.gc_freeze:
             heap.settle()  # the application is built: what it holds is here to stay
         return cls(app, api, view, queues, grpc, shared_memory)

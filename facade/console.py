@@ -38,6 +38,7 @@ from starlette.exceptions import HTTPException
 from common.transport.broker import QueueStats
 from facade.auth import Guard
 from facade.cluster_view import ClusterView
+from facade.grpc_server import GrpcServer
 from facade.queue_stats import QueueWatch
 from facade.statistics import summed
 
@@ -51,7 +52,7 @@ _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=
 
 
 def console_router(view: ClusterView, queues: QueueWatch, registry: CollectorRegistry,
-                   guard: Guard) -> APIRouter:
+                   guard: Guard, grpc: GrpcServer) -> APIRouter:
     router = APIRouter(tags=["console"], include_in_schema=False)
     # The files are listed once: a path is looked up in this table, never joined to a folder.
     files = {f.name: f for f in STATIC.iterdir() if f.is_file() and f.name[-4:] != ".pyc"
@@ -86,7 +87,8 @@ def console_router(view: ClusterView, queues: QueueWatch, registry: CollectorReg
 
     @router.get("/console/api/state", dependencies=[Depends(guard.api)])
     async def state() -> Response:
-        body = console_state(view, queues.snapshot(), queues.dead_letters, registry, guard)
+        body = console_state(view, queues.snapshot(), queues.dead_letters, registry, guard,
+                             grpc)
         return Response(orjson.dumps(body), media_type="application/json",
                         headers={"cache-control": "no-store"})
 
@@ -95,7 +97,7 @@ def console_router(view: ClusterView, queues: QueueWatch, registry: CollectorReg
 
 def console_state(view: ClusterView, queues: Mapping[tuple[str, int], QueueStats],
                   dead_letters: int | None, registry: CollectorRegistry,
-                  guard: Guard) -> dict[str, Any]:
+                  guard: Guard, grpc: GrpcServer) -> dict[str, Any]:
     """The document ``GET /console/api/state`` answers (shape in docs/console.md)."""
     metrics = _read_metrics(registry.collect())
     ready, waiting = view.ready()
@@ -128,6 +130,7 @@ def console_state(view: ClusterView, queues: Mapping[tuple[str, int], QueueStats
         "ready": ready,
         "waiting_for": waiting,
         "auth": {"admin_open": guard.admin_open, "api_token": guard.guards_api},
+        "grpc": {"port": grpc.port, "tls": grpc.tls},
         "queues": bool(queues),
         "dead_letters": dead_letters,
         "workers": [{"id": w.worker_id, "host": w.host, "device": w.device,

@@ -251,6 +251,9 @@ class GrpcServer:
         self._settings = settings
         self._servicer = servicer
         self._server: Any = None
+        self.port: int | None = None
+        """The port it listens on once started; None while it does not."""
+        self.tls = settings.tls_cert_file is not None
 
     async def start(self, port: int) -> int:
         """Listen on the facade's host and ``port``, over TLS when the facade has a certificate;
@@ -268,14 +271,14 @@ class GrpcServer:
         except RuntimeError as exc:
             raise OSError(f"cannot listen for gRPC on {address}: {exc}") from None
         await server.start()
-        self._server = server
+        self._server, self.port = server, bound
         return bound
 
     async def aclose(self) -> None:
         """Stop: calls in progress get up to the default request timeout to finish."""
         if self._server is not None:
             await self._server.stop(self._settings.request_timeout_ms / 1000)
-            self._server = None
+            self._server, self.port = None, None
 
 
 def _credentials(settings: FacadeSettings) -> Any:

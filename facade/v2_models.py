@@ -19,6 +19,7 @@ from common.model.triton_config import override_from_triton
 from common.settings import FacadeSettings, SharedMemoryKind
 from facade.admin_service import AdminService
 from facade.cluster_view import ClusterView
+from facade.model_files import FILE_PREFIX, write_version
 from facade.v2_protocol import datatype_of
 
 __all__ = ["PLATFORMS", "config_of", "extensions", "is_ready", "load_with_parameters",
@@ -120,30 +121,31 @@ async def load_with_parameters(admin: AdminService, view: ClusterView, name: str
                                parameters: Mapping[str, object]) -> None:
     """Triton's repository load: the newest version, with the configuration that
     ``parameters["config"]`` (Triton's JSON, ``common.model.triton_config``) asks, else as its
-    model.yaml says. ``file:<path>`` parameters (model files) are refused, and so is any other
-    parameter, as Triton does."""
+    model.yaml says. ``file:<version>/<path>`` parameters (model files) are refused unless
+    ``INFERNO_ALLOW_MODEL_FILES`` allows them: then they are a new version
+    (``facade.model_files``), and that one loads. Any other parameter is refused, as Triton
+    does."""
+    files = {k: v for k, v in parameters.items() if k.startswith(FILE_PREFIX)}
     for key in parameters:
-        if key.startswith("file:"):
-            raise InvalidInput(_files_refused(key, admin.allow_model_files))
-        if key != "config":
+        if key in files and not admin.allow_model_files:
+            raise InvalidInput(_files_refused(key))
+        if key not in files and key != "config":
             raise InvalidInput(f"Unrecognized load parameter '{key}': a load takes 'config' "
                                f"(Triton's model configuration, JSON)")
-    base = view.repository.get(name, None).config
     text = parameters.get("config")
     if text is not None and not isinstance(text, str):
         raise InvalidInput(f"parameters.config must be a string (Triton's model configuration "
                            f"as JSON), not {type(text).__name__}")
+    # A config the new version refuses answers 400 with that version written: it stays, unloaded.
+    version = await write_version(view.repository, name, files) if files else None
+    base = view.repository.get(name, version).config
     override = "" if text is None else override_from_triton(text, base, config_of(base))
     await admin.load(name, base.version, override)
 
 
-def _files_refused(key: str, allowed: bool) -> str:
-    if not allowed:
-        return (f"parameters.{key}: file overrides (model files in the load request) are "
-                f"refused: a model file is code; set INFERNO_ALLOW_MODEL_FILES=true to allow them")
-    return (f"parameters.{key}: file overrides (model files in the load request) are not "
-            f"supported, even with INFERNO_ALLOW_MODEL_FILES=true: put the files in the model "
-            f"repository")
+def _files_refused(key: str) -> str:
+    return (f"parameters.{key}: file overrides (model files in the load request) are "
+            f"refused: a model file is code; set INFERNO_ALLOW_MODEL_FILES=true to allow them")
 
 
 async def unload_every_version(admin: AdminService, view: ClusterView, name: str) -> None:

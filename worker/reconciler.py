@@ -200,6 +200,10 @@ class Reconciler:
             self._failed = {k: f for k, f in self._failed.items()
                             if now - f[0] < RETRY_FAILED_LOAD_S}
             to_load = sorted(want.keys() - have - set(self._failed))
+            if any(not self._repository.holds(*key) for key in to_load):
+                # A version written since the last scan (a load's model files, in a shared
+                # repository directory): one rescan a pass, whatever the repository's own pace.
+                self._repository.scan()
             to_unload = sorted(have - want.keys())
             to_reload = sorted(k for k in have & want.keys() if self._overrides[k] != want[k])
             changed = bool(to_load or to_unload or to_reload)

@@ -62,18 +62,7 @@ class ModelRepository:
         outside: set[str] = set()
         root = self.root.resolve()
         for path in sorted(self.root.glob("*/*/model.yaml")):
-            if not path.resolve().is_relative_to(root):
-                outside.add(path.parent.parent.name)
-                problems.append(RepositoryProblem(
-                    path, "", "resolves outside the repository root (a symlink?): not read"))
-                continue
-            entry = _load_entry(path, problems)
-            if entry is not None and entry.config.artifact is not None and not (
-                    entry.directory / entry.config.artifact).resolve().is_relative_to(root):
-                outside.add(entry.config.name)
-                problems.append(RepositoryProblem(
-                    path, "artifact", "resolves outside the repository root: not read"))
-                continue
+            entry = _inside_entry(path, root, problems, outside)
             if entry is not None:
                 models.setdefault(entry.config.name, {})[entry.config.version] = entry
         for problem in problems:
@@ -81,6 +70,22 @@ class ModelRepository:
                 log.error("skipping model: %s", problem)
         self._models, self.problems, self._outside = models, problems, outside
         self._scanned_at = time.monotonic()
+
+    def add(self, directory: Path) -> ModelEntry:
+        """Read the version directory ``<root>/<name>/<version>`` that was just written, checked
+        as a scan checks it; ``InvalidInput`` naming each problem (file, field) otherwise."""
+        problems: list[RepositoryProblem] = []
+        entry = _inside_entry(directory / "model.yaml", self.root.resolve(), problems, set())
+        if entry is None:
+            raise InvalidInput("; ".join(
+                str(RepositoryProblem(p.file.relative_to(self.root), p.field, p.message))
+                for p in problems))
+        self._models.setdefault(entry.config.name, {})[entry.config.version] = entry
+        return entry
+
+    def holds(self, name: str, version: int) -> bool:
+        """Whether the last scan found ``version`` of ``name`` (no rescan)."""
+        return version in self._models.get(name, {})
 
     def _rescan(self) -> None:
         if time.monotonic() - self._scanned_at >= RESCAN_INTERVAL_S:
@@ -116,6 +121,25 @@ class ModelRepository:
             raise ModelNotFound(
                 f"Model '{name}' has no version {version} (versions: {have})", name
             ) from None
+
+
+def _inside_entry(path: Path, root: Path, problems: list[RepositoryProblem],
+                  outside: set[str]) -> ModelEntry | None:
+    """``path``'s version, unless it or its artifact resolves outside ``root`` (its name then
+    joins ``outside``) or it is malformed (``problems`` say why)."""
+    if not path.resolve().is_relative_to(root):
+        outside.add(path.parent.parent.name)
+        problems.append(RepositoryProblem(
+            path, "", "resolves outside the repository root (a symlink?): not read"))
+        return None
+    entry = _load_entry(path, problems)
+    if entry is not None and entry.config.artifact is not None and not (
+            entry.directory / entry.config.artifact).resolve().is_relative_to(root):
+        outside.add(entry.config.name)
+        problems.append(RepositoryProblem(
+            path, "artifact", "resolves outside the repository root: not read"))
+        return None
+    return entry
 
 
 def _load_entry(path: Path, problems: list[RepositoryProblem]) -> ModelEntry | None:

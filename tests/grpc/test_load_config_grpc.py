@@ -5,12 +5,14 @@ same override as over REST (tests/v2/test_load_config.py), its refusals ``INVALI
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from tests.grpc.conftest import GrpcServed, ServeGrpc, tensor
+from tests.integration.conftest import FAKES
 
 pytestmark = pytest.mark.asyncio
 
@@ -74,3 +76,23 @@ async def test_a_bad_load_is_invalid_argument_naming_what(
     status, message = await server.refused(lambda c: c.load_model("mlp", **load))
     assert status == "StatusCode.INVALID_ARGUMENT" and expected in message, message
     assert await mlp_config(server) == repository
+
+
+async def test_model_files_load_as_a_new_version_where_allowed(
+        serve_grpc: ServeGrpc, repo: Path) -> None:
+    served: GrpcServed = await serve_grpc(preload=[], allow_model_files=True)
+    source = FAKES / "sum" / "1"
+    files = {"file:2/model.yaml": (source / "model.yaml").read_bytes().replace(
+                 b"version: 1\n", b"version: 2\n"),
+             "file:2/model.py": (source / "model.py").read_bytes()}
+    await served.triton(lambda c: c.load_model("sum", files=files))
+    assert (repo / "sum" / "2" / "model.py").read_bytes() == files["file:2/model.py"]
+    result = await served.triton(lambda c: c.infer(
+        "sum", [tensor("x", np.ones((1, 4), np.float32))], model_version="2"))
+    assert result.as_numpy("total").tolist() == [4.0]
+    assert await served.refused(lambda c: c.load_model("sum", files={
+        "file:3/../../x": b"name: sum\n"})) == (
+        "StatusCode.INVALID_ARGUMENT", "parameters.file:3/../../x: a file's path is relative, "
+        "without '..', '.', empty components or backslashes")
+    assert not (repo / "x").exists() and sorted(p.name for p in (repo / "sum").iterdir()) == [
+        "1", "2"]

@@ -56,6 +56,10 @@ async def test_state_shape(start_server: Start) -> None:
             "workers", "models", "repository_errors"} <= state.keys()
     assert state["ready"] is True and state["waiting_for"] == []
     assert state["auth"] == {"admin_open": True, "api_token": False}
+    assert state["grpc"] == {"port": None, "tls": False}  # in process: nothing started it
+    port = await embedded.facade.grpc.start(0)
+    grpc = (await client.get("/console/api/state")).json()["grpc"]
+    assert grpc == {"port": port, "tls": False}
     assert state["queues"] is True
     assert abs(state["at"] - time.time()) < 60
     [worker] = state["workers"]
@@ -260,6 +264,7 @@ def test_console_in_a_browser(served: str, browser: Any) -> None:
 
     browser.get(f"{base}/console")
     wait.until(lambda b: b.find_element(By.ID, "health").get_attribute("data-state") == "ready")
+    assert browser.find_element(By.ID, "grpc").text == "gRPC off"  # --grpc-port 0
     css('article[data-model="mlp"]')
     css('article[data-model="bag"]')
     assert "active: version 2" in css('article[data-model="mlp"] [data-field="active"]').text

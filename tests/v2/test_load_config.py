@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from tests.integration.conftest import FAKES
 from tests.v2.conftest import Served, ServeEmbedded, tensor
 
 pytestmark = pytest.mark.asyncio
@@ -120,13 +122,64 @@ async def test_a_bad_load_is_a_400_naming_what_and_changes_nothing(server: Serve
     assert await mlp_config(server) == repository
 
 
-async def test_files_are_refused_even_where_allowed(serve_embedded: ServeEmbedded) -> None:
+def sum_files(version: int, yaml_version: int | None = None) -> dict[str, str]:
+    """The files of the sample ``sum`` model as ``version``, base64 (what REST's load sends)."""
+    source = FAKES / "sum" / "1"
+    text = (source / "model.yaml").read_text().replace(
+        "version: 1\n", f"version: {yaml_version or version}\n")
+    return {f"file:{version}/model.yaml": base64.b64encode(text.encode()).decode(),
+            f"file:{version}/model.py":
+                base64.b64encode((source / "model.py").read_bytes()).decode()}
+
+
+def files_under(directory: Path) -> list[str]:
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+async def test_model_files_load_as_a_new_version_where_allowed(
+        serve_embedded: ServeEmbedded, repo: Path) -> None:
     server = await serve_embedded(preload=[], allow_model_files=True)
-    model_file = base64.b64encode(b"import os\n").decode()
-    answer = await server.http.post("/v2/repository/models/sum/load", json={
-        "parameters": {"file:1/model.py": model_file}})
-    assert answer.status_code == 400
-    assert answer.json()["error"] == (
-        "parameters.file:1/model.py: file overrides (model files in the load request) are not "
-        "supported, even with INFERNO_ALLOW_MODEL_FILES=true: put the files in the model "
-        "repository")
+    load = "/v2/repository/models/sum/load"
+    answer = await server.http.post(load, json={"parameters": {
+        **sum_files(2), "config": json.dumps({"max_batch_size": 4})}})
+    assert answer.status_code == 200, answer.text
+    assert files_under(repo / "sum") == ["1", "1/model.py", "1/model.yaml",
+                                          "2", "2/model.py", "2/model.yaml"]
+    result = await server.triton(lambda c: c.infer(
+        "sum", [tensor("x", np.ones((2, 3), np.float32))], model_version="2"))
+    assert result.as_numpy("total").tolist() == [3.0, 3.0]
+    config = (await server.http.get("/v2/models/sum/versions/2/config")).json()
+    assert config["max_batch_size"] == 4
+
+    # A version is never overwritten; bad keys and a model.yaml the repository refuses are 400s
+    # naming what, and leave nothing behind.
+    before = files_under(repo)
+    yaml_3 = sum_files(3)["file:3/model.yaml"]
+    for parameters, expected in [
+        (sum_files(2), "parameters.file:2/model.yaml: model 'sum' already has version 2"),
+        ({"file:../x": yaml_3}, "parameters.file:../x: a file's path is relative"),
+        ({"file:/abs": yaml_3}, "parameters.file:/abs: a file's path is relative"),
+        ({"file:3/../../x": yaml_3}, "parameters.file:3/../../x: a file's path is relative"),
+        ({"file:3\\model.yaml": yaml_3}, "parameters.file:3\\model.yaml: a file's path is"),
+        ({"file:3//model.yaml": yaml_3}, "parameters.file:3//model.yaml: a file's path is"),
+        ({"file:0/model.yaml": yaml_3}, "parameters.file:0/model.yaml: a file's path starts "
+                                        "with its version"),
+        ({"file:model.yaml": yaml_3}, "parameters.file:model.yaml: a file's path starts"),
+        ({**sum_files(3), "file:4/extra.txt": yaml_3},
+         "parameters.file:4/extra.txt: every file of a load belongs to one new version, here 3 "
+         "and 4"),
+        ({"file:3/model.py": yaml_3}, "parameters.file:3/model.yaml is missing"),
+        ({"file:3/model.yaml": "not base64!"}, "parameters.file:3/model.yaml is not valid base64"),
+        ({"file:3/model.yaml": 3}, "parameters.file:3/model.yaml must be the file's bytes in "
+                                   "base64, not int"),
+        (sum_files(3, yaml_version=5),
+         "sum/3/model.yaml (field 'version'): model.yaml says sum/5 but lives in sum/3"),
+    ]:
+        answer = await server.http.post(load, json={"parameters": parameters})
+        assert answer.status_code == 400 and expected in answer.json()["error"], (
+            parameters.keys(), answer.text)
+        assert files_under(repo) == before
+    # A model the repository lacks is a 404, files or not.
+    answer = await server.http.post("/v2/repository/models/nope/load",
+                                    json={"parameters": sum_files(1)})
+    assert answer.status_code == 404

@@ -53,6 +53,8 @@ function renderHealth(reading) {
   setText(pill, reading.ready ? "ready"
     : `not ready: waiting for ${reading.waiting_for.join(", ")}`);
   setText($("refreshed"), `updated ${new Date(reading.at * 1000).toLocaleTimeString()}`);
+  setText($("grpc"), reading.grpc.port === null ? "gRPC off"
+    : `gRPC on port ${reading.grpc.port}${reading.grpc.tls ? " (TLS)" : ""}`);
   setText($("window"), windowLabel(history));
   setText($("dead-letters"), reading.dead_letters === null ? ""
     : `· dead-letter queue: ${reading.dead_letters} messages`);
