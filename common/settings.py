@@ -172,9 +172,9 @@ class FacadeSettings(CommonSettings):
     """Bearer token of predict and metadata (v1 and v2); unset: they are open. Health and
     ``/metrics`` are always open; the admin token is accepted here too."""
     allow_model_files: bool = False
-    """Whether a repository load may carry model files (Triton's ``file:`` load parameters).
-    Refused by default, since a model file is code (a Python model runs it); Inferno does not
-    load them even when allowed, and says so."""
+    """Whether a repository load may carry model files (Triton's ``file:`` load parameters):
+    then they are written as a new version of the model and loaded (``facade.model_files``).
+    Off by default, since a model file is code: a Python model's entrypoint runs in the worker."""
     facade_processes: Annotated[int, Field(ge=1)] = 1
     """Facade processes ``inferno facade`` runs on its port (``--workers``); over 1, each is a
     whole facade and the kernel spreads connections over them (``inferno.facade_processes``)."""
