@@ -162,7 +162,10 @@ class Faults:
         victim = self.rng.choice(children)
         victim.suspend()  # SIGSTOP
         self._stopped_child = victim.pid
-        held = {c.raddr.port for c in victim.net_connections(kind="tcp")
+        # psutil 6 renamed connections() net_connections(); the KServe SDK (a test extra)
+        # holds psutil below 6.
+        connections = getattr(victim, "net_connections", None) or victim.connections
+        held = {c.raddr.port for c in connections(kind="tcp")
                 if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port and c.raddr}
         self.stopped_ports.update(held)
         started = time.monotonic()
