@@ -22,15 +22,13 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-import numpy as np
 import numpy.typing as npt
 from tritonclient.grpc import service_pb2 as pb
 
 from common.errors import InfernoError, InvalidInput
-from common.model.codecs import array_from_bytes, check_shape, decode_tensor
+from common.model.codecs import array_from_raw, check_shape, decode_tensor, raw_of
 from common.model.config import ModelConfig
 from common.model.dtypes import DType
-from common.model.strings import decode_prefixed, encode_prefixed
 from facade.protocol import positive, version_of
 from facade.shared_memory import OFF, RegionRef, SharedMemoryRegistry, region_ref
 from facade.v2_protocol import datatype_of, dtype_of
@@ -121,10 +119,8 @@ class GrpcCall:
                 arrays[name] = _from_contents(name, tensor.contents, dtype, shape)
             elif tensor.HasField("contents"):
                 raise InvalidInput(f"{label}: give raw_input_contents or contents, not both")
-            elif dtype is DType.STRING:
-                arrays[name] = decode_prefixed(name, memoryview(next(raw)), shape)
             else:
-                arrays[name] = array_from_bytes(label, next(raw), dtype, shape)
+                arrays[name] = array_from_raw(name, next(raw), dtype, shape)
         for output in request.outputs:
             place = region_ref(f"Output '{output.name}'", parameter_values(output.parameters))
             if place is not None:
@@ -151,8 +147,7 @@ class GrpcCall:
                 response.raw_output_contents.append(b"")
             else:
                 response.raw_output_contents.append(
-                    encode_prefixed(array, f"output '{name}'") if dtype is DType.STRING
-                    else np.ascontiguousarray(array).tobytes())
+                    bytes(raw_of(array, dtype, f"output '{name}'")))
         return response
 
 

@@ -33,13 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
 from common.errors import InvalidInput
-from common.model.codecs import array_from_bytes, is_count
+from common.model.codecs import array_from_raw, is_count, raw_of
 from common.model.dtypes import DType
-from common.model.strings import decode_prefixed, encode_prefixed
 from facade.errors import HttpError
 
 __all__ = ["OFF", "ROOT", "RegionRef", "SharedMemoryRegistry", "region_ref"]
@@ -155,10 +153,8 @@ class SharedMemoryRegistry:
         label = f"Input '{name}'"
         region = self._region(label, ref)
         start = region.start(label, ref)
-        raw = region.mapped[start:start + ref.byte_size]  # a copy
-        if dtype is DType.STRING:
-            return decode_prefixed(name, memoryview(raw), shape)
-        return array_from_bytes(label, raw, dtype, shape)
+        return array_from_raw(name, region.mapped[start:start + ref.byte_size],  # a copy
+                              dtype, shape)
 
     def check_output(self, name: str, ref: RegionRef) -> None:
         """Refuse, before anything runs, an output whose place is not within a region."""
@@ -173,7 +169,7 @@ class SharedMemoryRegistry:
         for name, ref in places.items():
             label = f"Output '{name}'"
             region = self._region(label, ref)
-            data = _raw(outputs[name], dtypes[name], f"output '{name}'")
+            data = raw_of(outputs[name], dtypes[name], f"output '{name}'")
             if len(data) > ref.byte_size:  # Triton's words
                 raise InvalidInput(
                     f"shared memory size specified with the request for output '{name}' "
@@ -224,11 +220,3 @@ def _map(key: str, offset: int, byte_size: int) -> mmap.mmap:
         return mmap.mmap(fd, offset + byte_size - start, offset=start)  # it keeps its own fd
     finally:
         os.close(fd)
-
-
-def _raw(array: Array, dtype: DType, what: str) -> bytes | memoryview:
-    """An output's bytes as the protocol lays them out (``BYTES``: Triton's length prefixes)."""
-    if dtype is DType.STRING:
-        return encode_prefixed(array, what)
-    return np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
-

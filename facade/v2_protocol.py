@@ -24,16 +24,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 import orjson
 
 from common.errors import InfernoError, InvalidInput, InvalidJson
-from common.model.codecs import array_from_bytes, check_shape, decode_tensor, json_safe
+from common.model.codecs import array_from_raw, check_shape, decode_tensor, json_safe, raw_of
 from common.model.config import ModelConfig
 from common.model.dtypes import DType
 from common.model.signature import Signature
-from common.model.strings import decode_prefixed, encode_prefixed
 from common.wire.json_request import parse_json_object
 from facade.errors import JSON_HEADER, error_answer, v2_error
 from facade.protocol import Answer, Headers, positive
@@ -205,16 +203,12 @@ def _decode_inputs(body: dict[str, Any], signature: Signature, binary: memoryvie
             if offset + size > len(binary):
                 raise InvalidInput(f"Input '{name}': binary_data_size is {size} with "
                                    f"{len(binary) - offset} bytes left in the body")
-            arrays[name] = decode_prefixed(name, binary[offset:offset + size], shape)
-            offset += size
-            continue
-        expected = math.prod(shape) * dtype.numpy.itemsize
-        if size != expected or offset + size > len(binary):
+        elif size != (expected := math.prod(shape) * dtype.numpy.itemsize) or (
+                offset + size > len(binary)):
             raise InvalidInput(
                 f"Input '{name}': shape {shape} of {datatype_of(dtype)} needs {expected} bytes; "
                 f"binary_data_size is {size} with {len(binary) - offset} bytes left in the body")
-        arrays[name] = array_from_bytes(f"Input '{name}'", binary[offset:offset + size], dtype,
-                                        shape)
+        arrays[name] = array_from_raw(name, binary[offset:offset + size], dtype, shape)
         offset += size
     if offset != len(binary):
         raise InvalidInput(f"{len(binary) - offset} bytes of binary data are not claimed by any "
@@ -272,14 +266,10 @@ def _encode(name: str, version: int, request_id: Any, result: dict[str, Array],
                                  "shape": list(array.shape)}
         if output in placed:
             entry["parameters"] = placed[output]
-        elif binary.get(output, binary.get("*", False)) and dtype is DType.STRING:
-            raw = encode_prefixed(array, f"output '{output}'")
+        elif binary.get(output, binary.get("*", False)):
+            raw = raw_of(array, dtype, f"output '{output}'")
             entry["parameters"] = {"binary_data_size": len(raw)}
             buffers.append(raw)
-        elif binary.get(output, binary.get("*", False)):
-            data = np.ascontiguousarray(array)
-            entry["parameters"] = {"binary_data_size": data.nbytes}
-            buffers.append(data.data.cast("B"))
         else:
             entry["data"] = (array.reshape(-1).tolist() if dtype is DType.STRING
                              else json_safe(array, dtype).reshape(-1))

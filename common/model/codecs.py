@@ -25,10 +25,10 @@ import numpy.typing as npt
 
 from common.errors import InvalidInput
 from common.model.dtypes import DType, bf16_bits_to_float32, float_to_bf16_bits
-from common.model.strings import from_data
+from common.model.strings import decode_prefixed, encode_prefixed, from_data
 
-__all__ = ["MAX_DIMS", "Codec", "array_from_bytes", "check_shape", "decode_tensor", "encode_tensor",
-           "is_count", "json_safe", "shaped"]
+__all__ = ["MAX_DIMS", "Codec", "array_from_bytes", "array_from_raw", "check_shape",
+           "decode_tensor", "encode_tensor", "is_count", "json_safe", "raw_of", "shaped"]
 
 Array = npt.NDArray[Any]
 MAX_DIMS = 32
@@ -179,6 +179,23 @@ def _describe_kind(array: Array) -> str:
     return {"b": "bool", "i": "integer", "u": "integer", "f": "float"}.get(
         array.dtype.kind, "non-numeric"
     )
+
+
+def array_from_raw(name: str, raw: bytes | memoryview, dtype: DType, shape: list[int]) -> Array:
+    """Input ``name`` from its bytes as the Open Inference Protocol lays them out (the v2 binary
+    extension, gRPC's ``raw_input_contents``, a shared memory region): ``BYTES`` as Triton's
+    length-prefixed elements, any other dtype its elements in C order (``array_from_bytes``)."""
+    if dtype is DType.STRING:
+        return decode_prefixed(name, memoryview(raw), shape)
+    return array_from_bytes(f"Input '{name}'", raw, dtype, shape)
+
+
+def raw_of(array: Array, dtype: DType, what: str) -> bytes | memoryview:
+    """``array``'s bytes in that layout (``what`` names it in an error): ``array_from_raw``'s
+    inverse."""
+    if dtype is DType.STRING:
+        return encode_prefixed(array, what)
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
 
 
 def json_safe(array: Array, dtype: DType) -> Any:
