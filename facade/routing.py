@@ -38,13 +38,14 @@ Version = Annotated[int, PlainValidator(_version),
 (``facade.protocol.parse_version``)."""
 
 
-async def json_body(request: Request, model: type[M]) -> M:
+async def json_body(request: Request, model: type[M], *, optional: bool = False) -> M:
     """The request's JSON body as ``model``, whatever its content type says (tritonclient sends
-    JSON with none, which FastAPI's body parameters refuse); an empty body reads as ``{}``.
-    Refused as FastAPI refuses a body it validates."""
+    JSON with none, which FastAPI's body parameters refuse); ``optional``: an empty body reads
+    as ``{}`` (else it is not JSON). Refused as FastAPI refuses a body it validates."""
     raw = await request.body()
     try:
-        return model.model_validate(parse_json_object(raw, InvalidJson) if raw else {})
+        return model.model_validate(
+            parse_json_object(raw, InvalidJson) if raw or not optional else {})
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
 

@@ -7,14 +7,11 @@ use the v2 ``{"error": "..."}`` body (``facade.errors``).
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, StrictInt, StrictStr
 
-from common.errors import InvalidJson
-from common.wire.json_request import parse_json_object
 from facade.auth import Guard
-from facade.routing import json_response
+from facade.routing import json_body, json_response
 from facade.shared_memory import SharedMemoryRegistry
 
 __all__ = ["RegisterRegion", "shared_memory_router"]
@@ -50,12 +47,7 @@ def shared_memory_router(registry: SharedMemoryRegistry, guard: Guard) -> APIRou
                  openapi_extra={"requestBody": {"required": True, "content": {
                      "application/json": {"schema": RegisterRegion.model_json_schema()}}}})
     async def register(name: str, request: Request) -> Response:
-        # tritonclient sends this JSON with no JSON content type: read it whatever it says.
-        try:
-            body = RegisterRegion.model_validate(parse_json_object(await request.body(),
-                                                                   InvalidJson))
-        except ValidationError as exc:  # answered as a body FastAPI validated would be
-            raise RequestValidationError(exc.errors()) from None
+        body = await json_body(request, RegisterRegion)
         registry.register(name, body.key, body.offset, body.byte_size)
         return json_response({})
 

@@ -125,7 +125,7 @@ def v2_router(admin: AdminService, view: ClusterView, guard: Guard | None = None
                  openapi_extra={"requestBody": {"required": False, "content": {
                      "application/json": {"schema": RepositoryLoad.model_json_schema()}}}})
     async def repository_load(name: ModelName, request: Request) -> Response:
-        body = await json_body(request, RepositoryLoad)
+        body = await json_body(request, RepositoryLoad, optional=True)
         await load_with_parameters(admin, view, name, body.parameters)
         return json_response({})
 
