@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from common.errors import AdminTimeout, ModelFailed, ModelNotLoaded
 from common.state.store import StateStore
 from facade.cluster_view import ClusterView
+from facade.model_files import write_version
 
 __all__ = ["AdminService"]
 
@@ -35,6 +37,8 @@ class AdminService:
     async def load(self, name: str, version: int | None, override: str = "") -> dict[str, Any]:
         """Load a version (default: the newest) with ``override`` (``""``: its model.yaml as
         it is); the first loaded version becomes active."""
+        if version is not None:
+            await self._view.replicate(name, version)
         version = self._view.repository.get(name, version).config.version
         await self._store.set_desired(name, version, loaded=True, override=override)
         await self._await_loaded(name, version, override)
@@ -42,6 +46,14 @@ class AdminService:
         if state is None or state.active is None:
             await self._store.set_active(name, version)
         return await self.describe(name)
+
+    async def add_version(self, name: str, files: Mapping[str, object]) -> int:
+        """A load's model files (``facade.model_files``) as a new version of ``name``, written
+        here and kept in the state store for the replicas with a repository of their own
+        (``common.model.shared_versions``); its number."""
+        version, contents = await write_version(self._view.repository, name, files)
+        await self._store.put_version_files(name, version, contents)
+        return version
 
     async def unload(self, name: str, version: int | None) -> dict[str, Any]:
         """Unload one version, or every loaded version when none is named."""
@@ -64,6 +76,7 @@ class AdminService:
 
     async def activate(self, name: str, version: int) -> dict[str, Any]:
         """Load ``version`` if needed, then route unpinned requests to it."""
+        await self._view.replicate(name, version)
         self._view.repository.get(name, version)
         await self._store.set_desired(name, version, loaded=True)
         await self._await_loaded(name, version, None)

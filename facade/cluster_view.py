@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from common.errors import ModelNotLoaded, Unavailable
+from common.errors import ModelNotLoaded, StateUnavailable, Unavailable
 from common.metrics import FacadeMetrics
 from common.model.repository import ModelEntry, ModelRepository
+from common.model.shared_versions import replicate
 from common.state.store import ModelState, StateEvent, StateStore, WorkerInfo
 from common.supervisor import Supervisor, stop_tasks
 
@@ -43,6 +44,7 @@ class ClusterView:
         self._interval = refresh_interval_s
         self._grace = grace_s
         self._store_failed = False
+        self._unreplicable: set[tuple[str, int]] = set()
         self._keep_until = 0.0
         self._changed = asyncio.Event()
         self._stale = asyncio.Event()
@@ -79,6 +81,9 @@ class ClusterView:
         if now < self._keep_until:
             seen = {w.worker_id for w in workers}
             workers += [w for w in self.workers if w.worker_id not in seen]
+        for name, state in models.items():
+            for version in state.desired:
+                await self.replicate(name, version)
         self.models, self.workers = models, workers
         serving: dict[tuple[str, int], int] = {}
         for worker in self.workers:
@@ -92,6 +97,22 @@ class ClusterView:
         # Wake every waiter, then arm a fresh event for the next change.
         self._changed.set()
         self._changed = asyncio.Event()
+
+    async def replicate(self, name: str, version: int) -> None:
+        """Write a version that a load's model files made on another replica into this
+        facade's repository, from the state store's copy (``common.model.shared_versions``); a
+        version the store has no files of stays unknown here, and so does one whose files fail
+        (logged once)."""
+        if self.repository.holds(name, version) or (name, version) in self._unreplicable:
+            return
+        try:
+            await replicate(self._store, self.repository, name, version)
+        except StateUnavailable:
+            raise
+        except Exception as exc:
+            self._unreplicable.add((name, version))
+            log.error("cannot write %s version %d from the state store: %s: %s", name, version,
+                      type(exc).__name__, exc)
 
     def serving(self, name: str, version: int) -> int:
         """Live workers that report the version loaded."""

@@ -3,25 +3,25 @@
 
 Every key names the same new version ``<v>`` of the model and ``<v>/model.yaml`` is among them;
 paths are relative and plain (no ``..``, no backslash, no empty component). The files go to a
-temporary directory inside the model's directory, which is renamed to ``<v>`` whole: a scan
-never sees half a version, and an existing version is never overwritten. The new model.yaml is
-read as a scan reads it (``ModelRepository.add``); if it is refused, the directory goes again.
+temporary directory inside the model's directory, which is renamed to ``<v>`` whole
+(``common.model.shared_versions``, which also writes the version on other replicas from the
+state store's copy): a scan never sees half a version, and an existing version is never
+overwritten. The new model.yaml is read as a scan reads it (``ModelRepository.add``); if it is
+refused, the directory goes again.
 The total size is bounded by the request body's (``INFERNO_MAX_BODY_BYTES``, REST and gRPC).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from common.errors import InvalidInput
 from common.model.repository import ModelRepository
+from common.model.shared_versions import add_version
 
 __all__ = ["FILE_PREFIX", "MAX_FILES", "write_version"]
 
@@ -31,39 +31,38 @@ _VERSION = re.compile(r"[1-9][0-9]*")
 
 
 async def write_version(repository: ModelRepository, name: str,
-                        files: Mapping[str, object]) -> int:
+                        files: Mapping[str, object]) -> tuple[int, dict[str, bytes]]:
     """Write ``files`` (``file:<v>/<path>`` → base64 text, or bytes over gRPC) as version ``v``
-    of ``name``, a model of ``repository``, and add it there; ``InvalidInput`` naming the key
-    for a bad one, or the problem of the written model.yaml (the version is then removed)."""
+    of ``name``, a model of ``repository``, and add it there: ``v`` and each file's path under
+    it with its bytes. ``InvalidInput`` naming the key for a bad one, or the problem of the
+    written model.yaml (the version is then removed)."""
     repository.versions(name)  # ModelNotFound for a model the repository lacks
     version, contents = _checked(files)
     model_dir = repository.root / name
     if repository.holds(name, version) or (model_dir / str(version)).exists():
         raise _exists(name, version)
-    written = await asyncio.to_thread(_write, model_dir, version, contents)
     try:
-        repository.add(written)
-    except InvalidInput:
-        await asyncio.to_thread(shutil.rmtree, written, True)
-        raise
-    return version
+        await add_version(repository, name, version, contents)
+    except FileExistsError:
+        raise _exists(name, version) from None
+    return version, contents
 
 
-def _checked(files: Mapping[str, object]) -> tuple[int, dict[PurePosixPath, bytes]]:
+def _checked(files: Mapping[str, object]) -> tuple[int, dict[str, bytes]]:
     """The one version the keys name, and each file's path (under it) and bytes."""
     if len(files) > MAX_FILES:
         raise InvalidInput(f"parameters: {len(files)} files in one load, at most {MAX_FILES}")
     versions: set[str] = set()
-    contents: dict[PurePosixPath, bytes] = {}
+    contents: dict[str, bytes] = {}
     for key, value in files.items():
         path = _path_of(key)
         versions.add(path.parts[0])
         if len(versions) > 1:
             raise InvalidInput(f"parameters.{key}: every file of a load belongs to one new "
                                f"version, here {' and '.join(sorted(versions))}")
-        contents[path.relative_to(path.parts[0])] = _bytes_of(key, value)
+        contents[str(path.relative_to(path.parts[0]))] = _bytes_of(key, value)
     [first] = versions
-    if PurePosixPath("model.yaml") not in contents:
+    if "model.yaml" not in contents:
         raise InvalidInput(f"parameters.{FILE_PREFIX}{first}/model.yaml is missing: a version's "
                            f"files include its model.yaml")
     return int(first), contents
@@ -93,25 +92,6 @@ def _bytes_of(key: str, value: object) -> bytes:
         return base64.b64decode(value, validate=True)
     except binascii.Error:
         raise InvalidInput(f"parameters.{key} is not valid base64") from None
-
-
-def _write(model_dir: Path, version: int, contents: Mapping[PurePosixPath, bytes]) -> Path:
-    """Write the files under a temporary directory of ``model_dir``, then rename it to
-    ``model_dir/<version>``: there whole or not at all."""
-    target = model_dir / str(version)
-    # The files sit one level deeper than a version's (``.load-*/<v>/model.yaml``): a scan
-    # meanwhile does not take the temporary directory for a version.
-    with tempfile.TemporaryDirectory(prefix=".load-", dir=model_dir) as temporary:
-        staged = Path(temporary) / str(version)
-        for path, data in contents.items():
-            file = staged / path
-            file.parent.mkdir(parents=True, exist_ok=True)
-            file.write_bytes(data)
-        try:
-            staged.rename(target)
-        except OSError as exc:  # another load wrote the version first
-            raise _exists(model_dir.name, version) from exc
-    return target
 
 
 def _exists(name: str, version: int) -> InvalidInput:

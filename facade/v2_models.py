@@ -19,7 +19,7 @@ from common.model.triton_config import override_from_triton
 from common.settings import FacadeSettings, SharedMemoryKind
 from facade.admin_service import AdminService
 from facade.cluster_view import ClusterView
-from facade.model_files import FILE_PREFIX, write_version
+from facade.model_files import FILE_PREFIX
 from facade.v2_protocol import datatype_of
 
 __all__ = ["PLATFORMS", "config_of", "extensions", "is_ready", "load_with_parameters",
@@ -137,7 +137,7 @@ async def load_with_parameters(admin: AdminService, view: ClusterView, name: str
         raise InvalidInput(f"parameters.config must be a string (Triton's model configuration "
                            f"as JSON), not {type(text).__name__}")
     # A config the new version refuses answers 400 with that version written: it stays, unloaded.
-    version = await write_version(view.repository, name, files) if files else None
+    version = await admin.add_version(name, files) if files else None
     base = view.repository.get(name, version).config
     override = "" if text is None else override_from_triton(text, base, config_of(base))
     await admin.load(name, base.version, override)

@@ -27,6 +27,7 @@ from typing import Any
 from common import heap
 from common.metrics import WorkerMetrics
 from common.model.repository import ModelRepository
+from common.model.shared_versions import replicate
 from common.settings import WorkerSettings
 from common.state.store import RESYNC, EventKind, StateEvent, StateStore, WorkerInfo
 from common.supervisor import Supervisor, stop_tasks
@@ -202,7 +203,8 @@ class Reconciler:
             to_load = sorted(want.keys() - have - set(self._failed))
             if any(not self._repository.holds(*key) for key in to_load):
                 # A version written since the last scan (a load's model files, in a shared
-                # repository directory): one rescan a pass, whatever the repository's own pace.
+                # repository directory): one rescan a pass, whatever the repository's own pace;
+                # one still missing is written from the state store's copy (``_load``).
                 self._repository.scan()
             to_unload = sorted(have - want.keys())
             to_reload = sorted(k for k in have & want.keys() if self._overrides[k] != want[k])
@@ -268,6 +270,7 @@ class Reconciler:
     async def _load(self, key: Key, override: str) -> None:
         name, version = key
         try:
+            await replicate(self._store, self._repository, name, version)
             entry = self._repository.get(name, version)
             entry = replace(entry, config=entry.config.with_override(override))
             self._runners[key] = await LoadedModel.load(

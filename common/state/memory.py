@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 
 from common.state.store import EventKind, ModelState, StateEvent, StateStore, WorkerInfo
@@ -18,6 +18,7 @@ class InMemoryStateStore(StateStore):
     def __init__(self) -> None:
         self._models: dict[str, ModelState] = {}
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
+        self._files: dict[tuple[str, int], dict[str, bytes]] = {}
         self._subscribers: set[asyncio.Queue[StateEvent | None]] = set()
 
     async def start(self) -> None:
@@ -58,6 +59,13 @@ class InMemoryStateStore(StateStore):
         self._workers[info.worker_id] = (info, time.monotonic() + ttl_s)
         if announce:
             self._publish(StateEvent(EventKind.WORKER, info.worker_id))
+
+    async def put_version_files(self, name: str, version: int,
+                                files: Mapping[str, bytes]) -> None:
+        self._files[name, version] = dict(files)
+
+    async def version_files(self, name: str, version: int) -> dict[str, bytes] | None:
+        return self._files.get((name, version))
 
     async def remove_worker(self, worker_id: str) -> None:
         if self._workers.pop(worker_id, None) is not None:

@@ -2,7 +2,9 @@
 
 Every key name lives in ``RedisKeys``. Per model: ``<p>:model:<name>:active`` (a version),
 ``<p>:model:<name>:desired`` (a set of versions) and ``<p>:model:<name>:overrides`` (a hash:
-version → its configuration override), with ``<p>:models`` indexing the names. Per
+version → its configuration override), with ``<p>:models`` indexing the names;
+``<p>:model:<name>:files:<version>`` (a hash: path → bytes) keeps the files of a version a load
+wrote (model files, ``INFERNO_ALLOW_MODEL_FILES``) for replicas on other hosts. Per
 worker: ``<p>:worker:<id>``, its heartbeat as JSON, expiring after the heartbeat TTL. Changes are
 published on ``<p>:events``. Multi-key changes run as Lua scripts, so two facades writing at once
 never interleave.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, cast
 
 import orjson
@@ -48,6 +50,9 @@ class RedisKeys:
 
     def overrides(self, model: str) -> str:
         return f"{self.prefix}:model:{model}:overrides"
+
+    def files(self, model: str, version: int) -> str:
+        return f"{self.prefix}:model:{model}:files:{version}"
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}"
@@ -168,6 +173,18 @@ class RedisStateStore(StateStore):
     async def set_desired(self, name: str, version: int, loaded: bool,
                           override: str | None = None) -> ModelState:
         return await self._change(name, version, "load" if loaded else "unload", override)
+
+    async def put_version_files(self, name: str, version: int,
+                                files: Mapping[str, bytes]) -> None:
+        mapping: dict[Any, bytes] = dict(files)  # one HSET: a replica sees all or none of them
+        with state_errors():
+            await self._redis.hset(self.keys.files(name, version), mapping=mapping)
+
+    async def version_files(self, name: str, version: int) -> dict[str, bytes] | None:
+        with state_errors():
+            files = cast(dict[bytes, bytes],
+                         await self._redis.hgetall(self.keys.files(name, version)))
+        return {_text(path): data for path, data in files.items()} or None
 
     async def put_worker(self, info: WorkerInfo, ttl_s: float, announce: bool = True) -> None:
         event = orjson.dumps({"kind": EventKind.WORKER.value, "name": info.worker_id})

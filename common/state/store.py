@@ -8,7 +8,7 @@ change, so facades and workers react at once; polling is only the fallback.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -117,6 +117,17 @@ class StateStore(ABC):
         """Add ``version`` to the versions to load, or remove it (and clear it if active, and
         its override). A load with ``override`` sets the version's (``""`` clears it); without,
         it keeps the one it has."""
+
+    @abstractmethod
+    async def put_version_files(self, name: str, version: int,
+                                files: Mapping[str, bytes]) -> None:
+        """Keep the files of a version written by a load (its path under the version
+        directory → bytes), for replicas whose repository lacks it
+        (``common.model.shared_versions``)."""
+
+    @abstractmethod
+    async def version_files(self, name: str, version: int) -> dict[str, bytes] | None:
+        """The files ``put_version_files`` kept for the version; ``None``: none."""
 
     @abstractmethod
     async def put_worker(self, info: WorkerInfo, ttl_s: float, announce: bool = True) -> None:

@@ -162,6 +162,16 @@ async def test_an_override_change_is_an_event(store: StateStore, model: str) -> 
 # --- workers -----------------------------------------------------------------------------------
 
 
+async def test_a_versions_files_are_kept_for_the_replicas(
+        store: StateStore, peer_store: StateStore, model: str) -> None:
+    assert await store.version_files(model, 2) is None
+    files = {"model.yaml": b"name: x\n", "weights/w.bin": bytes(range(256)) * 4}
+    await store.put_version_files(model, 2, files)
+    assert await peer_store.version_files(model, 2) == files
+    # Kept per version: another version of the model has none.
+    assert await peer_store.version_files(model, 3) is None
+
+
 async def test_put_worker_and_workers(store: StateStore, model: str) -> None:
     info = worker(f"{model}-w1", **{model: (1, 2)})
     await store.put_worker(info, ttl_s=10)

@@ -57,7 +57,7 @@ class Cluster:
     async def _connect(self, settings: CommonSettings
                        ) -> tuple[ModelRepository, Broker, RedisStateStore]:
         """What each facade or worker process has of its own: repository, broker, store."""
-        repository = ModelRepository(self.repo)
+        repository = ModelRepository(settings.repo_root)
         repository.scan()
         broker = create_broker(settings)
         store = RedisStateStore(self.redis.url, self.redis.prefix)

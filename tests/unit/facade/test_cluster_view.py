@@ -10,7 +10,9 @@ minute unless a test needs it, so whatever the view learns sooner it learned fro
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -255,3 +257,36 @@ async def test_workers_are_kept_for_the_grace_period_after_a_store_outage(
     else:
         with pytest.raises(Unavailable):
             view.route("mlp", None)
+
+
+# --- versions from the state store ----------------------------------------------------------------
+
+
+async def test_a_desired_version_made_elsewhere_is_written_from_the_store_and_a_bad_one_skipped(
+        store: FlakyStore, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    shutil.copytree(SAMPLE_MODELS / "mlp" / "2", tmp_path / "mlp" / "2")
+    repository = ModelRepository(tmp_path)
+    repository.scan()
+    yaml_2 = (tmp_path / "mlp" / "2" / "model.yaml").read_text()
+    weights = (tmp_path / "mlp" / "2" / "model.pt").read_bytes()
+    await store.put_version_files("mlp", 3, {
+        "model.yaml": yaml_2.replace("version: 2", "version: 3").encode(), "model.pt": weights})
+    # Its model.yaml names another version: refused, as a scan refuses it.
+    await store.put_version_files("mlp", 4, {"model.yaml": yaml_2.encode(),
+                                             "model.pt": weights})
+    for version in (3, 4):
+        await store.set_desired("mlp", version, loaded=True)
+    view = ClusterView(store, repository, FacadeMetrics(CollectorRegistry()), MINUTE, MINUTE)
+    await view.start()
+    try:
+        assert sorted(repository.versions("mlp")) == [2, 3]
+        assert (tmp_path / "mlp" / "3" / "model.pt").read_bytes() == weights
+        assert not (tmp_path / "mlp" / "4").exists()
+        # The view goes on refreshing, and says so once.
+        await view.refresh()
+        assert view.models["mlp"].desired == {3, 4}
+        assert [r.message for r in caplog.records if "mlp version 4" in r.message] == [
+            "cannot write mlp version 4 from the state store: InvalidInput: mlp/4/model.yaml "
+            "(field 'version'): model.yaml says mlp/2 but lives in mlp/4"]
+    finally:
+        await view.aclose()
