@@ -27,6 +27,7 @@ from facade.console import console_router
 from facade.data_plane import DataPlane
 from facade.errors import install_error_handlers
 from facade.front import PREDICT_ROUTES, Front
+from facade.grpc_health import HealthServicer
 from facade.grpc_server import GrpcServer, InferenceServicer
 from facade.health import health_router
 from facade.openapi import document_predict_routes
@@ -80,7 +81,7 @@ class Facade:
                   for r in PREDICT_ROUTES]
         grpc = GrpcServer(settings, InferenceServicer(
             plane, view, admin, guard, extensions=extensions(settings, http=False),
-            shared_memory=shared_memory))
+            shared_memory=shared_memory), HealthServicer(view))
         api = FastAPI(title="Inferno", version="0.1.0",
                       description="Inference server for PyTorch models")
         install_error_handlers(api)

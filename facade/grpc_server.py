@@ -16,6 +16,8 @@ of KServe's ``grpc_predict_v2``: same package and method names), on ``grpc.aio``
 - statistics from the same function as the REST routes (``facade.statistics``);
 - CUDA shared memory, trace and log settings: ``UNIMPLEMENTED``, saying so.
 
+The same server serves gRPC's standard health service (``facade.grpc_health``).
+
 Tokens are the REST rules (``facade.auth.Guard``), read from the ``authorization`` metadata: the
 API token for infer and metadata, the admin token for the repository; health is open. An
 ``InfernoError`` becomes the gRPC status of its HTTP status (``grpc_status``); anything else is
@@ -36,6 +38,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import json_format
+from grpc_health.v1 import health_pb2_grpc
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
@@ -49,6 +52,7 @@ from facade.cluster_view import ClusterView
 from facade.data_plane import DataPlane
 from facade.errors import unexpected_error, v2_message
 from facade.front import request_id_of
+from facade.grpc_health import HealthServicer
 from facade.grpc_protocol import GrpcCall, grpc_status
 from facade.protocol import version_of
 from facade.shared_memory import SharedMemoryRegistry
@@ -247,9 +251,11 @@ class InferenceServicer:
 class GrpcServer:
     """The gRPC server of one facade: built with it, started by its launcher."""
 
-    def __init__(self, settings: FacadeSettings, servicer: InferenceServicer) -> None:
+    def __init__(self, settings: FacadeSettings, servicer: InferenceServicer,
+                 health: HealthServicer) -> None:
         self._settings = settings
         self._servicer = servicer
+        self._health = health
         self._server: Any = None
         self.port: int | None = None
         """The port it listens on once started; None while it does not."""
@@ -264,6 +270,7 @@ class GrpcServer:
             ("grpc.max_receive_message_length", self._settings.max_body_bytes),
             ("grpc.max_send_message_length", -1)])
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self._servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
             bound: int = (server.add_insecure_port(address) if credentials is None
