@@ -154,8 +154,9 @@ class FacadeSettings(CommonSettings):
     """Larger request bodies are refused with 413 before they are read whole; a gzip or
     deflate body, once inflated past it."""
     compress_min_bytes: Annotated[int, Field(ge=1)] = 64 * 1024
-    """A predict answer at least this long is compressed (gzip or deflate, level 1) for a
-    client whose ``Accept-Encoding`` asks; a smaller one costs more to compress than to send."""
+    """An answer at least this long is compressed (gzip or deflate for a predict, gzip for the
+    other routes; level 1) for a client whose ``Accept-Encoding`` asks; a smaller one costs more
+    to compress than to send."""
     request_timeout_ms: Annotated[int, Field(ge=1)] = 30_000
     """Default deadline of a predict request (a request or model.yaml may set its own)."""
     max_request_timeout_ms: Annotated[int, Field(ge=1)] = 300_000

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp
 
 from common import heap
@@ -25,6 +26,7 @@ from facade.auth import Guard
 from facade.cluster_view import ClusterView
 from facade.console import console_router
 from facade.data_plane import DataPlane
+from facade.encoding import COMPRESS_LEVEL
 from facade.errors import install_error_handlers
 from facade.front import PREDICT_ROUTES, Front
 from facade.grpc_health import HealthServicer
@@ -85,6 +87,10 @@ class Facade:
         api = FastAPI(title="Inferno", version="0.1.0",
                       description="Inference server for PyTorch models")
         install_error_handlers(api)
+        # The predict answers are the front's to compress (facade.encoding); every other route's
+        # (statistics, metadata, /metrics, the OpenAPI document) here, by the same threshold.
+        api.add_middleware(GZipMiddleware, minimum_size=settings.compress_min_bytes,
+                           compresslevel=COMPRESS_LEVEL)
         api.include_router(v1_router(admin, view, guard))
         api.include_router(v2_router(admin, view, guard,
                                      extensions=extensions(settings, http=True)))

@@ -15,13 +15,13 @@ import zlib
 
 from common.errors import InvalidJson, PayloadTooLarge, UnsupportedEncoding
 
-__all__ = ["accepted_coding", "compress", "inflate"]
+__all__ = ["COMPRESS_LEVEL", "accepted_coding", "compress", "inflate"]
 
 _WBITS = {b"gzip": zlib.MAX_WBITS | 16, b"x-gzip": zlib.MAX_WBITS | 16,
           b"deflate": zlib.MAX_WBITS}
 """zlib's window bits per coding: gzip's header and trailer, or zlib's (HTTP's "deflate")."""
 _PREFERRED = (b"gzip", b"deflate")
-_LEVEL = 1
+COMPRESS_LEVEL = 1
 """Fast: a compressed answer is for a slow link, where level 1 already saves most bytes."""
 
 
@@ -71,5 +71,5 @@ def accepted_coding(accept: bytes) -> bytes | None:
 
 def compress(body: bytes, coding: bytes) -> bytes:
     """``body`` in ``coding`` (one of those ``accepted_coding`` returns)."""
-    deflater = zlib.compressobj(_LEVEL, zlib.DEFLATED, _WBITS[coding])
+    deflater = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, _WBITS[coding])
     return deflater.compress(body) + deflater.flush()

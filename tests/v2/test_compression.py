@@ -97,3 +97,18 @@ async def test_an_admin_body_is_read_inflated(serve_embedded: ServeEmbedded) -> 
     answer = await server.http.post("/v1/models/mlp/versions/1:predict", json=V1_JSON)
     assert answer.status_code == 200 and np.asarray(
         answer.json()["outputs"]["probs"]["data"]).shape == (1, 10)
+
+
+async def test_the_other_routes_answer_gzip_when_asked_and_large_enough(
+        serve_embedded: ServeEmbedded) -> None:
+    server = await serve_embedded(preload=["mlp"], compress_min_bytes=500)
+    stats = await server.triton(lambda c: c.get_inference_statistics("mlp"))  # a few KiB
+    for path in ("/v2/models/stats", "/openapi.json", "/metrics"):
+        asked = await server.http.get(path, headers={"accept-encoding": "gzip"})
+        assert asked.status_code == 200 and asked.headers["content-encoding"] == "gzip", path
+        plain = await server.http.get(path, headers={"accept-encoding": "identity"})
+        assert "content-encoding" not in plain.headers, path
+    assert (await server.http.get("/v2/models/mlp/stats", headers={
+        "accept-encoding": "gzip"})).json() == stats
+    small = await server.http.get("/health/live", headers={"accept-encoding": "gzip"})
+    assert "content-encoding" not in small.headers
