@@ -53,7 +53,7 @@ from facade.data_plane import DataPlane
 from facade.errors import unexpected_error, v2_message
 from facade.front import request_id_of
 from facade.grpc_health import HealthServicer
-from facade.grpc_protocol import GrpcCall, grpc_status
+from facade.grpc_protocol import GrpcCall, grpc_status, parameter_values
 from facade.protocol import version_of
 from facade.shared_memory import SharedMemoryRegistry
 from facade.statistics import model_statistics
@@ -188,10 +188,8 @@ class InferenceServicer:
 
     async def RepositoryModelLoad(self, request: Any, context: Context) -> Any:
         async def answer() -> Any:
-            # Each parameter's value, whichever of ModelRepositoryParameter's fields holds it.
-            parameters = {key: getattr(p, p.WhichOneof("parameter_choice") or "string_param")
-                          for key, p in request.parameters.items()}
-            await load_with_parameters(self._admin, self._view, request.model_name, parameters)
+            await load_with_parameters(self._admin, self._view, request.model_name,
+                                       parameter_values(request.parameters))
             return pb.RepositoryModelLoadResponse()
         return await _answer(context, self._admin_call(context, answer))
 
