@@ -13,8 +13,9 @@ temporary repository (``harness.built``) that every server and the direct baseli
 ``fixed`` model (20 ms per batch, the GIL released) and prints each one's throughput against one
 worker's. ``--compare-protocols`` runs every level of v1 JSON, v2 JSON, v2-binary, gRPC
 ``ModelInfer`` and gRPC ``ModelStreamInfer`` in turn against the same started servers of each
-run (``runner.protocols``), then the same gRPC clients against a bare ``grpc.aio`` echo
-(``bench.grpc_floor``), and prints them side by side (``bench.protocol_table``).
+run (``runner.protocols``), then v2-binary again against fresh servers of the same shape with
+gRPC off, then the same gRPC clients against a bare ``grpc.aio`` echo (``bench.grpc_floor``), and
+prints them side by side (``bench.protocol_table``).
 
 The exit status is 0 when every level finished without errors, 1 when some request failed (the
 report is printed either way), 2 when the benchmark itself could not run, 130 on Ctrl-C or
@@ -130,8 +131,9 @@ def _parser() -> argparse.ArgumentParser:
                              "side by side")
     parser.add_argument("--compare-protocols", action="store_true",
                         help="v1 JSON, v2 JSON, v2-binary, grpc and grpc-stream in turn against "
-                             "the same servers of each run (--mode), then the same gRPC clients "
-                             "against a bare grpc.aio echo (bench.grpc_floor), side by side")
+                             "the same servers of each run (--mode), v2-binary again against "
+                             "fresh ones with gRPC off, then the same gRPC clients against a "
+                             "bare grpc.aio echo (bench.grpc_floor), side by side")
     parser.add_argument("--scaling", action="store_true",
                         help="horizontal scaling: distributed runs (overrides --mode) of the "
                              "fixed model (overrides --model) at each --workers count (default "
@@ -245,6 +247,8 @@ def _measure(args: argparse.Namespace, base: dict[str, Any]) -> list[Report]:
     runs: list[Report] = []
     for plan in plans(args):
         config = {**base, "label": plan.label, "mode": plan.mode}
+        if not plan.grpc:  # same label, same table: the mark tells the run apart
+            config["grpc"] = False
         if plan.mode == "distributed":
             config.update(workers=plan.workers, facades=plan.facades)
         runs += run_protocols(args, plan, config)

@@ -3,10 +3,10 @@
 Each run gets a fresh RabbitMQ vhost (unless ``--broker-url`` names one) and a unique Redis key
 prefix; ``inferno worker`` processes, each preloading only the benchmarked model and exposing
 its Prometheus metrics on a free port, and ``inferno facade`` processes on free HTTP and gRPC
-ports (each ``--workers`` ``facade_processes``, a stalled one replaced after 2 s), all with
-access logs off, log level WARNING and a 0.5 s heartbeat. The cluster is ready when every
-facade answers ``/health/ready`` and its ``GET /v1/models`` shows the model's active version
-served by all N workers.
+ports (each ``--workers`` ``facade_processes``, a stalled one replaced after 2 s; gRPC off when
+``ClusterSpec.grpc`` is false), all with access logs off, log level WARNING and a 0.5 s
+heartbeat. The cluster is ready when every facade answers ``/health/ready`` and its
+``GET /v1/models`` shows the model's active version served by all N workers.
 
 On exit, whatever happened, the processes stop first (SIGTERM, SIGKILL after a grace period), so
 no worker heartbeats again, then the Redis keys of the prefix go, then the vhost.
@@ -44,6 +44,8 @@ class ClusterSpec:
     ready_timeout_s: float = 180.0
     facade_processes: int = 1
     """Processes of each facade (``inferno facade --workers``)."""
+    grpc: bool = True
+    """``False``: the facades serve no gRPC (``INFERNO_GRPC_PORT=0``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +75,9 @@ class Cluster(Started):
 
     @property
     def grpc_addresses(self) -> list[str]:
-        """Every facade's gRPC ``host:port``, as ``facade_urls`` lists them."""
-        return [f.grpc_address for f in self._facades]
+        """Every facade's gRPC ``host:port``, as ``facade_urls`` lists them (none with gRPC
+        off)."""
+        return [f.grpc_address for f in self._facades if f.grpc_address]
 
     @property
     def facade_processes(self) -> list[subprocess.Popen[bytes]]:
@@ -124,13 +127,14 @@ class Cluster(Started):
         for _ in range(spec.workers):
             self.add_worker()
         for _ in range(spec.facades):
-            port, grpc_port = free_port(spec.host), free_port(spec.host)
+            port = free_port(spec.host)
+            grpc_port = free_port(spec.host) if spec.grpc else 0
             self._spawn("facade", f"http://{spec.host}:{port}", {
                 "INFERNO_HOST": spec.host, "INFERNO_PORT": str(port),
                 "INFERNO_GRPC_PORT": str(grpc_port),
                 "INFERNO_FACADE_PROCESSES": str(spec.facade_processes),
                 "INFERNO_FACADE_STALL_TIMEOUT_S": FACADE_STALL_TIMEOUT_S},
-                f"{spec.host}:{grpc_port}")
+                f"{spec.host}:{grpc_port}" if grpc_port else "")
         self._wait_ready()
 
     def _delete_keys(self) -> None:

@@ -3,13 +3,17 @@ gRPC floor under them.
 
 One table per Inferno run (embedded, each distributed cluster). At each concurrency, a row per
 protocol of ``payload.COMPARED`` (v1 JSON, v2 JSON, v2-binary, gRPC ``ModelInfer``, gRPC
-``ModelStreamInfer``), then the floor's rows (``bench.grpc_floor``: the same gRPC clients against
-a bare ``grpc.aio`` echo, no model, no Inferno), each with req/s, p50, p99, req/s and p50 over
+``ModelStreamInfer``), then v2-binary against the same shape of servers with gRPC off (its req/s
+and p50 near 1.00: the gRPC server costs REST nothing), then the floor's rows
+(``bench.grpc_floor``: the same gRPC clients against a bare ``grpc.aio`` echo, no model, no
+Inferno), each with req/s, p50, p99, the time outside the data plane, req/s and p50 over
 v2-binary's at that level (the issue's target: gRPC at least 1.00 in req/s at c=16 and c=64, at
 most 1.00 in p50 at c=1), the servers' own CPU per request (``LevelRow.server_cpu``: embedded,
 facade+worker, or the floor's process), the mean batch and the load generator's CPU. Under each
-table a line per level says what the floor reached against v2-binary: what grpcio alone allows
-on this machine before Inferno does anything.
+table two lines per level: what the floor reached against v2-binary (what grpcio alone allows on
+this machine before Inferno does anything), and the latency argument in numbers: the data plane
+is the same code under REST and gRPC, so gRPC's p50 can match v2-binary's only if its time
+outside the plane does, and the bare echo's whole round trip is where that time starts.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.compare import ratio
-from bench.payload import BASELINE, GRPC, GRPC_STREAM
+from bench.payload import BASELINE, GRPC, GRPC_PROTOCOLS, GRPC_STREAM
 from bench.report import LevelRow, Report, fmt, json_run, render_direct
 from bench.runner import FLOOR_LABEL
 
@@ -31,13 +35,18 @@ __all__ = ["ProtocolRow", "ProtocolTable", "protocol_tables", "render_protocols_
 class ProtocolRow:
     concurrency: int
     protocol: str
-    """The protocol; on a floor row ``<protocol> floor (bare grpc.aio echo)``."""
+    """The protocol; on a floor row ``<protocol> floor (bare grpc.aio echo)``, on the run with
+    gRPC off ``v2-binary, gRPC off``."""
     floor: bool
     req_per_s: float
     p50_ms: float | None
     p99_ms: float | None
+    outside_ms: float | None
+    """Mean latency outside the data plane: the client-observed mean minus the mean the data
+    plane measured (transport, server framework, client); on a floor row, with no data plane,
+    the whole mean."""
     req_per_s_vs_baseline: float | None
-    """req/s over v2-binary's at this level, on the same servers."""
+    """req/s over v2-binary's at this level, on the same servers (gRPC on)."""
     p50_vs_baseline: float | None
     """p50 over v2-binary's at this level."""
     server_cpu: str
@@ -57,11 +66,27 @@ class ProtocolTable:
     rows: list[ProtocolRow]
 
 
-def _row(protocol: str, floor: bool, level: LevelRow, baseline: LevelRow | None) -> ProtocolRow:
+def _grpc_off(report: Report) -> bool:
+    """The run with the servers' gRPC off (``RunPlan.grpc``)."""
+    return report.config.get("grpc") is False
+
+
+def _outside_ms(level: LevelRow, floor: bool) -> float | None:
+    if floor or level.mean_ms is None:
+        return level.mean_ms
+    return None if level.server_ms is None else level.mean_ms - level.server_ms
+
+
+def _row(report: Report, level: LevelRow, baseline: LevelRow | None) -> ProtocolRow:
+    protocol, floor = report.config["protocol"], report.config["mode"] == "floor"
+    if floor:
+        protocol = f"{protocol} floor ({FLOOR_LABEL})"
+    elif _grpc_off(report):
+        protocol = f"{protocol}, gRPC off"
     return ProtocolRow(
-        concurrency=level.concurrency,
-        protocol=f"{protocol} floor ({FLOOR_LABEL})" if floor else protocol, floor=floor,
+        concurrency=level.concurrency, protocol=protocol, floor=floor,
         req_per_s=level.req_per_s, p50_ms=level.p50_ms, p99_ms=level.p99_ms,
+        outside_ms=_outside_ms(level, floor),
         req_per_s_vs_baseline=ratio(level.req_per_s, baseline.req_per_s if baseline else None),
         p50_vs_baseline=ratio(level.p50_ms, baseline.p50_ms if baseline else None),
         server_cpu=level.server_cpu, server_cpu_ms=level.server_cpu_ms,
@@ -70,7 +95,8 @@ def _row(protocol: str, floor: bool, level: LevelRow, baseline: LevelRow | None)
 
 def _header(runs: list[Report]) -> list[str]:
     c = runs[0].config
-    bodies = ", ".join(f"{r.config['protocol']} {r.config['body_bytes']} B" for r in runs)
+    bodies = ", ".join(f"{r.config['protocol']} {r.config['body_bytes']} B" for r in runs
+                       if not _grpc_off(r))
     return [f"== {c['label']}: model {c['model']} v{c['version']}, {c['rows_per_request']} "
             f"row(s)/request, {c['duration_s']:g} s window after {c['warmup_s']:g} s warm-up ==",
             f"{c['cpus']} CPUs, 1-min load average {c['loadavg_start']} at start, "
@@ -78,15 +104,16 @@ def _header(runs: list[Report]) -> list[str]:
 
 
 def protocol_tables(reports: list[Report]) -> list[ProtocolTable]:
-    """One table per Inferno run, the floor's rows (if measured) in each."""
+    """One table per Inferno run (its run with gRPC off included), the floor's rows (if
+    measured) in each."""
     floors = [r for r in reports if r.config["mode"] == "floor"]
     tables = []
     for label in dict.fromkeys(r.config["label"] for r in reports if r.config["mode"] != "floor"):
         runs = [r for r in reports if r.config["label"] == label]
-        baseline = next((r for r in runs if r.config["protocol"] == BASELINE), None)
+        baseline = next((r for r in runs if r.config["protocol"] == BASELINE
+                         and not _grpc_off(r)), None)
         base = {lvl.concurrency: lvl for lvl in baseline.levels} if baseline else {}
-        rows = [_row(report.config["protocol"], report.config["mode"] == "floor", level,
-                     base.get(level.concurrency))
+        rows = [_row(report, level, base.get(level.concurrency))
                 for concurrency in dict.fromkeys(lvl.concurrency for r in runs for lvl in r.levels)
                 for report in [*runs, *floors] for level in report.levels
                 if level.concurrency == concurrency]
@@ -95,34 +122,46 @@ def protocol_tables(reports: list[Report]) -> list[ProtocolTable]:
 
 
 _COLUMNS = (("concurrency", 11), ("protocol", 38), ("req/s", 9), ("p50 ms", 8), ("p99 ms", 8),
-            ("req/s vs v2-binary", 18), ("p50 vs v2-binary", 16), ("cpu ms/req", 10),
-            ("mean batch", 10), ("client cpu%", 11), ("errors", 6))
+            ("outside ms", 10), ("req/s vs v2-binary", 18), ("p50 vs v2-binary", 16),
+            ("cpu ms/req", 10), ("mean batch", 10), ("client cpu%", 11), ("errors", 6))
 
 
 def _cells(row: ProtocolRow) -> dict[str, str]:
     return {"concurrency": str(row.concurrency), "protocol": row.protocol,
             "req/s": f"{row.req_per_s:.1f}", "p50 ms": fmt(row.p50_ms, 2),
-            "p99 ms": fmt(row.p99_ms, 2),
+            "p99 ms": fmt(row.p99_ms, 2), "outside ms": fmt(row.outside_ms, 2),
             "req/s vs v2-binary": fmt(row.req_per_s_vs_baseline, 2),
             "p50 vs v2-binary": fmt(row.p50_vs_baseline, 2), "cpu ms/req": row.server_cpu,
             "mean batch": fmt(row.mean_batch, 2), "client cpu%": fmt(row.client_cpu_pct, 0),
             "errors": str(row.errors)}
 
 
-def _floor_line(rows: list[ProtocolRow]) -> str | None:
-    """What the floor reached at one level against v2-binary's; ``None`` without both."""
+_KINDS = (("unary", GRPC), ("stream", GRPC_STREAM))
+
+
+def _floor_lines(rows: list[ProtocolRow]) -> list[str]:
+    """At one level: what the floor reached against v2-binary, and the latency argument in
+    numbers; none without both."""
     baseline = next((r for r in rows if r.protocol == BASELINE), None)
     floors = {r.protocol.split()[0]: r for r in rows if r.floor}
     if baseline is None or not floors:
-        return None
-    parts = [f"{what} {r.req_per_s:.0f} req/s = {fmt(r.req_per_s_vs_baseline, 2)}x, "
-             f"p50 {fmt(r.p50_ms, 2)} ms = {fmt(r.p50_vs_baseline, 2)}x, "
-             f"{fmt(r.server_cpu_ms, 3)} ms server CPU per call"
-             for what, r in (("unary", floors.get(GRPC)), ("stream", floors.get(GRPC_STREAM)))
-             if r is not None]
-    return (f"c={baseline.concurrency}: grpcio alone ({FLOOR_LABEL}, no model) vs v2-binary's "
+        return []
+    kinds = [(what, floors[protocol]) for what, protocol in _KINDS if protocol in floors]
+    reached = "; ".join(
+        f"{what} {r.req_per_s:.0f} req/s = {fmt(r.req_per_s_vs_baseline, 2)}x, "
+        f"p50 {fmt(r.p50_ms, 2)} ms = {fmt(r.p50_vs_baseline, 2)}x, "
+        f"{fmt(r.server_cpu_ms, 3)} ms server CPU per call" for what, r in kinds)
+    inferno = ", ".join(f"{r.protocol} {fmt(r.outside_ms, 2)}" for r in rows
+                        if r.protocol in GRPC_PROTOCOLS)
+    echo = ", ".join(f"{what} {fmt(r.outside_ms, 2)}" for what, r in kinds)
+    c = baseline.concurrency
+    return [f"c={c}: grpcio alone ({FLOOR_LABEL}, no model) vs v2-binary's "
             f"{baseline.req_per_s:.0f} req/s, p50 {fmt(baseline.p50_ms, 2)} ms, "
-            f"{fmt(baseline.server_cpu_ms, 3)} ms server CPU per request: " + "; ".join(parts))
+            f"{fmt(baseline.server_cpu_ms, 3)} ms server CPU per request: {reached}",
+            f"c={c}: the data plane is the same code for both, so gRPC's p50 can be at most "
+            f"v2-binary's only if its time outside the plane is at most v2-binary's "
+            f"{fmt(baseline.outside_ms, 2)} ms (mean; Inferno's {inferno or '-'}); the bare "
+            f"echo's whole round trip: {echo} ms"]
 
 
 def _render_table(table: ProtocolTable) -> str:
@@ -133,11 +172,12 @@ def _render_table(table: ProtocolTable) -> str:
         cells = _cells(row)
         lines.append("  ".join(cells[name].rjust(width) if name != "protocol"
                                else cells[name].ljust(width) for name, width in _COLUMNS))
-    lines.append("cpu ms/req: the servers' own CPU per request (embedded; facade+worker; the "
-                 "floor's process, from /proc)")
-    levels = dict.fromkeys(row.concurrency for row in table.rows)
-    lines += [line for c in levels
-              if (line := _floor_line([r for r in table.rows if r.concurrency == c]))]
+    lines += ["cpu ms/req: the servers' own CPU per request (embedded; facade+worker; the "
+              "floor's process, from /proc)",
+              "outside ms: mean latency minus the mean the data plane measured (transport, "
+              "server framework, client); the floor's whole mean"]
+    for c in dict.fromkeys(row.concurrency for row in table.rows):
+        lines += _floor_lines([r for r in table.rows if r.concurrency == c])
     return "\n".join(lines)
 
 

@@ -4,17 +4,20 @@ against them, stop them.
 A run is the plain FastAPI baseline (``bench.plain_fastapi``, ``--compare`` only), embedded
 (``inferno serve``), distributed (a ``Cluster`` of facades and workers over
 RabbitMQ and Redis), an existing ``--url`` server, or the bare gRPC echo (``bench.grpc_floor``,
-``--compare-protocols`` only, last). Every level of a run uses the same servers; a run drives
-``--protocol``, or with ``--compare-protocols`` every protocol of ``payload.COMPARED`` in turn
-(the floor: the gRPC ones), one report each. Each run starts fresh processes, and the servers are
-stopped before the next run starts (and before the direct baseline), so runs never compete with
-each other for CPU.
+``--compare-protocols`` only, last). With ``--compare-protocols`` each Inferno run is followed
+by one of the same shape with gRPC off (``RunPlan.grpc``) that drives v2-binary alone: REST's
+figures with and without the gRPC server beside it. Every level of a run uses the same servers;
+a run drives ``--protocol``, or with ``--compare-protocols`` every protocol of
+``payload.COMPARED`` in turn (the floor: the gRPC ones), one report each. Each run starts fresh
+processes, and the servers are stopped before the next run starts (and before the direct
+baseline), so runs never compete with each other for CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from bench.cluster import Cluster, ClusterSpec
 from bench.grpc_floor import GrpcFloor
 from bench.host import loadavg
 from bench.payload import (
+    BASELINE,
     BUILDERS,
     COMPARED,
     GRPC_PROTOCOLS,
@@ -51,6 +55,8 @@ class RunPlan:
     """``plain``, ``embedded``, ``distributed`` or ``floor``."""
     workers: int = 1
     facades: int = 1
+    grpc: bool = True
+    """``False``: the servers run without their gRPC server (``--grpc-port 0``), same label."""
 
     @property
     def label(self) -> str:
@@ -66,13 +72,14 @@ class RunPlan:
 
 def plans(args: argparse.Namespace) -> list[RunPlan]:
     """The runs of this invocation, in order: the plain FastAPI baseline (``--compare``), then
-    embedded, then each worker count, then the bare gRPC floor (``--compare-protocols``, unless
-    ``--no-floor``)."""
+    embedded, then each worker count, each followed with ``--compare-protocols`` by itself with
+    gRPC off, then the bare gRPC floor (``--compare-protocols``, unless ``--no-floor``)."""
     runs = [RunPlan("plain")] if args.mode == "compare" else []
-    if args.mode in ("embedded", "both", "compare"):
-        runs.append(RunPlan("embedded"))
+    inferno = [RunPlan("embedded")] if args.mode in ("embedded", "both", "compare") else []
     if args.mode in ("distributed", "both", "compare"):
-        runs += [RunPlan("distributed", workers, args.facades) for workers in args.workers]
+        inferno += [RunPlan("distributed", workers, args.facades) for workers in args.workers]
+    for plan in inferno:
+        runs += [plan, dataclasses.replace(plan, grpc=False)] if args.compare_protocols else [plan]
     if args.compare_protocols and not args.no_floor:
         runs.append(RunPlan("floor"))
     return runs
@@ -80,9 +87,12 @@ def plans(args: argparse.Namespace) -> list[RunPlan]:
 
 def protocols(args: argparse.Namespace, plan: RunPlan) -> tuple[str, ...]:
     """What ``plan``'s run drives, in turn: ``--protocol``, or with ``--compare-protocols``
-    every compared protocol (the floor serves only gRPC)."""
+    every compared protocol (the floor serves only gRPC; a run with gRPC off, v2-binary: REST
+    without the gRPC server)."""
     if plan.mode == "floor":
         return GRPC_PROTOCOLS
+    if not plan.grpc:
+        return (BASELINE,)
     return COMPARED if args.compare_protocols else (args.protocol,)
 
 
@@ -105,6 +115,7 @@ class Target:
 def _started(args: argparse.Namespace, plan: RunPlan) -> Iterator[Target]:
     """The servers of ``plan``, stopped on exit (shielded from a second Ctrl-C or SIGTERM)."""
     stack = contextlib.ExitStack()
+    off = "" if plan.grpc else ", gRPC off"
     try:
         if args.url:
             url = args.url.rstrip("/")
@@ -116,10 +127,11 @@ def _started(args: argparse.Namespace, plan: RunPlan) -> Iterator[Target]:
             yield Target((plain.base_url,), (), "plain FastAPI server",
                          local_model_info(args.repo, args.model))
         elif plan.mode == "embedded":
-            print("starting inferno serve ...", file=sys.stderr, flush=True)
-            server = stack.enter_context(EmbeddedServer(args.host, args.port, args.repo))
-            yield Target((server.base_url,), (f"{server.base_url}/metrics",), "embedded server",
-                         grpc_addresses=(server.grpc_address,))
+            print(f"starting inferno serve{off} ...", file=sys.stderr, flush=True)
+            server = stack.enter_context(EmbeddedServer(args.host, args.port, args.repo,
+                                                        grpc=plan.grpc))
+            yield Target((server.base_url,), (f"{server.base_url}/metrics",),
+                         f"embedded server{off}", grpc_addresses=server.grpc_addresses)
         elif plan.mode == "floor":
             print(f"starting the {FLOOR_LABEL} (bench.grpc_floor) ...", file=sys.stderr,
                   flush=True)
@@ -127,12 +139,13 @@ def _started(args: argparse.Namespace, plan: RunPlan) -> Iterator[Target]:
             floor = stack.enter_context(GrpcFloor(grpc_response(info, args.rows), args.host))
             yield Target((), (), f"{FLOOR_LABEL} server", info, (floor.address,), (floor.pid,))
         else:
-            print(f"starting {plan.label} ...", file=sys.stderr, flush=True)
+            print(f"starting {plan.label}{off} ...", file=sys.stderr, flush=True)
             cluster = stack.enter_context(Cluster(ClusterSpec(
                 model=args.model, workers=plan.workers, facades=plan.facades, repo=args.repo,
-                host=args.host, broker_url=args.broker_url, redis_url=args.redis_url)))
+                host=args.host, broker_url=args.broker_url, redis_url=args.redis_url,
+                grpc=plan.grpc)))
             yield Target(tuple(cluster.facade_urls), tuple(cluster.metrics_urls),
-                         f"cluster of {plan.label.removeprefix('distributed, ')}",
+                         f"cluster of {plan.label.removeprefix('distributed, ')}{off}",
                          grpc_addresses=tuple(cluster.grpc_addresses))
     finally:
         with shielded():

@@ -81,16 +81,17 @@ class ServerProcess(Started):
 
 class EmbeddedServer(ServerProcess):
     """``inferno serve`` as a subprocess, its gRPC server on a free port too (never the default
-    8001, which another server may hold)."""
+    8001, which another server may hold), or off (``grpc=False``: ``--grpc-port 0``)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, repo: str | None = None,
-                 ready_timeout_s: float = 120.0) -> None:
+                 ready_timeout_s: float = 120.0, grpc: bool = True) -> None:
         super().__init__(host, port, repo, ready_timeout_s)
-        self.grpc_port = free_port(host)
+        self.grpc_port = free_port(host) if grpc else 0
 
     @property
-    def grpc_address(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
+    def grpc_addresses(self) -> tuple[str, ...]:
+        """Its gRPC ``host:port``; none with gRPC off."""
+        return (f"{self.host}:{self.grpc_port}",) if self.grpc_port else ()
 
     def command(self) -> list[str]:
         command = [sys.executable, "-m", "inferno", "serve", "--host", self.host,

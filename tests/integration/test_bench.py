@@ -116,26 +116,33 @@ def test_bench_compare_runs_every_server_without_errors(model: str, broker_root_
     assert document["errors"] == 0
 
 
-def test_bench_compare_protocols_runs_each_protocol_then_the_grpc_floor() -> None:
+def test_bench_compare_protocols_runs_each_protocol_grpc_off_then_the_grpc_floor() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--compare-protocols", "--concurrency", "1",
          "--duration", "0.3", "--warmup", "0.1", "--no-direct", "--json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     document = json.loads(result.stdout)
     runs = [(run["config"]["mode"], run["config"]["protocol"]) for run in document["runs"]]
     assert runs == [("embedded", p) for p in ("v1", "v2", "v2-binary", "grpc", "grpc-stream")] + [
-        ("floor", "grpc"), ("floor", "grpc-stream")]
+        ("embedded", "v2-binary"), ("floor", "grpc"), ("floor", "grpc-stream")]
     assert len({run["config"]["url"] for run in document["runs"][:3]}) == 1  # one server
+    off = document["runs"][5]["config"]
+    assert off["grpc"] is False and off["server"] == "embedded server, gRPC off"
+    assert off["url"] != document["runs"][0]["config"]["url"]  # a fresh server
     [table] = document["protocols"]
-    assert table["label"] == "embedded" and len(table["rows"]) == 7
+    assert table["label"] == "embedded" and len(table["rows"]) == 8
     for row in table["rows"]:
         assert row["errors"] == 0 and row["req_per_s"] > 0 and row["p50_ms"] > 0
         # The server's own CPU: from its metrics, or the floor process's from /proc.
         assert row["server_cpu_ms"] > 0
         assert (row["mean_batch"] is None) == row["floor"]
+        # The client's mean exceeds the data plane's: a loopback round trip is never free.
+        assert row["outside_ms"] > 0
     assert [row["protocol"] for row in table["rows"] if row["floor"]] == [
         "grpc floor (bare grpc.aio echo)", "grpc-stream floor (bare grpc.aio echo)"]
     baseline = next(row for row in table["rows"] if row["protocol"] == "v2-binary")
     assert baseline["req_per_s_vs_baseline"] == 1.0
+    grpc_off = next(row for row in table["rows"] if row["protocol"] == "v2-binary, gRPC off")
+    assert grpc_off["req_per_s_vs_baseline"] > 0 and grpc_off["p50_vs_baseline"] > 0
     assert document["errors"] == 0
