@@ -191,6 +191,12 @@ class FacadeSettings(CommonSettings):
     facade's host: regions under ``/dev/shm`` registered with the admin token, tensors read from
     and written into them (``facade.shared_memory``). ``none``: its routes and parameters are
     refused with a 400 saying how to turn it on."""
+    openai_max_inputs: Annotated[int, Field(ge=1)] = 2048
+    """The OpenAI embeddings API: most texts one request may give (OpenAI's own limit); more is
+    a 400. A list longer than the model's ``max_batch_size`` is split into several calls."""
+    openai_truncate: bool = True
+    """The OpenAI embeddings API: a text longer than the model's ``max_tokens`` is truncated by
+    the model; false refuses it with a 400 naming it (a request's ``truncate`` overrides this)."""
 
     @field_validator("admin_token", "api_token", mode="before")
     @classmethod

@@ -32,6 +32,8 @@ from facade.front import PREDICT_ROUTES, Front
 from facade.grpc_health import HealthServicer
 from facade.grpc_server import GrpcServer, InferenceServicer
 from facade.health import health_router
+from facade.openai_protocol import EMBEDDINGS_PATH, OpenAIProtocol
+from facade.openai_routes import openai_router
 from facade.openapi import document_predict_routes
 from facade.queue_stats import QueueWatch
 from facade.shared_memory import SharedMemoryRegistry
@@ -95,12 +97,15 @@ class Facade:
         api.include_router(v2_router(admin, view, guard,
                                      extensions=extensions(settings, http=True)))
         api.include_router(shared_memory_router(shared_memory, guard))
+        api.include_router(openai_router(view, guard))
         api.include_router(health_router(view, registry))
         api.include_router(console_router(view, queues, registry, guard, grpc))
         document_predict_routes(api)
         app = Front(api, plane, max_body_bytes=settings.max_body_bytes,
                     access_log=settings.access_log, guard=guard, routes=routes,
-                    compress_min_bytes=settings.compress_min_bytes)
+                    compress_min_bytes=settings.compress_min_bytes,
+                    body_routes={EMBEDDINGS_PATH: OpenAIProtocol(settings.openai_max_inputs,
+                                                                 settings.openai_truncate)})
         if settings.gc_freeze:
             heap.settle()  # the application is built: what it holds is here to stay
         return cls(app, api, view, queues, grpc, shared_memory)

@@ -17,6 +17,11 @@ else:
 8. observe: every outcome is counted, errors by code, unexpected ones as ``internal``, calls
    cancelled because their client went away as ``cancelled``.
 
+A protocol whose body names the model and whose request may take several calls (OpenAI's
+embeddings: a list longer than ``max_batch_size`` is split) plans them first: ``route`` is step
+2 alone, ``refusals`` counts a refusal while planning as a failed call; then each part is an
+``infer`` call of its own, pinned to the version planned.
+
 The request's deadline is enforced in three places: here (the wait on the broker is bounded by
 it), in the message (the broker drops it when it expires in the queue) and in the worker (expired
 requests are dropped before a batch runs).
@@ -26,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from prometheus_client import Counter, Histogram
@@ -85,6 +92,22 @@ class DataPlane:
             raise
         finally:
             self._observe(model, call.route, started, code)
+
+    def route(self, model: str, version: int | None) -> ModelConfig:
+        """The configuration of the version ``infer`` would send a call for ``model`` to
+        (``version``: pinned; ``None``: the active one), or the error that says why none."""
+        return self._view.route(model, version).config
+
+    @contextmanager
+    def refusals(self, model: str, route: str) -> Iterator[None]:
+        """Count an error raised inside as a failed call of ``route``, as ``infer`` counts one:
+        around what a protocol checks before its calls."""
+        started = time.perf_counter()
+        try:
+            yield
+        except InfernoError as exc:
+            self._observe(model, route, started, exc.code)
+            raise
 
     def _timeout_s(self, config: ModelConfig, timeout_ms: float | None) -> float:
         """Seconds this request may take: its own ask, else the model's, else the default."""

@@ -1,8 +1,10 @@
-"""Every error's HTTP status and body, per protocol: ``v1_error`` and ``v2_error``.
+"""Every error's HTTP status and body, per protocol: ``v1_error``, ``v2_error``, ``openai_error``.
 
-v1 (and every non-v2 path): the status of the ``InfernoError`` and ``{"error": {"code",
-"message"}}``. v2 (the Open Inference Protocol, paths under ``/v2``): ``{"error": "message"}``,
-and 400 for every invalid request (v1: 422). A predict answers by its protocol object's
+v1 (and every path outside the others): the status of the ``InfernoError`` and ``{"error":
+{"code", "message"}}``. v2 (the Open Inference Protocol, paths under ``/v2``): ``{"error":
+"message"}``, and 400 for every invalid request (v1: 422). OpenAI (paths under ``/openai``):
+``{"error": {"message", "type", "param", "code"}}``, 400 for every invalid request, so that the
+``openai`` client raises its ``BadRequestError``. A predict answers by its protocol object's
 ``refuse`` (``facade.protocol.HttpProtocol``), which calls its protocol's function here; the
 FastAPI handlers below pick one by path (``http_error``): framework errors (unknown route,
 pydantic validation of admin bodies) are first expressed as ``InfernoError``s.
@@ -33,9 +35,9 @@ from common.errors import (
 )
 from common.logging import redact
 
-__all__ = ["JSON_HEADER", "HttpError", "error_answer", "error_headers", "http_error",
-           "install_error_handlers",
-           "unexpected_error", "v1_error", "v2_error", "v2_message"]
+__all__ = ["JSON_HEADER", "HttpError", "InvalidParam", "error_answer", "error_headers",
+           "http_error", "install_error_handlers", "openai_error", "unexpected_error",
+           "v1_error", "v2_error", "v2_message"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,14 @@ class HttpError(InfernoError):
         self.code = _HTTP_CODES.get(status, "http_error")
         self.headers = headers
         """What its answer carries besides (a 405's ``Allow``)."""
+
+
+class InvalidParam(InvalidInput):
+    """An invalid request that names the body field at fault (the OpenAI error's ``param``)."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 def unexpected_error(exc: Exception) -> InfernoError:
@@ -99,6 +109,22 @@ def v2_message(error: InfernoError) -> str:
     return error.message
 
 
+_INVALID = frozenset({413, 415, 422})
+"""What OpenAI answers 400 (``invalid_request_error``) and the ``openai`` client raises as
+``BadRequestError``: a body too large, in a coding not read here, or invalid."""
+
+
+def openai_error(error: InfernoError) -> tuple[int, bytes]:
+    """The HTTP status and JSON body of ``error`` in the OpenAI API; ``code`` is Inferno's."""
+    status = 400 if error.status_code in _INVALID else error.status_code
+    kind = ("server_error" if status >= 500 else
+            "authentication_error" if status == 401 else "invalid_request_error")
+    param = (error.param if isinstance(error, InvalidParam) else
+             "model" if isinstance(error, ModelNotFound) else None)
+    return status, orjson.dumps({"error": {"message": redact(error.message), "type": kind,
+                                           "param": param, "code": error.code}})
+
+
 def error_answer(error: InfernoError, encode: Callable[[InfernoError], tuple[int, bytes]]
                  ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     """The HTTP answer of ``error``: its status and JSON body as ``encode`` (``v1_error``,
@@ -110,7 +136,9 @@ def error_answer(error: InfernoError, encode: Callable[[InfernoError], tuple[int
 def http_error(error: InfernoError, path: str) -> tuple[int, bytes]:
     """The HTTP status and JSON body of ``error`` for a request to ``path`` that no protocol
     object answers (a FastAPI route)."""
-    return v2_error(error) if path.startswith("/v2") else v1_error(error)
+    if path.startswith("/v2"):
+        return v2_error(error)
+    return openai_error(error) if path.startswith("/openai/") else v1_error(error)
 
 
 def _response(request: Request, error: InfernoError) -> Response:

@@ -13,7 +13,9 @@ lists them, each with the protocol object (``facade.protocol.HttpProtocol``) tha
 of its request and writes its answer; ``facade.openapi`` documents the same table in the OpenAPI
 schema. Here too, before the body is read: the API token when one is set (``facade.auth``: one
 header lookup in the loop that reads the others and one ``hmac.compare_digest``), the model
-name's syntax (422) and the pinned version (``facade.protocol.version_of``). Everything else goes
+name's syntax (422) and the pinned version (``facade.protocol.version_of``). The routes whose
+body names the model (``body_routes``: OpenAI's embeddings) are answered here the same way, by a
+``facade.protocol.BodyRoutedProtocol`` that drives the data plane itself. Everything else goes
 on to FastAPI.
 """
 
@@ -25,7 +27,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +41,14 @@ from facade.data_plane import DataPlane
 from facade.disconnects import DisconnectWatch
 from facade.encoding import accepted_coding, compress, inflate
 from facade.errors import HttpError, error_answer, http_error, unexpected_error
-from facade.protocol import Answer, Headers, HttpProtocol, version_of
+from facade.protocol import (
+    Answer,
+    Answering,
+    BodyRoutedProtocol,
+    Headers,
+    HttpProtocol,
+    version_of,
+)
 from facade.v1_protocol import V1
 from facade.v2_protocol import V2
 
@@ -94,13 +103,16 @@ PREDICT_ROUTES = (
 
 Predict = tuple[HttpProtocol[Any], str, str | None]
 """A predict path's protocol, model name and pinned version (``None``: the active one)."""
+Start = Callable[[bytes, int | None], Awaitable[Any]]
+"""What a predict awaits, from its body and its pinned version."""
 
 
 class Front:
     def __init__(self, app: ASGIApp, plane: DataPlane, max_body_bytes: int,
                  access_log: bool, guard: Guard | None = None,
                  routes: Sequence[PredictRoute] = PREDICT_ROUTES,
-                 compress_min_bytes: int | None = None) -> None:
+                 compress_min_bytes: int | None = None,
+                 body_routes: Mapping[str, BodyRoutedProtocol[Any]] | None = None) -> None:
         self.app = app
         self.plane = plane
         self.max_body = max_body_bytes
@@ -109,7 +121,10 @@ class Front:
         self.access_log = access_log
         self._guard = guard if guard is not None and guard.guards_api else None
         self._routes = [(r.pattern, r.protocol) for r in routes]
-        self._prefixes = tuple({"/" + r.path.split("/")[1] + "/" for r in routes})
+        self._bodied = dict(body_routes or {})
+        """Path → the protocol of each route whose body names the model."""
+        self._prefixes = tuple({"/" + path.split("/")[1] + "/"
+                                for path in (*(r.path for r in routes), *self._bodied)})
         """The first segments of the predict paths: any other path is FastAPI's at once."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -121,16 +136,20 @@ class Front:
         started = time.perf_counter()
         status = 500
         try:
-            predict = self._match(scope["path"])
+            bodied = self._bodied.get(scope["path"])
+            predict = None if bodied is not None else self._match(scope["path"])
             # The server enforces Content-Length; only a body without one is counted while read.
             body = receive if head.length is not None else self._limited(receive)
             if head.length is not None and head.length > self.max_body:  # 413, not read
-                status = await self._refuse(scope, send, predict, head,
+                status = await self._refuse(scope, send,
+                                            predict[0] if predict is not None else bodied, head,
                                             PayloadTooLarge(self._too_large(head.length)))
-            elif predict is None:
-                status = await self._behind(scope, body, send, head)
-            else:
+            elif predict is not None:
                 status = await self._predict(scope, body, send, predict, head)
+            elif bodied is not None:
+                status = await self._serve(scope, body, send, bodied, head)
+            else:
+                status = await self._behind(scope, body, send, head)
         finally:
             if self.access_log:
                 self._log(scope, head.request_id, status, started)
@@ -147,10 +166,10 @@ class Front:
                 return protocol, groups[0], groups[1] if len(groups) > 1 else None
         return None
 
-    async def _refuse(self, scope: Scope, send: Send, predict: Predict | None, head: _Head,
-                      error: InfernoError) -> int:
+    async def _refuse(self, scope: Scope, send: Send, protocol: Answering[Any] | None,
+                      head: _Head, error: InfernoError) -> int:
         """Answer ``error`` in the protocol's format, or by path where no protocol answers."""
-        answer = (predict[0].refuse(error) if predict is not None
+        answer = (protocol.refuse(error) if protocol is not None
                   else error_answer(error, lambda e: http_error(e, scope["path"])))
         await _send(send, answer, head.request_id)
         return answer[0]
@@ -197,13 +216,31 @@ class Front:
                        head: _Head) -> int:
         """Answer a predict through the data plane; the status (``CLIENT_LEFT``: unanswered)."""
         protocol, name, version = predict
+        return await self._answer(
+            scope, receive, send, head, protocol, name, version,
+            lambda body, pinned: self.plane.infer(
+                name, pinned, protocol.call(body, scope["headers"]), head.request_id))
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send,
+                     protocol: BodyRoutedProtocol[Any], head: _Head) -> int:
+        """Answer a request whose body names its model, through its protocol."""
+        return await self._answer(
+            scope, receive, send, head, protocol, None, None,
+            lambda body, _: protocol.respond(self.plane, body, scope["headers"],
+                                             head.request_id))
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, head: _Head,
+                      protocol: Answering[Any], name: str | None, version: str | None,
+                      start: Start) -> int:
+        """Check the request (``name``: the path's model, if any), read its body, await what
+        ``start`` makes of it and send the protocol's answer or error; the status
+        (``CLIENT_LEFT``: unanswered)."""
         try:
             pinned = self._check(scope["method"], name, version, head.authorization)
-            call = protocol.call(await self._body(receive, head.coding), scope["headers"])
+            work = start(await self._body(receive, head.coding), pinned)
             watch = DisconnectWatch(receive)
             try:
-                answer = protocol.answer(await self.plane.infer(name, pinned, call,
-                                                                head.request_id))
+                answer = protocol.answer(await work)
             except asyncio.CancelledError:
                 if not watch.absorb():
                     raise
@@ -216,7 +253,7 @@ class Front:
         except InfernoError as exc:
             answer = protocol.refuse(exc)
         except Exception as exc:
-            log.exception("predict %s failed unexpectedly", name)
+            log.exception("predict %s failed unexpectedly", name or scope["path"])
             answer = protocol.refuse(unexpected_error(exc))
         await _send(send, answer, head.request_id)
         return answer[0]
@@ -226,13 +263,14 @@ class Front:
         body = await _read_body(receive)
         return body if coding is None else inflate(body, coding, self.max_body)
 
-    def _check(self, method: str, name: str, version: str | None,
+    def _check(self, method: str, name: str | None, version: str | None,
                authorization: bytes | None) -> int | None:
-        """The version a predict path pins, once its token, model name and method are checked,
-        before its body is read (as the FastAPI routes check theirs)."""
+        """The version a predict path pins, once its token, model name (``None``: the body
+        names it) and method are checked, before its body is read (as the FastAPI routes check
+        theirs)."""
         if self._guard is not None:
             self._guard.check_api(authorization)
-        if not _MODEL_NAME.match(name):
+        if name is not None and not _MODEL_NAME.match(name):
             raise InvalidInput(f"path.name: {name[:80]!r} is not a model name (letters, "
                                f"digits, '_' and '-', at most 64)")
         if method != "POST":

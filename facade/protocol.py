@@ -5,6 +5,9 @@
   v1 and v2, next a gRPC servicer.
 - ``HttpProtocol``: how the ASGI front turns an HTTP request into a call and writes its answer or
   its error. A protocol over HTTP is one such object and a row in ``facade.front.PREDICT_ROUTES``.
+- ``BodyRoutedProtocol``: an HTTP protocol whose body names the model and whose request may take
+  several calls (OpenAI's embeddings, ``facade.openai_protocol``): it drives the data plane
+  itself, one ``infer`` per call; the front serves it at a fixed path.
 - ``version_of`` / ``parse_version``: the one reader of a model version, wherever one is given
   (a predict path, a v1 body, a FastAPI path or body through ``facade.routing.Version``).
 - ``positive``: an envelope's number that must be positive (a timeout).
@@ -14,19 +17,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy.typing as npt
 
 from common.errors import InfernoError, InvalidInput
 from common.model.config import ModelConfig
 
-__all__ = ["Answer", "Headers", "HttpProtocol", "ProtocolCall", "parse_version", "positive",
-           "version_of"]
+if TYPE_CHECKING:
+    from facade.data_plane import DataPlane
+
+__all__ = ["Answer", "Answering", "BodyRoutedProtocol", "Headers", "HttpProtocol",
+           "ProtocolCall", "parse_version", "positive", "version_of"]
 
 Array = npt.NDArray[Any]
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
+T_contra = TypeVar("T_contra", contravariant=True)
 Headers = Sequence[tuple[bytes, bytes]]
 """HTTP headers as ASGI holds them: lower-case names, raw values."""
 Answer = tuple[int, bytes, Headers]
@@ -55,20 +62,33 @@ class ProtocolCall(Protocol[T_co]):
         """The protocol's response to a successful predict."""
 
 
-class HttpProtocol(Protocol[T]):
-    """A protocol the ASGI front serves: what its calls answer (``T``) is its own business."""
+class Answering(Protocol[T_contra]):
+    """What the ASGI front needs of any protocol it serves: its answers, and its errors'."""
 
     name: str
     """Its label: the OpenAPI tag of its routes, its calls' ``route``."""
 
-    def call(self, body: bytes, headers: Headers) -> ProtocolCall[T]:
-        """The call a request makes, from its body and its headers."""
-
-    def answer(self, result: T) -> Answer:
-        """The HTTP answer of a call that succeeded."""
+    def answer(self, result: T_contra) -> Answer:
+        """The HTTP answer of a request that succeeded."""
 
     def refuse(self, error: InfernoError) -> Answer:
         """The HTTP answer of an error, at any step of a predict (``facade.errors``)."""
+
+
+class HttpProtocol(Answering[T], Protocol[T]):
+    """A protocol the ASGI front serves: what its calls answer (``T``) is its own business."""
+
+    def call(self, body: bytes, headers: Headers) -> ProtocolCall[T]:
+        """The call a request makes, from its body and its headers."""
+
+
+class BodyRoutedProtocol(Answering[T], Protocol[T]):
+    """A protocol whose request names its model in the body, answered through the data plane's
+    ``infer`` as many times as it takes."""
+
+    async def respond(self, plane: DataPlane, body: bytes, headers: Headers,
+                      request_id: str) -> T:
+        """The result of one request (its body, headers and id)."""
 
 
 def parse_version(value: object) -> int:

@@ -25,7 +25,11 @@ from facade.v2_protocol import datatype_of
 __all__ = ["PLATFORMS", "config_of", "extensions", "is_ready", "load_with_parameters",
            "metadata", "repository_index", "resolve", "shape_of", "unload_every_version"]
 
-PLATFORMS = {ModelFormat.TORCHSCRIPT: "pytorch_libtorch", ModelFormat.PYTHON: "python"}
+PLATFORMS = {ModelFormat.TORCHSCRIPT: "pytorch_libtorch", ModelFormat.PYTHON: "python",
+             ModelFormat.ONNX: "onnxruntime_onnx"}
+_BACKENDS = {ModelFormat.TORCHSCRIPT: "pytorch", ModelFormat.PYTHON: "python",
+             ModelFormat.ONNX: "onnxruntime"}
+"""Triton's backend of each format (its platform: ``PLATFORMS``)."""
 _TRITON_TYPE = {DType.STRING: "TYPE_STRING"}
 """Where Triton's model configuration names a type otherwise than the protocol (BYTES)."""
 
@@ -89,7 +93,7 @@ def config_of(config: ModelConfig) -> dict[str, Any]:
     return {
         "name": config.name,
         "platform": PLATFORMS[config.format],
-        "backend": "pytorch" if config.format is ModelFormat.TORCHSCRIPT else "python",
+        "backend": _BACKENDS[config.format],
         "max_batch_size": config.batching.max_batch_size,
         "input": tensors(config.signature.inputs),
         "output": tensors(config.signature.outputs),

@@ -1,15 +1,18 @@
 """Model runtimes: load a model version, run one batch, unload.
 
-A runtime speaks numpy at its edges and torch inside. The batcher hands ``predict_parts`` each
-request's arrays (``Parts``) and splits the outputs; ``predict`` takes one array per input. Both
-block and run on the batcher's executor thread, under ``torch.inference_mode``. On the CPU the
-requests are concatenated once (not at all for one request: the numpy memory is the tensor) and
-the outputs are views of torch's; on CUDA they are concatenated straight into reused pinned
-staging buffers, then one asynchronous copy each way per tensor and one synchronisation per
-batch (``worker/device_buffers.py``).
+A runtime speaks numpy at its edges and torch inside (onnx: numpy throughout). The batcher
+hands ``predict_parts`` each request's arrays (``Parts``) and splits the outputs; ``predict``
+takes one array per input. Both block and run on the batcher's executor thread, under
+``torch.inference_mode``. On the CPU the requests are concatenated once (not at all for one
+request: the numpy memory is the tensor) and the outputs are views of torch's; on CUDA they are
+concatenated straight into reused pinned staging buffers, then one asynchronous copy each way per
+tensor and one synchronisation per batch (``worker/device_buffers.py``).
 
 - ``torchscript``: ``torch.jit.load(artifact)``; ``forward`` takes the inputs positionally in
   signature order and returns a tensor, a tuple/list (signature output order) or a dict by name.
+- ``onnx``: ``artifact: model.onnx`` run by onnxruntime (``worker/onnx_runtime.py``): numpy
+  arrays straight into ``session.run``, no torch tensor; the graph checked against the signature
+  at load.
 - ``python``: ``entrypoint: module:factory``; ``factory(context)`` returns a callable taking a dict
   of tensors and returning a dict of tensors (or numpy arrays). A ``string`` input arrives as
   ``array.tolist()`` (a ``list[str]`` for shape ``[batch]``), never on the device; a string
@@ -28,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -86,13 +89,17 @@ class RuntimeContext:
 
 
 class Runtime(ABC):
+    staged: ClassVar[bool] = True
+    """Whether batches reach a CUDA device through ``DeviceTransfer`` (torch runtimes); False
+    where the runtime's library moves host arrays itself."""
+
     def __init__(self, context: RuntimeContext, transfer: DeviceTransfer | None = None) -> None:
         """``transfer``: how batches reach the device; by default staged through reused pinned
         buffers on CUDA (worker/device_buffers.py), none on the CPU (zero-copy)."""
         self.context = context
         self.config = context.config
         self.device = context.device
-        if transfer is None and self.device.type == "cuda":
+        if transfer is None and self.staged and self.device.type == "cuda":
             transfer = DeviceTransfer(self.device)
         self._transfer = transfer
 
@@ -109,7 +116,8 @@ class Runtime(ABC):
     def load(self) -> None: ...
 
     @abstractmethod
-    def _call(self, inputs: dict[str, torch.Tensor]) -> Mapping[str, Any]: ...
+    def _call(self, inputs: dict[str, torch.Tensor]) -> Mapping[str, Any]:
+        """The model on one batch, whose inputs are what ``_to_tensor`` made of them."""
 
     def unload(self) -> None:
         if self._transfer is not None:
@@ -312,9 +320,16 @@ def _import_model_module(name: str, directory: Path, config: ModelConfig) -> Mod
     return module
 
 
-_RUNTIMES: dict[ModelFormat, type[Runtime]] = {
+def _onnx_runtime(context: RuntimeContext) -> Runtime:
+    from worker.onnx_runtime import OnnxRuntime  # which imports this module
+
+    return OnnxRuntime(context)
+
+
+_RUNTIMES: dict[ModelFormat, Callable[[RuntimeContext], Runtime]] = {
     ModelFormat.TORCHSCRIPT: TorchScriptRuntime,
     ModelFormat.PYTHON: PythonRuntime,
+    ModelFormat.ONNX: _onnx_runtime,
 }
 
 

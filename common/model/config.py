@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.model.codecs import Codec
 from common.model.dtypes import DType
+from common.model.embeddings import EmbeddingsConfig
 from common.model.signature import Signature
 
 __all__ = [
@@ -31,6 +32,7 @@ _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 class ModelFormat(StrEnum):
     TORCHSCRIPT = "torchscript"
     PYTHON = "python"
+    ONNX = "onnx"
 
 
 class Device(StrEnum):
@@ -81,7 +83,7 @@ class ModelConfig(_Section):
     version: Annotated[int, Field(ge=1)]
     format: ModelFormat
     artifact: str | None = None
-    """File next to model.yaml (TorchScript)."""
+    """File next to model.yaml (TorchScript, ONNX)."""
     entrypoint: str | None = None
     """``module:factory`` (Python); the module is looked up next to model.yaml first."""
     signature: Signature
@@ -95,11 +97,15 @@ class ModelConfig(_Section):
     """Default request deadline; overrides ``INFERNO_REQUEST_TIMEOUT_MS``."""
     warmup: bool = True
     """Run one batch of zeros through the model when it loads."""
+    embeddings: EmbeddingsConfig | None = None
+    """The tensors that serve the OpenAI embeddings API (``common.model.embeddings``)."""
 
     @model_validator(mode="after")
     def _artifact_matches_format(self) -> ModelConfig:
         if self.format is ModelFormat.TORCHSCRIPT and not self.artifact:
             raise ValueError("format torchscript needs 'artifact' (the .pt file)")
+        if self.format is ModelFormat.ONNX and not self.artifact:
+            raise ValueError("format onnx needs 'artifact' (the .onnx file)")
         if self.format is ModelFormat.TORCHSCRIPT:
             strings = [s.name for s in (*self.signature.inputs, *self.signature.outputs)
                        if s.dtype is DType.STRING]
@@ -112,6 +118,12 @@ class ModelConfig(_Section):
             if not _ENTRYPOINT.match(self.entrypoint):
                 raise ValueError(f"entrypoint must look like 'module:factory', "
                                  f"got {self.entrypoint!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _embeddings_match_signature(self) -> ModelConfig:
+        if self.embeddings is not None:
+            self.embeddings.check(self.signature)
         return self
 
     def with_override(self, override: str) -> ModelConfig:

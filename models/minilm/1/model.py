@@ -7,7 +7,10 @@ version fails to load with :class:`MissingExtra`, whose message is the install c
 other models keep serving.
 
 Each batch (``inputs["text"]``, one ``str`` per row) is tokenised together, padded to its longest
-sentence, and run in one forward pass; the mean-pooled embeddings are L2-normalised. Torch's
+sentence (truncated at ``max_seq_length``, 256 tokens), and run in one forward pass; the
+mean-pooled embeddings are L2-normalised. ``tokens`` is each text's token count before that
+truncation, special tokens included: what the OpenAI embeddings API reports as usage and
+compares with ``max_tokens`` (model.yaml's ``embeddings`` section). Torch's
 intra-op thread count is the worker's (``torch.set_num_threads``); the Rust tokenizer's own
 thread pool is off by default, so that tokenising does not compete with torch for the cores.
 """
@@ -62,7 +65,12 @@ class Embedder:
         embedding = self.model.encode(texts, batch_size=max(len(texts), 1),
                                       normalize_embeddings=True, convert_to_tensor=True,
                                       show_progress_bar=False)
-        return {"embedding": embedding.to(torch.float32)}
+        # Counted apart, untruncated: encode's own tokenisation stops at max_seq_length.
+        counted = self.model.tokenizer(texts, add_special_tokens=True, truncation=False,
+                                       return_attention_mask=False, return_token_type_ids=False,
+                                       return_length=True, verbose=False)
+        return {"embedding": embedding.to(torch.float32),
+                "tokens": torch.tensor(counted["length"], dtype=torch.int64)}
 
 
 def create(context: Any) -> Embedder:

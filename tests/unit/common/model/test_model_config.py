@@ -82,7 +82,7 @@ def test_good_entrypoints(entrypoint: str) -> None:
     ({"name": "-lead"}, "name"),
     ({"name": "x" * 65}, "name"),
     ({"version": 0}, "version"),
-    ({"format": "onnx"}, "format"),
+    ({"format": "tensorrt"}, "format"),
     ({"device": "tpu"}, "device"),
     ({"batching": {"max_batch_size": 0}}, "batching.max_batch_size"),
     ({"batching": {"max_batch_latency_ms": -1}}, "batching.max_batch_latency_ms"),
