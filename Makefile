@@ -41,7 +41,7 @@ tools: $(VENV)/.installed  ## promtool, chromium + chromedriver, kubectl (kustom
 bench: $(VENV)/.installed  ## embedded-mode throughput and latency at c=1,16,64
 	$(PY) -m bench --concurrency 1,16,64 --duration 5
 
-models: $(VENV)/.installed  ## rebuild the sample TorchScript artifacts
+models: $(VENV)/.installed  ## rebuild the sample artifacts (TorchScript files, minilm's ONNX cache)
 	$(PY) models/build.py
 
 clean:
