@@ -81,9 +81,12 @@ class ClusterView:
         if now < self._keep_until:
             seen = {w.worker_id for w in workers}
             workers += [w for w in self.workers if w.worker_id not in seen]
-        for name, state in models.items():
-            for version in state.desired:
-                await self.replicate(name, version)
+        desired = {(name, version) for name, state in models.items() for version in state.desired}
+        # A refusal holds while the version stays desired: loaded again after an unload (the
+        # files put anew), it is tried again.
+        self._unreplicable &= desired
+        for name, version in sorted(desired):
+            await self.replicate(name, version)
         self.models, self.workers = models, workers
         serving: dict[tuple[str, int], int] = {}
         for worker in self.workers:

@@ -288,5 +288,14 @@ async def test_a_desired_version_made_elsewhere_is_written_from_the_store_and_a_
         assert [r.message for r in caplog.records if "mlp version 4" in r.message] == [
             "cannot write mlp version 4 from the state store: InvalidInput: mlp/4/model.yaml "
             "(field 'version'): model.yaml says mlp/2 but lives in mlp/4"]
+        # Unloaded, then loaded again with files that are right: written this time.
+        await store.set_desired("mlp", 4, loaded=False)
+        await view.refresh()
+        await store.put_version_files("mlp", 4, {
+            "model.yaml": yaml_2.replace("version: 2", "version: 4").encode(),
+            "model.pt": weights})
+        await store.set_desired("mlp", 4, loaded=True)
+        await view.refresh()
+        assert sorted(repository.versions("mlp")) == [2, 3, 4]
     finally:
         await view.aclose()
