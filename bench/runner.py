@@ -31,7 +31,6 @@ from bench.host import loadavg
 from bench.payload import (
     BASELINE,
     BUILDERS,
-    COMPARED,
     GRPC_PROTOCOLS,
     ModelInfo,
     grpc_infer,
@@ -42,6 +41,7 @@ from bench.payload import (
 from bench.plain_fastapi import PlainServer
 from bench.report import LevelRow, Report
 from bench.server import EmbeddedServer
+from bench.versions import load_versions, pinned_infos
 from harness.process import shielded, wait_ready
 
 __all__ = ["FLOOR_LABEL", "RunPlan", "Target", "plans", "protocols", "run_protocols"]
@@ -86,14 +86,15 @@ def plans(args: argparse.Namespace) -> list[RunPlan]:
 
 
 def protocols(args: argparse.Namespace, plan: RunPlan) -> tuple[str, ...]:
-    """What ``plan``'s run drives, in turn: ``--protocol``, or with ``--compare-protocols``
-    every compared protocol (the floor serves only gRPC; a run with gRPC off, v2-binary: REST
-    without the gRPC server)."""
+    """What ``plan``'s run drives, in turn: ``args.driven`` (``--protocol``; every compared
+    protocol with ``--compare-protocols``; ``bench.versions.version_protocols`` with
+    ``--compare-versions``), except on the floor (it serves only gRPC) and on a run with gRPC
+    off (v2-binary: REST without the gRPC server)."""
     if plan.mode == "floor":
         return GRPC_PROTOCOLS
     if not plan.grpc:
         return (BASELINE,)
-    return COMPARED if args.compare_protocols else (args.protocol,)
+    return tuple(args.driven)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,23 +209,36 @@ def _levels(args: argparse.Namespace, target: Target, info: ModelInfo, protocol:
     return rows
 
 
+def _driven(args: argparse.Namespace, plan: RunPlan, target: Target) -> list[ModelInfo]:
+    """The versions the run drives: the active one, or with ``--compare-versions`` every
+    version, each pinned, loaded on the run's servers first."""
+    if not args.compare_versions:
+        return [target.info or model_info(target.facade_urls[0], args.model)]
+    infos = pinned_infos(args.repo, args.model)
+    print(f"loading {args.model} versions {', '.join(str(i.version) for i in infos)} ...",
+          file=sys.stderr, flush=True)
+    load_versions(target.facade_urls, args.model, [i.version for i in infos], plan.workers)
+    return infos
+
+
 def run_protocols(args: argparse.Namespace, plan: RunPlan, config: dict[str, Any]
                   ) -> list[Report]:
     """Start the plan's servers (unless ``--url``), run every level of each of its
-    ``protocols`` in turn against them, stop them: one report per protocol (no direct baseline
-    yet), its config ``config`` with what the run found out (server, URL, model version,
-    protocol, body size, the load average around its levels)."""
+    ``protocols`` in turn against them, for each version it drives, stop them: one report per
+    version and protocol (no direct baseline yet), its config ``config`` with what the run
+    found out (server, URL, model version and whether pinned, protocol, body size, the load
+    average around its levels)."""
     reports = []
     with _started(args, plan) as target:
-        info = target.info or model_info(target.facade_urls[0], args.model)
-        if args.rows > info.max_batch_size:
-            raise ValueError(f"--rows {args.rows} exceeds max_batch_size "
-                             f"{info.max_batch_size} of model '{args.model}'")
-        for protocol in protocols(args, plan):
-            run = {**config, "protocol": protocol, "server": target.server,
-                   "url": ", ".join(target.facade_urls), "version": info.version,
-                   "loadavg_start": loadavg()}
-            levels = _levels(args, target, info, protocol, run)
-            run["loadavg_end"] = loadavg()
-            reports.append(Report(run, levels, []))
+        for info in _driven(args, plan, target):
+            if args.rows > info.max_batch_size:
+                raise ValueError(f"--rows {args.rows} exceeds max_batch_size "
+                                 f"{info.max_batch_size} of model '{args.model}'")
+            for protocol in protocols(args, plan):
+                run = {**config, "protocol": protocol, "server": target.server,
+                       "url": ", ".join(target.facade_urls), "version": info.version,
+                       "pinned": info.pinned, "loadavg_start": loadavg()}
+                levels = _levels(args, target, info, protocol, run)
+                run["loadavg_end"] = loadavg()
+                reports.append(Report(run, levels, []))
     return reports

@@ -146,3 +146,38 @@ def test_bench_compare_protocols_runs_each_protocol_grpc_off_then_the_grpc_floor
     grpc_off = next(row for row in table["rows"] if row["protocol"] == "v2-binary, gRPC off")
     assert grpc_off["req_per_s_vs_baseline"] > 0 and grpc_off["p50_vs_baseline"] > 0
     assert document["errors"] == 0
+
+
+def test_bench_compare_versions_drives_an_embeddings_model_through_v1_and_openai() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--compare-versions", "--repo",
+         str(ROOT / "tests" / "embedding_models"), "--model", "letters", "--concurrency", "2",
+         "--duration", "0.5", "--warmup", "0.1", "--direct-duration", "0.2", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    document = json.loads(result.stdout)
+    assert [(run["config"]["version"], run["config"]["protocol"], run["config"]["pinned"])
+            for run in document["runs"]] == [(1, "v1", True), (1, "openai", True)]
+    assert document["versions"][0]["req_per_s_vs_v1"] == 1.0
+    for row in document["versions"]:
+        assert row["errors"] == 0 and row["req_per_s"] > 0 and row["mean_batch"] >= 1
+    # letters batches at most 4 rows: its direct baseline stops there.
+    assert max(d["batch"] for d in document["direct"]["1"]) <= 4
+    assert document["library"] is None and document["errors"] == 0
+
+
+def test_bench_compare_versions_loads_every_version_on_a_cluster(broker_root_url: str,
+                                                                  redis_url: str) -> None:
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("the distributed bench creates its vhost with rabbitmqctl")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--compare-versions", "--mode", "distributed",
+         "--model", "mlp", "--concurrency", "2", "--duration", "0.5", "--warmup", "0.1",
+         "--no-direct", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    document = json.loads(result.stdout)
+    assert [(run["config"]["version"], run["config"]["protocol"]) for run in document["runs"]
+            ] == [(1, "v1"), (2, "v1")]
+    for row in document["versions"]:
+        assert row["errors"] == 0 and row["req_per_s"] > 0
+    assert document["errors"] == 0

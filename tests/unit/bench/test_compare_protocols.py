@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from bench.cli import _parser, main
+from bench.cli import _parser, main, settle
 from bench.payload import COMPARED, GRPC_PROTOCOLS
 from bench.protocol_table import protocol_tables, render_protocols_json, render_protocols_table
 from bench.report import LevelRow, Report
@@ -20,7 +20,7 @@ FLOOR = "grpc floor (bare grpc.aio echo)"
 
 def _args(*argv: str) -> argparse.Namespace:
     args = _parser().parse_args(argv)
-    args.workers = [1]
+    assert settle(args) is None
     return args
 
 
