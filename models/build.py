@@ -1,4 +1,5 @@
-"""Build the sample TorchScript artifacts: ``python models/build.py`` (deterministic, seeded).
+"""Build the sample TorchScript artifacts: ``python models/build.py`` (deterministic, seeded;
+``python models/build.py minilm``: minilm's ONNX files only).
 
 ``mlp`` is the benchmark MLP of DESIGN.md (256 → 1024 → 1024 → 10). Version 1 returns
 ``(probs, label)``; version 2 has other weights and also returns ``logits``.
@@ -86,4 +87,9 @@ def build_minilm() -> None:
 
 
 if __name__ == "__main__":
-    build()
+    # `python models/build.py minilm`: only the ONNX files (what the images build: the
+    # TorchScript artifacts are in the repository).
+    if sys.argv[1:] == ["minilm"]:
+        build_minilm()
+    else:
+        build()

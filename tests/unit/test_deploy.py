@@ -166,12 +166,16 @@ def test_prometheus_targets(services: dict[str, dict[str, Any]]) -> None:
 
 # --- deploy/Dockerfile -------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def dockerfile() -> list[str]:
-    """The instructions, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+def _instructions(path: Path) -> list[str]:
+    """A Dockerfile's instructions, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
     return [line.strip() for line in text.splitlines()
             if line.strip() and not line.lstrip().startswith("#")]
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[str]:
+    return _instructions(DOCKERFILE)
 
 
 def _index(lines: list[str], pattern: str) -> int:
@@ -200,6 +204,16 @@ def test_dockerfile_layers_cache_friendly(dockerfile: list[str]) -> None:
     project = _index(dockerfile, r"pip install --no-deps \.")
     models = _index(dockerfile, r"^COPY models ")
     assert torch < deps < first_source < project < models
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cuda"])
+def test_the_images_carry_minilms_onnx_files(name: str) -> None:
+    """Built at image build into the cache they set, so no container exports them at start."""
+    lines = _instructions(ROOT / "deploy" / name)
+    build = _index(lines, r"^RUN python models/build.py minilm$")
+    assert _index(lines, r"^COPY models ") < build < _index(lines, r"^USER ")
+    env = [line for line in lines[:build] if line.startswith("ENV ")]
+    assert any(re.search(r"\bINFERNO_CACHE_DIR=/opt/inferno/cache\b", line) for line in env)
 
 
 def test_dockerfile_copies_every_package(dockerfile: list[str]) -> None:

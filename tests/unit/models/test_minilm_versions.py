@@ -9,6 +9,9 @@ the first load's export is what is tested, and the real cache is left alone.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,6 +141,22 @@ def test_the_first_load_exported_each_file_once_whole(
     written = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     load(FP32)  # a second load reads the cached file
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == written
+
+
+def test_build_py_minilm_builds_the_onnx_files_alone(
+        cache: Path, runtimes: dict[int, Runtime]) -> None:
+    """What the images run (deploy/Dockerfile): here over the files the loads made, which it
+    finds in place; the TorchScript artifacts are left as they are."""
+    artifacts = {p: p.stat().st_mtime_ns for p in SAMPLES.glob("*/*/model.pt")}
+    files = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    done = subprocess.run([sys.executable, str(SAMPLES / "build.py"), "minilm"],
+                          env={**os.environ, "INFERNO_CACHE_DIR": str(cache.parent)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == [
+        "minilm fp32", "minilm int8"]
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == files
+    assert {p: p.stat().st_mtime_ns for p in SAMPLES.glob("*/*/model.pt")} == artifacts
 
 
 def test_an_unwritable_cache_fails_the_load_naming_the_setting(
