@@ -8,7 +8,9 @@ RabbitMQ and Redis), an existing ``--url`` server, or the bare gRPC echo (``benc
 by one of the same shape with gRPC off (``RunPlan.grpc``) that drives v2-binary alone: REST's
 figures with and without the gRPC server beside it. Every level of a run uses the same servers;
 a run drives ``--protocol``, or with ``--compare-protocols`` every protocol of
-``payload.COMPARED`` in turn (the floor: the gRPC ones), one report each. Each run starts fresh
+``payload.COMPARED`` in turn (the floor: the gRPC ones), one report each; with
+``--compare-versions``, each of them for every version of the model in turn, pinned
+(``bench.versions``). Each run starts fresh
 processes, and the servers are stopped before the next run starts (and before the direct
 baseline), so runs never compete with each other for CPU.
 """
