@@ -2,16 +2,22 @@
 
 ``OpenAIProtocol.respond`` reads the body (``facade.openai_request``), plans the request
 (``DataPlane.route``: the version, its ``embeddings`` section and ``max_batch_size``; a refusal
-there is counted as a failed call) and sends its texts as ``EmbeddingsCall``s of at most
-``max_batch_size`` rows, all pinned to that version and all at once, so that they batch with
-everyone else's; the answer lists the vectors in input order. Each call is one ``infer`` of the
-data plane, counted under the route ``openai``.
+there is counted as a failed call) and sends its rows, texts or token ids, as
+``EmbeddingsCall``s of at most ``max_batch_size`` rows, all pinned to that version and all at
+once, so that they batch with everyone else's; the answer lists the vectors in input order.
+Each call is one ``infer`` of the data plane, counted under the route ``openai``.
 
-Usage counts what the model read: each text's ``tokens`` output, at most ``max_tokens`` (what
-the model keeps of a longer text); 0 for a model without a ``tokens`` output. A text whose
-count exceeds ``max_tokens`` is refused after the model ran (its count comes from the model's
-own tokenizer) when the request's ``truncate`` is false, or, without one, when
-``INFERNO_OPENAI_TRUNCATE`` is.
+Token ids go to the model's ``token_ids`` input (refused for a model that declares none), each
+row padded with ``pad_token_id`` to ``max_tokens``: that fixed width lets every id request share
+a batch. A longer row is cut to ``max_tokens``, or refused before any call when truncation is
+off.
+
+Usage counts what the model read. For texts: each text's ``tokens`` output, at most
+``max_tokens`` (what the model keeps of a longer text); 0 for a model without a ``tokens``
+output. A text whose count exceeds ``max_tokens`` is refused after the model ran (its count
+comes from the model's own tokenizer) when the request's ``truncate`` is false, or, without
+one, when ``INFERNO_OPENAI_TRUNCATE`` is. For token ids: the ids sent, at most ``max_tokens``
+a row (the model's ``tokens`` output is not asked for).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from common.model.embeddings import EmbeddingsConfig
 from common.model.strings import check_strings
 from facade.data_plane import DataPlane
 from facade.errors import JSON_HEADER, InvalidParam, error_answer, openai_error
-from facade.openai_request import EmbeddingsRequest
+from facade.openai_request import EmbeddingsRequest, TokenIds
 from facade.protocol import Answer, Headers
 
 __all__ = ["EMBEDDINGS_PATH", "ROUTE", "EmbeddingsCall", "OpenAIProtocol", "Rows",
@@ -45,33 +51,38 @@ _JSON = (JSON_HEADER,)
 
 @dataclass(frozen=True, slots=True)
 class Rows:
-    """What one call answers: its texts' vectors and, when the model counts them, tokens."""
+    """What one call answers: its rows' vectors and, when the model counts them, tokens."""
 
     vectors: Array
     tokens: Array | None
 
 
 class EmbeddingsCall:
-    """Some consecutive texts of one request; see ``facade.protocol.ProtocolCall``."""
+    """Some consecutive rows of one request, for one input; see
+    ``facade.protocol.ProtocolCall``."""
 
-    __slots__ = ("_spec", "_texts")
+    __slots__ = ("_input", "_output", "_rows", "_tokens")
     route = ROUTE
 
-    def __init__(self, texts: Array, spec: EmbeddingsConfig) -> None:
-        self._texts = texts
-        self._spec = spec
+    def __init__(self, name: str, rows: Array, output: str, tokens: str | None) -> None:
+        """``rows`` of the input ``name``; ``output`` names the vectors, ``tokens`` the counts
+        (``None``: not asked for)."""
+        self._input = name
+        self._rows = rows
+        self._output = output
+        self._tokens = tokens
 
     def parse(self) -> tuple[int | None, float | None]:
         # The version is pinned by the caller; OpenAI's body has no deadline: the model's.
         return None, None
 
     def decode(self, config: ModelConfig) -> tuple[dict[str, Array], list[str] | None]:
-        spec = self._spec
-        return {spec.input: self._texts}, [spec.output] + ([spec.tokens] if spec.tokens else [])
+        tokens = [self._tokens] if self._tokens else []
+        return {self._input: self._rows}, [self._output, *tokens]
 
     def encode(self, config: ModelConfig, outputs: dict[str, Array]) -> Rows:
-        tokens = self._spec.tokens
-        return Rows(outputs[self._spec.output], None if tokens is None else outputs[tokens])
+        tokens = self._tokens
+        return Rows(outputs[self._output], None if tokens is None else outputs[tokens])
 
 
 def embeddings_of(config: ModelConfig, dimensions: int | None) -> EmbeddingsConfig:
@@ -102,22 +113,21 @@ class OpenAIProtocol:
     async def respond(self, plane: DataPlane, body: bytes, headers: Headers,
                       request_id: str) -> bytes:
         request = EmbeddingsRequest.parse(body, self._max_inputs)
+        truncate = self._truncate if request.truncate is None else request.truncate
         with plane.refusals(request.name, ROUTE):
             config = plane.route(request.name, request.version)
             spec = embeddings_of(config, request.dimensions)
-            texts = _strings(request.texts, config, spec)
+            if isinstance(request.input, TokenIds):
+                name, rows, sent = _padded(request.input, spec, truncate, config.name)
+            else:
+                name, rows, sent = spec.input, _strings(request.input, config, spec), None
+        counts = spec.tokens if sent is None else None
         size = config.batching.max_batch_size
-        calls = [EmbeddingsCall(texts[start:start + size], spec)
-                 for start in range(0, len(texts), size)]
+        calls = [EmbeddingsCall(name, rows[start:start + size], spec.output, counts)
+                 for start in range(0, len(rows), size)]
         parts = await _infer_all(plane, request.name, config.version, calls, request_id)
-        tokens = (None if spec.tokens is None
-                  else np.concatenate([p.tokens for p in parts if p.tokens is not None]))
-        truncate = self._truncate if request.truncate is None else request.truncate
-        if tokens is not None and spec.max_tokens is not None:
-            if not truncate:
-                _refuse_longer(tokens, spec.max_tokens, config.name)
-            tokens = np.minimum(tokens, spec.max_tokens)
-        return _answer(request, parts, 0 if tokens is None else int(tokens.sum()))
+        used = sent if sent is not None else _read(parts, spec, truncate, config.name)
+        return _answer(request, parts, used)
 
     def answer(self, result: bytes) -> Answer:
         return 200, result, _JSON
@@ -138,6 +148,25 @@ def _strings(texts: list[str], config: ModelConfig, spec: EmbeddingsConfig) -> A
     return array
 
 
+def _padded(ids: TokenIds, spec: EmbeddingsConfig, truncate: bool, model: str
+            ) -> tuple[str, Array, int]:
+    """The ids as the model's token id input (its name, the rows padded with ``pad_token_id``
+    to its width, a longer row cut to it or refused), and how many ids that sends."""
+    declared = spec.ids
+    if declared is None:
+        raise InvalidParam(f"'input' holds token ids; model '{model}' takes text: send a "
+                           f"string or a list of strings", "input")
+    name, width = declared
+    lengths = np.fromiter(map(len, ids.rows), dtype=np.int64, count=len(ids.rows))
+    if not truncate:
+        _refuse_longer(lengths, width, model)
+    rows = np.full((len(ids.rows), width), spec.pad_token_id, dtype=np.int64)
+    for index, row in enumerate(ids.rows):
+        kept = row[:width]
+        rows[index, :len(kept)] = kept
+    return name, rows, int(np.minimum(lengths, width).sum())
+
+
 async def _infer_all(plane: DataPlane, name: str, version: int, calls: list[EmbeddingsCall],
                      request_id: str) -> list[Rows]:
     """Every call's rows, in order; the first failure fails the request, the others cancelled."""
@@ -150,6 +179,19 @@ async def _infer_all(plane: DataPlane, name: str, version: int, calls: list[Embe
     except ExceptionGroup as failed:
         raise failed.exceptions[0] from None
     return [task.result() for task in tasks]
+
+
+def _read(parts: list[Rows], spec: EmbeddingsConfig, truncate: bool, model: str) -> int:
+    """The tokens the model read of the texts (the usage), refusing a text over
+    ``max_tokens`` when truncation is off."""
+    if spec.tokens is None:
+        return 0
+    tokens = np.concatenate([p.tokens for p in parts if p.tokens is not None])
+    if spec.max_tokens is None:
+        return int(tokens.sum())
+    if not truncate:
+        _refuse_longer(tokens, spec.max_tokens, model)
+    return int(np.minimum(tokens, spec.max_tokens).sum())
 
 
 def _refuse_longer(tokens: Array, max_tokens: int, model: str) -> None:

@@ -3,9 +3,10 @@
 
 - ``model``: an Inferno model name, or ``name:version`` to pin a version. A string that is no
   model name here (``text-embedding-3-small`` included) is the 404 of an unknown model.
-- ``input``: one string or a list of at most ``INFERNO_OPENAI_MAX_INPUTS`` strings, none empty.
-  Token ids (a list of integers, or of lists of integers) are refused: no model here declares
-  that it takes them.
+- ``input``: one string or a list of at most ``INFERNO_OPENAI_MAX_INPUTS`` strings, none empty;
+  or token ids (``TokenIds``): a list of integers (one text's) or a list of at most as many
+  such lists, none empty, each id in int64 and not negative. Whether the model takes ids is
+  known only once it is looked up: ``facade.openai_protocol`` decides.
 - ``encoding_format``: ``float`` (the default) or ``base64``; ``dimensions``: an integer, held
   to the model's width once it is known; ``truncate`` (text-embeddings-inference's name):
   whether a text longer than the model's maximum is truncated (true) or refused (false).
@@ -28,11 +29,19 @@ from common.wire.json_request import parse_json_object
 from facade.errors import InvalidParam
 from facade.protocol import parse_version
 
-__all__ = ["EmbeddingsRequest"]
+__all__ = ["EmbeddingsRequest", "TokenIds"]
 
 _MODEL_NAME = re.compile(MODEL_NAME)
 _FORMATS = {None: False, "float": False, "base64": True}
 """``encoding_format`` → whether the vectors are answered in base64."""
+_MAX_ID = 2**63 - 1  # the token id input is int64
+
+
+@dataclass(frozen=True, slots=True)
+class TokenIds:
+    """``input`` given as token ids: one row per text, none empty, every id within int64."""
+
+    rows: list[list[int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +51,8 @@ class EmbeddingsRequest:
     name: str
     version: int | None
     """The version pinned after a ``:`` (``None``: the active one)."""
-    texts: list[str]
+    input: list[str] | TokenIds
+    """The texts, or their token ids."""
     base64: bool
     dimensions: int | None
     truncate: bool | None
@@ -56,7 +66,7 @@ class EmbeddingsRequest:
             raise InvalidParam("'model' must be a string: the name of an Inferno model "
                                "(GET /openai/v1/models lists them)", "model")
         name, version = _model(model)
-        return cls(model, name, version, _texts(body.get("input", _MISSING), name, max_inputs),
+        return cls(model, name, version, _input(body.get("input", _MISSING), max_inputs),
                    _encoding(body.get("encoding_format")),
                    _integer(body.get("dimensions"), "dimensions"),
                    _flag(body.get("truncate"), "truncate"))
@@ -80,7 +90,7 @@ def _model(model: str) -> tuple[str, int | None]:
                            "model") from None
 
 
-def _texts(given: Any, model: str, max_inputs: int) -> list[str]:
+def _input(given: Any, max_inputs: int) -> list[str] | TokenIds:
     if given is _MISSING or given is None:
         raise InvalidParam("'input' is required: a string or a list of strings", "input")
     if isinstance(given, str):
@@ -92,18 +102,39 @@ def _texts(given: Any, model: str, max_inputs: int) -> list[str]:
                            f"{_kind(given)}", "input")
     if not given:
         raise InvalidParam("'input' is an empty list: give at least one string", "input")
+    if _is_int(given[0]):  # one text's ids: as many as it has, whatever max_inputs says
+        return TokenIds([_ids(given, "input")])
     if len(given) > max_inputs:
         raise InvalidParam(f"'input' holds {len(given)} texts; at most {max_inputs} may be "
                            f"embedded in one request (INFERNO_OPENAI_MAX_INPUTS)", "input")
-    if all(_is_int(x) or (isinstance(x, list) and all(_is_int(y) for y in x)) for x in given):
-        raise InvalidParam(f"'input' holds token ids; model '{model}' takes text: send a "
-                           f"string or a list of strings", "input")
+    if isinstance(given[0], list):
+        return TokenIds([_row(row, f"input[{index}]") for index, row in enumerate(given)])
     for index, text in enumerate(given):
         if not isinstance(text, str):
             raise InvalidParam(f"'input[{index}]' is {_kind(text)}, not a string", "input")
         if not text:
             raise InvalidParam(f"'input[{index}]' is an empty string", "input")
     return given
+
+
+def _row(row: Any, where: str) -> list[int]:
+    if not isinstance(row, list):
+        raise InvalidParam(f"'{where}' is {_kind(row)}, not a list of token ids", "input")
+    if not row:
+        raise InvalidParam(f"'{where}' is an empty list of token ids", "input")
+    return _ids(row, where)
+
+
+def _ids(row: list[Any], where: str) -> list[int]:
+    """``row`` checked as token ids; ``where`` names it (``input``, ``input[2]``)."""
+    for index, value in enumerate(row):
+        if not _is_int(value):
+            raise InvalidParam(f"'{where}[{index}]' is {_kind(value)}, not a token id",
+                               "input")
+        if not 0 <= value <= _MAX_ID:
+            raise InvalidParam(f"'{where}[{index}]' is {str(value)[:24]}: a token id is an "
+                               f"integer from 0 to 2^63 - 1", "input")
+    return row
 
 
 def _encoding(given: Any) -> bool:

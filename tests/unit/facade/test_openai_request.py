@@ -11,7 +11,7 @@ import pytest
 
 from common.errors import InvalidInput, ModelNotFound
 from facade.errors import InvalidParam, openai_error
-from facade.openai_request import EmbeddingsRequest
+from facade.openai_request import EmbeddingsRequest, TokenIds
 
 
 def parse(body: dict[str, Any] | bytes, max_inputs: int = 8) -> EmbeddingsRequest:
@@ -21,13 +21,23 @@ def parse(body: dict[str, Any] | bytes, max_inputs: int = 8) -> EmbeddingsReques
 
 def test_a_string_a_list_and_the_options() -> None:
     one = parse({"model": "minilm", "input": "a text", "user": "u1", "seed": 3})
-    assert (one.name, one.version, one.texts, one.base64) == ("minilm", None, ["a text"], False)
+    assert (one.name, one.version, one.input, one.base64) == ("minilm", None, ["a text"], False)
     assert one.dimensions is None and one.truncate is None
     many = parse({"model": "minilm:2", "input": ["a", "b"], "encoding_format": "base64",
                   "dimensions": 384, "truncate": False})
     assert (many.model, many.name, many.version) == ("minilm:2", "minilm", 2)
-    assert many.texts == ["a", "b"] and many.base64
+    assert many.input == ["a", "b"] and many.base64
     assert (many.dimensions, many.truncate) == (384, False)
+
+
+def test_token_ids_are_kept_for_the_protocol_to_judge_with_the_model() -> None:
+    """Whether the model takes ids is known only once it is looked up (facade.openai_protocol);
+    one text's ids are one row, as long as they are, whatever ``max_inputs`` says."""
+    assert parse({"model": "minilm", "input": [101, 0, 102]}).input == TokenIds([[101, 0, 102]])
+    assert parse({"model": "minilm", "input": list(range(20))}).input == TokenIds(
+        [list(range(20))])
+    assert parse({"model": "minilm", "input": [[5], [2**63 - 1, 3]]}).input == TokenIds(
+        [[5], [2**63 - 1, 3]])
 
 
 @pytest.mark.parametrize(("body", "param", "says"), [
@@ -45,9 +55,24 @@ def test_a_string_a_list_and_the_options() -> None:
     ({"model": "minilm", "input": ["a", ["b"]]}, "input", "'input[1]' is a list, not a string"),
     ({"model": "minilm", "input": ["a", True]}, "input", "'input[1]' is a boolean"),
     ({"model": "minilm", "input": ["a", 2.5]}, "input", "'input[1]' is a number"),
-    ({"model": "minilm", "input": [101, 7592, 102]}, "input",
-     "'input' holds token ids; model 'minilm' takes text"),
-    ({"model": "minilm", "input": [[101, 102], [101, 7592, 102]]}, "input", "holds token ids"),
+    ({"model": "minilm", "input": [[1], [2]] * 5}, "input", "'input' holds 10 texts; at most 8"),
+    ({"model": "minilm", "input": [[1, 2], []]}, "input",
+     "'input[1]' is an empty list of token ids"),
+    ({"model": "minilm", "input": [7, -1]}, "input",
+     "'input[1]' is -1: a token id is an integer from 0 to 2^63 - 1"),
+    ({"model": "minilm", "input": [[7], [3, 2**63]]}, "input",
+     "'input[1][1]' is 9223372036854775808: a token id is an integer from 0"),
+    ({"model": "minilm", "input": [7, 2.0]}, "input", "'input[1]' is a number, not a token id"),
+    ({"model": "minilm", "input": [7, True]}, "input", "'input[1]' is a boolean, not a token id"),
+    ({"model": "minilm", "input": [7, "a"]}, "input", "'input[1]' is a string, not a token id"),
+    ({"model": "minilm", "input": [7, [8]]}, "input", "'input[1]' is a list, not a token id"),
+    ({"model": "minilm", "input": [[7], "a"]}, "input",
+     "'input[1]' is a string, not a list of token ids"),
+    ({"model": "minilm", "input": [[7], 8]}, "input",
+     "'input[1]' is a number, not a list of token ids"),
+    ({"model": "minilm", "input": [[7], [8, None]]}, "input",
+     "'input[1][1]' is null, not a token id"),
+    ({"model": "minilm", "input": ["a", 3]}, "input", "'input[1]' is a number, not a string"),
     ({"model": "minilm", "input": ["x"] * 9}, "input",
      "'input' holds 9 texts; at most 8 may be embedded in one request"),
     ({"model": "minilm", "input": "x", "encoding_format": "int8"}, "encoding_format",

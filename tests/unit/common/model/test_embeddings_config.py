@@ -87,6 +87,48 @@ def test_the_text_must_be_one_string_per_row_and_the_only_required_input() -> No
     ModelConfig.model_validate(config({"input": "text", "output": "vector"}, inputs=two))
 
 
+IDS = {"input": "text", "output": "vector", "tokens": "count", "max_tokens": 16,
+       "token_ids": "ids"}
+
+
+def id_inputs(ids: dict[str, Any] | None = None, text_optional: bool = True
+              ) -> list[dict[str, Any]]:
+    return [{"name": "text", "dtype": "string", "shape": ["batch"], "optional": text_optional},
+            {"name": "ids", "dtype": "int64", "shape": ["batch", 16], "optional": True,
+             **(ids or {})}]
+
+
+def test_a_model_may_take_token_ids_as_wide_as_max_tokens() -> None:
+    parsed = ModelConfig.model_validate(config({**IDS, "pad_token_id": 1}, inputs=id_inputs()))
+    assert parsed.embeddings is not None
+    assert (parsed.embeddings.ids, parsed.embeddings.pad_token_id) == (("ids", 16), 1)
+    default = ModelConfig.model_validate(config(IDS, inputs=id_inputs())).embeddings
+    assert default is not None and default.pad_token_id == 0
+    bare = ModelConfig.model_validate(config({"input": "text", "output": "vector"}))
+    assert bare.embeddings is not None and bare.embeddings.ids is None
+
+
+@pytest.mark.parametrize(("embeddings", "inputs", "says"), [
+    ({**IDS, "max_tokens": None}, id_inputs(),
+     "embeddings.token_ids needs embeddings.max_tokens: the width N of its rows"),
+    ({**IDS, "token_ids": "idz"}, id_inputs(),
+     "embeddings.token_ids: the signature has no input 'idz' (inputs: text, ids)"),
+    (IDS, id_inputs({"dtype": "int32"}), "embeddings.token_ids: 'ids' must be an int64 input of "
+                                         "shape [batch, 16] (max_tokens), not int32"),
+    (IDS, id_inputs({"shape": ["batch", 8]}), "not int64 ['batch', 8]"),
+    (IDS, id_inputs({"shape": ["batch", "seq"]}), "not int64 ['batch', 'seq']"),
+    (IDS, id_inputs({"shape": ["batch"]}), "not int64 ['batch']"),
+    (IDS, id_inputs(text_optional=False),
+     "embeddings.input: 'text' must be optional: true, as embeddings.token_ids is declared"),
+    (IDS, id_inputs({"optional": False}),
+     "embeddings.token_ids: 'ids' must be optional: true, as embeddings.token_ids is declared"),
+    ({**IDS, "pad_token_id": -1}, id_inputs(), "greater than or equal to 0"),
+])
+def test_token_ids_that_do_not_fit_the_signature_are_refused(
+        embeddings: dict[str, Any], inputs: list[dict[str, Any]], says: str) -> None:
+    assert says in refusal(config(embeddings, inputs=inputs))
+
+
 def test_a_vector_of_symbolic_width_is_refused() -> None:
     ragged = [{"name": "vector", "dtype": "float32", "shape": ["batch", "dim"]}]
     assert "with D fixed, not float32 ['batch', 'dim']" in refusal(
