@@ -52,6 +52,27 @@ SENTENCES = [
     "Inferno batches requests from many clients into one forward pass.",
     "How do I reset my password if I no longer have access to my email?",
 ]
+HELD_OUT = [  # neither INT8's recipe (models/minilm/embedders.py) nor its calibration saw these
+    "The weather in Lisbon was warm and sunny all week.",
+    "Quantum computers use qubits instead of bits.",
+    "I'd like two tickets for the eight o'clock show.",
+    "The invoice is overdue by thirty days.",
+    "My cat knocked a glass of water off the table.",
+    "Die Katze schläft auf dem Fenstersims.",
+    "Comment puis-je changer mon mot de passe ?",
+    "北京的秋天很美。",
+    "curl -X POST http://localhost:8000/v1/embeddings",
+    "The surgeon washed her hands before the operation.",
+    "Prices rose 3.2% year on year in October.",
+    "A group of children are playing football in the street.",
+    "two men are fighting in a bar",
+    "The spacecraft entered orbit around Mars after a seven month journey.",
+    "no",
+    "Terms and conditions apply; see store for details.",
+    "He sold his bicycle to buy a guitar.",
+    " ".join(["The committee discussed the budget, the schedule and the risks of the project in "
+              "detail."] * 12),  # past 256 tokens
+]
 PAIRS = [  # paraphrases, then pairs less and less related: version 1's cosines 0.75, 0.97, 0.89,
     # 0.63, then 0.36, 0.19, 0.05, -0.03, at least 0.07 apart (INT8 moves them by 0.01 at most)
     ("A man is eating food.", "A man is eating a piece of bread."),
@@ -112,11 +133,13 @@ def test_fp32_gives_a_sentence_the_same_vector_whatever_its_batch(
     np.testing.assert_allclose(batch, singles, atol=1e-5)
 
 
-def test_int8_stays_within_cosine_099_of_version_1(runtimes: dict[int, Runtime]) -> None:
-    reference = embed(runtimes[1], SENTENCES)
-    got = embed(runtimes[INT8], SENTENCES)
+@pytest.mark.parametrize("sentences", [SENTENCES, HELD_OUT], ids=["agreement", "held-out"])
+def test_int8_stays_within_cosine_099_of_version_1(
+        runtimes: dict[int, Runtime], sentences: list[str]) -> None:
+    reference = embed(runtimes[1], sentences)
+    got = embed(runtimes[INT8], sentences)
     assert cosines(got["embedding"], reference["embedding"]).min() >= 0.99
-    singles = np.concatenate([embed(runtimes[INT8], [s])["embedding"] for s in SENTENCES])
+    singles = np.concatenate([embed(runtimes[INT8], [s])["embedding"] for s in sentences])
     assert cosines(singles, reference["embedding"]).min() >= 0.99
     np.testing.assert_allclose(np.linalg.norm(got["embedding"], axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(got["tokens"], reference["tokens"])
@@ -136,7 +159,7 @@ def test_int8_ranks_pairs_as_version_1_does(runtimes: dict[int, Runtime]) -> Non
 def test_the_first_load_exported_each_file_once_whole(
         cache: Path, runtimes: dict[int, Runtime]) -> None:
     files = sorted(p.name for p in cache.iterdir())  # a temporary file left behind would show
-    assert [f.split(".")[-3:] for f in files] == [["fp32", "r1", "onnx"], ["int8", "r1", "onnx"]]
+    assert [f.split(".")[-3::2] for f in files] == [["fp32", "onnx"], ["int8", "onnx"]]
     assert all(f.startswith("all-MiniLM-L6-v2-") for f in files), files
     written = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     load(FP32)  # a second load reads the cached file
