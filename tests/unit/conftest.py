@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import queue
 import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,8 @@ class Probe:
         self.gate.set()
         self.started: asyncio.Queue[int] = asyncio.Queue()
         """Rows of each batch, put when the model is called (await it instead of sleeping)."""
+        self.entered: queue.SimpleQueue[int] = queue.SimpleQueue()
+        """The same, put from the model's thread: what a test blocking the event loop reads."""
         self.active = 0
         self.max_active = 0
         self._lock = threading.Lock()
@@ -81,6 +84,7 @@ class Probe:
             self.max_active = max(self.max_active, self.active)
             self.calls.append({name: np.concatenate(p) for name, p in parts.items()})
             self.requests.append(len(next(iter(parts.values()))))
+        self.entered.put(rows)
         self._loop.call_soon_threadsafe(self.started.put_nowait, rows)
         try:
             if not self.gate.wait(10):
@@ -92,6 +96,26 @@ class Probe:
                 self.spans.append((start, time.monotonic()))
 
 
+class Executor(ThreadPoolExecutor):
+    """The version's threads, counting the batches handed to them (from the event loop)."""
+
+    def __init__(self, threads: int, name: str) -> None:
+        super().__init__(threads, thread_name_prefix=name)
+        self.handed = 0
+        self._handed = asyncio.Event()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.handed += 1
+        self._handed.set()
+        return super().submit(fn, *args, **kwargs)
+
+    async def wait_handed(self, total: int, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while self.handed < total:
+                self._handed.clear()
+                await self._handed.wait()
+
+
 @dataclass
 class Harness:
     config: ModelConfig
@@ -99,7 +123,7 @@ class Harness:
     batcher: Batcher
     broker: InMemoryBroker
     registry: CollectorRegistry
-    executor: ThreadPoolExecutor
+    executor: Executor
     subscription: Subscription | None = None
     delivered: int = 0
     """Deliveries handed to ``batcher.submit`` so far."""
@@ -208,7 +232,7 @@ async def make_batcher(test_repository: ModelRepository) -> AsyncIterator[MakeBa
         runtime.load()
         probe = Probe(runtime, asyncio.get_running_loop())
         registry = CollectorRegistry()
-        executor = ThreadPoolExecutor(threads, thread_name_prefix=f"test-{model}")
+        executor = Executor(threads, f"test-{model}")
         broker = InMemoryBroker()
         await broker.start()
         counters = VersionCounters()

@@ -209,6 +209,26 @@ async def test_no_more_than_max_concurrency_batches_run_at_once(
     assert len(h.probe.calls) == count
 
 
+async def test_a_staged_batch_starts_when_the_thread_frees_without_the_event_loop(
+    make_batcher: MakeBatcher,
+) -> None:
+    h = await make_batcher("sum", max_concurrency=1)
+    await h.infer({"x": [[0.0]]})  # a batch's mean time, which staging is timed by, is known
+    h.probe.gate.clear()
+    first = asyncio.create_task(h.infer({"x": [[1.0]]}))
+    await started(h)  # holds the only thread, past its expected time
+    second = asyncio.create_task(h.infer({"x": [[2.0]]}))
+    await h.executor.wait_handed(3)  # staged: handed to the threads while the only one is busy
+    assert len(h.probe.calls) == 2 and h.probe.max_active == 1
+    assert [h.probe.entered.get(timeout=1) for _ in range(2)] == [1, 1]
+    h.probe.gate.set()
+    # The event loop blocked (a synchronous wait): only the threads can start the staged batch.
+    assert h.probe.entered.get(timeout=5) == 1
+    np.testing.assert_array_equal((await first)["total"], [1.0])
+    np.testing.assert_array_equal((await second)["total"], [2.0])
+    assert h.probe.max_active == 1
+
+
 async def test_greedy_runs_a_lone_request_at_once(make_batcher: MakeBatcher) -> None:
     h = await make_batcher("sum", wait="greedy", max_batch_latency_ms=10_000)
     began = time.monotonic()
