@@ -4,11 +4,12 @@ Deliveries are submitted from the broker's consumer callback (non-blocking). One
 batches and starts them, at most ``max_concurrency`` at once, each on the runtime's executor thread
 (a TorchScript model whose batches take under ``INLINE_IN_S`` on average runs on the event loop
 instead, until they take over ``INLINE_OUT_S``: the hand-off costs more than such a model; Python
-models always run on their thread, since their code may block). While every thread is busy, one
-more batch is *staged*: formed at ``STAGE_AT`` of the earliest running batch's expected time and
-handed to the threads, where it starts the moment one frees, without waiting for the event loop
-to get round to it (a few ms under load: ~10 % of a 30 ms batch). A staged batch's wait for its
-thread counts in Triton's ``compute_input``.
+models always run on their thread, since their code may block). While every thread is busy and a
+full batch is pending (it cannot grow), it is *staged*: handed to the threads at once, where it
+starts the moment one frees instead of when the event loop gets round to it after answering the
+last batch (a few ms under load: ~10 % of a 30 ms batch). A batch that could still grow is not:
+formed early, it would run small. A staged batch's wait for its thread counts in Triton's
+``compute_input``.
 
 - ``greedy`` (default): when a runner slot is free, the batch runs at once with whatever has
   arrived; while every slot is busy, requests accumulate into the next batch. Large batches form
@@ -32,7 +33,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -58,22 +59,31 @@ handing a batch to a thread and back costs more (about 0.2 ms on the development
 up to 1 ms under load, for a model that takes 11 µs)."""
 INLINE_OUT_S = 0.0003
 """Above this it goes back to its thread (the gap keeps a model near the bound from flapping)."""
-STAGE_AT = 0.9
-"""Share of a running batch's expected time (the moving mean) at which the staged batch forms:
-earlier, it would miss the requests arriving meanwhile, and the next batch would be small."""
 _MEAN_WEIGHT = 1 / 8
 
 
 class _Turn:
-    """One batch's turn on the version's threads: when it entered and left the model
-    (``perf_counter_ns``), and whether its task was cancelled before it began."""
+    """One batch's turn at the model: when it entered and left it (``perf_counter_ns``). A
+    staged batch withdrawn before its turn begins (its task cancelled) never runs."""
 
-    __slots__ = ("cancelled", "entered", "left")
+    __slots__ = ("_begun", "_lock", "_withdrawn", "entered", "left")
 
     def __init__(self) -> None:
-        self.entered: int | None = None
+        self.entered = 0
         self.left = 0
-        self.cancelled = False
+        self._begun = self._withdrawn = False
+        self._lock = threading.Lock()  # begun on a thread, withdrawn on the event loop
+
+    def begin(self) -> bool:
+        with self._lock:
+            self._begun = not self._withdrawn
+            return self._begun
+
+    def withdraw(self) -> bool:
+        """Whether it was withdrawn in time: it has not begun, and now never will."""
+        with self._lock:
+            self._withdrawn = not self._begun
+            return self._withdrawn
 
 
 @dataclass(slots=True)
@@ -116,8 +126,7 @@ class Batcher:
         # the model to max_concurrency batches at once, whatever the executor's size.
         self._slots = asyncio.Semaphore(self._threads + 1)
         self._turns = threading.Semaphore(self._threads)
-        self._on_threads: set[_Turn] = set()
-        self._finished = asyncio.Event()
+        self._freed_or_full = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._settling: set[asyncio.Future[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -148,6 +157,7 @@ class Batcher:
         self._wakeup.set()
         if self._pending_rows >= self._max_rows:
             self._full.set()
+            self._freed_or_full.set()
 
     async def wait_idle(self) -> None:
         """Until nothing is pending, running or being replied to and acked (the next submit
@@ -172,9 +182,9 @@ class Batcher:
             task.cancel()
         leftovers, self._pending = list(self._pending), deque()
         self._pending_rows = 0
-        await asyncio.gather(*(i.delivery.reject(requeue=True) for i in leftovers),
-                             return_exceptions=True)
-        await asyncio.gather(*self._running, *self._settling, return_exceptions=True)
+        await _put_back([i.delivery for i in leftovers])
+        await asyncio.gather(*self._running, return_exceptions=True)
+        await asyncio.gather(*self._settling, return_exceptions=True)  # theirs included
 
     async def _form_batches(self) -> None:
         while True:
@@ -199,22 +209,11 @@ class Batcher:
             task.add_done_callback(self._batch_done)
 
     async def _until_staging(self) -> None:
-        """Returns once a thread is free, or it is time to stage the next batch."""
-        while len(self._running) >= self._threads:
-            self._finished.clear()
-            try:
-                async with asyncio.timeout(self._staging_delay()):
-                    await self._finished.wait()
-            except TimeoutError:
-                return
-
-    def _staging_delay(self) -> float | None:
-        """Seconds until the staged batch forms (``None``: wait for a free thread)."""
-        if self._inline or self._model_s is None:
-            return None
-        now = time.perf_counter_ns()
-        entered = min((t.entered or now for t in self._on_threads), default=now)
-        return max(0.0, (entered - now) / 1e9 + self._model_s * STAGE_AT)
+        """Returns once a thread is free, or a full batch is pending to be staged."""
+        while len(self._running) >= self._threads and (
+                self._inline or self._pending_rows < self._max_rows):
+            self._freed_or_full.clear()
+            await self._freed_or_full.wait()
 
     async def _wait_for_fill(self) -> None:
         # A fixed deadline from the first arrival; the wait ends early when the batch is full.
@@ -266,8 +265,9 @@ class Batcher:
         rows = sum(i.rows for i in batch)
         self._batch_size.observe(rows)
         replies: list[PredictReply]
+        turn = _Turn()
         try:
-            outputs, entered, left = await self._predict(_parts(batch))
+            outputs, entered, left = await self._predict(_parts(batch), turn)
             replies = self._split(batch, outputs, rows)
             ready = time.perf_counter_ns()
             self._statistics.succeeded(rows, queued, entered - began, left - entered,
@@ -281,31 +281,27 @@ class Batcher:
             replies = [PredictReply(error=error)] * len(batch)
             self._statistics.failed(queued, time.perf_counter_ns() - began)
         except asyncio.CancelledError:
+            deliveries = [i.delivery for i in batch]
+            if turn.withdraw():  # a staged batch: back to the queue, as pending requests go
+                self._shield(_put_back(deliveries))
+                raise
             replies = [PredictReply(error=WorkerFailed("Worker stopped during the batch"))
                        ] * len(batch)
             self._statistics.failed(queued, time.perf_counter_ns() - began)
-            self._settle([i.delivery for i in batch], replies)
+            self._settle(deliveries, replies)
             raise
         self._settle([i.delivery for i in batch], replies)
 
-    async def _predict(self, parts: Parts) -> tuple[dict[str, Array], int, int]:
+    async def _predict(self, parts: Parts, turn: _Turn) -> tuple[dict[str, Array], int, int]:
         """The model on one batch: on the version's thread, or on the event loop while it is
         a TorchScript model whose batches take less than the hand-off to a thread and back.
         Its outputs, and ``perf_counter_ns`` when the runtime was called and when it returned."""
-        turn = _Turn()
         if self._inline:
             outputs = _timed(self._runtime.predict_parts, parts, turn)
         else:
-            self._on_threads.add(turn)
-            try:
-                outputs = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._on_thread, parts, turn)
-            except asyncio.CancelledError:
-                turn.cancelled = True  # a staged batch still waiting for a thread never runs
-                raise
-            finally:
-                self._on_threads.discard(turn)
-        entered, left = turn.entered or turn.left, turn.left
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._on_thread, parts, turn)
+        entered, left = turn.entered, turn.left
         took = (left - entered) / 1e9
         self._inference.observe(took)
         self._model_s = took if self._model_s is None else self._model_s + (
@@ -316,8 +312,6 @@ class Batcher:
 
     def _on_thread(self, parts: Parts, turn: _Turn) -> dict[str, Array]:
         with self._turns:
-            if turn.cancelled:
-                raise asyncio.CancelledError
             return _timed(self._runtime.predict_parts, parts, turn)
 
     def _split(self, batch: list[_Item], outputs: dict[str, Array], rows: int
@@ -338,7 +332,10 @@ class Batcher:
 
     def _settle(self, deliveries: list[Delivery], replies: list[PredictReply] | None) -> None:
         """Reply (unless expired) then ack, in a task cancellation cannot interrupt."""
-        task = asyncio.ensure_future(asyncio.shield(_reply_and_ack(deliveries, replies)))
+        self._shield(_reply_and_ack(deliveries, replies))
+
+    def _shield(self, settling: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(asyncio.shield(settling))
         self._settling.add(task)
         task.add_done_callback(self._settled)
 
@@ -350,7 +347,7 @@ class Batcher:
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         self._slots.release()
-        self._finished.set()
+        self._freed_or_full.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("batcher %s: batch task crashed", self._label, exc_info=task.exception())
         self._update_idle()
@@ -369,6 +366,8 @@ class Batcher:
 
 def _timed(predict: Callable[[Parts], dict[str, Array]], parts: Parts, turn: _Turn
            ) -> dict[str, Array]:
+    if not turn.begin():
+        raise asyncio.CancelledError  # withdrawn while it waited for a thread
     turn.entered = time.perf_counter_ns()
     try:
         return predict(parts)
@@ -388,6 +387,10 @@ def _parts(batch: list[_Item]) -> Parts:
     # Not concatenated here: the runtime does it where the rows go (a staging buffer on a GPU).
     names = batch[0].delivery.request.inputs.keys()
     return {n: [i.delivery.request.inputs[n] for i in batch] for n in names}
+
+
+async def _put_back(deliveries: list[Delivery]) -> None:
+    await asyncio.gather(*(d.reject(requeue=True) for d in deliveries), return_exceptions=True)
 
 
 async def _reply_and_ack(deliveries: list[Delivery], replies: list[PredictReply] | None) -> None:

@@ -209,24 +209,37 @@ async def test_no_more_than_max_concurrency_batches_run_at_once(
     assert len(h.probe.calls) == count
 
 
-async def test_a_staged_batch_starts_when_the_thread_frees_without_the_event_loop(
+async def test_a_full_batch_is_staged_and_starts_when_the_thread_frees_without_the_event_loop(
     make_batcher: MakeBatcher,
 ) -> None:
-    h = await make_batcher("sum", max_concurrency=1)
-    await h.infer({"x": [[0.0]]})  # a batch's mean time, which staging is timed by, is known
+    h = await make_batcher("sum", max_concurrency=1, max_batch_size=2)
     h.probe.gate.clear()
     first = asyncio.create_task(h.infer({"x": [[1.0]]}))
-    await started(h)  # holds the only thread, past its expected time
-    second = asyncio.create_task(h.infer({"x": [[2.0]]}))
-    await h.executor.wait_handed(3)  # staged: handed to the threads while the only one is busy
-    assert len(h.probe.calls) == 2 and h.probe.max_active == 1
-    assert [h.probe.entered.get(timeout=1) for _ in range(2)] == [1, 1]
+    await started(h)  # holds the only thread
+    others = [asyncio.create_task(h.infer({"x": [[float(i)]]})) for i in (2, 3)]
+    await h.executor.wait_handed(2)  # full, so staged: handed to the threads while it is busy
+    assert len(h.probe.calls) == 1 and h.probe.entered.get(timeout=1) == 1
     h.probe.gate.set()
     # The event loop blocked (a synchronous wait): only the threads can start the staged batch.
-    assert h.probe.entered.get(timeout=5) == 1
+    assert h.probe.entered.get(timeout=5) == 2
     np.testing.assert_array_equal((await first)["total"], [1.0])
-    np.testing.assert_array_equal((await second)["total"], [2.0])
+    assert [float((await t)["total"][0]) for t in others] == [2.0, 3.0]
     assert h.probe.max_active == 1
+
+
+async def test_a_batch_that_could_still_grow_is_not_staged(make_batcher: MakeBatcher) -> None:
+    h = await make_batcher("sum", max_concurrency=1, max_batch_size=4)
+    h.probe.gate.clear()
+    first = asyncio.create_task(h.infer({"x": [[1.0]]}))
+    await started(h)
+    others = [asyncio.create_task(h.infer({"x": [[float(i)]]})) for i in (2, 3)]
+    await h.wait_delivered(3)
+    # A negative check (nothing to await): staged, it would be handed over within this window.
+    await asyncio.sleep(0.05)
+    assert h.executor.handed == 1
+    h.probe.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, *others), 5)
+    assert h.probe.batch_sizes == [1, 2]
 
 
 async def test_greedy_runs_a_lone_request_at_once(make_batcher: MakeBatcher) -> None:
