@@ -248,20 +248,22 @@ def _protocols_clash(args: argparse.Namespace) -> str | None:
     (read before defaults apply: with ``--compare-protocols``, ``--protocol`` given at all is a
     clash)."""
     if args.compare_protocols:
-        clash = [flag for flag, given in (
+        return _clashing("--compare-protocols drives every protocol against the servers it "
+                         "starts", (
             ("--url", args.url), ("--driver wrk", args.driver == "wrk"),
             ("--compare", args.compare), ("--scaling", args.scaling),
             ("--protocol", args.protocol is not None), ("--binary", args.binary),
-            ("--compare-versions", args.compare_versions)) if given]
-        return (f"--compare-protocols drives every protocol against the servers it starts: "
-                f"not with {', '.join(clash)}") if clash else None
+            ("--compare-versions", args.compare_versions)))
     if args.compare_versions:
-        clash = [flag for flag, given in (
+        return _clashing("--compare-versions loads every version on the servers it starts", (
             ("--url", args.url), ("--compare", args.compare), ("--scaling", args.scaling),
-            (f"--model {args.model} (built, one version)", args.model in BUILT)) if given]
-        return (f"--compare-versions loads every version on the servers it starts: not with "
-                f"{', '.join(clash)}") if clash else None
+            (f"--model {args.model} (built, one version)", args.model in BUILT)))
     return None
+
+
+def _clashing(why: str, flags: tuple[tuple[str, object], ...]) -> str | None:
+    given = [flag for flag, value in flags if value]
+    return f"{why}: not with {', '.join(given)}" if given else None
 
 
 def settle(args: argparse.Namespace) -> str | None:
