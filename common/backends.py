@@ -17,13 +17,17 @@ def create_broker(settings: CommonSettings) -> Broker:
     if settings.broker_url is None:
         return InMemoryBroker()
     from common.transport.amqp.broker import AmqpBroker
+    from common.transport.blobs import Blobs
 
+    blobs = (Blobs(settings.redis_url, settings.redis_prefix, settings.claim_check_bytes,
+                   tls=redis_ssl_options(settings))
+             if settings.redis_url is not None and settings.claim_check_bytes else None)
     return AmqpBroker(settings.broker_url, queue_type=settings.queue_type,
                       delivery_limit=settings.queue_delivery_limit,
                       persistent=settings.persistent_requests,
                       max_envelope_bytes=settings.envelope_max_bytes,
                       max_elements=settings.max_elements_per_tensor,
-                      ssl_context=broker_ssl_context(settings))
+                      ssl_context=broker_ssl_context(settings), blobs=blobs)
 
 
 def create_state_store(settings: CommonSettings) -> StateStore:

@@ -96,6 +96,10 @@ class CommonSettings(BaseSettings):
     """Facades: the requests to one model version decoded in one event-loop turn travel together
     in envelope messages of at most this many tensor bytes (and ``max_batch_size`` rows); 0
     publishes every request alone, at once."""
+    claim_check_bytes: Annotated[int, Field(ge=0)] = 262_144
+    """Distributed mode: a tensor of at least this many bytes crosses the queue by reference,
+    its bytes through Redis (common/transport/blobs.py), in requests and replies; 0 sends every
+    tensor in its message. Needs ``INFERNO_REDIS_URL``; embedded mode has no queue to cross."""
     max_elements_per_tensor: Annotated[int, Field(ge=1)] = DEFAULT_MAX_ELEMENTS
     """Most elements one input tensor may hold (16 Mi: 64 MiB of float32): the facade answers
     more with a 422 naming the input, before anything is queued; a worker answers a producer's

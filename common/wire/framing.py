@@ -14,6 +14,10 @@ little-endian::
                            "offset": 0, "nbytes": 24}, ...],
               ...any other keys: the frame's "extra" (unknown keys are ignored)}
 
+A tensor may instead travel by reference (a claim check): its entry names a key of the blob
+store (``"claim": "<key>"``, with ``nbytes`` and no ``offset``) whose value is its bytes, and the
+data region holds none of them (common/transport/blobs.py keeps them; docs/queue-protocol.md).
+
 Each tensor is C-contiguous, ``nbytes = itemsize(dtype) * prod(shape)``; ``bfloat16`` travels as
 its 16-bit patterns. A ``string`` tensor's bytes are ``prod(shape) + 1`` uint32 offsets and then
 one UTF-8 blob they index (``nbytes`` at least ``4 * (prod(shape) + 1)``; common/model/strings.py).
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from itertools import pairwise
 from typing import Any
 
@@ -39,7 +43,7 @@ from common.model.codecs import array_from_bytes, check_shape, is_count
 from common.model.dtypes import DType
 from common.model.strings import decode_offsets, encode_offsets
 
-__all__ = ["decode_frame", "encode_frame"]
+__all__ = ["Claim", "decode_frame", "encode_frame"]
 
 Array = npt.NDArray[Any]
 
@@ -48,10 +52,14 @@ _LEN = struct.Struct("<I")
 _MALFORMED = "Malformed tensor message: "
 _DTYPES = {d.value: d for d in DType}
 
+Claim = Callable[[memoryview | bytes], str | None]
+"""Given a tensor's bytes, the key they are to be stored under, or ``None`` to frame them."""
+
 
 def encode_frame(tensors: Mapping[str, Array], dtypes: Mapping[str, DType] | None = None,
-                 extra: Mapping[str, Any] | None = None) -> bytes:
-    """One tensor body: ``tensors`` in order, ``extra`` as further header keys.
+                 extra: Mapping[str, Any] | None = None, claim: Claim | None = None) -> bytes:
+    """One tensor body: ``tensors`` in order, ``extra`` as further header keys; ``claim``
+    takes the tensors to send by reference (it keeps their bytes for the store).
 
     ``dtypes`` gives a tensor's logical type where numpy cannot tell (``bfloat16``, stored as
     uint16 bit patterns); otherwise ``DType.of(array)``. The arrays' bytes are copied once, into
@@ -70,28 +78,28 @@ def encode_frame(tensors: Mapping[str, Array], dtypes: Mapping[str, DType] | Non
             if array.dtype.kind != "O":
                 raise ValueError(f"tensor '{name}': a string tensor must be stored as an "
                                  f"object array, got {array.dtype}")
-            raw = encode_offsets(array, f"tensor '{name}'")
-            entries.append({"name": name, "dtype": dtype.value, "shape": list(array.shape),
-                            "offset": offset, "nbytes": len(raw)})
-            buffers.append(raw)
-            pad = -len(raw) % _ALIGN
-            if pad:
-                buffers.append(b"\0" * pad)
-            offset += len(raw) + pad
+            raw: memoryview | bytes = encode_offsets(array, f"tensor '{name}'")
+        else:
+            if array.dtype != dtype.numpy:
+                if array.dtype.newbyteorder("<") != dtype.numpy:
+                    raise ValueError(f"tensor '{name}': a {dtype.value} tensor must be stored "
+                                     f"as {dtype.numpy}, got {array.dtype}")
+                array = array.astype(dtype.numpy)  # big-endian: swap to the wire's byte order
+            array = np.asarray(array, order="C")  # copies only when not C-contiguous; keeps 0-d
+            raw = array.reshape(-1).view(np.uint8).data
+        entry: dict[str, Any] = {"name": name, "dtype": dtype.value, "shape": list(array.shape),
+                                 "nbytes": len(raw)}
+        entries.append(entry)
+        key = claim(raw) if claim is not None else None
+        if key is not None:
+            entry["claim"] = key
             continue
-        if array.dtype != dtype.numpy:
-            if array.dtype.newbyteorder("<") != dtype.numpy:
-                raise ValueError(f"tensor '{name}': a {dtype.value} tensor must be stored as "
-                                 f"{dtype.numpy}, got {array.dtype}")
-            array = array.astype(dtype.numpy)  # big-endian: swap to the wire's byte order
-        array = np.asarray(array, order="C")  # copies only when not C-contiguous; keeps 0-d
-        entries.append({"name": name, "dtype": dtype.value, "shape": list(array.shape),
-                        "offset": offset, "nbytes": array.nbytes})
-        buffers.append(array.reshape(-1).view(np.uint8).data)
-        pad = -array.nbytes % _ALIGN
+        entry["offset"] = offset
+        buffers.append(raw)
+        pad = -len(raw) % _ALIGN
         if pad:
             buffers.append(b"\0" * pad)
-        offset += array.nbytes + pad
+        offset += len(raw) + pad
     header_keys: dict[str, Any] = {"tensors": entries}
     if extra:
         if "tensors" in extra:
@@ -103,13 +111,17 @@ def encode_frame(tensors: Mapping[str, Array], dtypes: Mapping[str, DType] | Non
 
 
 def decode_frame(body: bytes | bytearray | memoryview,
-                 dtypes: Mapping[str, DType] | None = None
+                 dtypes: Mapping[str, DType] | None = None,
+                 blobs: Mapping[str, bytes | None] | None = None
                  ) -> tuple[dict[str, Array], dict[str, Any]]:
     """The tensors of a body and the header's other keys; raises ``InvalidInput`` when malformed.
 
     Arrays are views on ``body`` (read-only for ``bytes``), copied only when a buffer lands
     unaligned in memory. ``bfloat16`` comes back as uint16 bit patterns. When ``dtypes`` is given
     (e.g. the signature's input types), a tensor it names must declare exactly that dtype.
+    ``blobs``: what the store gave for the keys the message claims (``None``: missing); a
+    tensor by reference reads its bytes there, and one whose key is not among them, absent or
+    of another size is an ``InvalidInput``.
     """
     view = memoryview(body).cast("B")  # any bytes-like object, addressed byte by byte
     if len(view) < _LEN.size:
@@ -132,22 +144,24 @@ def decode_frame(body: bytes | bytearray | memoryview,
     arrays: dict[str, Array] = {}
     spans: list[tuple[int, int, str]] = []
     for spec in specs:
-        name, dtype, shape, offset, nbytes = _check_spec(spec, size)
+        claim = spec.get("claim") if isinstance(spec, dict) else None
+        name, dtype, shape, offset, nbytes = _check_spec(spec, None if claim else size)
         if name in arrays:
             raise _malformed(f"duplicate tensor name '{name}'")
         if dtypes is not None and name in dtypes and dtypes[name] is not dtype:
             raise InvalidInput(
                 f"Input '{name}': expected dtype {dtypes[name].value}, got {dtype.value}")
-        if dtype is DType.STRING:
+        if claim is not None:
+            region = _claimed(name, claim, nbytes, blobs)
+        else:
             region = view[start + offset:start + offset + nbytes]  # a view: no copy
-            arrays[name] = decode_offsets(name, region, shape)
             if nbytes:
                 spans.append((offset, offset + nbytes, name))
-            continue
-        arrays[name] = array_from_bytes(f"{_MALFORMED}tensor '{name}'",
-                                        view[start + offset:start + offset + nbytes], dtype, shape)
-        if nbytes:
-            spans.append((offset, offset + nbytes, name))
+        if dtype is DType.STRING:
+            arrays[name] = decode_offsets(name, region, shape)
+        else:
+            arrays[name] = array_from_bytes(f"{_MALFORMED}tensor '{name}'", region, dtype,
+                                            shape)
     spans.sort()
     for (_, end, first), (begin, _, second) in pairwise(spans):
         if begin < end:
@@ -155,7 +169,24 @@ def decode_frame(body: bytes | bytearray | memoryview,
     return arrays, header
 
 
-def _check_spec(spec: Any, size: int) -> tuple[str, DType, list[int], int, int]:
+def _claimed(name: str, claim: Any, nbytes: int, blobs: Mapping[str, bytes | None] | None
+             ) -> memoryview:
+    if not isinstance(claim, str) or blobs is None or claim not in blobs:
+        raise InvalidInput(f"Tensor '{name}' is claimed by {str(claim)[:80]!r}, which the "
+                           f"message's inferno-claims header does not name")
+    blob = blobs[claim]
+    if blob is None:
+        raise InvalidInput(f"Tensor '{name}': its claim {claim[:80]!r} is not in the store "
+                           f"(it expired, was never stored, or was taken already)")
+    if len(blob) != nbytes:
+        raise InvalidInput(f"Tensor '{name}': its claim {claim[:80]!r} holds {len(blob)} "
+                           f"bytes, not the {nbytes} its entry declares")
+    return memoryview(blob)
+
+
+def _check_spec(spec: Any, size: int | None) -> tuple[str, DType, list[int], int, int]:
+    """``size``: the data region's, which the tensor's bytes must lie in; ``None``: they are
+    claimed (no offset)."""
     if not isinstance(spec, dict):
         raise _malformed("each entry of 'tensors' must be an object")
     name = spec.get("name")
@@ -167,7 +198,7 @@ def _check_spec(spec: Any, size: int) -> tuple[str, DType, list[int], int, int]:
         raise _malformed(f"tensor '{name}': unknown dtype {raw_dtype!r}; use one of: "
                          f"{', '.join(_DTYPES)}")
     shape = check_shape(f"{_MALFORMED}tensor '{name}'", spec.get("shape"))
-    offset, nbytes = spec.get("offset"), spec.get("nbytes")
+    offset, nbytes = spec.get("offset", 0 if size is None else None), spec.get("nbytes")
     if not (is_count(offset) and is_count(nbytes)):
         raise _malformed(f"tensor '{name}': 'offset' and 'nbytes' must be non-negative integers")
     if dtype is DType.STRING:
@@ -178,7 +209,7 @@ def _check_spec(spec: Any, size: int) -> tuple[str, DType, list[int], int, int]:
     elif nbytes != (expected := math.prod(shape) * dtype.numpy.itemsize):
         raise _malformed(f"tensor '{name}': nbytes {nbytes} does not match shape {shape} of "
                          f"{dtype.value} ({expected} bytes)")
-    if offset + nbytes > size:
+    if size is not None and offset + nbytes > size:
         raise _malformed(f"tensor '{name}': bytes [{offset}, {offset + nbytes}) lie beyond the "
                          f"data region of {size} bytes")
     return name, dtype, shape, offset, nbytes

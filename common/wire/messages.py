@@ -26,7 +26,7 @@ from common.errors import InfernoError, InvalidInput, WorkerFailed, error_from_c
 from common.model.config import ModelConfig
 from common.model.dtypes import DType
 from common.model.signature import Checked, Signature
-from common.wire.framing import decode_frame, encode_frame
+from common.wire.framing import Claim, decode_frame, encode_frame
 from common.wire.json_request import decode_json_inputs, parse_json_object
 
 __all__ = [
@@ -144,14 +144,16 @@ class PredictReply:
 
 
 def decode_inputs(body: bytes | bytearray | memoryview, content_type: str | None,
-                  signature: Signature) -> tuple[dict[str, Array], list[str] | None]:
-    """A request body of either content type: its inputs and, for JSON, its ``outputs`` field.
+                  signature: Signature, blobs: Mapping[str, bytes | None] | None = None
+                  ) -> tuple[dict[str, Array], list[str] | None]:
+    """A request body of either content type: its inputs and, for JSON, its ``outputs`` field;
+    ``blobs``: the bytes of the tensors it claims (``decode_frame``).
 
     Each tensor must declare its signature dtype (``bfloat16`` is not ``uint16``). A tensor body
     selects outputs only through the ``inferno-outputs`` header, so its selection here is ``None``.
     """
     if content_type == TENSORS_CONTENT_TYPE:
-        arrays, _ = decode_frame(body, {s.name: s.dtype for s in signature.inputs})
+        arrays, _ = decode_frame(body, {s.name: s.dtype for s in signature.inputs}, blobs)
         signature.check_input_names(arrays)
         return arrays, None
     if content_type == JSON_CONTENT_TYPE:
@@ -242,9 +244,10 @@ def header_text(value: Any) -> Any:
     return value
 
 
-def encode_reply(reply: PredictReply, dtypes: Mapping[str, DType] | None = None
-                 ) -> tuple[bytes, str]:
-    """The body and ``inferno-status`` of a reply; never raises.
+def encode_reply(reply: PredictReply, dtypes: Mapping[str, DType] | None = None,
+                 claim: Claim | None = None) -> tuple[bytes, str]:
+    """The body and ``inferno-status`` of a reply; never raises. ``claim``: which outputs go by
+    reference (``encode_frame``).
 
     Outputs go in a tensor body with status ``ok``; an error goes as JSON ``{"code",
     "message"}`` with its code as status. Outputs that cannot be encoded (unsupported dtype, storage
@@ -253,7 +256,7 @@ def encode_reply(reply: PredictReply, dtypes: Mapping[str, DType] | None = None
     error = reply.error
     if error is None:
         try:
-            return encode_frame(reply.outputs, dtypes), STATUS_OK
+            return encode_frame(reply.outputs, dtypes, claim=claim), STATUS_OK
         except (TypeError, ValueError) as exc:
             error = WorkerFailed(f"Could not encode the outputs: {exc}")
     return orjson.dumps(error.to_dict()), error.code
@@ -264,16 +267,17 @@ def reply_content_type(status: str) -> str:
     return TENSORS_CONTENT_TYPE if status == STATUS_OK else JSON_CONTENT_TYPE
 
 
-def decode_reply(body: bytes | bytearray | memoryview, status: str | bytes | None
-                 ) -> PredictReply:
+def decode_reply(body: bytes | bytearray | memoryview, status: str | bytes | None,
+                 blobs: Mapping[str, bytes | None] | None = None) -> PredictReply:
     """The reply a worker sent; never raises: a malformed reply becomes a ``WorkerFailed``.
+    ``blobs``: the bytes of the outputs it claims.
 
     An error is rebuilt as its own class (``error_from_code``), the status naming the code.
     """
     status = header_text(status)
     if status == STATUS_OK:
         try:
-            outputs, _ = decode_frame(body)
+            outputs, _ = decode_frame(body, blobs=blobs)
         except InvalidInput as exc:
             return PredictReply(error=WorkerFailed(f"Malformed reply from the worker: {exc}"))
         return PredictReply(outputs=outputs)

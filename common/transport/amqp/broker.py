@@ -49,6 +49,7 @@ from common.transport.amqp.dead_letter import (
 from common.transport.amqp.errors import broker_errors
 from common.transport.amqp.prefetch import RowPrefetch
 from common.transport.amqp.retry import Retrier, retry_queue_name
+from common.transport.blobs import Blobs
 from common.transport.broker import (
     NO_QUEUE,
     Broker,
@@ -78,8 +79,11 @@ class AmqpBroker(Broker):
                  persistent: bool = False,
                  max_envelope_bytes: int = MAX_ENVELOPE_BYTES,
                  max_elements: int = DEFAULT_MAX_ELEMENTS,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, blobs: Blobs | None = None) -> None:
+        """``blobs``: the claim check's store (common/transport/blobs.py); ``None``: every
+        tensor travels in its message."""
         self._url = url
+        self._blobs = blobs
         self._max_elements = max_elements
         """The element limit per tensor that consumers admit producers' requests by."""
         self._ssl_context = ssl_context
@@ -88,7 +92,7 @@ class AmqpBroker(Broker):
         self._queue_type = queue_type
         self._delivery_limit = delivery_limit
         self._client = AmqpClient(EXCHANGE, persistent=persistent,
-                                  max_envelope_bytes=max_envelope_bytes)
+                                  max_envelope_bytes=max_envelope_bytes, blobs=blobs)
         self._connection: AbstractRobustConnection | None = None
         self._admin: AbstractRobustChannel | None = None
         self._retrier: Retrier | None = None
@@ -124,6 +128,8 @@ class AmqpBroker(Broker):
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.close()
+        if self._blobs is not None:
+            await self._blobs.aclose()
 
     def _opened(self) -> AbstractRobustConnection:
         """The connection ``start`` opened: before it, the broker is out of reach as after a
@@ -243,14 +249,14 @@ class AmqpBroker(Broker):
             rows = RowPrefetch(channel, prefetch, floor=2 * config.concurrency.max_concurrency)
             consumer = QueueConsumer(channel, queue_name(model, version), config, handler,
                                      queue_exists, rows, self._cancellations, self._max_elements,
-                                     retry=(retrier, retry_name))
+                                     retry=(retrier, retry_name), blobs=self._blobs)
             # The retry queue: one message in hand at a time, each in a batch of its own, so
             # that a poison request that kills this worker takes no other retried request along.
             retry_channel = await connection.channel(publisher_confirms=False)
             await retry_channel.set_qos(prefetch_count=1)
             retry = QueueConsumer(retry_channel, retry_name, config, handler, retry_queue_exists,
                                   RowPrefetch(retry_channel, 1, floor=1), self._cancellations,
-                                  self._max_elements, isolated=True)
+                                  self._max_elements, isolated=True, blobs=self._blobs)
             await consumer.start()
             await retry.start()
         return ConsumerGroup(consumer, retry)
@@ -264,7 +270,7 @@ class AmqpBroker(Broker):
             if self._retrier is None:
                 channel = await connection.channel(publisher_confirms=True,
                                                    on_return_raises=True)
-                responder = PoisonResponder(channel, self._delivery_limit)
+                responder = PoisonResponder(channel, self._delivery_limit, self._blobs)
                 await responder.start()
                 await self._cancellations.listen(connection)
                 self._retrier, self._responder = Retrier(channel), responder

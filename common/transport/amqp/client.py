@@ -13,6 +13,10 @@ or as a plain message when a turn has only one. The worker answers
 an envelope with reply envelopes, resolved member by member; a single reply to the envelope's own
 correlation id (a worker that could not read it) fails every member.
 
+A request with a tensor of at least ``INFERNO_CLAIM_CHECK_BYTES`` travels alone, that tensor by
+reference (common/transport/blobs.py): stored before the publish, deleted when the publish
+fails; a reply's claimed outputs are read and deleted at once, or deleted when nobody waits.
+
 Every publish and every wait is bounded by the request's deadline (a publish during an outage can
 hang until the connection is back: aio-pika #636). ``AmqpBroker`` (broker.py)
 owns the connection and composes this client with the topology and consumers.
@@ -21,13 +25,14 @@ owns the connection and composes this client with the topology and consumers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import socket
 import time
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Coroutine, Mapping
+from typing import Any, cast
 
 import aio_pika
 import aiormq
@@ -42,12 +47,14 @@ from common.errors import (
     InvalidInput,
     ModelNotLoaded,
     Overloaded,
+    StateUnavailable,
     WorkerFailed,
 )
 from common.model.strings import framed_nbytes
 from common.transport.amqp.cancel import CANCEL_EXCHANGE, cancel_notice
 from common.transport.amqp.coalescing import Lane, Pending
 from common.transport.amqp.errors import broker_errors
+from common.transport.blobs import HEADER_CLAIMS, Blobs, Claims
 from common.transport.broker import fail_at_deadline
 from common.wire.envelope import (
     ENVELOPE_CONTENT_TYPE,
@@ -77,8 +84,9 @@ class AmqpClient:
     """Requests to ``exchange`` and their replies, on a connection the broker opened."""
 
     def __init__(self, exchange: str, persistent: bool = False,
-                 max_envelope_bytes: int = 0) -> None:
+                 max_envelope_bytes: int = 0, blobs: Blobs | None = None) -> None:
         self._exchange = exchange
+        self._blobs = blobs
         self._delivery_mode = 2 if persistent else 1
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
@@ -178,7 +186,8 @@ class AmqpClient:
             pending = Pending(request, correlation_id, future,
                               sum(map(framed_nbytes, request.inputs.values())))
             key = routing_key(request.model, request.version)
-            if self._max_envelope_bytes:
+            claimed = self._blobs is not None and pending.nbytes >= self._blobs.threshold
+            if self._max_envelope_bytes and not claimed:
                 lane = self._lanes.get(key)
                 if lane is None:  # the turn's first request to this version
                     lane = self._lanes[key] = Lane()
@@ -244,15 +253,30 @@ class AmqpClient:
             return
         for p in live:  # from here on, a caller that leaves must say so (_cancel)
             p.published = True
-        channel = self._publish_channel
-        if channel is None or not self._connected():
-            raise BrokerUnavailable("Message broker unavailable: not connected")
+        self._channel()
         now = time.time()
+        request = live[0].request
+        claims = None
         if len(live) == 1:
-            body, properties = self._single(live[0], now)
+            claims = self._blobs.claims(live[0].nbytes) if self._blobs is not None else None
+            body, properties = self._single(live[0], now, claims)
+            if claims is not None and claims.blobs:
+                await cast(Blobs, self._blobs).put(claims, request.remaining())
+            else:
+                claims = None
         else:
             body, properties = self._envelope(live, now)
+        try:
+            await self._publish_body(key, live, body, properties, now)
+        except BaseException:
+            if claims is not None:  # nobody will fetch them
+                cast(Blobs, self._blobs).delete(claims.blobs)
+            raise
+
+    async def _publish_body(self, key: str, live: list[Pending], body: bytes,
+                            properties: Basic.Properties, now: float) -> None:
         request = live[0].request
+        channel = self._channel()  # again: storing the claims took a while
         with broker_errors():
             try:
                 await channel.basic_publish(
@@ -270,8 +294,17 @@ class AmqpClient:
                 raise BrokerUnavailable(
                     "Message broker did not confirm the request before its deadline") from None
 
-    def _single(self, pending: Pending, now: float) -> tuple[bytes, Basic.Properties]:
-        body, headers, message_id = _encoded(pending, now)
+    def _channel(self) -> aiormq.abc.AbstractChannel:
+        channel = self._publish_channel
+        if channel is None or not self._connected():
+            raise BrokerUnavailable("Message broker unavailable: not connected")
+        return channel
+
+    def _single(self, pending: Pending, now: float, claims: Claims | None
+                ) -> tuple[bytes, Basic.Properties]:
+        body, headers, message_id = _encoded(pending, now, claims)
+        if claims is not None and claims.blobs:
+            headers[HEADER_CLAIMS] = claims.header
         return body, Basic.Properties(
             content_type=TENSORS_CONTENT_TYPE, correlation_id=pending.correlation_id,
             reply_to=self._reply_name, message_id=message_id, headers=headers,
@@ -304,15 +337,38 @@ class AmqpClient:
         if (future is None or future.done()) and envelope is None:
             # A late or duplicate reply (after a redelivery): nobody waits for it.
             log.debug("reply %s dropped: nobody waits for it", correlation_id)
+            self._drop_claims(properties.headers)
             return
-        status = (properties.headers or {}).get(HEADER_STATUS)
-        reply = decode_reply(message.body, status if isinstance(status, (str, bytes)) else None)
+        headers = properties.headers or {}
+        status = headers.get(HEADER_STATUS)
+        blobs = None
+        if HEADER_CLAIMS in headers and self._blobs is not None:
+            blobs = await self._claimed(headers[HEADER_CLAIMS], future is not None)
+        reply = decode_reply(message.body, status if isinstance(status, (str, bytes)) else None,
+                             blobs)
         if future is not None:
             future.set_result(reply)
         elif envelope is not None:  # the worker refused the whole envelope
             error = reply.error or WorkerFailed("The worker answered an envelope with one reply")
             envelope.fail(WorkerFailed(f"The worker could not read the request's envelope: "
                                        f"{error}") if isinstance(error, InvalidInput) else error)
+
+    async def _claimed(self, header: object, wanted: bool) -> dict[str, bytes | None] | None:
+        """A reply's claimed outputs, taken from the store; ``None`` (the reply then fails as
+        malformed) when its header is not one, or when the store fails."""
+        blobs = cast(Blobs, self._blobs)
+        try:
+            keys = blobs.keys(header)
+            return await blobs.take(keys) if wanted else None
+        except (InvalidInput, StateUnavailable) as exc:
+            log.warning("could not read a reply's claimed outputs: %s", exc)
+            return None
+
+    def _drop_claims(self, headers: Mapping[str, Any] | None) -> None:
+        if self._blobs is None or not headers or HEADER_CLAIMS not in headers:
+            return
+        with contextlib.suppress(InvalidInput):
+            self._blobs.delete(self._blobs.keys(headers[HEADER_CLAIMS]))
 
     def _on_reply_envelope(self, correlation_id: str, body: bytes) -> None:
         try:
@@ -358,11 +414,12 @@ class _Envelope:
             del self._envelopes[self._id]
 
 
-def _encoded(pending: Pending, now: float) -> tuple[bytes, dict[str, Any], str]:
+def _encoded(pending: Pending, now: float, claims: Claims | None = None
+             ) -> tuple[bytes, dict[str, Any], str]:
     """A request's tensor body, ``inferno-*`` headers and message id: the same whether it
-    travels alone or in an envelope."""
+    travels alone or in an envelope (never with claims)."""
     request = pending.request
-    return (encode_frame(request.inputs, request.dtypes),
+    return (encode_frame(request.inputs, request.dtypes, claim=claims),
             request_headers(request.deadline, request.checked.outputs,
                             published=request.published or now),
             request.request_id or pending.correlation_id)

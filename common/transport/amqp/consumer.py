@@ -21,6 +21,11 @@ A redelivered message (its worker died holding it) is not computed from the vers
 moves to the version's retry queue, one message per request (retry.py),
 whose consumer holds one message at a time and hands each over ``isolated`` (a batch of its
 own), so that a poison request dies alone.
+
+A message claiming tensors (``inferno-claims``, common/transport/blobs.py) is read once its
+claims are fetched: the delivery deletes them when it is acked or refused for good, never when
+it goes back to the queue or moves to the retry queue. Its outputs of the claim-check size go
+back by reference too.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from aio_pika.abc import AbstractRobustChannel
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
-from common.errors import InvalidInput
+from common.errors import InfernoError, InvalidInput, StateUnavailable
 from common.model.config import ModelConfig
 from common.model.signature import Signature
 from common.transport.amqp.cancel import Cancellations
@@ -46,6 +51,7 @@ from common.transport.amqp.outbox import Outbox
 from common.transport.amqp.prefetch import RowPrefetch
 from common.transport.amqp.retry import Retrier
 from common.transport.amqp.settlement import EnvelopeSettlement, MemberDelivery
+from common.transport.blobs import HEADER_CLAIMS, Blobs
 from common.transport.broker import Delivery, DeliveryHandler, Subscription
 from common.wire.messages import (
     HEADER_STATUS,
@@ -65,12 +71,12 @@ CANCEL_TIMEOUT_S = 5.0
 
 
 class _AmqpDelivery(Delivery):
-    __slots__ = ("_cancellations", "_message", "_outbox", "_signature", "_tag", "isolated",
-                 "request")
+    __slots__ = ("_blobs", "_cancellations", "_claims", "_message", "_outbox", "_signature",
+                 "_tag", "isolated", "request")
 
     def __init__(self, message: DeliveredMessage, tag: int, request: PredictRequest,
                  outbox: Outbox, signature: Signature, isolated: bool,
-                 cancellations: Cancellations) -> None:
+                 cancellations: Cancellations, blobs: Blobs | None, claims: list[str]) -> None:
         self.request = request
         self.isolated = isolated
         self._tag = tag
@@ -78,6 +84,8 @@ class _AmqpDelivery(Delivery):
         self._outbox = outbox
         self._signature = signature
         self._cancellations = cancellations
+        self._blobs = blobs
+        self._claims = claims
 
     @property
     def abandoned(self) -> bool:
@@ -85,24 +93,53 @@ class _AmqpDelivery(Delivery):
         return self._cancellations.abandoned(properties.reply_to, properties.correlation_id)
 
     async def reply(self, reply: PredictReply) -> None:
-        _send_reply(self._outbox, self._message, reply, self._signature)
+        blobs = self._blobs
+        if blobs is None or reply.error is not None or not self._message.header.properties.reply_to:
+            _send_reply(self._outbox, self._message, reply, self._signature)
+            return
+        claims = blobs.claims(sum(a.nbytes for a in reply.outputs.values()))
+        if claims is None:
+            _send_reply(self._outbox, self._message, reply, self._signature)
+            return
+        body, status = encode_reply(reply, self._signature.output_dtypes, claims)
+        if claims.blobs:
+            try:
+                await blobs.put(claims, self.request.remaining())
+            except StateUnavailable as exc:
+                _send_reply(self._outbox, self._message, PredictReply(error=exc), self._signature)
+                return
+        _publish_reply(self._outbox, self._message, body, status,
+                       claims.header if claims.blobs else None)
 
     async def ack(self) -> None:
         self._outbox.ack(self._tag)
+        self._drop_claims()
 
     async def reject(self, requeue: bool) -> None:
         self._outbox.reject(self._tag, requeue)
+        if not requeue:
+            self._drop_claims()
+
+    def _drop_claims(self) -> None:
+        if self._claims and self._blobs is not None:
+            self._blobs.delete(self._claims)
 
 
 def _send_reply(outbox: Outbox, message: DeliveredMessage, reply: PredictReply,
                signature: Signature) -> None:
+    if message.header.properties.reply_to:  # else a fire-and-forget producer
+        _publish_reply(outbox, message, *encode_reply(reply, signature.output_dtypes), None)
+
+
+def _publish_reply(outbox: Outbox, message: DeliveredMessage, body: bytes, status: str,
+                   claims: str | None) -> None:
     properties = message.header.properties
-    if not properties.reply_to:
-        return  # fire-and-forget producer
-    body, status = encode_reply(reply, signature.output_dtypes)
-    outbox.publish(properties.reply_to, body, Basic.Properties(
+    headers: dict[str, Any] = {HEADER_STATUS: status}
+    if claims is not None:
+        headers[HEADER_CLAIMS] = claims
+    outbox.publish(cast(str, properties.reply_to), body, Basic.Properties(
         content_type=reply_content_type(status), correlation_id=properties.correlation_id,
-        headers={HEADER_STATUS: status}))
+        headers=headers))
 
 
 class QueueConsumer(Subscription):
@@ -116,8 +153,11 @@ class QueueConsumer(Subscription):
     def __init__(self, channel: AbstractRobustChannel, queue: str, config: ModelConfig,
                  handler: DeliveryHandler, queue_exists: Callable[[], Awaitable[bool]],
                  prefetch: RowPrefetch, cancellations: Cancellations, max_elements: int,
-                 retry: tuple[Retrier, str] | None = None, isolated: bool = False) -> None:
+                 retry: tuple[Retrier, str] | None = None, isolated: bool = False,
+                 blobs: Blobs | None = None) -> None:
         self._max_elements = max_elements
+        self._blobs = blobs
+        self._fetching: set[asyncio.Task[None]] = set()  # strong references
         self._channel = channel
         self._cancellations = cancellations
         self._retry = retry
@@ -175,7 +215,33 @@ class QueueConsumer(Subscription):
         self._take(message, tag, outbox, self._isolated)
 
     def _take(self, message: DeliveredMessage, tag: int, outbox: Outbox, isolated: bool) -> None:
-        """Read the message and hand its request(s) over, or refuse it."""
+        """Read the message and hand its request(s) over, or refuse it; one that claims
+        tensors once they are fetched."""
+        claims = (message.header.properties.headers or {}).get(HEADER_CLAIMS)
+        if claims is None:
+            self._read(message, tag, outbox, isolated)
+            return
+        task = asyncio.create_task(self._fetch(message, tag, outbox, isolated, claims))
+        self._fetching.add(task)
+        task.add_done_callback(self._fetching.discard)
+
+    async def _fetch(self, message: DeliveredMessage, tag: int, outbox: Outbox, isolated: bool,
+                     header: object) -> None:
+        keys: list[str] = []
+        try:
+            if self._blobs is None:
+                raise InvalidInput(f"The message claims tensors ({HEADER_CLAIMS}), but this "
+                                   f"worker has no blob store (INFERNO_REDIS_URL)")
+            keys = self._blobs.keys(header)
+            blobs = await self._blobs.fetch(keys)
+        except (InvalidInput, StateUnavailable) as exc:
+            self._refuse(message, tag, outbox, exc, keys)
+            return
+        self._read(message, tag, outbox, isolated, blobs, keys)
+
+    def _read(self, message: DeliveredMessage, tag: int, outbox: Outbox, isolated: bool,
+              blobs: dict[str, bytes | None] | None = None, claims: list[str] | None = None
+              ) -> None:
         properties = message.header.properties
         try:
             delivered = read_message(message.body, properties)
@@ -183,17 +249,25 @@ class QueueConsumer(Subscription):
                 self._prefetch.received(self._on_envelope(delivered, message, tag, outbox,
                                                           isolated))
                 return
-            request = self._admit(delivered.requests[0], properties)
+            request = self._admit(delivered.requests[0], properties, blobs)
         except InvalidInput as exc:
-            # A poison message: answer it (if anyone asked) and dead-letter it, never requeue.
-            # Only producers send these (the facade validates first): INFO, not a warning.
-            log.info("refused message %s on %s: %s", properties.message_id, self._queue, exc)
-            _send_reply(outbox, message, PredictReply(error=exc), self._signature)
-            outbox.reject(tag, requeue=False)
+            self._refuse(message, tag, outbox, exc, claims or [])
             return
         self._prefetch.received(request.checked.rows)
         self._handler(_AmqpDelivery(message, tag, request, outbox, self._signature, isolated,
-                                    self._cancellations))
+                                    self._cancellations, self._blobs, claims or []))
+
+    def _refuse(self, message: DeliveredMessage, tag: int, outbox: Outbox, error: InfernoError,
+                claims: list[str]) -> None:
+        """A message that cannot be computed: answered (if anyone asked) and dead-lettered with
+        its claims deleted, never requeued. Only producers send malformed ones (the facade
+        validates first): INFO, not a warning."""
+        log.info("refused message %s on %s: %s", message.header.properties.message_id,
+                 self._queue, error)
+        _send_reply(outbox, message, PredictReply(error=error), self._signature)
+        outbox.reject(tag, requeue=False)
+        if claims and self._blobs is not None:
+            self._blobs.delete(claims)
 
     def _on_envelope(self, delivered: Delivered, message: DeliveredMessage, tag: int,
                      outbox: Outbox, isolated: bool) -> int:
@@ -216,11 +290,13 @@ class QueueConsumer(Subscription):
             self._handler(delivery)
         return sum(d.request.checked.rows for d in deliveries)
 
-    def _admit(self, carried: Carried, properties: Basic.Properties) -> PredictRequest:
+    def _admit(self, carried: Carried, properties: Basic.Properties,
+               blobs: dict[str, bytes | None] | None = None) -> PredictRequest:
         """A producer's request (or an envelope's member) admitted as the facade admits an HTTP
         request; ``InvalidInput`` when it does not pass."""
         headers = carried.parsed_headers()
-        inputs, outputs = decode_inputs(carried.body, carried.content_type, self._signature)
+        inputs, outputs = decode_inputs(carried.body, carried.content_type, self._signature,
+                                        blobs)
         # A producer that sets no deadline waits as long as the broker keeps the message.
         deadline = headers.deadline if headers.deadline is not None else time.time() + NO_DEADLINE_S
         published = headers.published or (properties.timestamp.timestamp()

@@ -22,6 +22,7 @@ gets no reply (its caller stopped waiting), nor one without ``reply_to`` (fire-a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ from pamqp.common import FieldTable
 
 from common.errors import InvalidInput, PoisonRequest
 from common.transport.amqp.delivered import Carried, read_message
+from common.transport.blobs import HEADER_CLAIMS, Blobs
 from common.wire.envelope import (
     ENVELOPE_CONTENT_TYPE,
     ENVELOPE_VERSION,
@@ -136,9 +138,12 @@ class PoisonResponder:
     """Consumes ``inferno.poison`` on a channel with publisher confirms; aio-pika consumes it
     again after a reconnection."""
 
-    def __init__(self, channel: AbstractRobustChannel, delivery_limit: int) -> None:
+    def __init__(self, channel: AbstractRobustChannel, delivery_limit: int,
+                 blobs: Blobs | None = None) -> None:
         self._channel = channel
         self._delivery_limit = delivery_limit
+        self._blobs = blobs
+        """The claim check's store: a poison request's claims go with it."""
 
     async def start(self) -> None:
         await self._channel.set_qos(prefetch_count=PREFETCH)
@@ -162,3 +167,7 @@ class PoisonResponder:
                 routing_key=reply.routing_key)
             log.warning("answered poison request %s (message %s) with %s",
                         message.correlation_id, message.message_id, PoisonRequest.code)
+        claims = (message.headers or {}).get(HEADER_CLAIMS)
+        if claims is not None and self._blobs is not None:
+            with contextlib.suppress(InvalidInput):  # a key outside the namespace: not ours
+                self._blobs.delete(self._blobs.keys(claims))

@@ -287,3 +287,48 @@ def test_a_string_frame_is_decoded_without_copying_the_body() -> None:
     body = bytearray(encode_frame({"t": _texts("abc", "de")}))
     arrays, _ = decode_frame(memoryview(body))
     assert arrays["t"].tolist() == ["abc", "de"]
+
+
+# --- tensors by reference (the claim check) --------------------------------------------------
+
+
+def _claiming(threshold: int) -> tuple[dict[str, bytes], Any]:
+    stored: dict[str, bytes] = {}
+
+    def claim(data: memoryview | bytes) -> str | None:
+        if len(data) < threshold:
+            return None
+        key = f"p:blob:{len(stored)}"
+        stored[key] = bytes(data)
+        return key
+
+    return stored, claim
+
+
+@pytest.mark.parametrize("dtype", [DType.FLOAT32, DType.BFLOAT16, DType.STRING, DType.BOOL])
+def test_a_claimed_tensor_leaves_the_body_and_round_trips_from_the_store(dtype: DType) -> None:
+    small, large = sample(dtype), np.concatenate([sample(dtype)] * 64)
+    stored, claim = _claiming(threshold=len(encode_frame({"t": small}, {"t": dtype})))
+    body = encode_frame({"small": small, "large": large}, {"small": dtype, "large": dtype},
+                        claim=claim)
+    entries = {e["name"]: e for e in header_of(body)["tensors"]}
+    assert "claim" not in entries["small"] and list(stored) == [entries["large"]["claim"]]
+    assert "offset" not in entries["large"]
+    assert len(body) < len(encode_frame({"small": small}, {"small": dtype})) + 128  # an entry
+    arrays, _ = decode_frame(body, blobs=stored)
+    assert_same(arrays["small"], small)
+    assert_same(arrays["large"], large)
+
+
+@pytest.mark.parametrize(("blobs", "why"), [
+    ({}, "does not name"),
+    (None, "does not name"),
+    ({"p:blob:0": None}, "is not in the store"),
+    ({"p:blob:0": b"\0" * 3}, "holds 3 bytes, not the 400"),
+], ids=["not named", "no blobs", "missing", "wrong size"])
+def test_a_claim_the_store_cannot_honour_is_invalid_input(
+        blobs: dict[str, bytes | None] | None, why: str) -> None:
+    _, claim = _claiming(threshold=1)
+    body = encode_frame({"x": np.zeros(100, np.float32)}, claim=claim)
+    with pytest.raises(InvalidInput, match=why):
+        decode_frame(body, blobs=blobs)

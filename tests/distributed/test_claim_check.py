@@ -1,0 +1,207 @@
+"""The claim check (common/transport/blobs.py) over a real RabbitMQ and Redis: tensors of the
+claim-check size cross the queue by reference both ways, a producer may claim its own blobs, a
+bad claim is refused, and no blob outlives its request.
+
+The model is the test model ``echo16``, which returns its two 16-bit inputs (and their float32
+widenings): with ``N`` columns each input is 400 KB, over the 256 KiB default, and so is every
+output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aio_pika
+import numpy as np
+import pytest
+import redis.asyncio as redis
+
+from common.backends import create_broker
+from common.errors import InvalidInput
+from common.model.dtypes import DType
+from common.model.repository import ModelRepository
+from common.settings import CommonSettings
+from common.transport.blobs import HEADER_CLAIMS
+from common.transport.broker import Broker
+from common.wire.framing import encode_frame
+from common.wire.messages import (
+    HEADER_STATUS,
+    PredictReply,
+    PredictRequest,
+    decode_reply,
+    request_headers,
+)
+from tests.distributed.conftest import Cluster, wait_ready
+from tests.services import RedisSpace
+
+pytestmark = pytest.mark.asyncio
+
+N = 200_000
+BF16 = {"bf16": DType.BFLOAT16, "fp16": DType.FLOAT16}
+
+
+def inputs(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"bf16": rng.integers(0, 0x7F00, (1, N), dtype=np.uint16),  # finite bfloat16 patterns
+            "fp16": rng.standard_normal((1, N)).astype(np.float16)}
+
+
+@pytest.fixture
+async def store(redis_space: RedisSpace) -> AsyncIterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_space.url)
+    yield client
+    await client.aclose()
+
+
+async def blobs(store: redis.Redis, space: RedisSpace) -> list[bytes]:
+    return [key async for key in store.scan_iter(f"{space.prefix}:blob:*")]
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Until ``check`` holds: the deletes run in the background, after the ack."""
+    async with asyncio.timeout(timeout):
+        while not await check():  # noqa: ASYNC110 (Redis tells no one of a deletion)
+            await asyncio.sleep(0.01)
+
+
+async def none_left(store: redis.Redis, space: RedisSpace) -> None:
+    async def empty() -> bool:
+        return not await blobs(store, space)
+    await until(empty)
+
+
+async def client(cluster: Cluster) -> Broker:
+    """A facade's broker client: create_broker, as the facade makes it (claim check on)."""
+    broker = create_broker(CommonSettings(broker_url=cluster.broker_url,
+                                          redis_url=cluster.redis.url,
+                                          redis_prefix=cluster.redis.prefix))
+    await broker.start()
+    cluster.closers.append(broker.aclose)
+    return broker
+
+
+async def serving(cluster: Cluster) -> None:
+    """A worker serving echo16, once its queue is there: a facade sees it served."""
+    await cluster.worker(preload=["echo16"])
+    facade, _ = await cluster.facade()
+    await wait_ready(facade)
+
+
+def request(cluster: Cluster, seed: int, timeout: float = 30.0) -> PredictRequest:
+    config = ModelRepository(cluster.repo).get("echo16", 1).config
+    return PredictRequest.admit(config, inputs(seed), None, max_elements=N,
+                                deadline=time.time() + timeout, request_id=f"r{seed}")
+
+
+async def test_large_tensors_cross_by_reference_both_ways_and_no_blob_is_left(
+        running: Cluster, store: redis.Redis) -> None:
+    broker = await client(running)
+    await broker.declare_queue("echo16", 1, 1024)  # queued before any worker: model.yaml's length
+    waiting = asyncio.create_task(broker.request(request(running, 1)))
+    async with await aio_pika.connect_robust(running.broker_url) as connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue("inferno.echo16.v1")
+        async with queue.iterator() as messages:
+            message = await asyncio.wait_for(anext(messages), 10)
+        keys = str(message.headers[HEADER_CLAIMS]).split(",")
+        assert len(message.body) < 1024, "the tensors travelled in the message"
+        assert sorted(keys) == sorted(k.decode() for k in await blobs(store, running.redis))
+        assert len(keys) == 2
+        for key in keys:  # the backstop: they expire with the request's deadline
+            assert 0 < await store.pttl(key) <= 30_000
+            assert await store.strlen(key) == 2 * N
+        await message.reject(requeue=True)
+
+    await running.worker(preload=["echo16"])
+    reply = await asyncio.wait_for(waiting, 30)
+    given = inputs(1)
+    np.testing.assert_array_equal(reply.result()["bf16"], given["bf16"])
+    np.testing.assert_array_equal(reply.result()["fp16"], given["fp16"])
+    np.testing.assert_array_equal(reply.result()["fp16_f32"], given["fp16"].astype(np.float32))
+    await none_left(store, running.redis)  # the request's, at the ack; the reply's, as read
+
+
+async def test_concurrent_requests_each_get_their_own_tensors(
+        running: Cluster, store: redis.Redis) -> None:
+    await running.worker(preload=["echo16"])
+    broker = await client(running)
+    replies = await asyncio.wait_for(asyncio.gather(
+        *(broker.request(request(running, seed)) for seed in range(8))), 60)
+    for seed, reply in enumerate(replies):
+        np.testing.assert_array_equal(reply.result()["fp16"], inputs(seed)["fp16"])
+    await none_left(store, running.redis)
+
+
+async def test_a_request_that_expires_in_the_queue_leaves_no_blob(
+        running: Cluster, store: redis.Redis) -> None:
+    broker = await client(running)
+    await broker.declare_queue("echo16", 1, 1024)  # no worker: dropped at its deadline
+    with pytest.raises(Exception, match=r"deadline|did not answer"):
+        await broker.request(request(running, 2, timeout=0.5))
+    await none_left(store, running.redis)
+
+
+async def _produce(cluster: Cluster, store: redis.Redis, blob: bytes | None, key: str
+                   ) -> tuple[str, PredictReply]:
+    """A producer's request whose ``fp16`` claims ``key`` (which it stored ``blob`` under,
+    unless ``None``); the reply's status, and the reply."""
+    if blob is not None:
+        await store.set(key, blob, px=30_000)
+    claims = iter([None, key])  # bf16 in the message, then fp16 by reference
+    body = encode_frame(inputs(3), BF16, claim=lambda _: next(claims))
+    async with await aio_pika.connect_robust(cluster.broker_url) as connection:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await channel.get_exchange("inferno.predict")
+        replies = await channel.declare_queue(exclusive=True)
+        await exchange.publish(aio_pika.Message(
+            body, content_type="application/x-inferno-tensors", correlation_id="p",
+            reply_to=replies.name, expiration=30,
+            headers={**request_headers(time.time() + 30), HEADER_CLAIMS: key}),
+            routing_key="echo16.v1", mandatory=True)
+        async with asyncio.timeout(30), replies.iterator() as messages:
+            async for message in messages:
+                status = message.headers[HEADER_STATUS]
+                claimed = message.headers.get(HEADER_CLAIMS)
+                reply = decode_reply(message.body, str(status), None if claimed is None else {
+                    k: await store.getdel(k) for k in str(claimed).split(",")})
+                await message.ack()
+                return str(status), reply
+    raise AssertionError("no reply")
+
+
+async def test_a_producer_claims_a_blob_it_stored(running: Cluster, store: redis.Redis) -> None:
+    await serving(running)
+    given = inputs(3)
+    key = f"{running.redis.prefix}:blob:producer-1"
+    status, reply = await _produce(running, store, given["fp16"].tobytes(), key)
+    assert status == "ok"
+    np.testing.assert_array_equal(reply.result()["fp16"], given["fp16"])
+    await none_left(store, running.redis)
+
+
+@pytest.mark.parametrize(("stored", "why"), [
+    (b"", "holds 0 bytes, not the 400000"),
+    (None, "is not in the store"),
+], ids=["wrong size", "missing"])
+async def test_a_claim_to_a_wrong_or_missing_blob_is_invalid_input(
+        running: Cluster, store: redis.Redis, stored: bytes | None, why: str) -> None:
+    await serving(running)
+    key = f"{running.redis.prefix}:blob:producer-2"
+    status, reply = await _produce(running, store, stored, key)
+    assert status == "invalid_input"
+    with pytest.raises(InvalidInput, match=why):
+        reply.result()
+    await none_left(store, running.redis)  # refused for good: deleted
+
+
+async def test_a_claim_outside_the_blob_namespace_is_refused_and_left_alone(
+        running: Cluster, store: redis.Redis) -> None:
+    await serving(running)
+    key = f"{running.redis.prefix}:secret"  # a key of the store that is no blob
+    status, reply = await _produce(running, store, inputs(3)["fp16"].tobytes(), key)
+    assert status == "invalid_input"
+    with pytest.raises(InvalidInput, match="outside the blob store's namespace"):
+        reply.result()
+    assert await store.exists(key), "the worker deleted a key it had no claim to"
