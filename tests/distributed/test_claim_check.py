@@ -143,6 +143,25 @@ async def test_a_request_that_expires_in_the_queue_leaves_no_blob(
     await none_left(store, running.redis)
 
 
+async def test_a_request_whose_caller_left_leaves_no_blob(
+        running: Cluster, store: redis.Redis) -> None:
+    broker = await client(running)
+    await broker.declare_queue("echo16", 1, 1024)  # queued before any worker: model.yaml's length
+    waiting = asyncio.create_task(broker.request(request(running, 4)))
+
+    async def queued() -> bool:
+        return await broker.queue_depth("echo16", 1) == 1
+    await until(queued)
+    assert len(await blobs(store, running.redis)) == 2
+    waiting.cancel()  # the caller leaves: a cancel notice, or a reply nobody reads
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await running.worker(preload=["echo16"])
+    # Deleted by the facade if the caller left before the broker confirmed the publish, else
+    # by the worker at the ack (and the reply's, unread, by the facade).
+    await none_left(store, running.redis)
+
+
 async def _produce(cluster: Cluster, store: redis.Redis, blob: bytes | None, key: str
                    ) -> tuple[str, PredictReply]:
     """A producer's request whose ``fp16`` claims ``key`` (which it stored ``blob`` under,
