@@ -10,6 +10,7 @@ output.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -34,6 +35,8 @@ from common.wire.messages import (
     request_headers,
 )
 from tests.distributed.conftest import Cluster, wait_ready
+from tests.distributed.polling import scrape, until
+from tests.http import free_port
 from tests.services import RedisSpace
 
 pytestmark = pytest.mark.asyncio
@@ -59,7 +62,7 @@ async def blobs(store: redis.Redis, space: RedisSpace) -> list[bytes]:
     return [key async for key in store.scan_iter(f"{space.prefix}:blob:*")]
 
 
-async def until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+async def until_true(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
     """Until ``check`` holds: the deletes run in the background, after the ack."""
     async with asyncio.timeout(timeout):
         while not await check():  # noqa: ASYNC110 (Redis tells no one of a deletion)
@@ -69,7 +72,7 @@ async def until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> 
 async def none_left(store: redis.Redis, space: RedisSpace) -> None:
     async def empty() -> bool:
         return not await blobs(store, space)
-    await until(empty)
+    await until_true(empty)
 
 
 async def client(cluster: Cluster) -> Broker:
@@ -151,7 +154,7 @@ async def test_a_request_whose_caller_left_leaves_no_blob(
 
     async def queued() -> bool:
         return await broker.queue_depth("echo16", 1) == 1
-    await until(queued)
+    await until_true(queued)
     assert len(await blobs(store, running.redis)) == 2
     waiting.cancel()  # the caller leaves: a cancel notice, or a reply nobody reads
     with pytest.raises(asyncio.CancelledError):
@@ -159,6 +162,28 @@ async def test_a_request_whose_caller_left_leaves_no_blob(
     await running.worker(preload=["echo16"])
     # Deleted by the facade if the caller left before the broker confirmed the publish, else
     # by the worker at the ack (and the reply's, unread, by the facade).
+    await none_left(store, running.redis)
+
+
+async def test_a_request_redelivered_after_its_worker_died_keeps_its_blobs_until_answered(
+        running: Cluster, store: redis.Redis) -> None:
+    port = free_port()
+    victim = running.worker_process(INFERNO_PRELOAD="slow", INFERNO_METRICS_PORT=str(port))
+    facade, _ = await running.facade()
+    await wait_ready(facade)
+    broker = await client(running)
+    config = ModelRepository(running.repo).get("slow", 1).config
+    x = np.arange(70_000, dtype=np.float32).reshape(1, -1)  # 280 KB, both ways
+    waiting = asyncio.create_task(broker.request(PredictRequest.admit(
+        config, {"x": x, "delay_ms": np.array([2000.0], np.float32)}, None,
+        max_elements=N, deadline=time.time() + 60)))
+    await until(lambda: scrape(port, 'infer_batch_size_count{model="slow"}') >= 1)
+    victim.send_signal(signal.SIGKILL)  # mid-batch: the request is unacknowledged
+    assert await asyncio.to_thread(victim.wait, 10) == -signal.SIGKILL
+    assert len(await blobs(store, running.redis)) == 1  # the request's, kept for a redelivery
+    await running.worker(preload=["slow"])
+    reply = await asyncio.wait_for(waiting, 30)
+    np.testing.assert_array_equal(reply.result()["y"], x)
     await none_left(store, running.redis)
 
 

@@ -12,8 +12,6 @@ import contextlib
 import signal
 import subprocess
 import time
-import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,30 +23,12 @@ import pytest
 from common.wire.messages import TENSORS_CONTENT_TYPE, encode_frame
 from harness.services import rabbitmqctl
 from tests.distributed.conftest import Cluster, queue_requests, replies_in, wait_ready
+from tests.distributed.polling import scrape, until
 from tests.gate import HOLD, Gate, until_done
 from tests.http import free_port
 from tests.integration.conftest import error_of, slow_body
 
 pytestmark = pytest.mark.asyncio
-
-
-def scrape(port: int, sample: str) -> float:
-    """One sample's value from a worker process's Prometheus endpoint (0 when absent)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        return 0.0
-    for line in text.splitlines():
-        if line.startswith(sample + " "):
-            return float(line.split()[-1])
-    return 0.0
-
-
-async def until(check: Callable[[], bool], timeout: float = 30) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():  # noqa: ASYNC110 - another process: nothing to await
-            await asyncio.sleep(0.02)
 
 
 async def until_ready(client: httpx.AsyncClient) -> None:
