@@ -332,3 +332,22 @@ def test_a_claim_the_store_cannot_honour_is_invalid_input(
     body = encode_frame({"x": np.zeros(100, np.float32)}, claim=claim)
     with pytest.raises(InvalidInput, match=why):
         decode_frame(body, blobs=blobs)
+
+
+def test_a_claimed_tensor_is_neither_copied_out_of_its_array_nor_out_of_its_blob() -> None:
+    """The copies the claim check leaves: the socket writes and reads, and the batch's
+    concatenation; none in the framing, either way."""
+    array = np.arange(1 << 16, dtype=np.float32).reshape(4, -1)
+    handed: list[memoryview | bytes] = []
+
+    def claim(data: memoryview | bytes) -> str:
+        handed.append(data)
+        return "p:blob:0"
+
+    encode_frame({"x": array}, claim=claim)
+    assert np.shares_memory(np.frombuffer(handed[0], np.uint8), array)  # what the store writes
+    blob = array.tobytes()  # as the store's read hands it over
+    arrays, _ = decode_frame(encode_frame({"x": array}, claim=lambda _: "p:blob:0"),
+                             blobs={"p:blob:0": blob})
+    assert np.shares_memory(arrays["x"], np.frombuffer(blob, np.uint8))
+    assert_same(arrays["x"], array)
