@@ -21,7 +21,7 @@ def create_broker(settings: CommonSettings) -> Broker:
 
     blobs = (Blobs(settings.redis_url, settings.redis_prefix, settings.claim_check_bytes,
                    tls=redis_ssl_options(settings))
-             if settings.redis_url is not None and settings.claim_check_bytes else None)
+             if settings.redis_url is not None else None)  # 0: claims read, never made
     return AmqpBroker(settings.broker_url, queue_type=settings.queue_type,
                       delivery_limit=settings.queue_delivery_limit,
                       persistent=settings.persistent_requests,

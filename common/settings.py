@@ -99,7 +99,8 @@ class CommonSettings(BaseSettings):
     claim_check_bytes: Annotated[int, Field(ge=0)] = 262_144
     """Distributed mode: a tensor of at least this many bytes crosses the queue by reference,
     its bytes through Redis (common/transport/blobs.py), in requests and replies; 0 sends every
-    tensor in its message. Needs ``INFERNO_REDIS_URL``; embedded mode has no queue to cross."""
+    tensor in its message (what others claim is read all the same). Needs
+    ``INFERNO_REDIS_URL``; embedded mode has no queue to cross."""
     max_elements_per_tensor: Annotated[int, Field(ge=1)] = DEFAULT_MAX_ELEMENTS
     """Most elements one input tensor may hold (16 Mi: 64 MiB of float32): the facade answers
     more with a 422 naming the input, before anything is queued; a worker answers a producer's

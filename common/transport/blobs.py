@@ -71,7 +71,8 @@ class Blobs:
                  tls: Mapping[str, Any] | None = None) -> None:
         self.namespace = f"{prefix}:blob:"
         self.threshold = threshold
-        """Tensors of at least this many bytes travel by reference."""
+        """Tensors of at least this many bytes travel by reference (0: none; claims are read
+        all the same, whoever sent them)."""
         self._redis = redis.Redis.from_url(url, **(tls or {}))
         self._fetching: dict[str, list[asyncio.Future[dict[str, bytes | None]]]] = {}
         self._deleting: set[str] = set()
@@ -79,7 +80,10 @@ class Blobs:
 
     def claims(self, nbytes: int) -> Claims | None:
         """A message's claims, when a tensor body of ``nbytes`` may hold one."""
-        return Claims(self.namespace, self.threshold) if nbytes >= self.threshold else None
+        return Claims(self.namespace, self.threshold) if self.claiming(nbytes) else None
+
+    def claiming(self, nbytes: int) -> bool:
+        return 0 < self.threshold <= nbytes
 
     def keys(self, header: object) -> list[str]:
         """The keys an ``inferno-claims`` header names; ``InvalidInput`` for one outside the

@@ -75,11 +75,12 @@ async def none_left(store: redis.Redis, space: RedisSpace) -> None:
     await until_true(empty)
 
 
-async def client(cluster: Cluster) -> Broker:
-    """A facade's broker client: create_broker, as the facade makes it (claim check on)."""
+async def client(cluster: Cluster, claim_check_bytes: int = 262_144) -> Broker:
+    """A facade's broker client: create_broker, as the facade makes it."""
     broker = create_broker(CommonSettings(broker_url=cluster.broker_url,
                                           redis_url=cluster.redis.url,
-                                          redis_prefix=cluster.redis.prefix))
+                                          redis_prefix=cluster.redis.prefix,
+                                          claim_check_bytes=claim_check_bytes))
     await broker.start()
     cluster.closers.append(broker.aclose)
     return broker
@@ -134,6 +135,16 @@ async def test_concurrent_requests_each_get_their_own_tensors(
         *(broker.request(request(running, seed)) for seed in range(8))), 60)
     for seed, reply in enumerate(replies):
         np.testing.assert_array_equal(reply.result()["fp16"], inputs(seed)["fp16"])
+    await none_left(store, running.redis)
+
+
+async def test_a_facade_that_claims_nothing_still_reads_the_claims_of_replies(
+        running: Cluster, store: redis.Redis) -> None:
+    await running.worker(preload=["echo16"])  # claims its outputs of 256 KiB and more
+    broker = await client(running, claim_check_bytes=0)
+    reply = await asyncio.wait_for(broker.request(request(running, 5)), 30)
+    np.testing.assert_array_equal(reply.result()["bf16_f32"].view(np.uint32) >> 16,
+                                  inputs(5)["bf16"])
     await none_left(store, running.redis)
 
 

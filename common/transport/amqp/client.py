@@ -186,7 +186,7 @@ class AmqpClient:
             pending = Pending(request, correlation_id, future,
                               sum(map(framed_nbytes, request.inputs.values())))
             key = routing_key(request.model, request.version)
-            claimed = self._blobs is not None and pending.nbytes >= self._blobs.threshold
+            claimed = self._blobs is not None and self._blobs.claiming(pending.nbytes)
             if self._max_envelope_bytes and not claimed:
                 lane = self._lanes.get(key)
                 if lane is None:  # the turn's first request to this version
@@ -341,11 +341,15 @@ class AmqpClient:
             return
         headers = properties.headers or {}
         status = headers.get(HEADER_STATUS)
-        blobs = None
-        if HEADER_CLAIMS in headers and self._blobs is not None:
-            blobs = await self._claimed(headers[HEADER_CLAIMS], future is not None)
-        reply = decode_reply(message.body, status if isinstance(status, (str, bytes)) else None,
-                             blobs)
+        try:
+            blobs = await self._claimed(headers.get(HEADER_CLAIMS), future is not None)
+        except StateUnavailable as exc:
+            reply = PredictReply(error=exc)
+        except InvalidInput as exc:
+            reply = PredictReply(error=WorkerFailed(f"Malformed reply from the worker: {exc}"))
+        else:
+            reply = decode_reply(message.body,
+                                 status if isinstance(status, (str, bytes)) else None, blobs)
         if future is not None:
             future.set_result(reply)
         elif envelope is not None:  # the worker refused the whole envelope
@@ -354,15 +358,16 @@ class AmqpClient:
                                        f"{error}") if isinstance(error, InvalidInput) else error)
 
     async def _claimed(self, header: object, wanted: bool) -> dict[str, bytes | None] | None:
-        """A reply's claimed outputs, taken from the store; ``None`` (the reply then fails as
-        malformed) when its header is not one, or when the store fails."""
-        blobs = cast(Blobs, self._blobs)
-        try:
-            keys = blobs.keys(header)
-            return await blobs.take(keys) if wanted else None
-        except (InvalidInput, StateUnavailable) as exc:
-            log.warning("could not read a reply's claimed outputs: %s", exc)
+        """The outputs a reply claims (``header``: its ``inferno-claims``, ``None`` for none),
+        taken from the store, or deleted there when the reply is not ``wanted``. Raises
+        ``InvalidInput`` for a header that is no list of blob keys, ``StateUnavailable``."""
+        if header is None or self._blobs is None:
             return None
+        keys = self._blobs.keys(header)
+        if wanted:
+            return await self._blobs.take(keys)
+        self._blobs.delete(keys)
+        return None
 
     def _drop_claims(self, headers: Mapping[str, Any] | None) -> None:
         if self._blobs is None or not headers or HEADER_CLAIMS not in headers:
