@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 
 import aio_pika
 import httpx
+import numpy as np
 import pytest
+import redis.asyncio as redis
 
 from common.transport.amqp.broker import DEAD_LETTER_QUEUE
 from common.transport.amqp.dead_letter import POISON_QUEUE
@@ -84,19 +86,40 @@ def x(i: int) -> list[list[float]]:
     return [[float(i), i + 0.5]]
 
 
-async def test_poison_request_is_answered_and_others_are_served(running: Cluster) -> None:
+@pytest.mark.parametrize("claim_check_bytes", [262_144, 8], ids=["in messages", "by reference"])
+async def test_poison_request_is_answered_and_others_are_served(
+        running: Cluster, claim_check_bytes: int) -> None:
+    """By reference: every tensor (8 bytes) crosses through Redis, and the poison request's
+    blob goes with its dead letter. Others may be left by the workers that died (a reply's,
+    stored before the crash): those expire with their requests' deadlines."""
     supervisor = Supervisor(running, {
         "INFERNO_PRELOAD": "poison", "INFERNO_MODELS": "poison", "INFERNO_QUEUE_TYPE": "quorum",
-        "INFERNO_QUEUE_DELIVERY_LIMIT": str(LIMIT)})
+        "INFERNO_QUEUE_DELIVERY_LIMIT": str(LIMIT),
+        "INFERNO_CLAIM_CHECK_BYTES": str(claim_check_bytes)})
     supervisor.start(2)
     try:
-        await _serve_a_poison_request(running, supervisor)
+        await _serve_a_poison_request(running, supervisor, claim_check_bytes)
     finally:
         supervisor.stop()
+    store = redis.Redis.from_url(running.redis.url)
+    poison = np.array([[666.0, 1.0]], np.float32).tobytes()
+
+    async def blobs() -> list[bytes]:
+        return [key async for key in store.scan_iter(f"{running.redis.prefix}:blob:*")]
+
+    try:
+        async with asyncio.timeout(30):
+            while poison in [await store.get(key) for key in await blobs()]:  # noqa: ASYNC110 - Redis tells no one of a deletion
+                await asyncio.sleep(0.05)
+        for key in await blobs():
+            assert 0 < await store.pttl(key) <= TIMEOUT_MS, key
+    finally:
+        await store.aclose()
 
 
-async def _serve_a_poison_request(running: Cluster, supervisor: Supervisor) -> None:
-    facade, client = await running.facade()
+async def _serve_a_poison_request(running: Cluster, supervisor: Supervisor,
+                                  claim_check_bytes: int) -> None:
+    facade, client = await running.facade(claim_check_bytes=claim_check_bytes)
     await wait_ready(facade)
     view = facade.view
     assert await view.wait_for(lambda: True if view.serving("poison", 1) == 2 else None, 60)
