@@ -31,6 +31,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from common.errors import InvalidInput, StateUnavailable
+from common.wire.messages import header_text
 
 __all__ = ["HEADER_CLAIMS", "Blobs", "Claims"]
 
@@ -88,8 +89,7 @@ class Blobs:
     def keys(self, header: object) -> list[str]:
         """The keys an ``inferno-claims`` header names; ``InvalidInput`` for one outside the
         namespace, or a header that is no string."""
-        if isinstance(header, bytes):
-            header = header.decode("utf-8", "replace")
+        header = header_text(header)
         if not isinstance(header, str):
             raise InvalidInput(f"The {HEADER_CLAIMS} header must be a string of keys")
         keys = [k for k in header.split(",") if k]

@@ -31,7 +31,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from typing import Any, cast
 
 import aio_pika
@@ -334,12 +334,13 @@ class AmqpClient:
             return
         future = self._pending.get(correlation_id)
         envelope = self._envelopes.get(correlation_id) if future is None else None
+        headers = properties.headers or {}
         if (future is None or future.done()) and envelope is None:
             # A late or duplicate reply (after a redelivery): nobody waits for it.
             log.debug("reply %s dropped: nobody waits for it", correlation_id)
-            self._drop_claims(properties.headers)
+            with contextlib.suppress(InvalidInput):  # no list of blob keys: none of ours
+                await self._claimed(headers.get(HEADER_CLAIMS), wanted=False)
             return
-        headers = properties.headers or {}
         status = headers.get(HEADER_STATUS)
         try:
             blobs = await self._claimed(headers.get(HEADER_CLAIMS), future is not None)
@@ -368,12 +369,6 @@ class AmqpClient:
             return await self._blobs.take(keys)
         self._blobs.delete(keys)
         return None
-
-    def _drop_claims(self, headers: Mapping[str, Any] | None) -> None:
-        if self._blobs is None or not headers or HEADER_CLAIMS not in headers:
-            return
-        with contextlib.suppress(InvalidInput):
-            self._blobs.delete(self._blobs.keys(headers[HEADER_CLAIMS]))
 
     def _on_reply_envelope(self, correlation_id: str, body: bytes) -> None:
         try:
