@@ -267,11 +267,11 @@ class Batcher:
         replies: list[PredictReply]
         turn = _Turn()
         try:
-            outputs, entered, left = await self._predict(_parts(batch), turn)
+            outputs = await self._predict(_parts(batch), turn)
             replies = self._split(batch, outputs, rows)
             ready = time.perf_counter_ns()
-            self._statistics.succeeded(rows, queued, entered - began, left - entered,
-                                       ready - left)
+            self._statistics.succeeded(rows, queued, turn.entered - began,
+                                       turn.left - turn.entered, ready - turn.left)
         except Exception as exc:
             self._model_errors.labels(self._config.name, type(exc).__name__).inc()
             log.error("model %s failed on a batch of %d rows: %s: %s",
@@ -292,23 +292,22 @@ class Batcher:
             raise
         self._settle([i.delivery for i in batch], replies)
 
-    async def _predict(self, parts: Parts, turn: _Turn) -> tuple[dict[str, Array], int, int]:
-        """The model on one batch: on the version's thread, or on the event loop while it is
-        a TorchScript model whose batches take less than the hand-off to a thread and back.
-        Its outputs, and ``perf_counter_ns`` when the runtime was called and when it returned."""
+    async def _predict(self, parts: Parts, turn: _Turn) -> dict[str, Array]:
+        """The model's outputs on one batch (``turn`` times it): on the version's thread, or on
+        the event loop while it is a TorchScript model whose batches take less than the
+        hand-off to a thread and back."""
         if self._inline:
             outputs = _timed(self._runtime.predict_parts, parts, turn)
         else:
             outputs = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._on_thread, parts, turn)
-        entered, left = turn.entered, turn.left
-        took = (left - entered) / 1e9
+        took = (turn.left - turn.entered) / 1e9
         self._inference.observe(took)
         self._model_s = took if self._model_s is None else self._model_s + (
             took - self._model_s) * _MEAN_WEIGHT
         if self._may_inline:
             self._inline = self._model_s < (INLINE_OUT_S if self._inline else INLINE_IN_S)
-        return outputs, entered, left
+        return outputs
 
     def _on_thread(self, parts: Parts, turn: _Turn) -> dict[str, Array]:
         with self._turns:
