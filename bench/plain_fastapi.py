@@ -7,8 +7,9 @@ TorchScript artifact loaded at start-up, and one route, ``POST /v1/models/{name}
 the v1 JSON body the bench sends (``{"inputs": {"x": {"data": [[...]]}}}``). The route is a plain
 ``def``, as FastAPI advises for blocking work: it runs in the thread pool, decodes each input with
 ``torch.tensor``, calls the model once for this request (no batching, no queue, no deadline) and
-returns the outputs as ``{"data": [...]}`` lists. Torch gets the servers' thread count
-(``WorkerSettings.intra_op_threads``, i.e. ``--torch-threads`` / ``INFERNO_TORCH_THREADS``).
+returns the outputs as ``{"data": [...]}`` lists. Torch keeps its own default thread count (one
+per core, as a hand-written server gets) unless ``--torch-threads`` / ``INFERNO_TORCH_THREADS``
+sets one for every server.
 The repository is read with Inferno's reader only to find the artifact and the tensor names.
 
 ``python -m bench --compare`` starts it as a subprocess (``PlainServer``) on a free port, like
@@ -61,7 +62,8 @@ def create_app(repo: Path, name: str) -> Any:
     config = (entry := ModelRepository(repo).get(name)).config
     if config.artifact is None:
         raise ValueError(f"model '{name}' has no TorchScript artifact")
-    torch.set_num_threads(WorkerSettings().intra_op_threads)
+    if threads := WorkerSettings().torch_threads:
+        torch.set_num_threads(threads)
     model = torch.jit.load(str(entry.directory / config.artifact), map_location="cpu").eval()
     inputs = [(s.name, getattr(torch, s.dtype.value)) for s in config.signature.inputs]
     outputs = [s.name for s in config.signature.outputs]
