@@ -14,8 +14,9 @@ req/s and latencies; every non-200 response and every connection failure of the 
 warm-up included, counts as an error. The server's metrics are scraped by the same process at the
 window's start and end (every endpoint at once, summed), so batch statistics cover the same
 interval as the latencies; the generator's own CPU time over the window is reported too, to show
-what it took from the server, and so is, for a server with no metrics (``LevelSpec.server_pids``),
-its processes' CPU time read from ``/proc``.
+what it took from the server, and so is, read from ``/proc``, the CPU time of a server with no
+metrics (``LevelSpec.server_pids``) and of a local broker and Redis (``broker_pids``,
+``redis_pids``).
 
 No third-party imports here: the spawned process starts in well under a second.
 """
@@ -31,7 +32,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from bench.host import CpuTimes, busy_pct, cpu_times, process_cpu_s
+from bench.host import CpuTimes, busy_pct, cpu_times, processes_cpu_s
 from bench.metrics import Snapshot, parse, total
 
 __all__ = ["Endpoint", "Level", "LevelSpec", "LoadOutcome", "percentile", "read_response",
@@ -67,6 +68,10 @@ class LevelSpec:
     summed; empty to skip metrics."""
     server_pids: tuple[int, ...] = ()
     """Server processes whose CPU time is read from ``/proc`` over the window (no metrics)."""
+    broker_pids: tuple[int, ...] = ()
+    """The broker's process, read like ``server_pids``; empty when it is not on this machine."""
+    redis_pids: tuple[int, ...] = ()
+    """Redis's process, likewise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +93,10 @@ class LoadOutcome:
     """Busy share of all the machine's cores inside the window (``bench.host``)."""
     server_cpu_s: float | None = None
     """CPU time the ``server_pids`` used inside the window; ``None`` without pids or readings."""
+    broker_cpu_s: float | None = None
+    """CPU time the ``broker_pids`` used inside the window, likewise."""
+    redis_cpu_s: float | None = None
+    """CPU time the ``redis_pids`` used inside the window, likewise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +159,8 @@ class Level:
         self.cpu_start = self.cpu_end = 0.0
         self.machine_start: CpuTimes | None = None
         self.machine_end: CpuTimes | None = None
-        self.server_start: float | None = None
-        self.server_end: float | None = None
+        self.pids_start: tuple[float | None, ...] = ()
+        self.pids_end: tuple[float | None, ...] = ()
 
     @staticmethod
     async def _open(target: Endpoint) -> Streams:
@@ -236,20 +245,18 @@ class Level:
         await asyncio.sleep(max(0.0, self.window_start - time.perf_counter()))
         self.cpu_start = time.process_time()
         self.machine_start = cpu_times()
-        self.server_start = self._server_cpu()
+        self.pids_start = self._pids_cpu()
         before = await self.scrape()
         await asyncio.sleep(max(0.0, self.window_end - time.perf_counter()))
         self.cpu_end = time.process_time()
         self.machine_end = cpu_times()
-        self.server_end = self._server_cpu()
+        self.pids_end = self._pids_cpu()
         return before, await self.scrape()
 
-    def _server_cpu(self) -> float | None:
-        """The ``server_pids``' CPU seconds now: ``None`` without pids or if one is gone."""
-        readings = [process_cpu_s(pid) for pid in self.spec.server_pids]
-        if not readings or None in readings:
-            return None
-        return sum(r for r in readings if r is not None)
+    def _pids_cpu(self) -> tuple[float | None, ...]:
+        """CPU seconds now of the ``server_pids``, the ``broker_pids`` and the ``redis_pids``."""
+        spec = self.spec
+        return tuple(map(processes_cpu_s, (spec.server_pids, spec.broker_pids, spec.redis_pids)))
 
     async def run(self) -> LoadOutcome:
         spec = self.spec
@@ -266,6 +273,7 @@ class Level:
             self.errors += 1
         before, after = await scraper
         ordered = sorted(self.latencies)
+        server, broker, redis = map(_spent, self.pids_start, self.pids_end)
         return LoadOutcome(
             concurrency=spec.concurrency, requests=len(ordered), errors=self.errors,
             window_s=spec.duration_s, p50_s=percentile(ordered, 50),
@@ -275,9 +283,12 @@ class Level:
             metrics_before=before, metrics_after=after,
             client_cpu_s=self.cpu_end - self.cpu_start,
             machine_busy_pct=busy_pct(self.machine_start, self.machine_end),
-            server_cpu_s=(self.server_end - self.server_start
-                          if self.server_start is not None and self.server_end is not None
-                          else None))
+            server_cpu_s=server, broker_cpu_s=broker, redis_cpu_s=redis)
+
+
+def _spent(start: float | None, end: float | None) -> float | None:
+    """CPU seconds between two readings; ``None`` if either is missing."""
+    return None if start is None or end is None else end - start
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:

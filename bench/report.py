@@ -7,9 +7,13 @@ over the window (summed over workers): near 100 % per worker, the model is the b
 ``cpu ms/req`` and ``cores`` are the servers' own CPU over the window (``process_cpu_seconds_total``
 of every process): the embedded server's, or the facades' + the workers' (a server with no
 metrics, the bare gRPC floor: its process's, from ``/proc``); a role near 1.00 core is a
-single-threaded process at its limit. ``machine busy%`` is every core's busy share in
-the window (``/proc/stat``: servers, broker, load generator and anything else): near 100 the
-machine itself is the limit.
+single-threaded process at its limit. ``broker ms/req`` and ``redis ms/req`` are the CPU ms per
+request of a distributed run's RabbitMQ and Redis, each read from ``/proc`` by the pid listening
+on its URL's port (JSON ``broker_cpu_ms``, ``redis_cpu_ms``); unknown (``-``, ``null``) in an
+embedded run, for a remote service or with ``--driver wrk``; the columns are shown when some
+level has them.
+``machine busy%`` is every core's busy share in the window (``/proc/stat``: servers, broker,
+load generator and anything else): near 100 the machine itself is the limit.
 ``rows/s`` is shown when a request carries several rows (``--rows``). The JSON document also
 has ``server_ms``, the mean predict latency the facades measured themselves.
 """
@@ -32,6 +36,11 @@ __all__ = ["LevelRow", "Report", "fmt", "json_levels", "json_run", "render_direc
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else 1000.0 * seconds
+
+
+def _per_request(cpu_s: float | None, requests: int) -> float | None:
+    """CPU milliseconds per request of a process read from ``/proc``."""
+    return _ms(cpu_s / requests) if cpu_s is not None and requests else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +75,10 @@ class LevelRow:
     process_cpu_ms: float | None = None
     """CPU milliseconds per request of a server with no metrics, read from ``/proc`` (the bare
     gRPC floor, ``bench.grpc_floor``)."""
+    broker_cpu_ms: float | None = None
+    """CPU milliseconds per request of the broker, read from ``/proc`` (a local one only)."""
+    redis_cpu_ms: float | None = None
+    """CPU milliseconds per request of Redis, likewise."""
 
     @classmethod
     def from_outcome(cls, outcome: LoadOutcome, rows_per_request: int) -> LevelRow:
@@ -85,8 +98,9 @@ class LevelRow:
                             if window and outcome.window_s > 0 else None),
             server_ms=window.server_ms if window else None,
             machine_busy_pct=outcome.machine_busy_pct,
-            process_cpu_ms=(1000.0 * outcome.server_cpu_s / outcome.requests
-                            if outcome.server_cpu_s is not None and outcome.requests else None),
+            process_cpu_ms=_per_request(outcome.server_cpu_s, outcome.requests),
+            broker_cpu_ms=_per_request(outcome.broker_cpu_s, outcome.requests),
+            redis_cpu_ms=_per_request(outcome.redis_cpu_s, outcome.requests),
             **{f"{role}_cpu_ms": window.cpu_ms_per_request(role, outcome.requests) if window
                else None for role in _ROLES})
 
@@ -144,8 +158,13 @@ def fmt(value: float | None, digits: int) -> str:
 
 _COLUMNS = (("concurrency", 11), ("req/s", 9), ("rows/s", 9), ("p50 ms", 8), ("p99 ms", 8),
             ("mean batch", 10), ("infer ms/batch", 14), ("model busy%", 11),
-            ("errors", 6), ("cpu ms/req", 10), ("cores", 9), ("machine busy%", 13),
+            ("errors", 6), ("cpu ms/req", 10), ("cores", 9), ("broker ms/req", 13),
+            ("redis ms/req", 12), ("machine busy%", 13),
             ("client cpu%", 11), ("direct rows/s @batch", 20), ("server/direct", 13))
+
+
+_SERVICES = {"broker ms/req": "broker_cpu_ms", "redis ms/req": "redis_cpu_ms"}
+"""The columns of the services' CPU, and their fields."""
 
 
 def _cells(report: Report, level: LevelRow) -> dict[str, str]:
@@ -159,6 +178,7 @@ def _cells(report: Report, level: LevelRow) -> dict[str, str]:
             "infer ms/batch": fmt(level.infer_ms_per_batch, 3),
             "model busy%": fmt(level.model_busy_pct, 0), "errors": str(level.errors),
             "cpu ms/req": level.server_cpu, "cores": level.server_cores,
+            **{name: fmt(getattr(level, field), 2) for name, field in _SERVICES.items()},
             "machine busy%": fmt(level.machine_busy_pct, 0),
             "client cpu%": fmt(level.client_cpu_pct, 0),
             "direct rows/s @batch": f"{direct.rows_per_s:.0f} @{direct.batch}" if direct else "-",
@@ -170,11 +190,21 @@ def _threads(config: dict[str, Any]) -> str:
     return f", {threads} torch thread(s) per server process" if threads else ""
 
 
+def _shown(report: Report, name: str) -> bool:
+    """rows/s only when a request has several rows; the broker's and Redis's CPU only when some
+    level read them (a local broker)."""
+    if name == "rows/s":
+        return bool(report.config["rows_per_request"] > 1)
+    if name in _SERVICES:
+        return any(getattr(level, _SERVICES[name]) is not None for level in report.levels)
+    return True
+
+
 def render_levels(report: Report) -> str:
-    """The run's header and one line per level (rows/s only when a request has several rows)."""
+    """The run's header and one line per level (some columns only when they apply,
+    ``_shown``)."""
     c = report.config
-    columns = [(name, width) for name, width in _COLUMNS
-               if name != "rows/s" or c["rows_per_request"] > 1]
+    columns = [(name, width) for name, width in _COLUMNS if _shown(report, name)]
     lines = [
         f"model {c['model']} v{c['version']}, {c['protocol']} body {c['body_bytes']} B, "
         f"{c['rows_per_request']} row(s)/request, {c['server']} at {c['url']}, "

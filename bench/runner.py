@@ -12,7 +12,8 @@ a run drives ``--protocol``, or with ``--compare-protocols`` every protocol of
 ``--compare-versions``, each of them for every version of the model in turn, pinned
 (``bench.versions``). Each run starts fresh
 processes, and the servers are stopped before the next run starts (and before the direct
-baseline), so runs never compete with each other for CPU.
+baseline), so runs never compete with each other for CPU. A distributed run's broker and Redis,
+when they listen on this machine, have their CPU read over each level's window too.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from urllib.parse import urlsplit
 from bench import load, wrk
 from bench.cluster import Cluster, ClusterSpec
 from bench.grpc_floor import GrpcFloor
-from bench.host import loadavg
+from bench.host import listener_pid, loadavg
 from bench.payload import (
     BASELINE,
     BUILDERS,
@@ -49,6 +50,8 @@ from harness.process import shielded, wait_ready
 __all__ = ["FLOOR_LABEL", "RunPlan", "Target", "plans", "protocols", "run_protocols"]
 
 FLOOR_LABEL = "bare grpc.aio echo"
+_DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671, "redis": 6379, "rediss": 6379}
+"""The port a broker or Redis URL without one means, by scheme."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +115,19 @@ class Target:
     """The facades' gRPC ``host:port``, as ``facade_urls`` lists them (none: no gRPC)."""
     pids: tuple[int, ...] = ()
     """Server processes whose CPU is read from ``/proc`` (those without metrics)."""
+    broker_pids: tuple[int, ...] = ()
+    """The broker's process, read likewise when it runs on this machine."""
+    redis_pids: tuple[int, ...] = ()
+    """Redis's process, likewise."""
+
+
+def _listener(url: str) -> tuple[int, ...]:
+    """The process serving ``url`` when it listens on this machine's TCP (none otherwise: a
+    remote host, a Unix socket)."""
+    parts = urlsplit(url)
+    port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    pid = listener_pid(parts.hostname, port) if parts.hostname and port else None
+    return () if pid is None else (pid,)
 
 
 @contextlib.contextmanager
@@ -149,7 +165,9 @@ def _started(args: argparse.Namespace, plan: RunPlan) -> Iterator[Target]:
                 grpc=plan.grpc)))
             yield Target(tuple(cluster.facade_urls), tuple(cluster.metrics_urls),
                          f"cluster of {plan.label.removeprefix('distributed, ')}{off}",
-                         grpc_addresses=tuple(cluster.grpc_addresses))
+                         grpc_addresses=tuple(cluster.grpc_addresses),
+                         broker_pids=_listener(cluster.broker_url),
+                         redis_pids=_listener(cluster.spec.redis_url))
     finally:
         with shielded():
             stack.close()
@@ -204,7 +222,8 @@ def _levels(args: argparse.Namespace, target: Target, info: ModelInfo, protocol:
             outcome = load.run_level(load.LevelSpec(
                 targets=targets, concurrency=concurrency, warmup_s=args.warmup,
                 duration_s=args.duration, model=args.model, scrapes=scrapes,
-                server_pids=target.pids), level)
+                server_pids=target.pids, broker_pids=target.broker_pids,
+                redis_pids=target.redis_pids), level)
         row = LevelRow.from_outcome(outcome, args.rows)
         rows.append(row)
         print(f"{target.server}, {protocol}: {row.progress()}", file=sys.stderr, flush=True)
