@@ -38,6 +38,12 @@ __all__ = ["HEADER_CLAIMS", "Blobs", "Claims"]
 log = logging.getLogger(__name__)
 
 HEADER_CLAIMS = "inferno-claims"
+CONNECTIONS = 32
+"""Redis connections a process's blob store holds at most: a store or read beyond them waits
+for one (Redis runs one command at a time, so more would only queue there) instead of failing,
+as redis-py's own pool does past its 100."""
+CONNECTION_WAIT_S = 10.0
+"""How long a store or read waits for a connection before it is ``StateUnavailable``."""
 """Request and reply: the comma-separated keys the message's frame claims."""
 Blob = bytes | memoryview
 
@@ -74,7 +80,8 @@ class Blobs:
         self.threshold = threshold
         """Tensors of at least this many bytes travel by reference (0: none; claims are read
         all the same, whoever sent them)."""
-        self._redis = redis.Redis.from_url(url, **(tls or {}))
+        self._redis = redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(
+            url, max_connections=CONNECTIONS, timeout=CONNECTION_WAIT_S, **(tls or {})))
         self._fetching: dict[str, list[asyncio.Future[dict[str, bytes | None]]]] = {}
         self._deleting: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()

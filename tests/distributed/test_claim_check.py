@@ -1,6 +1,7 @@
 """The claim check (common/transport/blobs.py) over a real RabbitMQ and Redis: tensors of the
 claim-check size cross the queue by reference both ways, a producer may claim its own blobs, a
-bad claim is refused, and no blob outlives its request.
+bad claim is refused, and no blob outlives its request: after a soak, Redis holds what it held
+before.
 
 The model is the test model ``echo16``, which returns its two 16-bit inputs (and their float32
 widenings): with ``N`` columns each input is 400 KB, over the 256 KiB default, and so is every
@@ -10,9 +11,12 @@ output.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
 
 import aio_pika
 import numpy as np
@@ -21,6 +25,7 @@ import redis.asyncio as redis
 
 from common.backends import create_broker
 from common.errors import InvalidInput
+from common.model.config import ModelConfig
 from common.model.dtypes import DType
 from common.model.repository import ModelRepository
 from common.settings import CommonSettings
@@ -93,10 +98,42 @@ async def serving(cluster: Cluster) -> None:
     await wait_ready(facade)
 
 
+@functools.cache
+def echo16(repo: Path) -> ModelConfig:
+    """Read once per test's repository: a scan takes ~20 ms, and the soak sends hundreds."""
+    return ModelRepository(repo).get("echo16", 1).config
+
+
 def request(cluster: Cluster, seed: int, timeout: float = 30.0) -> PredictRequest:
-    config = ModelRepository(cluster.repo).get("echo16", 1).config
-    return PredictRequest.admit(config, inputs(seed), None, max_elements=N,
+    return PredictRequest.admit(echo16(cluster.repo), inputs(seed), None, max_elements=N,
                                 deadline=time.time() + timeout, request_id=f"r{seed}")
+
+
+async def expire_queued(cluster: Cluster, broker: Broker, seeds: Iterable[int]) -> None:
+    """Requests that expire in the queue of echo16, which no worker consumes yet."""
+    async def expire(seed: int) -> None:
+        with pytest.raises(Exception, match=r"deadline|did not answer"):
+            await broker.request(request(cluster, seed, timeout=0.5))
+    await asyncio.gather(*map(expire, seeds))
+
+
+async def leave_queued(cluster: Cluster, broker: Broker, store: redis.Redis,
+                       seeds: Sequence[int]) -> None:
+    """Requests whose callers leave once they wait in the queue of echo16, which no worker
+    consumes yet (and which holds nothing else). Their blobs are deleted by the facade if the
+    caller left before the broker confirmed the publish, else by the worker at the ack (and
+    the reply's, unread, by the facade)."""
+    waiting = [asyncio.create_task(broker.request(request(cluster, seed))) for seed in seeds]
+
+    async def queued() -> bool:
+        return await broker.queue_depth("echo16", 1) == len(waiting)
+    await until_true(queued)
+    assert len(await blobs(store, cluster.redis)) == 2 * len(waiting)
+    for task in waiting:
+        task.cancel()  # the caller leaves: a cancel notice, or a reply nobody reads
+    for task in waiting:
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 async def test_large_tensors_cross_by_reference_both_ways_and_no_blob_is_left(
@@ -152,8 +189,7 @@ async def test_a_request_that_expires_in_the_queue_leaves_no_blob(
         running: Cluster, store: redis.Redis) -> None:
     broker = await client(running)
     await broker.declare_queue("echo16", 1, 1024)  # no worker: dropped at its deadline
-    with pytest.raises(Exception, match=r"deadline|did not answer"):
-        await broker.request(request(running, 2, timeout=0.5))
+    await expire_queued(running, broker, [2])
     await none_left(store, running.redis)
 
 
@@ -161,19 +197,51 @@ async def test_a_request_whose_caller_left_leaves_no_blob(
         running: Cluster, store: redis.Redis) -> None:
     broker = await client(running)
     await broker.declare_queue("echo16", 1, 1024)  # queued before any worker: model.yaml's length
-    waiting = asyncio.create_task(broker.request(request(running, 4)))
-
-    async def queued() -> bool:
-        return await broker.queue_depth("echo16", 1) == 1
-    await until_true(queued)
-    assert len(await blobs(store, running.redis)) == 2
-    waiting.cancel()  # the caller leaves: a cancel notice, or a reply nobody reads
-    with pytest.raises(asyncio.CancelledError):
-        await waiting
+    await leave_queued(running, broker, store, [4])
     await running.worker(preload=["echo16"])
-    # Deleted by the facade if the caller left before the broker confirmed the publish, else
-    # by the worker at the ack (and the reply's, unread, by the facade).
     await none_left(store, running.redis)
+
+
+SOAK = 200
+"""Answered requests of the soak, 3.2 MB through Redis each (two inputs of 400 KB, outputs of
+2.4 MB): 640 MB in all."""
+GROWTH_TOLERANCE = 4 << 20
+"""What Redis may hold more after the soak than before: the connections the soak opened stay open
+until the cluster closes (a few KB each; ~0.2 MB in all once trimmed), and other tests share this
+Redis. A blob left behind shows in the key count, exactly."""
+
+
+async def used_memory(store: redis.Redis) -> int:
+    return int((await store.info("memory"))["used_memory"])
+
+
+async def test_redis_memory_returns_to_where_it_started_after_a_soak(
+        running: Cluster, store: redis.Redis) -> None:
+    """Concurrent requests with large inputs and outputs, after some whose callers left and
+    some that expired in the queue: no blob is left, and Redis frees what they held."""
+    before = await used_memory(store)
+    assert not await blobs(store, running.redis)
+    broker = await client(running)
+    await broker.declare_queue("echo16", 1, 1024)  # queued before any worker: model.yaml's length
+    await leave_queued(running, broker, store, range(20))
+    await expire_queued(running, broker, range(20, 40))
+    await running.worker(preload=["echo16"])
+    # All at once: more stores and reads than the blob store's connections (they wait for one;
+    # redis-py's own pool refused its 101st with MaxConnectionsError).
+    requests = [request(running, seed) for seed in range(40, 40 + SOAK)]
+    replies = await asyncio.wait_for(asyncio.gather(*map(broker.request, requests)), 60)
+    for sent, reply in zip(requests, replies, strict=True):
+        np.testing.assert_array_equal(reply.result()["fp16"], sent.inputs["fp16"])
+    await none_left(store, running.redis)
+
+    # Redis trims the query buffer a blob grew on each connection in its clients cron, a
+    # second or two after the connection went idle: wait for it, then say by how much.
+    async def freed() -> bool:
+        return await used_memory(store) - before <= GROWTH_TOLERANCE
+    with contextlib.suppress(TimeoutError):
+        await until_true(freed)
+    grown = await used_memory(store) - before
+    assert grown <= GROWTH_TOLERANCE, f"Redis holds {grown} bytes more than before the soak"
 
 
 async def test_a_request_redelivered_after_its_worker_died_keeps_its_blobs_until_answered(
