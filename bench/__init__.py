@@ -8,7 +8,9 @@ size the server formed (the limit). The server is embedded (``inferno serve``), 
 
 - ``cli``: flags and the order of work (runs, then the direct baseline, then the report).
 - ``runner``: one run: its servers up, every concurrency level, its servers down.
-- ``server``: start/stop ``inferno serve`` on a free port.
+- ``server``: start/stop ``inferno serve`` on a free port, under uvicorn or granian.
+- ``granian_app``: Inferno built as ``inferno serve`` / ``inferno facade`` build it, as an ASGI
+  app granian serves (``--compare-http-servers``, the ``bench`` extra).
 - ``cluster``: start/stop facades and workers in a fresh vhost and Redis prefix, wait until ready.
 - ``payload``: request bytes built once per run, one builder per protocol.
 - ``load``: the lean Python load generator (a spawned process, asyncio streams).

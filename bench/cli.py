@@ -18,7 +18,12 @@ gRPC off, then the same gRPC clients against a bare ``grpc.aio`` echo (``bench.g
 prints them side by side (``bench.protocol_table``). ``--compare-versions`` loads every version
 of the model on the same servers and drives each one pinned (``bench.versions``), then measures
 each directly (and the library call it wraps, ``bench.versions.LIBRARIES``), side by side
-(``bench.versions_table``).
+(``bench.versions_table``). ``--compare-http-servers`` serves Inferno's HTTP with uvicorn (what the
+``inferno`` command runs) and with granian (``bench.granian_app``, the ``bench`` extra) in turn,
+uvicorn, granian, uvicorn, granian (``--rounds``), each against fresh servers of each ``--mode``
+driven as an already running one (``--url``), with no direct baseline, and prints them side by
+side (``bench.compare.http_server_rows``). Those runs are started here, not by ``runner``, whose
+plans name no HTTP server: what makes this module pass 400 lines.
 
 The exit status is 0 when every level finished without errors, 1 when some request failed (the
 report is printed either way), 2 when the benchmark itself could not run, 130 on Ctrl-C or
@@ -35,27 +40,37 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import signal
 import statistics
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from bench import wrk
-from bench.compare import comparisons, render_suite_json, render_suite_table
+from bench.cluster import Cluster, ClusterSpec
+from bench.compare import (
+    comparisons,
+    render_http_servers_json,
+    render_http_servers_table,
+    render_suite_json,
+    render_suite_table,
+)
 from bench.direct import DirectResult
 from bench.payload import COMPARED, GRPC_PROTOCOLS, PROTOCOLS, local_model_info
 from bench.protocol_table import render_protocols_json, render_protocols_table
 from bench.report import LevelRow, Report, render_json, render_table
-from bench.runner import plans, run_protocols
+from bench.runner import RunPlan, plans, run_protocols
+from bench.server import HTTP_SERVERS, EmbeddedServer
 from bench.versions import BATCHES as VERSION_BATCHES
 from bench.versions import LIBRARIES, version_protocols
 from bench.versions_table import Library, render_versions_json, render_versions_table
 from common.errors import ModelNotFound
 from harness.built import BUILT, FIXED, built_repo
+from harness.process import shielded
 from harness.services import DEFAULT_REDIS
 
 __all__ = ["main"]
@@ -147,6 +162,14 @@ def _parser() -> argparse.ArgumentParser:
                              "and (a model with an embeddings: section) the OpenAI API, or "
                              "--protocol; then each version direct at batch 1, 8, 32 and, for "
                              "minilm, sentence-transformers' encode; side by side")
+    parser.add_argument("--compare-http-servers", action="store_true",
+                        help="Inferno's HTTP served by uvicorn (the inferno command's) and by "
+                             "granian (bench.granian_app; the bench extra), alternated over "
+                             "--rounds rounds, each against fresh servers of --mode, side by "
+                             "side (no direct baseline)")
+    parser.add_argument("--rounds", type=_count,
+                        help="--compare-http-servers: rounds of uvicorn then granian "
+                             "(default 2)")
     parser.add_argument("--scaling", action="store_true",
                         help="horizontal scaling: distributed runs (overrides --mode) of the "
                              "fixed model (overrides --model) at each --workers count (default "
@@ -243,10 +266,20 @@ def _floor_ms(args: argparse.Namespace, reports: list[Report]) -> float | None:
         return None
 
 
-def _protocols_clash(args: argparse.Namespace) -> str | None:
-    """Why ``--compare-protocols`` or ``--compare-versions`` cannot go with the flags given
-    (read before defaults apply: with ``--compare-protocols``, ``--protocol`` given at all is a
-    clash)."""
+def _compare_clash(args: argparse.Namespace) -> str | None:
+    """Why ``--compare-http-servers``, ``--compare-protocols`` or ``--compare-versions`` cannot
+    go with the flags given (read before defaults apply: with ``--compare-protocols``,
+    ``--protocol`` given at all is a clash)."""
+    if args.compare_http_servers:
+        return _clashing("--compare-http-servers compares the servers it starts", (
+            ("--url", args.url), ("--compare", args.compare), ("--scaling", args.scaling),
+            ("--compare-protocols", args.compare_protocols),
+            ("--compare-versions", args.compare_versions),
+            (f"--protocol {args.protocol} (no HTTP)", args.protocol in GRPC_PROTOCOLS),
+            ("--facades", args.facades > 1),
+            ("several --workers counts", len(args.workers or []) > 1)))
+    if args.rounds is not None:
+        return "--rounds goes with --compare-http-servers"
     if args.compare_protocols:
         return _clashing("--compare-protocols drives every protocol against the servers it "
                          "starts", (
@@ -269,7 +302,7 @@ def _clashing(why: str, flags: tuple[tuple[str, object], ...]) -> str | None:
 def settle(args: argparse.Namespace) -> str | None:
     """The flags' defaults that depend on each other, and ``args.driven`` (what each Inferno
     run drives, ``runner.protocols``); why the flags cannot go together, if they cannot."""
-    clash = _protocols_clash(args)
+    clash = _compare_clash(args)
     driven = (version_protocols(args.repo, args.model)
               if args.compare_versions and args.protocol is None and clash is None else None)
     args.protocol = args.protocol or "v1"
@@ -278,6 +311,7 @@ def settle(args: argparse.Namespace) -> str | None:
     if args.scaling:
         args.mode, args.model = "distributed", FIXED
     args.workers = args.workers or ([1, 2, 4] if args.scaling else [1])
+    args.rounds = args.rounds or 2
     args.concurrency = args.concurrency or ([64] if args.scaling else [1, 16, 64])
     if args.binary:
         args.protocol = {"v1": "v1-b64", "v2": "v2-binary"}.get(args.protocol, args.protocol)
@@ -286,6 +320,8 @@ def settle(args: argparse.Namespace) -> str | None:
 
 
 def _usage_error(args: argparse.Namespace) -> str | None:
+    if args.compare_http_servers and importlib.util.find_spec("granian") is None:
+        return "--compare-http-servers needs granian: pip install -e '.[bench]' (the bench extra)"
     if args.driver == "wrk" and not wrk.available():
         return "--driver wrk needs wrk on PATH"
     if args.driver == "wrk" and args.mode != "embedded" and args.facades > 1:
@@ -321,6 +357,44 @@ def _measure(args: argparse.Namespace, base: dict[str, Any]) -> list[Report]:
             for run in runs]
 
 
+@contextlib.contextmanager
+def _http_served(args: argparse.Namespace, mode: str, http: str) -> Iterator[str]:
+    """The facade URL of ``mode``'s servers with ``http`` serving their HTTP; stopped on exit
+    (shielded from a second Ctrl-C or SIGTERM)."""
+    stack = contextlib.ExitStack()
+    try:
+        if mode == "embedded":
+            yield stack.enter_context(EmbeddedServer(args.host, args.port, args.repo,
+                                                     http=http)).base_url
+        else:
+            yield stack.enter_context(Cluster(ClusterSpec(
+                model=args.model, workers=args.workers[0], repo=args.repo, host=args.host,
+                broker_url=args.broker_url, redis_url=args.redis_url, http=http))).facade_urls[0]
+    finally:
+        with shielded():
+            stack.close()
+
+
+def _measure_http_servers(args: argparse.Namespace, base: dict[str, Any]) -> list[Report]:
+    """Per mode, every round of every HTTP server in turn against fresh servers, each driven
+    as a running server (``--url``): one report each, its config naming server and round."""
+    reports: list[Report] = []
+    modes = ["embedded", "distributed"] if args.mode == "both" else [args.mode]
+    for mode in modes:
+        for round_ in range(1, args.rounds + 1):
+            for http in HTTP_SERVERS:
+                print(f"round {round_}: starting {mode} under {http} ...", file=sys.stderr,
+                      flush=True)
+                config = {**base, "label": f"{mode}, {http}", "mode": mode, "http_server": http,
+                          "round": round_}
+                if mode == "distributed":
+                    config.update(workers=args.workers[0], facades=1)
+                with _http_served(args, mode, http) as url:
+                    reports += run_protocols(argparse.Namespace(**{**vars(args), "url": url}),
+                                             RunPlan(mode, args.workers[0]), config)
+    return reports
+
+
 def _measure_all(args: argparse.Namespace, base: dict[str, Any]
                  ) -> tuple[list[Report], float | None]:
     """The runs, then the broker floor when it applies (a built model, ``--model tiny`` or
@@ -328,6 +402,8 @@ def _measure_all(args: argparse.Namespace, base: dict[str, Any]
     with contextlib.ExitStack() as stack:
         if args.model in BUILT and not args.url:
             args.repo = stack.enter_context(built_repo(args.model))
+        if args.compare_http_servers:
+            return _measure_http_servers(args, base), None
         reports = _measure(args, base)
         if args.compare_protocols or len(reports) == 1:
             return reports, None
@@ -362,7 +438,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         print(f"bench: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    if args.compare_versions:
+    if args.compare_http_servers:
+        print(render_http_servers_json(reports) if args.json
+              else render_http_servers_table(reports))
+    elif args.compare_versions:
         print(render_versions_json(reports, library) if args.json
               else render_versions_table(reports, library))
     elif args.compare_protocols:

@@ -4,7 +4,8 @@ Each run gets a fresh RabbitMQ vhost (unless ``--broker-url`` names one) and a u
 prefix; ``inferno worker`` processes, each preloading only the benchmarked model and exposing
 its Prometheus metrics on a free port, and ``inferno facade`` processes on free HTTP and gRPC
 ports (each ``--workers`` ``facade_processes``, a stalled one replaced after 2 s; gRPC off when
-``ClusterSpec.grpc`` is false), all with access logs off, log level WARNING and a 0.5 s
+``ClusterSpec.grpc`` is false; their HTTP served by uvicorn, or by granian when ``ClusterSpec.http``
+says so: ``bench.granian_app``), all with access logs off, log level WARNING and a 0.5 s
 heartbeat. The cluster is ready when every facade answers ``/health/ready`` and its
 ``GET /v1/models`` shows the model's active version served by all N workers.
 
@@ -21,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from bench.server import QUIET_ENV, Started
+from bench.server import GRANIAN, QUIET_ENV, UVICORN, Started, http_command, listen_env
 from harness.process import free_port, get_status, shielded, spawn, stop_all
 from harness.services import DEFAULT_BROKER, DEFAULT_REDIS, delete_keys, fresh_vhost, unique_name
 
@@ -46,6 +47,13 @@ class ClusterSpec:
     """Processes of each facade (``inferno facade --workers``)."""
     grpc: bool = True
     """``False``: the facades serve no gRPC (``INFERNO_GRPC_PORT=0``)."""
+    http: str = UVICORN
+    """What serves the facades' HTTP (``bench.server.HTTP_SERVERS``); the workers are the same
+    under either."""
+
+    def __post_init__(self) -> None:
+        if self.http == GRANIAN and self.facade_processes > 1:
+            raise ValueError("a facade under granian is one process: facade_processes 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,17 +106,19 @@ class Cluster(Started):
             env["INFERNO_REPO_ROOT"] = self.spec.repo
         return env
 
-    def _spawn(self, role: str, url: str, env: dict[str, str], grpc_address: str = "") -> _Role:
+    def _spawn(self, role: str, command: list[str], url: str, env: dict[str, str],
+               grpc_address: str = "") -> _Role:
         roles = self._workers if role == "worker" else self._facades
-        started = _Role(f"{role} {len(roles) + 1}", spawn(
-            [sys.executable, "-m", "inferno", role], {**self._env(), **env}), url, grpc_address)
+        started = _Role(f"{role} {len(roles) + 1}", spawn(command, {**self._env(), **env}), url,
+                        grpc_address)
         roles.append(started)
         return started
 
     def add_worker(self) -> subprocess.Popen[bytes]:
         """One more worker, like those of the spec (not awaited: it joins when it is ready)."""
         port = free_port()
-        return self._spawn("worker", f"http://127.0.0.1:{port}", {
+        command = [sys.executable, "-m", "inferno", "worker"]
+        return self._spawn("worker", command, f"http://127.0.0.1:{port}", {
             "INFERNO_METRICS_PORT": str(port), "INFERNO_PRELOAD": self.spec.model}).process
 
     @property
@@ -129,9 +139,9 @@ class Cluster(Started):
         for _ in range(spec.facades):
             port = free_port(spec.host)
             grpc_port = free_port(spec.host) if spec.grpc else 0
-            self._spawn("facade", f"http://{spec.host}:{port}", {
-                "INFERNO_HOST": spec.host, "INFERNO_PORT": str(port),
-                "INFERNO_GRPC_PORT": str(grpc_port),
+            url = f"http://{spec.host}:{port}"
+            self._spawn("facade", http_command("facade", spec.http), url, {
+                **listen_env(spec.host, port), "INFERNO_GRPC_PORT": str(grpc_port),
                 "INFERNO_FACADE_PROCESSES": str(spec.facade_processes),
                 "INFERNO_FACADE_STALL_TIMEOUT_S": FACADE_STALL_TIMEOUT_S},
                 f"{spec.host}:{grpc_port}" if grpc_port else "")

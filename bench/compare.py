@@ -18,19 +18,27 @@ model's own batch-1 call inside that difference.
 With several worker counts (``--workers 1,2,4``, ``--scaling``) the scaling table (``scaling``)
 gives each count's req/s over the first count's, the linear ideal beside it, and the model time
 per worker: near 100 % for every count means no worker sat idle while others had work.
+
+``--compare-http-servers`` (``http_server_rows``): per mode and level, each HTTP server's rounds
+and their mean, with req/s and p50 over uvicorn's mean: a difference smaller than the spread of
+one server's rounds is noise. ``table_line`` lays out a row of any of the bench's tables.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from bench.report import Report, json_run, render_direct, render_levels
+from bench.report import LevelRow, Report, fmt, json_run, render_direct, render_levels
+from bench.server import UVICORN
 
-__all__ = ["Compared", "Comparison", "ScalingRow", "SideBySide", "SideRow", "Single", "compare",
-           "comparisons", "ratio", "render_suite_json", "render_suite_table", "scaling",
-           "side_by_side"]
+__all__ = ["Compared", "Comparison", "HttpServerRow", "ScalingRow", "SideBySide", "SideRow",
+           "Single", "compare", "comparisons", "http_server_rows", "ratio",
+           "render_http_servers_json", "render_http_servers_table", "render_suite_json",
+           "render_suite_table", "scaling", "side_by_side", "table_head", "table_line"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,3 +275,120 @@ def comparisons(reports: list[Report], floor_ms: float | None = None) -> list[Co
     found += [compare(e, d, floor_ms) for e in embedded for d in distributed]
     found += [compare(distributed[0], d) for d in distributed[1:]]
     return found
+
+
+def table_line(cells: Mapping[str, str], columns: Sequence[tuple[str, int]], left: str) -> str:
+    """One line of a table of ``columns`` (name, width): each cell right-aligned in its width,
+    but the ``left`` column's (a name) left-aligned."""
+    return "  ".join(cells[name].ljust(width) if name == left else cells[name].rjust(width)
+                     for name, width in columns)
+
+
+def table_head(columns: Sequence[tuple[str, int]], left: str) -> str:
+    """The head of a table of ``columns``, aligned as ``table_line`` aligns its rows."""
+    return table_line({name: name for name, _ in columns}, columns, left)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpServerRow:
+    mode: str
+    concurrency: int
+    server: str
+    """The HTTP server: ``uvicorn`` or ``granian`` (``bench.server.HTTP_SERVERS``)."""
+    round: int | None
+    """The round; ``None`` on the row of the mean of the server's rounds."""
+    req_per_s: float
+    p50_ms: float | None
+    p99_ms: float | None
+    cpu_ms_per_req: float | None
+    """The scraped servers' CPU per request: the embedded server's, or the facade's (the worker
+    is the same under either server)."""
+    errors: int
+    req_per_s_vs_uvicorn: float | None = None
+    """req/s over the mean of uvicorn's rounds at the same mode and level."""
+    p50_vs_uvicorn: float | None = None
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    """The mean; ``None`` when some value is missing (a round with no latency measured)."""
+    known = list(values)
+    if not known or any(v is None for v in known):
+        return None
+    return statistics.fmean(v for v in known if v is not None)
+
+
+def _http_row(report: Report, round_: int | None, levels: list[LevelRow]) -> HttpServerRow:
+    """The row of ``levels`` (one round's, or every round's for their mean)."""
+    return HttpServerRow(
+        mode=report.config["mode"], concurrency=levels[0].concurrency,
+        server=report.config["http_server"], round=round_,
+        req_per_s=statistics.fmean(lvl.req_per_s for lvl in levels),
+        p50_ms=_mean(lvl.p50_ms for lvl in levels), p99_ms=_mean(lvl.p99_ms for lvl in levels),
+        cpu_ms_per_req=_mean(lvl.server_cpu_ms for lvl in levels),
+        errors=sum(lvl.errors for lvl in levels))
+
+
+def http_server_rows(reports: list[Report]) -> list[HttpServerRow]:
+    """Per mode and level, each server's rounds then their mean, in the order first run, each
+    row over uvicorn's mean (``None`` without a uvicorn run)."""
+    rows = []
+    for mode in dict.fromkeys(r.config["mode"] for r in reports):
+        runs = [r for r in reports if r.config["mode"] == mode]
+        for c in dict.fromkeys(lvl.concurrency for r in runs for lvl in r.levels):
+            by_server: dict[str, list[HttpServerRow]] = {}
+            for server in dict.fromkeys(r.config["http_server"] for r in runs):
+                measured = [(r, lvl) for r in runs if r.config["http_server"] == server
+                            for lvl in r.levels if lvl.concurrency == c]
+                by_server[server] = [
+                    *(_http_row(r, r.config["round"], [lvl]) for r, lvl in measured),
+                    _http_row(measured[0][0], None, [lvl for _, lvl in measured])]
+            base = by_server[UVICORN][-1] if UVICORN in by_server else None
+            rows += [replace(row,
+                             req_per_s_vs_uvicorn=ratio(row.req_per_s,
+                                                        base.req_per_s if base else None),
+                             p50_vs_uvicorn=ratio(row.p50_ms, base.p50_ms if base else None))
+                     for server_rows in by_server.values() for row in server_rows]
+    return rows
+
+
+_HTTP_COLUMNS = (("concurrency", 11), ("server", 7), ("round", 5), ("req/s", 9), ("p50 ms", 8),
+                 ("p99 ms", 8), ("cpu ms/req", 10), ("req/s vs uvicorn", 16),
+                 ("p50 vs uvicorn", 14), ("errors", 6))
+
+
+def _http_cells(row: HttpServerRow) -> dict[str, str]:
+    return {"concurrency": str(row.concurrency), "server": row.server,
+            "round": "mean" if row.round is None else str(row.round),
+            "req/s": f"{row.req_per_s:.1f}", "p50 ms": fmt(row.p50_ms, 2),
+            "p99 ms": fmt(row.p99_ms, 2), "cpu ms/req": fmt(row.cpu_ms_per_req, 3),
+            "req/s vs uvicorn": fmt(row.req_per_s_vs_uvicorn, 2),
+            "p50 vs uvicorn": fmt(row.p50_vs_uvicorn, 2), "errors": str(row.errors)}
+
+
+def render_http_servers_table(reports: list[Report]) -> str:
+    rows = http_server_rows(reports)
+    parts = []
+    for mode in dict.fromkeys(row.mode for row in rows):
+        runs = [r.config for r in reports if r.config["mode"] == mode]
+        c, rounds = runs[0], max(run["round"] for run in runs)
+        lines = [f"== {mode}: uvicorn vs granian, model {c['model']} v{c['version']}, "
+                 f"{c['protocol']} body {c['body_bytes']} B, {c['rows_per_request']} row(s)/"
+                 f"request, {rounds} round(s) of {c['duration_s']:g} s after {c['warmup_s']:g} s "
+                 f"warm-up ==",
+                 f"{c['cpus']} CPUs, 1-min load average {c.get('loadavg_start')} at start, "
+                 f"{runs[-1].get('loadavg_end')} at end (anything else running skews these "
+                 f"numbers)", table_head(_HTTP_COLUMNS, "server")]
+        lines += [table_line(_http_cells(row), _HTTP_COLUMNS, "server") for row in rows
+                  if row.mode == mode]
+        parts.append("\n".join(lines))
+    parts.append("vs uvicorn: over the mean of uvicorn's rounds at that level; cpu ms/req: CPU "
+                 "per request of the process serving HTTP (embedded: facade and worker in one; "
+                 "distributed: the facade's, the worker being the same under both)")
+    return "\n\n".join(parts)
+
+
+def render_http_servers_json(reports: list[Report]) -> str:
+    document = {"runs": list(map(json_run, reports)),
+                "http_servers": [asdict(row) for row in http_server_rows(reports)],
+                "errors": sum(r.errors for r in reports)}
+    return json.dumps(document, indent=2)

@@ -22,7 +22,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench.compare import ratio
+from bench.compare import ratio, table_head, table_line
 from bench.payload import BASELINE, GRPC, GRPC_PROTOCOLS, GRPC_STREAM
 from bench.report import LevelRow, Report, fmt, json_run, render_direct
 from bench.runner import FLOOR_LABEL
@@ -166,12 +166,8 @@ def _floor_lines(rows: list[ProtocolRow]) -> list[str]:
 
 def _render_table(table: ProtocolTable) -> str:
     lines = [*table.header, "",
-             "  ".join(name.rjust(width) if name != "protocol" else name.ljust(width)
-                       for name, width in _COLUMNS)]
-    for row in table.rows:
-        cells = _cells(row)
-        lines.append("  ".join(cells[name].rjust(width) if name != "protocol"
-                               else cells[name].ljust(width) for name, width in _COLUMNS))
+             table_head(_COLUMNS, "protocol")]
+    lines += [table_line(_cells(row), _COLUMNS, "protocol") for row in table.rows]
     lines += ["cpu ms/req: the servers' own CPU per request (embedded; facade+worker; the "
               "floor's process, from /proc)",
               "outside ms: mean latency minus the mean the data plane measured (transport, "

@@ -24,6 +24,7 @@ def test_bench_runs_end_to_end_without_errors() -> None:
     assert level["requests"] > 0 and level["p50_ms"] > 0 and level["mean_batch"] >= 1
     # The server's own CPU, from its process_cpu_seconds_total: one embedded process.
     assert level["embedded_cpu_ms"] > 0 and level["facade_cpu_ms"] is None
+    assert level["broker_cpu_ms"] is None and level["redis_cpu_ms"] is None  # none in use
     # The whole machine's busy share in the window (/proc/stat): the server at least ran.
     assert 0 < level["machine_busy_pct"] <= 100
 
@@ -42,6 +43,11 @@ def test_bench_distributed_mode_runs_end_to_end(broker_root_url: str, redis_url:
     assert level["errors"] == 0 and level["requests"] > 0 and level["mean_batch"] >= 1
     assert level["facade_cpu_ms"] > 0 and level["worker_cpu_ms"] > 0  # each role's own CPU
     assert level["embedded_cpu_ms"] is None
+    # The local broker's and Redis's CPU, from /proc by the pid listening on their URLs' ports.
+    # Redis is off the request path (heartbeats only) and /proc counts 10 ms ticks: in a 1 s
+    # window it often spends none, so its figure is only known, while the broker's is > 0.
+    assert level["broker_cpu_ms"] > 0
+    assert level["redis_cpu_ms"] is not None and level["redis_cpu_ms"] >= 0
 
 
 def test_bench_scaling_runs_each_worker_count(broker_root_url: str, redis_url: str) -> None:
@@ -113,6 +119,26 @@ def test_bench_compare_runs_every_server_without_errors(model: str, broker_root_
     assert single["floor_ms"] is not None and single["distributed_minus_floor_ms"] is not None
     assert single["model_ms"] > 0  # the direct batch-1 call, part of distributed c=1's floor
     assert {d["batch"] for d in document["direct"]} >= {1, 64}
+    assert document["errors"] == 0
+
+
+def test_bench_compare_http_servers_alternates_uvicorn_and_granian_without_errors() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--compare-http-servers", "--model", "tiny",
+         "--concurrency", "1", "--duration", "0.3", "--warmup", "0.1", "--no-direct", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    document = json.loads(result.stdout)
+    assert [(run["config"]["http_server"], run["config"]["round"])
+            for run in document["runs"]] == [("uvicorn", 1), ("granian", 1), ("uvicorn", 2),
+                                             ("granian", 2)]
+    for run in document["runs"]:
+        [level] = run["levels"]
+        assert level["errors"] == 0 and level["requests"] > 0
+        assert level["embedded_cpu_ms"] > 0  # the /metrics of the process that served them
+    means = [row for row in document["http_servers"] if row["round"] is None]
+    assert [row["server"] for row in means] == ["uvicorn", "granian"]
+    assert means[0]["req_per_s_vs_uvicorn"] == 1.0 and means[1]["req_per_s_vs_uvicorn"] > 0
     assert document["errors"] == 0
 
 
