@@ -48,7 +48,6 @@ from common.settings import CommonSettings, FacadeSettings, WorkerSettings
 from facade.app import Facade
 from inferno.facade_processes import Heartbeat, die_with_parent, serve_processes
 from inferno.hard_stop import HardStop
-from inferno.http_protocol import CoalescingHttpToolsProtocol
 
 if TYPE_CHECKING:
     from worker.reconciler import Reconciler
@@ -151,8 +150,7 @@ def _uvicorn(app: Any, settings: FacadeSettings, drain_s: float,
     hard_stop = HardStop(drain_s * drains)
     hard_stop.start()
     return _Server(uvicorn.Config(
-        app, host=settings.host, port=settings.port, http=CoalescingHttpToolsProtocol,
-        lifespan="off",
+        app, host=settings.host, port=settings.port, http="httptools", lifespan="off",
         access_log=False, log_config=None,
         ssl_certfile=settings.tls_cert_file, ssl_keyfile=settings.tls_key_file,
         timeout_graceful_shutdown=math.ceil(drain_s)), hard_stop)
