@@ -60,7 +60,7 @@ from bench.compare import (
     render_suite_table,
 )
 from bench.direct import DirectResult
-from bench.payload import COMPARED, GRPC_PROTOCOLS, PROTOCOLS, local_model_info
+from bench.payload import COMPARED, GRPC_PROTOCOLS, PROTOCOLS, SYMBOLIC_DIM, local_model_info
 from bench.protocol_table import render_protocols_json, render_protocols_table
 from bench.report import LevelRow, Report, render_json, render_table
 from bench.runner import RunPlan, plans, run_protocols
@@ -133,6 +133,9 @@ def _parser() -> argparse.ArgumentParser:
                              "per batch of up to 4 rows: the bench builds these in a temporary "
                              "repository, used instead of --repo")
     parser.add_argument("--rows", type=int, default=1, help="rows per request (default 1)")
+    parser.add_argument("--symbolic-dim", type=_count, default=SYMBOLIC_DIM,
+                        help="length of every symbolic non-batch input dimension, e.g. echo16's "
+                             f"n: the request's size (default {SYMBOLIC_DIM})")
     parser.add_argument("--host", default="127.0.0.1",
                         help="bind address of the started server or facades")
     parser.add_argument("--port", type=int, default=0,

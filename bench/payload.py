@@ -15,7 +15,7 @@ import base64
 import json
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,6 +61,12 @@ class ModelInfo:
     outputs: tuple[TensorInfo, ...] = ()
     pinned: bool = False
     """Requests name the version (``--compare-versions``); otherwise they go to the active one."""
+
+    def sized(self, symbolic: int) -> ModelInfo:
+        """The same model with every symbolic non-batch input dimension ``symbolic`` long."""
+        return replace(self, inputs=tuple(
+            replace(t, shape=t.shape[:1] + tuple(symbolic if isinstance(d, str) else d
+                                                 for d in t.shape[1:])) for t in self.inputs))
 
     def path(self, v1: bool) -> str:
         """The predict path of v1 (``True``) or v2, pinned to the version when ``pinned``."""

@@ -234,7 +234,8 @@ def _driven(args: argparse.Namespace, plan: RunPlan, target: Target) -> list[Mod
     """The versions the run drives: the active one, or with ``--compare-versions`` every
     version, each pinned, loaded on the run's servers first."""
     if not args.compare_versions:
-        return [target.info or model_info(target.facade_urls[0], args.model)]
+        return [(target.info or model_info(target.facade_urls[0], args.model)
+                 ).sized(args.symbolic_dim)]
     infos = pinned_infos(args.repo, args.model)
     print(f"loading {args.model} versions {', '.join(str(i.version) for i in infos)} ...",
           file=sys.stderr, flush=True)
