@@ -18,14 +18,11 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from common.backends import create_broker, create_state_store
 from common.heap import GcPauses
 from common.logging import configure_logging
-from common.metrics import process_registry, supervisor_for
-from common.model.repository import ModelRepository
+from common.metrics import process_registry
 from common.settings import FacadeSettings, WorkerSettings
-from facade.app import Facade
-from inferno.cli import _require_cluster, _set_torch_threads, _start_grpc
+from inferno.cli import _set_torch_threads, _start_grpc, start_facade
 
 __all__ = ["InfernoApp", "embedded", "facade"]
 
@@ -85,23 +82,8 @@ async def _facade() -> tuple[ASGIApp, Close]:
     """``inferno facade``'s start-up, one process (``inferno.cli._facade``)."""
     settings = FacadeSettings()
     configure_logging(settings.log_level, settings.log_json)
-    _require_cluster(settings, "facade")
-    repository = ModelRepository(settings.repo_root)
-    repository.scan()
-    broker, store = create_broker(settings), create_state_store(settings)
-    await broker.start()
-    await store.start()
-    registry = process_registry()
-    GcPauses(registry).start()
-    started = await Facade.create(settings, broker, store, repository, registry,
-                                  supervisor_for(registry))
+    started, close = await start_facade(settings, process_registry())
     await _start_grpc(started, settings)
-
-    async def close() -> None:
-        await started.aclose()
-        await store.aclose()
-        await broker.aclose()
-
     return started.app, close
 
 

@@ -27,12 +27,12 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvicorn
-from prometheus_client import start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 
 from common.backends import create_broker, create_state_store
 from common.heap import GcPauses
@@ -179,21 +179,35 @@ async def _serve(facade_settings: FacadeSettings, worker_settings: WorkerSetting
     log.info("stopped")
 
 
-async def _facade(settings: FacadeSettings, sock: socket.socket | None = None,
-                  heartbeat: Heartbeat | None = None) -> None:
-    """One facade process: alone on its port, or (``sock``) one of ``--workers``, whose
-    ``heartbeat`` starts once connected: its parent tells a crash from a failed start by it,
-    and a stuck loop."""
+async def start_facade(settings: FacadeSettings, registry: CollectorRegistry
+                       ) -> tuple[Facade, Callable[[], Awaitable[None]]]:
+    """A facade connected to the cluster, its metrics in ``registry``, and what closes it and
+    its connections."""
     _require_cluster(settings, "facade")
     repository = ModelRepository(settings.repo_root)
     repository.scan()
     broker, store = create_broker(settings), create_state_store(settings)
     await broker.start()
     await store.start()
-    registry = process_registry() if sock is None else multiprocess_registry()
     GcPauses(registry).start()
     facade = await Facade.create(settings, broker, store, repository, registry,
                                  supervisor_for(registry))
+
+    async def close() -> None:
+        await facade.aclose()
+        await store.aclose()
+        await broker.aclose()
+
+    return facade, close
+
+
+async def _facade(settings: FacadeSettings, sock: socket.socket | None = None,
+                  heartbeat: Heartbeat | None = None) -> None:
+    """One facade process: alone on its port, or (``sock``) one of ``--workers``, whose
+    ``heartbeat`` starts once connected: its parent tells a crash from a failed start by it,
+    and a stuck loop."""
+    facade, close = await start_facade(
+        settings, process_registry() if sock is None else multiprocess_registry())
     # In-flight requests may take up to their deadline to finish.
     server = _uvicorn(facade.app, settings, drain_s=settings.request_timeout_ms / 1000)
     beating = None
@@ -207,9 +221,7 @@ async def _facade(settings: FacadeSettings, sock: socket.socket | None = None,
         await _start_grpc(facade, settings)
         await server.serve(sockets=None if sock is None else [sock])
     finally:
-        await facade.aclose()
-        await store.aclose()
-        await broker.aclose()
+        await close()
         if beating is not None:
             beating.cancel()  # exiting on purpose: no stall to watch for any more
     log.info("stopped")
