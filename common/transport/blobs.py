@@ -38,13 +38,13 @@ __all__ = ["HEADER_CLAIMS", "Blobs", "Claims"]
 log = logging.getLogger(__name__)
 
 HEADER_CLAIMS = "inferno-claims"
+"""Request and reply: the comma-separated keys the message's frame claims."""
 CONNECTIONS = 32
 """Redis connections a process's blob store holds at most: a store or read beyond them waits
 for one (Redis runs one command at a time, so more would only queue there) instead of failing,
 as redis-py's own pool does past its 100."""
 CONNECTION_WAIT_S = 10.0
 """How long a store or read waits for a connection before it is ``StateUnavailable``."""
-"""Request and reply: the comma-separated keys the message's frame claims."""
 Blob = bytes | memoryview
 
 
