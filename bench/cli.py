@@ -21,9 +21,8 @@ each directly (and the library call it wraps, ``bench.versions.LIBRARIES``), sid
 (``bench.versions_table``). ``--compare-http-servers`` serves Inferno's HTTP with uvicorn (what the
 ``inferno`` command runs) and with granian (``bench.granian_app``, the ``bench`` extra) in turn,
 uvicorn, granian, uvicorn, granian (``--rounds``), each against fresh servers of each ``--mode``
-driven as an already running one (``--url``), with no direct baseline, and prints them side by
-side (``bench.compare.http_server_rows``). Those runs are started here, not by ``runner``, whose
-plans name no HTTP server: what makes this module pass 400 lines.
+(``runner.RunPlan.http``), with no direct baseline, and prints them side by side
+(``bench.compare.http_server_rows``).
 
 The exit status is 0 when every level finished without errors, 1 when some request failed (the
 report is printed either way), 2 when the benchmark itself could not run, 130 on Ctrl-C or
@@ -45,13 +44,12 @@ import os
 import signal
 import statistics
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from bench import wrk
-from bench.cluster import Cluster, ClusterSpec
 from bench.compare import (
     comparisons,
     render_http_servers_json,
@@ -64,13 +62,12 @@ from bench.payload import COMPARED, GRPC_PROTOCOLS, PROTOCOLS, SYMBOLIC_DIM, loc
 from bench.protocol_table import render_protocols_json, render_protocols_table
 from bench.report import LevelRow, Report, render_json, render_table
 from bench.runner import RunPlan, plans, run_protocols
-from bench.server import HTTP_SERVERS, EmbeddedServer
+from bench.server import HTTP_SERVERS
 from bench.versions import BATCHES as VERSION_BATCHES
 from bench.versions import LIBRARIES, version_protocols
 from bench.versions_table import Library, render_versions_json, render_versions_table
 from common.errors import ModelNotFound
 from harness.built import BUILT, FIXED, built_repo
-from harness.process import shielded
 from harness.services import DEFAULT_REDIS
 
 __all__ = ["main"]
@@ -360,27 +357,9 @@ def _measure(args: argparse.Namespace, base: dict[str, Any]) -> list[Report]:
             for run in runs]
 
 
-@contextlib.contextmanager
-def _http_served(args: argparse.Namespace, mode: str, http: str) -> Iterator[str]:
-    """The facade URL of ``mode``'s servers with ``http`` serving their HTTP; stopped on exit
-    (shielded from a second Ctrl-C or SIGTERM)."""
-    stack = contextlib.ExitStack()
-    try:
-        if mode == "embedded":
-            yield stack.enter_context(EmbeddedServer(args.host, args.port, args.repo,
-                                                     http=http)).base_url
-        else:
-            yield stack.enter_context(Cluster(ClusterSpec(
-                model=args.model, workers=args.workers[0], repo=args.repo, host=args.host,
-                broker_url=args.broker_url, redis_url=args.redis_url, http=http))).facade_urls[0]
-    finally:
-        with shielded():
-            stack.close()
-
-
 def _measure_http_servers(args: argparse.Namespace, base: dict[str, Any]) -> list[Report]:
-    """Per mode, every round of every HTTP server in turn against fresh servers, each driven
-    as a running server (``--url``): one report each, its config naming server and round."""
+    """Per mode, every round of every HTTP server in turn against fresh servers: one report
+    each, its config naming server and round."""
     reports: list[Report] = []
     modes = ["embedded", "distributed"] if args.mode == "both" else [args.mode]
     for mode in modes:
@@ -392,9 +371,7 @@ def _measure_http_servers(args: argparse.Namespace, base: dict[str, Any]) -> lis
                           "round": round_}
                 if mode == "distributed":
                     config.update(workers=args.workers[0], facades=1)
-                with _http_served(args, mode, http) as url:
-                    reports += run_protocols(argparse.Namespace(**{**vars(args), "url": url}),
-                                             RunPlan(mode, args.workers[0]), config)
+                reports += run_protocols(args, RunPlan(mode, args.workers[0], http=http), config)
     return reports
 
 

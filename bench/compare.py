@@ -301,8 +301,8 @@ class HttpServerRow:
     p50_ms: float | None
     p99_ms: float | None
     cpu_ms_per_req: float | None
-    """The scraped servers' CPU per request: the embedded server's, or the facade's (the worker
-    is the same under either server)."""
+    """The servers' CPU per request: the embedded server's, or the facade's + the worker's
+    (the worker is the same under either server)."""
     errors: int
     req_per_s_vs_uvicorn: float | None = None
     """req/s over the mean of uvicorn's rounds at the same mode and level."""
@@ -381,9 +381,9 @@ def render_http_servers_table(reports: list[Report]) -> str:
         lines += [table_line(_http_cells(row), _HTTP_COLUMNS, "server") for row in rows
                   if row.mode == mode]
         parts.append("\n".join(lines))
-    parts.append("vs uvicorn: over the mean of uvicorn's rounds at that level; cpu ms/req: CPU "
-                 "per request of the process serving HTTP (embedded: facade and worker in one; "
-                 "distributed: the facade's, the worker being the same under both)")
+    parts.append("vs uvicorn: over the mean of uvicorn's rounds at that level; cpu ms/req: the "
+                 "servers' CPU per request (embedded: facade and worker in one process; "
+                 "distributed: the facade's + the worker's, the worker the same under both)")
     return "\n\n".join(parts)
 
 

@@ -43,7 +43,7 @@ from bench.payload import (
 )
 from bench.plain_fastapi import PlainServer
 from bench.report import LevelRow, Report
-from bench.server import EmbeddedServer
+from bench.server import UVICORN, EmbeddedServer
 from bench.versions import load_versions, pinned_infos
 from harness.process import shielded, wait_ready
 
@@ -62,6 +62,9 @@ class RunPlan:
     facades: int = 1
     grpc: bool = True
     """``False``: the servers run without their gRPC server (``--grpc-port 0``), same label."""
+    http: str = UVICORN
+    """What serves the Inferno servers' HTTP (``bench.server.HTTP_SERVERS``;
+    ``--compare-http-servers``), same label."""
 
     @property
     def label(self) -> str:
@@ -148,7 +151,7 @@ def _started(args: argparse.Namespace, plan: RunPlan) -> Iterator[Target]:
         elif plan.mode == "embedded":
             print(f"starting inferno serve{off} ...", file=sys.stderr, flush=True)
             server = stack.enter_context(EmbeddedServer(args.host, args.port, args.repo,
-                                                        grpc=plan.grpc))
+                                                        grpc=plan.grpc, http=plan.http))
             yield Target((server.base_url,), (f"{server.base_url}/metrics",),
                          f"embedded server{off}", grpc_addresses=server.grpc_addresses)
         elif plan.mode == "floor":
@@ -162,7 +165,7 @@ def _started(args: argparse.Namespace, plan: RunPlan) -> Iterator[Target]:
             cluster = stack.enter_context(Cluster(ClusterSpec(
                 model=args.model, workers=plan.workers, facades=plan.facades, repo=args.repo,
                 host=args.host, broker_url=args.broker_url, redis_url=args.redis_url,
-                grpc=plan.grpc)))
+                grpc=plan.grpc, http=plan.http)))
             yield Target(tuple(cluster.facade_urls), tuple(cluster.metrics_urls),
                          f"cluster of {plan.label.removeprefix('distributed, ')}{off}",
                          grpc_addresses=tuple(cluster.grpc_addresses),
